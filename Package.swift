@@ -1,0 +1,131 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "telex",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "TelexProtocol", targets: ["TelexProtocol"]),
+        .library(name: "TelexStorage", targets: ["TelexStorage"]),
+        .library(name: "TelexEvents", targets: ["TelexEvents"]),
+        .library(name: "TelexServer", targets: ["TelexServer"]),
+        .library(name: "TelexClient", targets: ["TelexClient"]),
+        .executable(name: "telexd", targets: ["telexd"]),
+        .executable(name: "telex-pub", targets: ["telex-pub"]),
+        .executable(name: "telex-sub", targets: ["telex-sub"]),
+        .executable(name: "telex-bench", targets: ["telex-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(
+            name: "TelexProtocol",
+            dependencies: [
+                "CZlib",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "TelexStorage",
+            dependencies: [
+                "TelexProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "TelexEvents",
+            dependencies: ["TelexProtocol"]
+        ),
+        .target(
+            name: "TelexServer",
+            dependencies: [
+                "TelexProtocol",
+                "TelexStorage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "TelexClient",
+            dependencies: [
+                "TelexProtocol",
+                "TelexEvents",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "telexd",
+            dependencies: [
+                "TelexServer",
+                "TelexStorage",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "telex-pub",
+            dependencies: [
+                "TelexClient",
+                "TelexEvents",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "telex-sub",
+            dependencies: [
+                "TelexClient",
+                "TelexEvents",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "telex-bench",
+            dependencies: [
+                "TelexClient",
+                "TelexEvents",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "TelexProtocolTests",
+            dependencies: [
+                "TelexProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+        ),
+        .testTarget(
+            name: "TelexStorageTests",
+            dependencies: ["TelexStorage", "TelexProtocol", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
+            name: "TelexEventsTests",
+            dependencies: ["TelexEvents"]
+        ),
+        .testTarget(
+            name: "TelexIntegrationTests",
+            dependencies: [
+                "TelexServer", "TelexClient", "TelexEvents", "TelexStorage", "TelexProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,97 @@
+import NIOCore
+
+extension ByteBuffer {
+    /// Writes a string as a u16 big-endian byte length followed by its UTF-8 bytes.
+    @inlinable
+    public mutating func writeShortString(_ string: String) {
+        let lengthIndex = writerIndex
+        writeInteger(UInt16(0))
+        let written = writeString(string)
+        precondition(written <= Int(UInt16.max), "string longer than 65535 bytes")
+        setInteger(UInt16(written), at: lengthIndex)
+    }
+
+    /// Writes bytes as a u16 big-endian length followed by the bytes.
+    @inlinable
+    public mutating func writeShortBytes(_ bytes: ByteBuffer) {
+        precondition(bytes.readableBytes <= Int(UInt16.max), "field longer than 65535 bytes")
+        writeInteger(UInt16(bytes.readableBytes))
+        writeImmutableBuffer(bytes)
+    }
+
+    /// Writes bytes as a u32 big-endian length followed by the bytes.
+    @inlinable
+    public mutating func writeLongBytes(_ bytes: ByteBuffer) {
+        writeInteger(UInt32(bytes.readableBytes))
+        writeImmutableBuffer(bytes)
+    }
+}
+
+/// Reads fields out of a frame body, turning every shortfall into a `malformedFrame` error that names the field.
+public struct FieldReader {
+    public var buffer: ByteBuffer
+    /// What is being read, for error messages ("PUBLISH", "record 3 of batch").
+    public let context: String
+    public let code: TelexError.Code
+
+    public init(_ buffer: ByteBuffer, context: String, code: TelexError.Code = .malformedFrame) {
+        self.buffer = buffer
+        self.context = context
+        self.code = code
+    }
+
+    public var remaining: Int { buffer.readableBytes }
+
+    @inlinable
+    public mutating func integer<T: FixedWidthInteger>(_ field: String, as: T.Type = T.self) throws(TelexError) -> T {
+        guard let value = buffer.readInteger(as: T.self) else {
+            throw truncated(field, needed: MemoryLayout<T>.size)
+        }
+        return value
+    }
+
+    public mutating func shortString(_ field: String) throws(TelexError) -> String {
+        let length = Int(try integer(field + " length", as: UInt16.self))
+        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field, needed: length) }
+        guard let string = bytes.validatedUTF8String() else {
+            throw TelexError(code, "\(context): field \(field) is not valid UTF-8")
+        }
+        return string
+    }
+
+    public mutating func shortBytes(_ field: String) throws(TelexError) -> ByteBuffer {
+        let length = Int(try integer(field + " length", as: UInt16.self))
+        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field, needed: length) }
+        return bytes
+    }
+
+    public mutating func longBytes(_ field: String) throws(TelexError) -> ByteBuffer {
+        let length = Int(try integer(field + " length", as: UInt32.self))
+        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field, needed: length) }
+        return bytes
+    }
+
+    public mutating func slice(_ field: String, length: Int) throws(TelexError) -> ByteBuffer {
+        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field, needed: length) }
+        return bytes
+    }
+
+    /// Fails unless every byte was consumed.
+    public func expectEnd() throws(TelexError) {
+        if buffer.readableBytes != 0 {
+            throw TelexError(code, "\(context): \(buffer.readableBytes) unexpected trailing bytes")
+        }
+    }
+
+    public func truncated(_ field: String, needed: Int) -> TelexError {
+        TelexError(code, "\(context): truncated at field \(field) (needs \(needed) bytes, \(buffer.readableBytes) left)")
+    }
+}
+
+extension ByteBuffer {
+    /// The readable bytes as a string, or nil if they are not valid UTF-8.
+    @inlinable
+    func validatedUTF8String() -> String? {
+        withUnsafeReadableBytes { String(validating: $0, as: UTF8.self) }
+    }
+}
