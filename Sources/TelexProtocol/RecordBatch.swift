@@ -289,7 +289,8 @@ public enum RecordBatch {
         return batches
     }
 
-    static func hex(_ value: UInt32) -> String {
+    /// `0x` and eight hex digits.
+    public static func hex(_ value: UInt32) -> String {
         let digits = String(value, radix: 16)
         return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
     }

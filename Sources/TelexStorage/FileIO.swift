@@ -1,0 +1,147 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import NIOCore
+import TelexProtocol
+
+/// Thin POSIX wrappers that turn failures into `storageFailure` errors naming the file.
+enum FileIO {
+    static func failure(_ operation: String, _ path: String, errno code: Int32 = errno) -> TelexError {
+        TelexError(.storageFailure, "\(operation) \(path): \(String(cString: strerror(code)))")
+    }
+
+    static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(TelexError) -> CInt {
+        let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw failure("open", path) }
+        return fd
+    }
+
+    static func size(_ fd: CInt, path: String) throws(TelexError) -> Int {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw failure("fstat", path) }
+        return Int(info.st_size)
+    }
+
+    /// Reads exactly `length` bytes at `offset`, or fewer only at end of file.
+    static func read(_ fd: CInt, at offset: Int, length: Int, into buffer: inout ByteBuffer, path: String) throws(TelexError) -> Int {
+        var total = 0
+        var failed: Int32 = 0
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { bytes in
+            while total < length {
+                let count = pread(fd, bytes.baseAddress! + total, length - total, off_t(offset + total))
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    failed = errno
+                    break
+                }
+                if count == 0 { break }
+                total += count
+            }
+            return total
+        }
+        if failed != 0 { throw failure("read", path, errno: failed) }
+        return total
+    }
+
+    /// Writes every byte of `parts` at `offset`, in order.
+    static func write(_ fd: CInt, parts: [ByteBuffer], at offset: Int, path: String) throws(TelexError) {
+        var position = offset
+        for part in parts {
+            var failed: Int32 = 0
+            part.withUnsafeReadableBytes { bytes in
+                var done = 0
+                while done < bytes.count {
+                    let count = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(position + done))
+                    if count < 0 {
+                        if errno == EINTR { continue }
+                        failed = errno
+                        return
+                    }
+                    done += count
+                }
+            }
+            if failed != 0 { throw failure("write", path, errno: failed) }
+            position += part.readableBytes
+        }
+    }
+
+    static func append(_ fd: CInt, _ buffer: ByteBuffer, path: String) throws(TelexError) {
+        var failed: Int32 = 0
+        buffer.withUnsafeReadableBytes { bytes in
+            var done = 0
+            while done < bytes.count {
+                let count = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    failed = errno
+                    return
+                }
+                done += count
+            }
+        }
+        if failed != 0 { throw failure("write", path, errno: failed) }
+    }
+
+    static func truncate(_ fd: CInt, to length: Int, path: String) throws(TelexError) {
+        guard ftruncate(fd, off_t(length)) == 0 else { throw failure("truncate", path) }
+    }
+
+    static func sync(_ fd: CInt, path: String) throws(TelexError) {
+        guard fdatasync(fd) == 0 else { throw failure("fdatasync", path) }
+    }
+
+    /// fsyncs a directory so that creations, renames and deletions in it survive a crash.
+    static func syncDirectory(_ path: String) throws(TelexError) {
+        let fd = try open(path, flags: O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw failure("fsync directory", path) }
+    }
+
+    static func makeDirectory(_ path: String) throws(TelexError) {
+        var partial = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            partial += "/" + component
+            if mkdir(partial, 0o755) != 0, errno != EEXIST { throw failure("mkdir", partial) }
+        }
+    }
+
+    static func listDirectory(_ path: String) throws(TelexError) -> [String] {
+        guard let directory = opendir(path) else { throw failure("opendir", path) }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    static func exists(_ path: String) -> Bool {
+        access(path, F_OK) == 0
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    static func remove(_ path: String) throws(TelexError) {
+        guard unlink(path) == 0 || errno == ENOENT else { throw failure("unlink", path) }
+    }
+
+    static func rename(_ from: String, _ to: String) throws(TelexError) {
+        guard Glibc.rename(from, to) == 0 else { throw failure("rename \(from) to", to) }
+    }
+
+    static func nowMilliseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+}
