@@ -127,5 +127,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-    ]
+    ],
+    swiftLanguageModes: [.v5]
 )
