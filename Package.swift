@@ -42,7 +42,7 @@ let package = Package(
         ),
         .target(
             name: "TelexEvents",
-            dependencies: ["TelexProtocol"]
+            dependencies: ["TelexProtocol", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .target(
             name: "TelexServer",

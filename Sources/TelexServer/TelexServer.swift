@@ -21,13 +21,12 @@ public final class TelexServer: @unchecked Sendable {
     private var serverChannel: Channel?
     private var connections: [ObjectIdentifier: Channel] = [:]
     private var retentionTask: RepeatedTask?
-    private let closedPromise: EventLoopPromise<Void>
+    private let closed = AsyncStream<Void>.makeStream()
 
     public init(configuration: ServerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
-        closedPromise = group.next().makePromise()
     }
 
     /// The port the server is bound to, once started.
@@ -91,8 +90,8 @@ public final class TelexServer: @unchecked Sendable {
     }
 
     /// Waits until `shutdown()` has finished.
-    public func waitUntilClosed() async throws {
-        try await closedPromise.futureResult.get()
+    public func waitUntilClosed() async {
+        for await _ in closed.stream {}
     }
 
     /// Stops accepting, finishes in-flight appends, fsyncs and closes every log, closes connections.
@@ -110,7 +109,7 @@ public final class TelexServer: @unchecked Sendable {
         for connection in open { try? await connection.close() }
         try await group.shutdownGracefully()
         logger.info("telexd stopped")
-        closedPromise.succeed(())
+        closed.continuation.finish()
         if let closeError { throw closeError }
     }
 }

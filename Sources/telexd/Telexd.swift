@@ -1,0 +1,135 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import TelexServer
+import TelexStorage
+
+/// `telexd`: the Telex broker, and `telexd inspect` for an offline dump of a data directory.
+@main
+struct Telexd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "telexd",
+        abstract: "The Telex broker for newsroom events.",
+        discussion: """
+            Runs with no arguments: listens on 127.0.0.1:7420 and keeps data in ./telex-data.
+            Every option can also come from a TELEX_* environment variable (flags win).
+
+            Examples:
+              telexd
+              telexd --port 7500 --data-dir /var/lib/telex --fsync interval:200
+              TELEX_RETENTION_HOURS=72 telexd
+              telexd inspect ./telex-data | jq .
+            """,
+        subcommands: [Serve.self, Inspect.self],
+        defaultSubcommand: Serve.self)
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Run the broker (the default).")
+
+    @Option(help: "Address to listen on. Env TELEX_HOST. Default 127.0.0.1.")
+    var host: String?
+    @Option(help: "TCP port (0 picks a free one). Env TELEX_PORT. Default 7420.")
+    var port: Int?
+    @Option(name: .customLong("data-dir"), help: "Data directory, created if missing. Env TELEX_DATA_DIR. Default ./telex-data.")
+    var dataDirectory: String?
+    @Option(help: "always | interval:MS | never. Env TELEX_FSYNC. Default always (ack only after fsync).")
+    var fsync: String?
+    @Option(name: .customLong("max-frame-bytes"), help: "Largest accepted frame. Env TELEX_MAX_FRAME_BYTES. Default 8388608.")
+    var maxFrameBytes: Int?
+    @Option(name: .customLong("segment-bytes"), help: "Roll segments at this size. Env TELEX_SEGMENT_BYTES. Default 134217728.")
+    var segmentBytes: Int?
+    @Option(name: .customLong("retention-hours"), help: "Delete segments older than this. Env TELEX_RETENTION_HOURS. Default: keep forever.")
+    var retentionHours: Double?
+    @Option(name: .customLong("retention-bytes"), help: "Keep each topic under this size. Env TELEX_RETENTION_BYTES. Default: no limit.")
+    var retentionBytes: Int?
+    @Option(name: .customLong("create-topics"), help: "Whether publishing creates topics: true|false. Env TELEX_CREATE_TOPICS. Default true.")
+    var createTopics: Bool?
+    @Option(name: .customLong("auth-token"), help: "Require this token in HELLO. Env TELEX_AUTH_TOKEN. Default: none.")
+    var authToken: String?
+    @Option(name: .customLong("log-level"), help: "trace|debug|info|notice|warning|error. Env TELEX_LOG_LEVEL. Default info.")
+    var logLevel: String?
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        func setting<T>(_ flag: T?, _ name: String, _ parse: (String) -> T?) throws -> T? {
+            if let flag { return flag }
+            guard let raw = environment[name] else { return nil }
+            guard let value = parse(raw) else { throw ValidationError("\(name)=\(raw) is not a valid value") }
+            return value
+        }
+        var log = LogConfiguration()
+        if let fsyncText = try setting(fsync, "TELEX_FSYNC", { $0 }) {
+            guard let policy = FsyncPolicy(parsing: fsyncText) else {
+                throw ValidationError("fsync '\(fsyncText)' is not always, never or interval:MS")
+            }
+            log.fsync = policy
+        }
+        if let bytes = try setting(segmentBytes, "TELEX_SEGMENT_BYTES", { Int($0) }) {
+            guard bytes >= 4096, bytes <= Int(Int32.max) else { throw ValidationError("segment bytes must be 4096...2147483647") }
+            log.segmentBytes = bytes
+        }
+        if let hours = try setting(retentionHours, "TELEX_RETENTION_HOURS", { Double($0) }) {
+            log.retentionMilliseconds = Int64(hours * 3_600_000)
+        }
+        log.retentionBytes = try setting(retentionBytes, "TELEX_RETENTION_BYTES", { Int($0) })
+        var configuration = ServerConfiguration(log: log)
+        configuration.host = try setting(host, "TELEX_HOST", { $0 }) ?? configuration.host
+        configuration.port = try setting(port, "TELEX_PORT", { Int($0) }) ?? configuration.port
+        configuration.dataDirectory = try setting(dataDirectory, "TELEX_DATA_DIR", { $0 }) ?? configuration.dataDirectory
+        configuration.maxFrameSize = try setting(maxFrameBytes, "TELEX_MAX_FRAME_BYTES", { Int($0) }) ?? configuration.maxFrameSize
+        configuration.allowTopicCreation = try setting(createTopics, "TELEX_CREATE_TOPICS", { Bool($0) }) ?? true
+        configuration.authToken = try setting(authToken, "TELEX_AUTH_TOKEN", { $0 })
+        let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"
+        guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level '\(levelText)'") }
+
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "telexd")
+        let server = TelexServer(configuration: configuration, logger: logger)
+        do {
+            try await server.start()
+        } catch {
+            logger.critical("could not start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        let signals = [SIGINT, SIGTERM].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
+        for source in signals {
+            source.setEventHandler {
+                logger.info("shutting down", metadata: ["signal": "\(source.handle)"])
+                for other in signals { other.cancel() }
+                Task { try? await server.shutdown() }
+            }
+            source.resume()
+        }
+        await server.waitUntilClosed()
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print every stored batch of a data directory as JSON Lines (offline; the broker may be stopped).",
+        discussion: "Example: telexd inspect ./telex-data --topic news.world | jq 'select(.crcValid == false)'")
+
+    @Argument(help: "The data directory.")
+    var dataDirectory: String = "./telex-data"
+    @Option(help: "Only this topic.")
+    var topic: String?
+
+    func run() throws {
+        do {
+            try StorageInspector.dump(dataDirectory: dataDirectory, topic: topic) { print($0) }
+        } catch {
+            FileHandle.standardError.write(Data("telexd inspect: \(error.message)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
