@@ -1,0 +1,184 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import TelexProtocol
+
+/// One record as delivered: where it is stored and when the broker appended it.
+public struct DeliveredRecord: Sendable {
+    public var topic: String
+    public var offset: Int64
+    /// Broker append time of the record's batch, milliseconds since the epoch.
+    public var brokerTime: Int64
+    public var record: Record
+}
+
+/// A live subscription: an `AsyncSequence` of delivered records, in offset order per topic.
+///
+/// Credit-based: the broker sends at most `credit` batches ahead of the consumer, so a slow consumer holds
+/// a bounded amount of memory. If the connection drops, iteration reconnects with backoff and resumes from
+/// the offset after the last record it returned, per topic: no gap, no duplicate.
+/// Iterate from one task at a time.
+public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
+    public typealias Element = DeliveredRecord
+
+    public let pattern: String
+    public let start: StartPosition
+    public let consumer: String?
+    public let untilCaughtUp: Bool
+    private let client: TelexClient
+    private let credit: UInt32
+    private let lock = NIOLock()
+    private var sink = SubscriptionSink()
+    private var connection: Connection?
+    private var subscriptionID: UInt32 = 0
+    private var positions: [String: Int64] = [:]
+    private var ranges: [TopicRange] = []
+    private var cancelled = false
+
+    init(client: TelexClient, pattern: String, start: StartPosition, consumer: String?, untilCaughtUp: Bool, credit: UInt32) {
+        self.client = client
+        self.pattern = pattern
+        self.start = start
+        self.consumer = consumer
+        self.untilCaughtUp = untilCaughtUp
+        self.credit = Swift.max(1, credit)
+    }
+
+    /// Topics matched when the subscription (re)started, with their start and end offsets.
+    public var topics: [TopicRange] { lock.withLock { ranges } }
+
+    /// The next offset this subscription will return, per topic it has returned records from.
+    public var nextOffsets: [String: Int64] { lock.withLock { positions } }
+
+    /// Sends SUBSCRIBE on the current connection, resuming topics at `resume`.
+    func open(resume: [String: Int64]) async throws {
+        let connection = try await client.currentConnection()
+        let id = client.makeSubscriptionID()
+        let sink = SubscriptionSink()
+        let reply = try await connection.request(
+            .subscribe(subscriptionID: id, pattern: pattern, start: start, consumerName: consumer ?? "",
+                       initialCredit: credit, resume: resume.map { TopicOffset(topic: $0.key, offset: $0.value) }
+                        .sorted { $0.topic < $1.topic }),
+            subscriptionSink: (id, sink))
+        guard case .subscribed(_, let topics) = reply else {
+            connection.forget(subscriptionID: id, sink: sink)
+            throw TelexError(.malformedFrame, "SUBSCRIBE answered with \(reply.type.name)")
+        }
+        lock.withLock {
+            self.connection = connection
+            self.subscriptionID = id
+            self.sink = sink
+            self.ranges = topics
+        }
+    }
+
+    /// Commits, for this subscription's consumer, the next offset of every topic it has returned records from.
+    public func commit() async throws {
+        for (topic, offset) in nextOffsets.sorted(by: { $0.key < $1.key }) {
+            try await commit(topic: topic, offset: offset)
+        }
+    }
+
+    /// Commits `offset` as the next offset `consumer` reads in `topic`; returns once the broker has it on disk.
+    public func commit(topic: String, offset: Int64) async throws {
+        guard consumer != nil else {
+            throw TelexError(.invalidRequest, "commit needs a consumer name: subscribe with consumer: \"NAME\"")
+        }
+        let (connection, id) = lock.withLock { (self.connection, subscriptionID) }
+        guard let connection else { throw TelexError(.closed, "the subscription is not connected") }
+        let reply = try await connection.request(.commit(subscriptionID: id, topic: topic, offset: offset))
+        guard case .commitAck = reply else { throw TelexError(.malformedFrame, "COMMIT answered with \(reply.type.name)") }
+    }
+
+    /// Stops the subscription on the broker.
+    public func cancel() async {
+        let (connection, id, sink) = lock.withLock { () -> (Connection?, UInt32, SubscriptionSink) in
+            cancelled = true
+            return (self.connection, subscriptionID, self.sink)
+        }
+        guard let connection else { return }
+        _ = try? await connection.request(.unsubscribe(subscriptionID: id))
+        connection.forget(subscriptionID: id, sink: sink)
+        sink.push(.ended)
+    }
+
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(subscription: self)
+    }
+
+    public struct Iterator: AsyncIteratorProtocol {
+        let subscription: TelexSubscription
+        var pending: [DeliveredRecord] = []
+        var pendingIndex = 0
+        var consumedBatches: UInt32 = 0
+        var finished = false
+        let decompressor = ZlibDecompressor()
+
+        init(subscription: TelexSubscription) {
+            self.subscription = subscription
+        }
+
+        public mutating func next() async throws -> DeliveredRecord? {
+            while true {
+                if pendingIndex < pending.count {
+                    let record = pending[pendingIndex]
+                    pendingIndex += 1
+                    subscription.advance(record.topic, to: record.offset + 1)
+                    return record
+                }
+                if finished { return nil }
+                pending.removeAll(keepingCapacity: true)
+                pendingIndex = 0
+                let (sink, connection, id) = subscription.current()
+                switch await sink.next() {
+                case .batches(let topic, let buffer):
+                    let batches = try RecordBatch.split(buffer, context: "DELIVER for \(topic)")
+                    for batch in batches {
+                        let (header, records) = try RecordBatch.decodeRecords(
+                            batch, decompressor: decompressor, context: "batch from \(topic)")
+                        let from = subscription.position(topic)
+                        for (index, record) in records.enumerated() {
+                            let offset = header.baseOffset + Int64(index)
+                            if let from, offset < from { continue }
+                            pending.append(DeliveredRecord(topic: topic, offset: offset, brokerTime: header.appendTime, record: record))
+                        }
+                    }
+                    consumedBatches += UInt32(batches.count)
+                    if consumedBatches * 2 >= subscription.credit, let connection {
+                        connection.post(.credit(subscriptionID: id, batches: consumedBatches))
+                        consumedBatches = 0
+                    }
+                case .caughtUp:
+                    if subscription.untilCaughtUp { finished = true }
+                case .failed(let error):
+                    finished = true
+                    throw error
+                case .ended:
+                    finished = true
+                case .disconnected(let error):
+                    if subscription.isCancelled {
+                        finished = true
+                        continue
+                    }
+                    subscription.client.logger.info("subscription disconnected; resuming", metadata: ["error": "\(error)"])
+                    if let connection { await subscription.client.dropConnection(connection) }
+                    consumedBatches = 0
+                    try await subscription.open(resume: subscription.nextOffsets)
+                }
+            }
+        }
+    }
+
+    fileprivate func current() -> (SubscriptionSink, Connection?, UInt32) {
+        lock.withLock { (sink, connection, subscriptionID) }
+    }
+
+    fileprivate var isCancelled: Bool { lock.withLock { cancelled } }
+
+    fileprivate func position(_ topic: String) -> Int64? {
+        lock.withLock { positions[topic] ?? ranges.first { $0.topic == topic }?.startOffset }
+    }
+
+    fileprivate func advance(_ topic: String, to offset: Int64) {
+        lock.withLock { positions[topic] = offset }
+    }
+}
