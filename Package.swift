@@ -76,9 +76,18 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        .target(
+            name: "TelexCLI",
+            dependencies: [
+                "TelexClient",
+                "TelexProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .executableTarget(
             name: "telex-pub",
             dependencies: [
+                "TelexCLI",
                 "TelexClient",
                 "TelexEvents",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -87,6 +96,7 @@ let package = Package(
         .executableTarget(
             name: "telex-sub",
             dependencies: [
+                "TelexCLI",
                 "TelexClient",
                 "TelexEvents",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -95,6 +105,7 @@ let package = Package(
         .executableTarget(
             name: "telex-bench",
             dependencies: [
+                "TelexCLI",
                 "TelexClient",
                 "TelexEvents",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -1,0 +1,41 @@
+import ArgumentParser
+import Foundation
+import TelexClient
+import TelexProtocol
+
+/// `--server` and `--client-name`, shared by every Telex command-line tool.
+public struct ConnectionOptions: ParsableArguments {
+    @Option(help: "Broker address HOST:PORT (env TELEX_SERVER). Default 127.0.0.1:7420.")
+    public var server: String?
+
+    @Option(help: "Name shown in the broker's logs.")
+    public var clientName: String?
+
+    public init() {}
+
+    /// The client configuration these options describe.
+    public func configuration(defaultName: String) throws -> ClientConfiguration {
+        var configuration = ClientConfiguration(clientName: clientName ?? defaultName)
+        if let address = server ?? ProcessInfo.processInfo.environment["TELEX_SERVER"] {
+            do {
+                try configuration.setServer(address)
+            } catch {
+                throw ValidationError(error.message)
+            }
+        }
+        return configuration
+    }
+}
+
+/// Writes a message to standard error.
+public func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// The text a tool prints for an error: the Telex message without its code for the common cases.
+public func describe(_ error: Error) -> String {
+    if let error = error as? TelexError {
+        return error.code == .connectionFailed || error.code == .invalidEvent ? error.message : "\(error.code.name): \(error.message)"
+    }
+    return "\(error)"
+}

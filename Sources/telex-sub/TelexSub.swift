@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import TelexCLI
+import TelexClient
+import TelexEvents
+import TelexProtocol
+
+@main
+struct TelexSub: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "telex-sub",
+        abstract: "Print article events from a Telex broker as JSON Lines.",
+        discussion: """
+            Each line is the stored CloudEvent plus "topic", "offset" and "brokertime" (when the broker stored it).
+            The output is valid telex-pub input. PATTERN is a topic or a wildcard: '*' matches one token,
+            '>' the rest ('news.>' also picks up topics created later).
+
+            Examples:
+              telex-sub 'news.>'                                  follow new events
+              telex-sub 'news.>' --no-follow                      everything stored, then exit (index rebuild)
+              telex-sub news.world --from 120 --limit 10
+              telex-sub 'sport.*' --since 2024-03-06T00:00:00Z
+              telex-sub 'news.>' --consumer search-indexer        resume where this consumer stopped
+              telex-sub 'news.>' --no-follow | telex-pub --server other:7420 --quiet
+            """)
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "Topic or pattern, e.g. news.world, news.*, 'news.>'.")
+    var pattern: String
+
+    @Option(help: "Where to start: beginning, end or an OFFSET. Default: end, or beginning with --no-follow.")
+    var from: String?
+
+    @Option(help: "Start at the first event stored at or after this RFC 3339 time.")
+    var since: String?
+
+    @Option(help: "Durable consumer name: resume from its committed positions and commit as events are printed.")
+    var consumer: String?
+
+    @Option(help: "Stop after printing this many events.")
+    var limit: Int?
+
+    @Flag(help: "Stop once everything stored when the subscription began has been printed.")
+    var noFollow = false
+
+    @Option(help: "With --consumer, commit after this many events (and always at exit).")
+    var commitEvery: Int = 100
+
+    func validate() throws {
+        do { try TopicName.validatePattern(pattern) } catch { throw ValidationError(error.message) }
+        if from != nil, since != nil { throw ValidationError("give --from or --since, not both") }
+        if let from, !["beginning", "end"].contains(from), Int64(from).map({ $0 < 0 }) ?? true {
+            throw ValidationError("--from must be beginning, end or a non-negative offset, not '\(from)'")
+        }
+        if let since, CloudEvent.parseTime(since) == nil {
+            throw ValidationError("--since '\(since)' is not an RFC 3339 time such as 2024-03-06T08:00:00Z")
+        }
+        if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
+        if commitEvery <= 0 { throw ValidationError("--commit-every must be positive") }
+    }
+
+    var start: StartPosition {
+        if let since, let date = CloudEvent.parseTime(since) { return .timestamp(Int64(date.timeIntervalSince1970 * 1000)) }
+        switch from {
+        case "beginning": return .beginning
+        case "end": return .end
+        case let text?: return .offset(Int64(text)!)
+        case nil: return noFollow ? .beginning : .end
+        }
+    }
+
+    func run() async throws {
+        let client: TelexClient
+        do {
+            client = try await TelexClient.connect(configuration: try connection.configuration(defaultName: "telex-sub"))
+        } catch {
+            printError("telex-sub: \(describe(error))")
+            throw ExitCode(69)
+        }
+        signal(SIGPIPE, SIG_IGN)
+        var exitCode: Int32 = 0
+        var printed = 0
+        var subscription: TelexSubscription?
+        let stop = StopSignal()
+        do {
+            let current = try await client.subscribe(pattern, from: start, consumer: consumer, untilCaughtUp: noFollow)
+            subscription = current
+            stop.install { Task { await current.cancel() } }
+            var sinceCommit = 0
+            for try await delivered in current {
+                let line: String
+                do {
+                    line = try CloudEvent.outputLine(value: delivered.record.value, topic: delivered.topic,
+                                                     offset: delivered.offset, brokerTime: delivered.brokerTime)
+                } catch {
+                    printError("telex-sub: skipping \(delivered.topic)@\(delivered.offset): \(error.message)")
+                    continue
+                }
+                print(line)
+                if fflush(stdout) != 0 { break }
+                printed += 1
+                sinceCommit += 1
+                if consumer != nil, sinceCommit >= commitEvery {
+                    try await current.commit()
+                    sinceCommit = 0
+                }
+                if let limit, printed >= limit { break }
+            }
+        } catch {
+            printError("telex-sub: \(describe(error))")
+            exitCode = 1
+        }
+        if consumer != nil, let subscription, printed > 0 {
+            do { try await subscription.commit() } catch {
+                printError("telex-sub: could not commit positions: \(describe(error))")
+                exitCode = 1
+            }
+        }
+        await client.close()
+        if exitCode != 0 { throw ExitCode(exitCode) }
+    }
+}
+
+/// Turns SIGINT/SIGTERM into a clean stop, so a durable consumer commits what it printed.
+final class StopSignal: @unchecked Sendable {
+    private var sources: [DispatchSourceSignal] = []
+
+    func install(_ action: @escaping @Sendable () -> Void) {
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler(handler: action)
+            source.resume()
+            sources.append(source)
+        }
+    }
+}
