@@ -238,6 +238,17 @@ public final class TelexClient: @unchecked Sendable {
         return acks.map { $0! }
     }
 
+    /// Sends one prepared batch without waiting: the future completes with its ack. No retry on failure.
+    /// For paced publishers (benchmarks, latency probes) that keep many single batches in flight.
+    public func startPublish(_ batch: PreparedBatch) async throws -> EventLoopFuture<PublishAck> {
+        try await currentConnection().send(.publish(topic: batch.topic, batch: batch.bytes)).flatMapThrowing { reply in
+            guard case .publishAck(let topic, let baseOffset, let recordCount, let duplicate) = reply else {
+                throw TelexError(.malformedFrame, "expected PUBLISH_ACK, got \(reply.type.name)")
+            }
+            return PublishAck(topic: topic, baseOffset: baseOffset, recordCount: recordCount, duplicate: duplicate)
+        }
+    }
+
     func dropConnection(_ stale: Connection) async {
         let drop = lock.withLock { () -> Bool in
             guard connection === stale else { return false }

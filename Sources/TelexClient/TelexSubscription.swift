@@ -132,10 +132,9 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
                 switch await sink.next() {
                 case .batches(let topic, let buffer):
                     let batches = try RecordBatch.split(buffer, context: "DELIVER for \(topic)")
-                    for batch in batches {
-                        let (header, records) = try RecordBatch.decodeRecords(
-                            batch, decompressor: decompressor, context: "batch from \(topic)")
-                        let from = subscription.position(topic)
+                    let decoded = try await TelexSubscription.decode(batches, topic: topic, decompressor: decompressor)
+                    let from = subscription.position(topic)
+                    for (header, records) in decoded {
                         for (index, record) in records.enumerated() {
                             let offset = header.baseOffset + Int64(index)
                             if let from, offset < from { continue }
@@ -166,6 +165,29 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Inflates and decodes batches; a run of several is split across two tasks so inflating uses two cores.
+    fileprivate static func decode(
+        _ batches: [ByteBuffer], topic: String, decompressor: ZlibDecompressor
+    ) async throws -> [(RecordBatchHeader, [Record])] {
+        func decodeAll(_ slice: ArraySlice<ByteBuffer>, _ decompressor: ZlibDecompressor) throws -> [(RecordBatchHeader, [Record])] {
+            try slice.map { batch in
+                let (header, records) = try RecordBatch.decodeRecords(batch, decompressor: decompressor, context: "batch from \(topic)")
+                return (header, records)
+            }
+        }
+        guard batches.count >= 2 else { return try decodeAll(batches[...], decompressor) }
+        let middle = batches.count / 2
+        let secondHalf = Task.detached { try decodeAll(batches[middle...], ZlibDecompressor()) }
+        let firstHalf: [(RecordBatchHeader, [Record])]
+        do {
+            firstHalf = try decodeAll(batches[..<middle], decompressor)
+        } catch {
+            secondHalf.cancel()
+            throw error
+        }
+        return firstHalf + (try await secondHalf.value)
     }
 
     fileprivate func current() -> (SubscriptionSink, Connection?, UInt32) {

@@ -47,29 +47,47 @@ public struct LogSlice: Sendable {
 }
 
 /// Per-producer memory of recent batches, so a retried batch is answered with its original offsets.
+///
+/// Keyed by sequence, not ordered by it: concurrent publishers sharing one producer id may send batches
+/// out of sequence order, and each is still stored once.
 struct ProducerState {
     static let remembered = 4096
-    var lastSequence: Int32
     var lastAppendTime: Int64
-    var entries: [(sequence: Int32, baseOffset: Int64, recordCount: UInt32)] = []
+    private var offsets: [Int32: (baseOffset: Int64, recordCount: UInt32)] = [:]
+    private var order: [Int32] = []
+    private var orderHead = 0
+
+    init(lastAppendTime: Int64) {
+        self.lastAppendTime = lastAppendTime
+    }
 
     mutating func remember(_ sequence: Int32, baseOffset: Int64, recordCount: UInt32, appendTime: Int64) {
-        lastSequence = sequence
         lastAppendTime = appendTime
-        entries.append((sequence, baseOffset, recordCount))
-        if entries.count > Self.remembered * 2 { entries.removeFirst(entries.count - Self.remembered) }
+        offsets[sequence] = (baseOffset, recordCount)
+        order.append(sequence)
+        if order.count - orderHead > Self.remembered {
+            offsets[order[orderHead]] = nil
+            orderHead += 1
+            if orderHead >= Self.remembered {
+                order.removeFirst(orderHead)
+                orderHead = 0
+            }
+        }
     }
 
     func lookup(_ sequence: Int32) -> (baseOffset: Int64, recordCount: UInt32)? {
-        var low = 0
-        var high = entries.count - 1
-        while low <= high {
-            let middle = (low + high) / 2
-            if entries[middle].sequence == sequence { return (entries[middle].baseOffset, entries[middle].recordCount) }
-            if entries[middle].sequence < sequence { low = middle + 1 } else { high = middle - 1 }
-        }
-        return nil
+        offsets[sequence]
     }
+
+    /// True when the memory is full and `sequence` is older than everything in it: it cannot be told apart
+    /// from a forgotten batch, so it must not be stored blindly.
+    func isTooOld(_ sequence: Int32) -> Bool {
+        guard order.count - orderHead >= Self.remembered else { return false }
+        return sequence < order[orderHead]
+    }
+
+    /// The sequence remembered longest.
+    var oldestRemembered: Int32? { orderHead < order.count ? order[orderHead] : nil }
 }
 
 /// One topic's append-only log: segments of whole batches, offsets dense from 0, durable by its fsync policy.
@@ -142,6 +160,9 @@ public final class TopicLog: @unchecked Sendable {
             }
             try segment.rewriteIndexes()
         }
+        // After a process crash the active tail may still be only in the page cache: make it durable before
+        // counting it as durable, so `.always` readers never see a batch a machine crash could still take away.
+        if configuration.fsync == .always { try segments.last!.sync() }
         self.segments = segments
         nextOffset = segments.last!.nextOffset
         durableOffset = nextOffset
@@ -174,15 +195,15 @@ public final class TopicLog: @unchecked Sendable {
         defer { lock.unlock() }
         if closed { throw TelexError(.shuttingDown, "log \(topic) is closed", topic: topic) }
         if let failure { throw TelexError(.storageFailure, "log \(topic) is failed: \(failure.message)", topic: topic) }
-        if header.producerID != 0, let state = producers[header.producerID],
-            header.producerSequence <= state.lastSequence
-        {
-            guard let original = state.lookup(header.producerSequence) else {
+        if header.producerID != 0, let state = producers[header.producerID] {
+            if let original = state.lookup(header.producerSequence) {
+                return AppendResult(baseOffset: original.baseOffset, recordCount: original.recordCount, duplicate: true)
+            }
+            if state.isTooOld(header.producerSequence) {
                 throw TelexError(.sequenceOutOfOrder,
-                    "producer \(header.producerID) sequence \(header.producerSequence) is older than its last \(state.lastSequence) and not among the batches remembered",
+                    "producer \(header.producerID) sequence \(header.producerSequence) is older than the \(ProducerState.remembered) batches remembered (oldest \(state.oldestRemembered ?? 0)); it may be a duplicate, so it was not stored",
                     topic: topic)
             }
-            return AppendResult(baseOffset: original.baseOffset, recordCount: original.recordCount, duplicate: true)
         }
         let now = FileIO.nowMilliseconds()
         let appendTime = max(now, lastAppendTime)
@@ -213,11 +234,11 @@ public final class TopicLog: @unchecked Sendable {
 
     private func rememberProducer(_ id: Int64, sequence: Int32, baseOffset: Int64, recordCount: UInt32, appendTime: Int64) {
         if producers[id] == nil, producers.count >= Self.maxProducers {
-            // Forget the least recently active half; their retries then fail loudly rather than duplicate.
+            // Forget the least recently active half; a retry from one of them is then stored again as a new batch.
             let keep = producers.sorted { $0.value.lastAppendTime > $1.value.lastAppendTime }.prefix(Self.maxProducers / 2)
             producers = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
         }
-        producers[id, default: ProducerState(lastSequence: sequence, lastAppendTime: appendTime)]
+        producers[id, default: ProducerState(lastAppendTime: appendTime)]
             .remember(sequence, baseOffset: baseOffset, recordCount: recordCount, appendTime: appendTime)
     }
 

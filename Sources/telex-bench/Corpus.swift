@@ -1,0 +1,77 @@
+import Foundation
+import NIOCore
+import TelexEvents
+import TelexProtocol
+
+/// Deterministic ~2 KB CloudEvents + ninjs article events built from the seed articles, each with its own uri,
+/// headline and a body assembled from the seeds' sentences, so compression ratios are honest.
+struct Corpus {
+    let records: [Record]
+    let jsonBytes: Int
+
+    /// A small xorshift generator: the same seed always gives the same corpus.
+    struct Generator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            return state
+        }
+        mutating func next(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+    }
+
+    init(seedsPath: String, count: Int, targetBytes: Int = 2048) throws {
+        let text = try String(contentsOfFile: seedsPath, encoding: .utf8)
+        var articles: [[String: Any]] = []
+        var sentences: [String] = []
+        for line in text.split(separator: "\n") {
+            guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                let data = object["data"] as? [String: Any]
+            else { continue }
+            articles.append(data)
+            for body in data["bodies"] as? [[String: Any]] ?? [] {
+                guard let value = body["value"] as? String else { continue }
+                let plain = value.replacingOccurrences(of: "<[^>]+>", with: " ", options: .regularExpression)
+                for sentence in plain.split(separator: ".") {
+                    let trimmed = sentence.trimmingCharacters(in: .whitespacesAndNewlines)
+                    if trimmed.count > 20 { sentences.append(trimmed + ".") }
+                }
+            }
+        }
+        guard !articles.isEmpty, !sentences.isEmpty else {
+            throw TelexError(.invalidEvent, "\(seedsPath) has no articles with bodies to build a corpus from")
+        }
+        let sections = ["news.world", "news.europe", "news.china.harbin", "business.markets", "sport.football", "culture"]
+        let desks = ["world", "europe", "china", "business", "sport", "culture"]
+        var generator = Generator(state: 0x9E37_79B9_7F4A_7C15)
+        var records: [Record] = []
+        records.reserveCapacity(count)
+        var total = 0
+        let baseTime = 1_709_712_000.0  // 2024-03-06T08:00:00Z
+        for index in 0..<count {
+            var article = articles[index % articles.count]
+            let uri = "urn:telex:bench:article-\(index)"
+            article["uri"] = uri
+            article["version"] = String(1 + generator.next(5))
+            article["versionCreated"] = CloudEvent.formatTime(Date(timeIntervalSince1970: baseTime + Double(index)))
+            let headline = sentences[generator.next(sentences.count)].prefix(90)
+            article["headlines"] = [["role": "main", "value": "\(headline) (\(index))"]]
+            var body = ""
+            while body.utf8.count < targetBytes - 700 {
+                body += sentences[generator.next(sentences.count)] + " "
+            }
+            article["bodies"] = [["role": "main", "contentType": "text/plain", "value": body]]
+            let desk = generator.next(desks.count)
+            let event = try CloudEvent(
+                type: index % 4 == 3 ? "article.updated" : "article.created", article: article,
+                source: "urn:telex:newsroom:\(desks[desk])", id: "bench-\(index)",
+                time: Date(timeIntervalSince1970: baseTime + Double(index)), topic: sections[desk])
+            let record = event.record()
+            total += record.value.readableBytes
+            records.append(record)
+        }
+        self.records = records
+        jsonBytes = total
+    }
+}
