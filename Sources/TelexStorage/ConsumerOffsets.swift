@@ -48,6 +48,8 @@ public final class ConsumerOffsets: @unchecked Sendable {
     /// Durably records that `consumer` will next read `offset` in `topic`. Returns once it is on disk.
     public func commit(_ consumer: String, topic: String, offset: Int64) throws(TelexError) {
         try Self.validateName(consumer)
+        // A tab or newline in the topic would make the file unloadable, and with it the whole data directory.
+        try TopicName.validate(topic)
         lock.lock()
         defer { lock.unlock() }
         do {

@@ -214,15 +214,31 @@ final class Segment: @unchecked Sendable {
         var timeBuffer = ByteBuffer()
         let timeSize = try FileIO.size(timeIndexFD, path: timeIndexPath)
         _ = try FileIO.read(timeIndexFD, at: 0, length: timeSize, into: &timeBuffer, path: timeIndexPath)
-        guard timeSize % TimeIndexEntry.size == 0 else { return false }
+        guard timeSize % TimeIndexEntry.size == 0, timeSize > 0 || size == 0 else { return false }
         var times: [TimeIndexEntry] = []
         while let (timestamp, relative) = timeBuffer.readMultipleIntegers(as: (Int64, UInt32).self) {
             if let last = times.last, timestamp <= last.timestamp || relative < last.relativeOffset { return false }
             times.append(TimeIndexEntry(timestamp: timestamp, relativeOffset: relative))
         }
         offsetIndex = entries
+        // Every time entry must name a batch appended at the time it claims, or time lookups would skip batches.
+        for entry in times {
+            guard let header = try header(startingAt: baseOffset + Int64(entry.relativeOffset)),
+                header.appendTime == entry.timestamp
+            else { return false }
+        }
         timeIndex = times
         return true
+    }
+
+    /// The header of the batch whose base offset is `offset`, walking from the offset index; nil if none starts there.
+    private func header(startingAt offset: Int64) throws(TelexError) -> RecordBatchHeader? {
+        var position = indexedPosition(atOrBefore: offset).position
+        while let header = try header(at: position, limit: size), header.baseOffset <= offset {
+            if header.baseOffset == offset { return header }
+            position += header.totalSize
+        }
+        return nil
     }
 
     /// Walks the batches after the last index entry to learn the segment's end; false if they do not line up.
