@@ -35,6 +35,8 @@ public final class TelexClient: @unchecked Sendable {
     private var sequences: [String: Int32] = [:]
     private var nextSubscriptionID: UInt32 = 1
     private var isClosed = false
+    /// zlib compressors reused across calls: creating one costs a few hundred KB of zeroed memory.
+    private var compressors: [ZlibCompressor] = []
     /// This client's idempotent producer id: random, nonzero, fixed for the client's life.
     public let producerID: Int64
 
@@ -111,20 +113,26 @@ public final class TelexClient: @unchecked Sendable {
     /// with the configured codec on the available cores, each with this producer's next sequence number.
     public func prepare(_ records: [Record], topic: String) async throws -> [PreparedBatch] {
         try TopicName.validate(topic)
-        var chunks: [Range<Int>] = []
+        var ranges: [Range<Int>] = []
+        var sizes: [Int] = []
         var start = 0
         var bytes = 0
         for (index, record) in records.enumerated() {
             let size = 16 + record.key.readableBytes + record.value.readableBytes
                 + record.headers.reduce(0) { $0 + 6 + $1.name.utf8.count + $1.value.readableBytes }
             if index > start, index - start >= configuration.maxBatchRecords || bytes + size > configuration.maxBatchBytes {
-                chunks.append(start..<index)
+                ranges.append(start..<index)
+                sizes.append(bytes)
                 start = index
                 bytes = 0
             }
             bytes += size
         }
-        if start < records.count { chunks.append(start..<records.count) }
+        if start < records.count {
+            ranges.append(start..<records.count)
+            sizes.append(bytes)
+        }
+        let (chunks, chunkBytes) = (ranges, sizes)
         let firstSequence: Int32 = lock.withLock {
             let first = sequences[topic, default: 0]
             sequences[topic] = first &+ Int32(chunks.count)
@@ -133,14 +141,25 @@ public final class TelexClient: @unchecked Sendable {
         let configuration = self.configuration
         let producerID = self.producerID
         let workers = max(1, min(System.coreCount, chunks.count))
+        if chunks.count == 1 {
+            // One batch: compress it right here rather than pay for a task group.
+            let compressor = configuration.codec == .zlib ? takeCompressor() : nil
+            defer { if let compressor { returnCompressor(compressor) } }
+            var builder = RecordBatchBuilder(reservingCapacity: chunkBytes[0])
+            for record in records { builder.append(record) }
+            let bytes = builder.build(codec: configuration.codec, compressor: compressor, producerID: producerID,
+                                      producerSequence: firstSequence)
+            return [PreparedBatch(topic: topic, bytes: bytes, recordCount: builder.count)]
+        }
         var batches = [PreparedBatch?](repeating: nil, count: chunks.count)
         try await withThrowingTaskGroup(of: [(Int, PreparedBatch)].self) { group in
             for worker in 0..<workers {
                 group.addTask {
-                    let compressor = configuration.codec == .zlib ? ZlibCompressor(level: configuration.compressionLevel) : nil
+                    let compressor = configuration.codec == .zlib ? self.takeCompressor() : nil
+                    defer { if let compressor { self.returnCompressor(compressor) } }
                     var built: [(Int, PreparedBatch)] = []
                     for index in stride(from: worker, to: chunks.count, by: workers) {
-                        var builder = RecordBatchBuilder(reservingCapacity: 64 << 10)
+                        var builder = RecordBatchBuilder(reservingCapacity: chunkBytes[index])
                         for record in records[chunks[index]] { builder.append(record) }
                         let bytes = builder.build(codec: configuration.codec, compressor: compressor, producerID: producerID,
                                                   producerSequence: firstSequence &+ Int32(index))
@@ -156,9 +175,36 @@ public final class TelexClient: @unchecked Sendable {
         return batches.map { $0! }
     }
 
+    private func takeCompressor() -> ZlibCompressor {
+        lock.withLock { compressors.popLast() } ?? ZlibCompressor(level: configuration.compressionLevel)
+    }
+
+    private func returnCompressor(_ compressor: ZlibCompressor) {
+        lock.withLock { if compressors.count < 2 * System.coreCount { compressors.append(compressor) } }
+    }
+
     /// Publishes records to `topic` and returns one ack per batch, in order, once each is durable on the broker.
+    ///
+    /// Compression runs ahead of sending: while one group of batches is in flight the next is being compressed.
     public func publish(_ records: [Record], to topic: String) async throws -> [PublishAck] {
-        try await publish(prepared: try await prepare(records, topic: topic))
+        let groupSize = configuration.maxBatchRecords * max(2, min(configuration.publishWindow, 16))
+        var groups: [Range<Int>] = []
+        var start = 0
+        while start < records.count {
+            groups.append(start..<min(start + groupSize, records.count))
+            start += groupSize
+        }
+        let pipeline = PublishPipeline(client: self)
+        var preparing: Task<[PreparedBatch], Error>? = groups.first.map { first in
+            Task { try await self.prepare(Array(records[first]), topic: topic) }
+        }
+        for index in groups.indices {
+            let batches = try await preparing!.value
+            preparing = index + 1 < groups.count
+                ? Task { [groups] in try await self.prepare(Array(records[groups[index + 1]]), topic: topic) } : nil
+            for batch in batches { try await pipeline.submit(batch) }
+        }
+        return try await pipeline.finish()
     }
 
     /// Publishes CloudEvents; each goes to `topic` or, when nil, to the event's own `topic` attribute.
@@ -196,46 +242,10 @@ public final class TelexClient: @unchecked Sendable {
     /// Publishes prepared batches in order with at most `publishWindow` awaiting acks. If the connection drops,
     /// it reconnects and re-sends every unacknowledged batch unchanged; the broker answers any it already
     /// stored with the original offsets, so nothing is stored twice.
-    public func publish(prepared batches: [PreparedBatch], onAck: ((Int, PublishAck) -> Void)? = nil) async throws -> [PublishAck] {
-        var acks = [PublishAck?](repeating: nil, count: batches.count)
-        var nextToSend = 0
-        var inFlight: [(index: Int, future: EventLoopFuture<Message>)] = []
-        var inFlightHead = 0
-        var failures = 0
-        while nextToSend < batches.count || inFlightHead < inFlight.count {
-            let connection = try await currentConnection()
-            do {
-                while nextToSend < batches.count, inFlight.count - inFlightHead < configuration.publishWindow {
-                    let batch = batches[nextToSend]
-                    inFlight.append((nextToSend, connection.send(.publish(topic: batch.topic, batch: batch.bytes))))
-                    nextToSend += 1
-                }
-                let (index, future) = inFlight[inFlightHead]
-                let reply = try await future.get()
-                guard case .publishAck(let topic, let baseOffset, let recordCount, let duplicate) = reply else {
-                    throw TelexError(.malformedFrame, "expected PUBLISH_ACK, got \(reply.type.name)")
-                }
-                let ack = PublishAck(topic: topic, baseOffset: baseOffset, recordCount: recordCount, duplicate: duplicate)
-                acks[index] = ack
-                onAck?(index, ack)
-                inFlightHead += 1
-                failures = 0
-                if inFlightHead > 1024 {
-                    inFlight.removeFirst(inFlightHead)
-                    inFlightHead = 0
-                }
-            } catch let error as TelexError where error.code == .connectionFailed || error.code == .timeout {
-                failures += 1
-                guard failures <= configuration.maxReconnectAttempts else { throw error }
-                logger.warning("publish interrupted; re-sending unacknowledged batches", metadata: ["error": "\(error)"])
-                // Everything not yet acknowledged is sent again, in order, on the next connection.
-                nextToSend = inFlight[inFlightHead].index
-                inFlight = []
-                inFlightHead = 0
-                await dropConnection(connection)
-            }
-        }
-        return acks.map { $0! }
+    public func publish(prepared batches: [PreparedBatch]) async throws -> [PublishAck] {
+        let pipeline = PublishPipeline(client: self)
+        for batch in batches { try await pipeline.submit(batch) }
+        return try await pipeline.finish()
     }
 
     /// Sends one prepared batch without waiting: the future completes with its ack. No retry on failure.
@@ -247,6 +257,12 @@ public final class TelexClient: @unchecked Sendable {
             }
             return PublishAck(topic: topic, baseOffset: baseOffset, recordCount: recordCount, duplicate: duplicate)
         }
+    }
+
+    /// After a failed request: forget the connection if it is dead, or if it stopped answering (a timeout).
+    func discardConnection(after error: TelexError) async {
+        guard let current = lock.withLock({ connection }) else { return }
+        if !current.isActive || error.code == .timeout { await dropConnection(current) }
     }
 
     func dropConnection(_ stale: Connection) async {
@@ -303,5 +319,59 @@ public final class TelexClient: @unchecked Sendable {
         connecting?.cancel()
         await current?.close()
         try? await group.shutdownGracefully()
+    }
+}
+
+/// Keeps up to `publishWindow` batches awaiting acks, in order; on a lost connection it reconnects and
+/// re-sends every unacknowledged batch unchanged (idempotent: the broker recognises what it already stored).
+/// Used by one task at a time.
+final class PublishPipeline {
+    private let client: TelexClient
+    private var unacked: [(batch: PreparedBatch, reply: EventLoopFuture<Message>)] = []
+    private var head = 0
+    private var acks: [PublishAck] = []
+    private var failures = 0
+
+    init(client: TelexClient) {
+        self.client = client
+    }
+
+    /// Sends `batch`, first waiting for the oldest ack if the window is full.
+    func submit(_ batch: PreparedBatch) async throws {
+        while unacked.count - head >= client.configuration.publishWindow { try await awaitOldest() }
+        let connection = try await client.currentConnection()
+        unacked.append((batch, connection.send(.publish(topic: batch.topic, batch: batch.bytes))))
+    }
+
+    /// Waits for every outstanding ack; returns all acks in submission order.
+    func finish() async throws -> [PublishAck] {
+        while head < unacked.count { try await awaitOldest() }
+        return acks
+    }
+
+    private func awaitOldest() async throws {
+        do {
+            let reply = try await unacked[head].reply.get()
+            guard case .publishAck(let topic, let baseOffset, let recordCount, let duplicate) = reply else {
+                throw TelexError(.malformedFrame, "expected PUBLISH_ACK, got \(reply.type.name)")
+            }
+            acks.append(PublishAck(topic: topic, baseOffset: baseOffset, recordCount: recordCount, duplicate: duplicate))
+            head += 1
+            failures = 0
+            if head >= 1024 {
+                unacked.removeFirst(head)
+                head = 0
+            }
+        } catch let error as TelexError where error.code == .connectionFailed || error.code == .timeout {
+            failures += 1
+            guard failures <= client.configuration.maxReconnectAttempts else { throw error }
+            client.logger.warning("publish interrupted; re-sending unacknowledged batches", metadata: ["error": "\(error)"])
+            await client.discardConnection(after: error)
+            let connection = try await client.currentConnection()
+            for index in head..<unacked.count {
+                let batch = unacked[index].batch
+                unacked[index].reply = connection.send(.publish(topic: batch.topic, batch: batch.bytes))
+            }
+        }
     }
 }

@@ -146,19 +146,14 @@ public struct CloudEvent: @unchecked Sendable {
 
     /// Parses an RFC 3339 timestamp, with or without fractional seconds.
     public static func parseTime(_ text: String) -> Date? {
-        let plain = ISO8601DateFormatter()
-        plain.formatOptions = [.withInternetDateTime]
-        if let date = plain.date(from: text) { return date }
-        let fractional = ISO8601DateFormatter()
-        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return fractional.date(from: text)
+        TimeFormatters.shared.withLock { formatters in
+            formatters.plain.date(from: text) ?? formatters.fractional.date(from: text)
+        }
     }
 
     /// Formats a time as RFC 3339 UTC with milliseconds.
     public static func formatTime(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: date)
+        TimeFormatters.shared.withLock { $0.fractional.string(from: date) }
     }
 
     static func describe(_ value: Any) -> String {
@@ -170,5 +165,24 @@ public struct CloudEvent: @unchecked Sendable {
         case is [String: Any]: "an object"
         default: "\(Swift.type(of: value))"
         }
+    }
+}
+
+/// Date formatters are costly to create: one pair is shared, behind a lock.
+final class TimeFormatters: @unchecked Sendable {
+    static let shared = TimeFormatters()
+    private let lock = NSLock()
+    let plain = ISO8601DateFormatter()
+    let fractional = ISO8601DateFormatter()
+
+    private init() {
+        plain.formatOptions = [.withInternetDateTime]
+        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    }
+
+    func withLock<T>(_ body: (TimeFormatters) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(self)
     }
 }

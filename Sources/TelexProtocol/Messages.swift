@@ -189,7 +189,11 @@ public enum Message: Sendable, Equatable {
             buffer.writeInteger(nonce)
         case .error(let code, let message):
             buffer.writeInteger(code.rawValue)
-            buffer.writeShortString(String(message.utf8.prefix(60_000))!)
+            // At most 60,000 bytes, cut on a scalar boundary: a cut inside a UTF-8 sequence is not a valid string.
+            var end = message.utf8.index(message.utf8.startIndex, offsetBy: 60_000, limitedBy: message.utf8.endIndex)
+                ?? message.utf8.endIndex
+            while end.samePosition(in: message.unicodeScalars) == nil { end = message.utf8.index(before: end) }
+            buffer.writeShortString(String(message.unicodeScalars[..<end]))
         }
     }
 

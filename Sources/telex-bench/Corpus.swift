@@ -58,7 +58,7 @@ struct Corpus {
             let headline = sentences[generator.next(sentences.count)].prefix(90)
             article["headlines"] = [["role": "main", "value": "\(headline) (\(index))"]]
             var body = ""
-            while body.utf8.count < targetBytes - 700 {
+            while body.utf8.count < targetBytes - 1250 {
                 body += sentences[generator.next(sentences.count)] + " "
             }
             article["bodies"] = [["role": "main", "contentType": "text/plain", "value": body]]

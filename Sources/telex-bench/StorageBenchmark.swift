@@ -52,7 +52,8 @@ struct StorageBenchmark: AsyncParsableCommand {
 
     func validate() throws {
         guard events.map({ $0 > 0 }) ?? (Self.parseByteCount(totalBytes).map { $0 > 0 } ?? false) else {
-            throw ValidationError("--total-bytes '\(totalBytes)' is not a positive byte count (e.g. 1GiB, 512MiB, 1000000)")
+            throw ValidationError(
+                "--total-bytes '\(totalBytes)' is not a positive byte count (e.g. 1GiB, 512MiB, 1000000)")
         }
         guard batchEvents > 0, eventBytes >= 256 else {
             throw ValidationError("--batch-events must be positive and --event-bytes at least 256")
@@ -69,20 +70,27 @@ struct StorageBenchmark: AsyncParsableCommand {
         let eventCount = events ?? max(1, Self.parseByteCount(totalBytes)! / eventBytes)
         let batchCount = (eventCount + batchEvents - 1) / batchEvents
         let workload = Workload.build(
-            batchCount: batchCount, eventsPerBatch: batchEvents, lastBatchEvents: eventCount - (batchCount - 1) * batchEvents,
+            batchCount: batchCount, eventsPerBatch: batchEvents,
+            lastBatchEvents: eventCount - (batchCount - 1) * batchEvents,
             eventBytes: eventBytes, codec: codec.codec, distinctLimit: Self.maxDistinctBatches)
 
-        let root = directory ?? FileManager.default.temporaryDirectory
+        let root =
+            directory
+            ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("telex-bench-log-\(UUID().uuidString)").path
         let removeRoot = directory == nil
         defer { if removeRoot { try? FileManager.default.removeItem(atPath: root) } }
         var logger = Logger(label: "telex.bench.log")
         logger.logLevel = .warning
 
-        print("codec \(codec.rawValue), \(eventCount) events of ~\(eventBytes) B in \(batchCount) batches of \(batchEvents)")
-        print("per run: \(Report.mebibytes(workload.eventBytes)) MiB of events, \(Report.mebibytes(workload.recordBytes)) MiB of records, "
-            + "\(Report.mebibytes(workload.storedBytes)) MiB stored (\(Report.ratio(workload.recordBytes, workload.storedBytes)):1); "
-            + "\(workload.distinct.count) distinct batches; directory \(root)")
+        print("codec \(codec.rawValue), \(eventCount) events of ~\(eventBytes) B", terminator: "")
+        print(" in \(batchCount) batches of \(batchEvents)")
+        let ratio = Report.ratio(workload.recordBytes, workload.storedBytes)
+        print(
+            "per run: \(Report.mebibytes(workload.eventBytes)) MiB of events, "
+                + "\(Report.mebibytes(workload.recordBytes)) MiB of records, "
+                + "\(Report.mebibytes(workload.storedBytes)) MiB stored (\(ratio):1); "
+                + "\(workload.distinct.count) distinct batches; directory \(root)")
 
         var rows: [(policy: String, appenders: Int, runs: [RunResult])] = []
         for policyText in policies {
@@ -94,9 +102,10 @@ struct StorageBenchmark: AsyncParsableCommand {
                     let result = try await Self.measure(
                         workload: workload, policy: policy, appenders: appenders, directory: path, logger: logger)
                     try? FileManager.default.removeItem(atPath: path)
-                    print("run \(number)/\(runs): \(policy) x\(appenders): "
-                        + "\(Report.format(Double(workload.storedBytes) / result.appendSeconds / 1e6)) MB/s stored, "
-                        + "close \(Report.format(result.closeSeconds, decimals: 3)) s")
+                    let rate = Report.format(Double(workload.storedBytes) / result.appendSeconds / 1e6)
+                    print(
+                        "run \(number)/\(runs): \(policy) x\(appenders): \(rate) MB/s stored, "
+                            + "close \(Report.format(result.closeSeconds, decimals: 3)) s")
                     results.append(result)
                 }
                 rows.append((policy.description, appenders, results))
@@ -119,9 +128,11 @@ struct StorageBenchmark: AsyncParsableCommand {
         }
         let widths = header.indices.map { column in table.map { $0[column].count }.max()! }
         for line in table {
-            print(line.indices.map { column in
-                column == 0 ? Report.pad(line[column], widths[column]) : Report.padLeft(line[column], widths[column])
-            }.joined(separator: "  "))
+            print(
+                line.indices.map { column in
+                    column == 0
+                        ? Report.pad(line[column], widths[column]) : Report.padLeft(line[column], widths[column])
+                }.joined(separator: "  "))
         }
     }
 
@@ -129,8 +140,9 @@ struct StorageBenchmark: AsyncParsableCommand {
     static func measure(
         workload: Workload, policy: FsyncPolicy, appenders: Int, directory: String, logger: Logger
     ) async throws -> RunResult {
-        let log = try TopicLog(topic: "bench.log", directory: directory,
-                               configuration: LogConfiguration(fsync: policy), logger: logger)
+        let log = try TopicLog(
+            topic: "bench.log", directory: directory,
+            configuration: LogConfiguration(fsync: policy), logger: logger)
         let clock = ContinuousClock()
         let start = clock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -149,9 +161,13 @@ struct StorageBenchmark: AsyncParsableCommand {
         try log.close()
         let closed = clock.now
         guard log.endOffset == Int64(workload.eventCount), log.sizeInBytes == workload.storedBytes else {
-            throw ValidationError("log holds \(log.endOffset) events in \(log.sizeInBytes) bytes; expected \(workload.eventCount) in \(workload.storedBytes)")
+            throw TelexError(
+                .internalError,
+                "log holds \(log.endOffset) events in \(log.sizeInBytes) bytes; "
+                    + "expected \(workload.eventCount) in \(workload.storedBytes)")
         }
-        return RunResult(appendSeconds: Report.seconds(appended - start), closeSeconds: Report.seconds(closed - appended))
+        return RunResult(
+            appendSeconds: Report.seconds(appended - start), closeSeconds: Report.seconds(closed - appended))
     }
 
     /// Parses `1GiB`, `512MiB`, `64KiB` or a plain number of bytes.
@@ -201,7 +217,8 @@ extension StorageBenchmark {
         }
 
         static func build(
-            batchCount: Int, eventsPerBatch: Int, lastBatchEvents: Int, eventBytes: Int, codec: Codec, distinctLimit: Int
+            batchCount: Int, eventsPerBatch: Int, lastBatchEvents: Int, eventBytes: Int, codec: Codec,
+            distinctLimit: Int
         ) -> Workload {
             var generator = ArticleEventGenerator(seed: 0x7E1E_2024)
             let compressor = ZlibCompressor(level: 1)
@@ -214,8 +231,10 @@ extension StorageBenchmark {
                     json += event.value.utf8.count
                     builder.append(
                         timestamp: event.timestamp, key: ByteBuffer(string: event.key),
-                        headers: [RecordHeader(name: "ce-type", value: event.type),
-                                  RecordHeader(name: "content-type", value: "application/cloudevents+json")],
+                        headers: [
+                            RecordHeader(name: "ce-type", value: event.type),
+                            RecordHeader(name: "content-type", value: "application/cloudevents+json"),
+                        ],
                         value: ByteBuffer(string: event.value))
                 }
                 let batch = builder.build(codec: codec, compressor: compressor)
@@ -265,10 +284,12 @@ extension StorageBenchmark {
         private mutating func sentence() -> String {
             var words: [String] = []
             for index in 0..<(6 + below(16)) {
-                switch below(12) {
+                switch below(16) {
                 case 0: words.append(pick(Self.names))
                 case 1: words.append(pick(Self.places))
                 case 2: words.append(String(below(index.isMultiple(of: 2) ? 100 : 10_000)))
+                // Rarer words: news text has a long tail of vocabulary that zlib cannot predict.
+                case 3, 4: words.append((0..<(2 + below(3))).map { _ in pick(Self.syllables) }.joined())
                 default: words.append(pick(Self.words))
                 }
             }
@@ -285,17 +306,22 @@ extension StorageBenchmark {
             let type = below(3) == 0 ? "article.created" : "article.updated"
             let timestamp = 1_709_712_000_000 + Int64(number) * 1_500 + Int64(below(1000))
             let seconds = timestamp / 1000
-            let time = "2024-03-\(pad2(6 + Int(seconds / 86_400) % 20))T\(pad2(Int(seconds / 3600) % 24)):"
+            let time =
+                "2024-03-\(pad2(6 + Int(seconds / 86_400) % 20))T\(pad2(Int(seconds / 3600) % 24)):"
                 + "\(pad2(Int(seconds / 60) % 60)):\(pad2(Int(seconds % 60)))Z"
             let headline = String(sentence().dropLast().prefix(90))
             let subjects = (0..<(1 + below(3))).map { _ in
                 let subject = pick(Self.words)
-                return "{\"name\":\"\(subject)\",\"uri\":\"http://cv.iptc.org/newscodes/mediatopic/\(20_000_000 + below(1_000_000))\"}"
+                let code = 20_000_000 + below(1_000_000)
+                return "{\"name\":\"\(subject)\",\"uri\":\"http://cv.iptc.org/newscodes/mediatopic/\(code)\"}"
             }.joined(separator: ",")
-            var value = "{\"specversion\":\"1.0\",\"id\":\"\(hex(8))-\(hex(4))-5\(hex(3))-\(hex(4))-\(hex(12))\","
-                + "\"source\":\"urn:telex:newsroom:\(desk)\",\"type\":\"\(type)\",\"subject\":\"\(uri)\",\"time\":\"\(time)\","
-                + "\"datacontenttype\":\"application/json\",\"topic\":\"news.\(desk).\(pick(Self.places).lowercased())\","
-                + "\"data\":{\"uri\":\"\(uri)\",\"type\":\"text\",\"version\":\"\(1 + below(9))\",\"versioncreated\":\"\(time)\","
+            var value =
+                "{\"specversion\":\"1.0\",\"id\":\"\(hex(8))-\(hex(4))-5\(hex(3))-\(hex(4))-\(hex(12))\","
+                + "\"source\":\"urn:telex:newsroom:\(desk)\",\"type\":\"\(type)\",\"subject\":\"\(uri)\","
+                + "\"time\":\"\(time)\",\"datacontenttype\":\"application/json\","
+                + "\"topic\":\"news.\(desk).\(pick(Self.places).lowercased())\","
+                + "\"data\":{\"uri\":\"\(uri)\",\"type\":\"text\",\"version\":\"\(1 + below(9))\","
+                + "\"versioncreated\":\"\(time)\","
                 + "\"language\":\"en\",\"urgency\":\(1 + below(8)),\"headline\":\"\(headline)\","
                 + "\"byline\":\"\(pick(Self.names)) \(pick(Self.names))\",\"subject\":[\(subjects)],\"body_text\":\""
             let closing = "\"}}"
@@ -308,9 +334,15 @@ extension StorageBenchmark {
         private func pad2(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
 
         static let hexDigits = Array("0123456789abcdef")
+        static let syllables = [
+            "ka", "ren", "mo", "lit", "sa", "vor", "ni", "tal", "pe", "ros", "gu", "dan", "fi", "mar", "lo", "ber",
+            "tu", "sch", "ein", "ja", "kow", "ski", "zu", "ha", "nen", "qi", "ang", "ova", "el", "ric", "de", "ste",
+            "in", "ion", "tra", "con", "ex", "pro", "ment", "ity",
+        ]
         static let desks = ["china", "europe", "business", "sport", "politics", "culture", "science", "world"]
         static let names = [
-            "Li", "Wang", "Schmidt", "Rossi", "Dubois", "Nowak", "Silva", "Okafor", "Haddad", "Tanaka", "Jensen", "Murphy",
+            "Li", "Wang", "Schmidt", "Rossi", "Dubois", "Nowak", "Silva", "Okafor", "Haddad", "Tanaka", "Jensen",
+            "Murphy",
             "Garcia", "Ivanova", "Kowalski", "Nguyen", "Andersson", "Moreau", "Fischer", "Bianchi",
         ]
         static let places = [
@@ -318,10 +350,13 @@ extension StorageBenchmark {
             "Chicago", "Manila", "Kyiv", "Athens", "Lima", "Dublin", "Seoul",
         ]
         static let words = [
-            "the", "the", "the", "of", "of", "and", "and", "to", "to", "in", "in", "a", "a", "for", "on", "with", "said",
-            "was", "were", "has", "have", "had", "will", "would", "after", "before", "during", "while", "from", "by", "at",
+            "the", "the", "the", "of", "of", "and", "and", "to", "to", "in", "in", "a", "a", "for", "on", "with",
+            "said",
+            "was", "were", "has", "have", "had", "will", "would", "after", "before", "during", "while", "from", "by",
+            "at",
             "government", "minister", "ministry", "parliament", "election", "vote", "voters", "campaign", "party",
-            "opposition", "coalition", "budget", "deficit", "inflation", "prices", "market", "markets", "shares", "stocks",
+            "opposition", "coalition", "budget", "deficit", "inflation", "prices", "market", "markets", "shares",
+            "stocks",
             "investors", "bank", "central", "interest", "rates", "economy", "growth", "exports", "imports", "trade",
             "tariffs", "company", "companies", "chief", "executive", "profit", "revenue", "quarter", "annual", "report",
             "police", "court", "judge", "trial", "ruling", "appeal", "law", "bill", "reform", "protest", "protesters",
@@ -331,8 +366,10 @@ extension StorageBenchmark {
             "hospital", "health", "vaccine", "patients", "doctors", "school", "students", "university", "research",
             "scientists", "study", "data", "technology", "software", "internet", "network", "mobile", "launch", "space",
             "match", "season", "league", "coach", "goal", "goals", "victory", "defeat", "championship", "final", "team",
-            "players", "fans", "stadium", "record", "week", "month", "year", "Monday", "Tuesday", "Wednesday", "Thursday",
-            "Friday", "Saturday", "Sunday", "officials", "spokesperson", "statement", "announced", "confirmed", "denied",
+            "players", "fans", "stadium", "record", "week", "month", "year", "Monday", "Tuesday", "Wednesday",
+            "Thursday",
+            "Friday", "Saturday", "Sunday", "officials", "spokesperson", "statement", "announced", "confirmed",
+            "denied",
             "expected", "increase", "decrease", "percent", "million", "billion", "nearly", "about", "more", "less",
             "than", "new", "first", "last", "second", "local", "national", "international", "public", "private",
             "according", "sources", "reported", "warned", "agreed", "rejected", "plans", "plan", "proposal", "crisis",

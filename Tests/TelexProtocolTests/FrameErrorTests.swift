@@ -1,0 +1,186 @@
+import NIOCore
+import TelexProtocol
+import Testing
+
+@Suite("Bad frames")
+struct FrameErrorTests {
+    @Test func truncatedFrameAtEndOfStreamIsMalformed() throws {
+        var bytes = frameBytes(.ping(nonce: 7), requestID: 3)
+        bytes.moveWriterIndex(to: bytes.writerIndex - 3)
+        var decoder = FrameDecoder()
+        #expect(try decoder.decode(buffer: &bytes) == nil)
+        expectTelexError(.malformedFrame, mentioning: ["connection closed inside frame 1", "17 bytes"]) {
+            _ = try decoder.decodeLast(buffer: &bytes, seenEOF: true)
+        }
+    }
+
+    @Test func truncatedHeaderAtEndOfStreamIsMalformed() throws {
+        var bytes = frameBytes(.ping(nonce: 7), requestID: 3).getSlice(at: 0, length: 6)!
+        var decoder = FrameDecoder()
+        expectTelexError(.malformedFrame, mentioning: ["incomplete frame", "6 bytes"]) {
+            _ = try decoder.decodeLast(buffer: &bytes, seenEOF: true)
+        }
+    }
+
+    @Test func cleanEndOfStreamIsNotAnError() throws {
+        var decoder = FrameDecoder()
+        var bytes = frameBytes(.pong(nonce: 7), requestID: 3)
+        #expect(try decoder.decodeLast(buffer: &bytes, seenEOF: true) != nil)
+        #expect(try decoder.decodeLast(buffer: &bytes, seenEOF: true) == nil)
+    }
+
+    @Test func lengthOverTheLimitFailsBeforeTheBodyArrives() throws {
+        var bytes = ByteBuffer()
+        bytes.writeMultipleIntegers(UInt32((8 << 20) + 1), UInt8(1), MessageType.publish.rawValue, UInt16(0), UInt32(7))
+        var decoder = FrameDecoder()
+        expectTelexError(.frameTooLarge, mentioning: ["frame 1", "8388609", "maximum frame size of 8388608"]) {
+            _ = try decoder.decode(buffer: &bytes)
+        }
+    }
+
+    @Test func lengthOverAConfiguredLimitFailsOnTheLengthAlone() throws {
+        var bytes = ByteBuffer()
+        bytes.writeInteger(UInt32(1025))
+        var decoder = FrameDecoder(limits: FrameLimits(maxFrameSize: 1024))
+        expectTelexError(.frameTooLarge, mentioning: ["1025", "1024"]) { _ = try decoder.decode(buffer: &bytes) }
+    }
+
+    @Test func lengthShorterThanTheHeaderIsMalformed() throws {
+        var bytes = ByteBuffer()
+        bytes.writeInteger(UInt32(7))
+        var decoder = FrameDecoder()
+        expectTelexError(.malformedFrame, mentioning: ["length 7", "8-byte frame header"]) {
+            _ = try decoder.decode(buffer: &bytes)
+        }
+    }
+
+    @Test func unknownMessageTypeIsRejectedWithItsByte() throws {
+        var bytes = ByteBuffer()
+        bytes.writeMultipleIntegers(UInt32(8), UInt8(1), UInt8(0x2A), UInt16(0), UInt32(21))
+        var decoder = FrameDecoder()
+        do {
+            _ = try decoder.decode(buffer: &bytes)
+            Issue.record("no error")
+        } catch let error as TelexError {
+            #expect(error.code == .unknownMessageType)
+            #expect(error.message.contains("unknown message type 0x2a"))
+            #expect(error.message.contains("request id 21"))
+            #expect(error.requestID == 21)
+        }
+    }
+
+    @Test(arguments: [UInt8(0), 2, 255])
+    func unknownVersionIsRejected(_ version: UInt8) throws {
+        var bytes = ByteBuffer()
+        bytes.writeMultipleIntegers(UInt32(16), version, MessageType.ping.rawValue, UInt16(0), UInt32(22), UInt64(1))
+        var decoder = FrameDecoder()
+        do {
+            _ = try decoder.decode(buffer: &bytes)
+            Issue.record("no error")
+        } catch let error as TelexError {
+            #expect(error.code == .unsupportedVersion)
+            #expect(error.message.contains("protocol version \(version) is not supported"))
+            #expect(error.requestID == 22)
+        }
+    }
+
+    @Test func headerErrorsNameTheFrameNumber() throws {
+        var bytes = frameBytes(.ping(nonce: 1), requestID: 1)
+        bytes.writeMultipleIntegers(UInt32(8), UInt8(1), UInt8(0x77), UInt16(0), UInt32(2))
+        expectTelexError(.unknownMessageType, mentioning: ["frame 2", "0x77"]) { _ = try decodeStream(bytes) }
+    }
+
+    /// Every message except PUBLISH and DELIVER has a fixed end; one more byte is an error.
+    @Test(arguments: Newsroom.vectors.filter { $0.message.type != .publish && $0.message.type != .deliver })
+    func trailingBodyByteIsMalformed(_ vector: Newsroom.Vector) throws {
+        var bytes = ByteBuffer()
+        bytes.writeFrame(type: vector.message.type, requestID: vector.requestID) {
+            vector.message.encodeBody(into: &$0)
+            $0.writeInteger(UInt8(0))
+        }
+        let frame = try decodeOneFrame(bytes)
+        expectTelexError(.malformedFrame, mentioning: [vector.message.type.name, "1 unexpected trailing bytes"]) {
+            _ = try Message.decode(frame)
+        }
+    }
+
+    /// Cutting a body short anywhere inside its fields is an error naming the message and a field.
+    @Test(arguments: Newsroom.vectors)
+    func truncatedBodyIsMalformed(_ vector: Newsroom.Vector) throws {
+        var body = ByteBuffer()
+        vector.message.encodeBody(into: &body)
+        var fixedPart = body.readableBytes
+        switch vector.message {
+        case .publish(let topic, _): fixedPart = 2 + topic.utf8.count
+        case .deliver(_, let topic, _): fixedPart = 4 + 2 + topic.utf8.count
+        default: break
+        }
+        for length in 0..<fixedPart {
+            var bytes = ByteBuffer()
+            bytes.writeFrame(type: vector.message.type, requestID: vector.requestID) {
+                $0.writeImmutableBuffer(body.getSlice(at: 0, length: length)!)
+            }
+            let frame = try decodeOneFrame(bytes)
+            expectTelexError(.malformedFrame, mentioning: [vector.message.type.name, "truncated at field"]) {
+                _ = try Message.decode(frame)
+            }
+        }
+    }
+
+    @Test func invalidUTF8InAStringIsMalformed() throws {
+        var bytes = ByteBuffer()
+        bytes.writeFrame(type: .commitAck, requestID: 4) {
+            $0.writeInteger(UInt16(3))
+            $0.writeBytes([0x6E, 0xC3, 0x28])
+            $0.writeInteger(Int64(1))
+        }
+        expectTelexError(.malformedFrame, mentioning: ["COMMIT_ACK", "topic is not valid UTF-8"]) {
+            _ = try Message.decode(try decodeOneFrame(bytes))
+        }
+    }
+
+    @Test func duplicateFlagMustBeZeroOrOne() throws {
+        var bytes = ByteBuffer()
+        bytes.writeFrame(type: .publishAck, requestID: 4) {
+            $0.writeShortString(Newsroom.topic)
+            $0.writeMultipleIntegers(Int64(10), UInt32(1), UInt8(2))
+        }
+        expectTelexError(.malformedFrame, mentioning: ["duplicate flag 2"]) {
+            _ = try Message.decode(try decodeOneFrame(bytes))
+        }
+    }
+
+    @Test func unknownStartKindIsMalformed() throws {
+        var bytes = ByteBuffer()
+        bytes.writeFrame(type: .subscribe, requestID: 4) {
+            $0.writeInteger(UInt32(1))
+            $0.writeShortString("news.>")
+            $0.writeMultipleIntegers(UInt8(4), Int64(0))
+            $0.writeShortString("")
+            $0.writeMultipleIntegers(UInt32(1), UInt16(0))
+        }
+        expectTelexError(.malformedFrame, mentioning: ["SUBSCRIBE", "startKind 4"]) {
+            _ = try Message.decode(try decodeOneFrame(bytes))
+        }
+    }
+
+    @Test func resumeCountLargerThanTheEntriesIsMalformed() throws {
+        var bytes = ByteBuffer()
+        bytes.writeFrame(type: .subscribe, requestID: 4) {
+            $0.writeInteger(UInt32(1))
+            $0.writeShortString("news.>")
+            $0.writeMultipleIntegers(UInt8(0), Int64(0))
+            $0.writeShortString("")
+            $0.writeMultipleIntegers(UInt32(1), UInt16(2))
+            $0.writeShortString(Newsroom.topic)
+            $0.writeInteger(Int64(5))
+        }
+        expectTelexError(.malformedFrame, mentioning: ["resume[1].topic"]) {
+            _ = try Message.decode(try decodeOneFrame(bytes))
+        }
+    }
+}
+
+extension Newsroom.Vector: CustomTestStringConvertible {
+    var testDescription: String { name }
+}

@@ -1,0 +1,363 @@
+import CZlib
+import NIOCore
+import TelexProtocol
+import Testing
+
+/// The zlib library the tests run against, as zlib names itself.
+let runtimeZlibVersion = String(cString: zlibVersion())
+
+/// Turns messages, frames and batches into the JSON written in the vector files.
+enum VectorWriter {
+    static func file(_ vector: Newsroom.Vector) throws -> JSONValue {
+        let bytes = frameBytes(vector.message, requestID: vector.requestID)
+        return .object([
+            ("name", .string(vector.name)),
+            ("description", .string(vector.description)),
+            ("hex", .string(Hex.encode(bytes))),
+            (
+                "frame",
+                .object([
+                    ("length", .int(Int64(bytes.readableBytes - 4))),
+                    ("version", .int(Int64(FrameHeader.currentVersion))),
+                    ("type", .string(vector.message.type.name)),
+                    ("typeCode", .int(Int64(vector.message.type.rawValue))),
+                    ("flags", .int(0)),
+                    ("requestId", .int(Int64(vector.requestID))),
+                ])
+            ),
+            ("message", try message(vector.message)),
+        ])
+    }
+
+    static func message(_ message: Message) throws -> JSONValue {
+        switch message {
+        case .hello(let minVersion, let maxVersion, let clientName, let authToken):
+            return .object([
+                ("minVersion", .int(Int64(minVersion))), ("maxVersion", .int(Int64(maxVersion))),
+                ("clientName", .string(clientName)), ("authToken", .string(Hex.encode(authToken))),
+            ])
+        case .helloOK(let version, let serverName, let maxFrameSize):
+            return .object([
+                ("version", .int(Int64(version))), ("serverName", .string(serverName)),
+                ("maxFrameSize", .int(Int64(maxFrameSize))),
+            ])
+        case .publish(let topic, let batch):
+            return .object([("topic", .string(topic)), ("batch", try self.batch(batch))])
+        case .publishAck(let topic, let baseOffset, let recordCount, let duplicate):
+            return .object([
+                ("topic", .string(topic)), ("baseOffset", .int(baseOffset)), ("recordCount", .int(Int64(recordCount))),
+                ("duplicate", .bool(duplicate)),
+            ])
+        case .subscribe(let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume):
+            let (kind, name, value): (Int64, String, Int64) =
+                switch start {
+                case .beginning: (0, "beginning", 0)
+                case .end: (1, "end", 0)
+                case .offset(let offset): (2, "offset", offset)
+                case .timestamp(let millis): (3, "timestamp", millis)
+                }
+            return .object([
+                ("subscriptionId", .int(Int64(subscriptionID))), ("pattern", .string(pattern)),
+                ("start", .object([("kind", .int(kind)), ("name", .string(name)), ("value", .int(value))])),
+                ("consumerName", .string(consumerName)), ("initialCredit", .int(Int64(initialCredit))),
+                (
+                    "resume",
+                    .array(resume.map { .object([("topic", .string($0.topic)), ("offset", .int($0.offset))]) })
+                ),
+            ])
+        case .subscribed(let subscriptionID, let topics):
+            return .object([
+                ("subscriptionId", .int(Int64(subscriptionID))),
+                (
+                    "topics",
+                    .array(
+                        topics.map {
+                            .object([
+                                ("topic", .string($0.topic)), ("startOffset", .int($0.startOffset)),
+                                ("endOffset", .int($0.endOffset)),
+                            ])
+                        })
+                ),
+            ])
+        case .deliver(let subscriptionID, let topic, let batches):
+            return .object([
+                ("subscriptionId", .int(Int64(subscriptionID))), ("topic", .string(topic)),
+                ("batches", .array(try RecordBatch.split(batches).map { try batch($0) })),
+            ])
+        case .credit(let subscriptionID, let batches):
+            return .object([("subscriptionId", .int(Int64(subscriptionID))), ("batches", .int(Int64(batches)))])
+        case .commit(let subscriptionID, let topic, let offset):
+            return .object([
+                ("subscriptionId", .int(Int64(subscriptionID))), ("topic", .string(topic)), ("offset", .int(offset)),
+            ])
+        case .commitAck(let topic, let offset):
+            return .object([("topic", .string(topic)), ("offset", .int(offset))])
+        case .unsubscribe(let subscriptionID), .unsubscribed(let subscriptionID), .caughtUp(let subscriptionID):
+            return .object([("subscriptionId", .int(Int64(subscriptionID)))])
+        case .ping(let nonce), .pong(let nonce):
+            return .object([("nonce", .int(Int64(nonce)))])
+        case .error(let code, let text):
+            return .object([
+                ("code", .int(Int64(code.rawValue))), ("codeName", .string(code.name)), ("message", .string(text)),
+            ])
+        }
+    }
+
+    /// A batch: its bytes, every header field, the CRC range, zlib details, and the decoded records.
+    static func batch(_ batch: ByteBuffer) throws -> JSONValue {
+        let (header, records) = try RecordBatch.decodeRecords(batch)
+        var members: [(String, JSONValue)] = [
+            ("hex", .string(Hex.encode(batch))),
+            ("size", .int(Int64(batch.readableBytes))),
+            (
+                "header",
+                .object([
+                    ("baseOffset", .int(header.baseOffset)),
+                    ("batchLength", .int(Int64(header.batchLength))),
+                    ("appendTime", .int(header.appendTime)),
+                    ("crc", .string(crcHex(header.crc))),
+                    ("magic", .int(Int64(header.magic))),
+                    ("codec", .int(Int64(header.codecRaw))),
+                    ("codecName", .string(header.codec!.description)),
+                    ("flags", .int(Int64(header.flags))),
+                    ("firstTimestamp", .int(header.firstTimestamp)),
+                    ("lastTimestamp", .int(header.lastTimestamp)),
+                    ("producerId", .int(header.producerID)),
+                    ("producerSequence", .int(Int64(header.producerSequence))),
+                    ("recordCount", .int(Int64(header.recordCount))),
+                    ("uncompressedLength", .int(Int64(header.uncompressedLength))),
+                ])
+            ),
+            (
+                "crcRange",
+                .string("CRC-32 of batch bytes 24..<\(batch.readableBytes) (magic through the end of the records)")
+            ),
+        ]
+        if header.codec == .zlib {
+            let stored = batch.getSlice(
+                at: batch.readerIndex + RecordBatchHeader.size, length: header.storedRecordsLength)!
+            var inflated = ByteBuffer()
+            try ZlibDecompressor().decompress(
+                stored, expectedLength: Int(header.uncompressedLength), into: &inflated, context: "vector")
+            members.append(
+                (
+                    "zlib",
+                    .object([
+                        ("level", .int(1)),
+                        ("version", .string(runtimeZlibVersion)),
+                        ("inflatedRecordsHex", .string(Hex.encode(inflated))),
+                    ])
+                ))
+        }
+        members.append(
+            (
+                "records",
+                .array(
+                    records.enumerated().map { index, record in
+                        .object([
+                            ("offset", .int(header.baseOffset + Int64(index))),
+                            ("timestamp", .int(record.timestamp)),
+                            ("timestampDelta", .int(record.timestamp - header.firstTimestamp)),
+                            ("key", .string(String(buffer: record.key))),
+                            (
+                                "headers",
+                                .array(
+                                    record.headers.map {
+                                        .object([
+                                            ("name", .string($0.name)), ("value", .string(String(buffer: $0.value))),
+                                        ])
+                                    })
+                            ),
+                            ("value", .string(String(buffer: record.value))),
+                        ])
+                    })
+            ))
+        return .object(members)
+    }
+
+    static func crcHex(_ crc: UInt32) -> String {
+        let digits = String(crc, radix: 16)
+        return "0x" + String(repeating: "0", count: 8 - digits.count) + digits
+    }
+}
+
+/// Turns vector JSON back into values: messages built with the real encoders, and checks of decoded batches.
+enum VectorReader {
+    static func messageType(_ frame: JSONValue) throws -> MessageType {
+        let name = try frame.string("type")
+        guard let type = MessageType.allCases.first(where: { $0.name == name }) else {
+            throw VectorFormatError(description: "unknown type name \(name)")
+        }
+        guard try frame.integer("typeCode", as: UInt8.self) == type.rawValue else {
+            throw VectorFormatError(description: "typeCode does not match \(name)")
+        }
+        return type
+    }
+
+    static func frameHeader(_ frame: JSONValue) throws -> FrameHeader {
+        FrameHeader(
+            version: try frame.integer("version"), type: try messageType(frame), flags: try frame.integer("flags"),
+            requestID: try frame.integer("requestId"))
+    }
+
+    /// The message the JSON describes; batches are rebuilt from their records with `RecordBatchBuilder`.
+    static func message(_ json: JSONValue, type: MessageType) throws -> Message {
+        switch type {
+        case .hello:
+            return .hello(
+                minVersion: try json.integer("minVersion"), maxVersion: try json.integer("maxVersion"),
+                clientName: try json.string("clientName"), authToken: try json.hexBytes("authToken"))
+        case .helloOK:
+            return .helloOK(
+                version: try json.integer("version"), serverName: try json.string("serverName"),
+                maxFrameSize: try json.integer("maxFrameSize"))
+        case .publish:
+            return .publish(topic: try json.string("topic"), batch: try batch(try json.field("batch")))
+        case .publishAck:
+            return .publishAck(
+                topic: try json.string("topic"), baseOffset: try json.integer("baseOffset"),
+                recordCount: try json.integer("recordCount"), duplicate: try json.bool("duplicate"))
+        case .subscribe:
+            let startJSON = try json.field("start")
+            let value: Int64 = try startJSON.integer("value")
+            let start: StartPosition =
+                switch try startJSON.integer("kind", as: UInt8.self) {
+                case 0: .beginning
+                case 1: .end
+                case 2: .offset(value)
+                case 3: .timestamp(value)
+                default: throw VectorFormatError(description: "start kind out of range")
+                }
+            return .subscribe(
+                subscriptionID: try json.integer("subscriptionId"), pattern: try json.string("pattern"), start: start,
+                consumerName: try json.string("consumerName"), initialCredit: try json.integer("initialCredit"),
+                resume: try json.array("resume").map {
+                    TopicOffset(topic: try $0.string("topic"), offset: try $0.integer("offset"))
+                })
+        case .subscribed:
+            return .subscribed(
+                subscriptionID: try json.integer("subscriptionId"),
+                topics: try json.array("topics").map {
+                    TopicRange(
+                        topic: try $0.string("topic"), startOffset: try $0.integer("startOffset"),
+                        endOffset: try $0.integer("endOffset"))
+                })
+        case .deliver:
+            var batches = ByteBuffer()
+            for batchJSON in try json.array("batches") {
+                batches.writeImmutableBuffer(try batch(batchJSON))
+            }
+            return .deliver(
+                subscriptionID: try json.integer("subscriptionId"), topic: try json.string("topic"),
+                batches: batches)
+        case .credit:
+            return .credit(subscriptionID: try json.integer("subscriptionId"), batches: try json.integer("batches"))
+        case .commit:
+            return .commit(
+                subscriptionID: try json.integer("subscriptionId"), topic: try json.string("topic"),
+                offset: try json.integer("offset"))
+        case .commitAck:
+            return .commitAck(topic: try json.string("topic"), offset: try json.integer("offset"))
+        case .unsubscribe:
+            return .unsubscribe(subscriptionID: try json.integer("subscriptionId"))
+        case .unsubscribed:
+            return .unsubscribed(subscriptionID: try json.integer("subscriptionId"))
+        case .ping:
+            return .ping(nonce: try json.integer("nonce"))
+        case .pong:
+            return .pong(nonce: try json.integer("nonce"))
+        case .error:
+            let code = TelexError.Code(rawValue: try json.integer("code"))
+            guard code.name == (try json.string("codeName")) else {
+                throw VectorFormatError(description: "codeName does not match code \(code.rawValue)")
+            }
+            return .error(code: code, message: try json.string("message"))
+        case .caughtUp:
+            return .caughtUp(subscriptionID: try json.integer("subscriptionId"))
+        }
+    }
+
+    /// Encodes the batch the JSON describes: records through `RecordBatchBuilder`, then the broker's fields.
+    static func batch(_ json: JSONValue) throws -> ByteBuffer {
+        let header = try json.field("header")
+        guard let codec = Codec(rawValue: try header.integer("codec")) else {
+            throw VectorFormatError(description: "unknown codec")
+        }
+        var builder = RecordBatchBuilder()
+        for record in try json.array("records") {
+            builder.append(
+                timestamp: try record.integer("timestamp"), key: ByteBuffer(string: try record.string("key")),
+                headers: try record.array("headers").map {
+                    RecordHeader(name: try $0.string("name"), value: try $0.string("value"))
+                },
+                value: ByteBuffer(string: try record.string("value")))
+        }
+        let level: Int32 = codec == .zlib ? try json.field("zlib").integer("level") : 1
+        var batch = builder.build(
+            codec: codec, compressor: ZlibCompressor(level: level), producerID: try header.integer("producerId"),
+            producerSequence: try header.integer("producerSequence"))
+        RecordBatch.assign(
+            baseOffset: try header.integer("baseOffset"), appendTime: try header.integer("appendTime"),
+            in: &batch, at: batch.readerIndex)
+        return batch
+    }
+
+    /// Decodes `bytes` as a batch and checks every header field and record against the JSON.
+    static func checkBatch(
+        _ bytes: ByteBuffer, against json: JSONValue, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        #expect(Hex.encode(bytes) == (try json.string("hex")), sourceLocation: sourceLocation)
+        #expect(bytes.readableBytes == (try json.integer("size", as: Int.self)), sourceLocation: sourceLocation)
+        let validated = try RecordBatch.validate(bytes)
+        let (header, records) = try RecordBatch.decodeRecords(bytes)
+        #expect(validated == header, sourceLocation: sourceLocation)
+        let expected = try json.field("header")
+        #expect(header.baseOffset == (try expected.integer("baseOffset")), sourceLocation: sourceLocation)
+        #expect(header.batchLength == (try expected.integer("batchLength")), sourceLocation: sourceLocation)
+        #expect(header.appendTime == (try expected.integer("appendTime")), sourceLocation: sourceLocation)
+        #expect(VectorWriter.crcHex(header.crc) == (try expected.string("crc")), sourceLocation: sourceLocation)
+        #expect(header.magic == (try expected.integer("magic")), sourceLocation: sourceLocation)
+        #expect(header.codecRaw == (try expected.integer("codec")), sourceLocation: sourceLocation)
+        #expect(header.codec?.description == (try expected.string("codecName")), sourceLocation: sourceLocation)
+        #expect(header.flags == (try expected.integer("flags")), sourceLocation: sourceLocation)
+        #expect(header.firstTimestamp == (try expected.integer("firstTimestamp")), sourceLocation: sourceLocation)
+        #expect(header.lastTimestamp == (try expected.integer("lastTimestamp")), sourceLocation: sourceLocation)
+        #expect(header.producerID == (try expected.integer("producerId")), sourceLocation: sourceLocation)
+        #expect(header.producerSequence == (try expected.integer("producerSequence")), sourceLocation: sourceLocation)
+        #expect(header.recordCount == (try expected.integer("recordCount")), sourceLocation: sourceLocation)
+        #expect(
+            header.uncompressedLength == (try expected.integer("uncompressedLength")), sourceLocation: sourceLocation)
+
+        let crcBytes = bytes.getSlice(at: bytes.readerIndex + 24, length: bytes.readableBytes - 24)!
+        #expect(
+            CRC32.checksum(crcBytes) == header.crc, "CRC covers bytes 24 to the end", sourceLocation: sourceLocation)
+
+        if header.codec == .zlib {
+            let zlib = try json.field("zlib")
+            let stored = bytes.getSlice(at: bytes.readerIndex + 64, length: header.storedRecordsLength)!
+            var inflated = ByteBuffer()
+            try ZlibDecompressor().decompress(
+                stored, expectedLength: Int(header.uncompressedLength), into: &inflated, context: "vector")
+            #expect(Hex.encode(inflated) == (try zlib.string("inflatedRecordsHex")), sourceLocation: sourceLocation)
+        }
+
+        let expectedRecords = try json.array("records")
+        try #require(records.count == expectedRecords.count, sourceLocation: sourceLocation)
+        for (index, (record, expectedRecord)) in zip(records, expectedRecords).enumerated() {
+            #expect(
+                header.baseOffset + Int64(index) == (try expectedRecord.integer("offset")),
+                sourceLocation: sourceLocation)
+            #expect(record.timestamp == (try expectedRecord.integer("timestamp")), sourceLocation: sourceLocation)
+            #expect(
+                record.timestamp - header.firstTimestamp == (try expectedRecord.integer("timestampDelta")),
+                sourceLocation: sourceLocation)
+            #expect(record.key == ByteBuffer(string: try expectedRecord.string("key")), sourceLocation: sourceLocation)
+            let headers = try expectedRecord.array("headers").map {
+                RecordHeader(name: try $0.string("name"), value: try $0.string("value"))
+            }
+            #expect(record.headers == headers, sourceLocation: sourceLocation)
+            #expect(
+                record.value == ByteBuffer(string: try expectedRecord.string("value")), sourceLocation: sourceLocation)
+        }
+    }
+}
