@@ -68,6 +68,7 @@ public final class TelexClient: @unchecked Sendable {
 
     /// The live connection, reconnecting with exponential backoff if it dropped.
     func currentConnection(attempts: Int? = nil) async throws -> Connection {
+        if let live = lock.withLock({ connection }), live.isActive { return live }
         let task: Task<Connection, Error> = try lock.withLock {
             if isClosed { throw TelexError(.closed, "the client was closed") }
             if let connection, connection.isActive { return Task { connection } }

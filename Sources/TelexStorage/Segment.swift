@@ -186,8 +186,14 @@ final class Segment: @unchecked Sendable {
         writeTimeEntry(entry)
     }
 
-    func sync() throws(TelexError) {
+    /// Forces the log bytes to disk: the group-commit fsync. Indexes are derived data, rebuilt on recovery.
+    func syncLog() throws(TelexError) {
         try FileIO.sync(fd, path: logPath)
+    }
+
+    /// Forces the log and both indexes to disk (on roll and close).
+    func sync() throws(TelexError) {
+        try syncLog()
         try? FileIO.sync(indexFD, path: indexPath)
         try? FileIO.sync(timeIndexFD, path: timeIndexPath)
     }

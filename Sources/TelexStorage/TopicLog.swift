@@ -162,7 +162,7 @@ public final class TopicLog: @unchecked Sendable {
         }
         // After a process crash the active tail may still be only in the page cache: make it durable before
         // counting it as durable, so `.always` readers never see a batch a machine crash could still take away.
-        if configuration.fsync == .always { try segments.last!.sync() }
+        if configuration.fsync == .always { try segments.last!.syncLog() }
         self.segments = segments
         nextOffset = segments.last!.nextOffset
         durableOffset = nextOffset
@@ -305,7 +305,7 @@ public final class TopicLog: @unchecked Sendable {
         lock.unlock()
         var result: Result<Void, TelexError> = .success(())
         if needed {
-            do { try active.sync() } catch { result = .failure(error) }
+            do { try active.syncLog() } catch { result = .failure(error) }
         }
         lock.lock()
         var ready: [@Sendable (Result<Void, TelexError>) -> Void] = []

@@ -53,6 +53,8 @@ struct BrokerBenchmark: AsyncParsableCommand {
         let averageJSON = Double(corpus.jsonBytes) / Double(events)
         log("corpus: \(events) events, \(Int(averageJSON)) bytes of JSON each on average")
         let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let pingFloor = try await pingRoundTrips(configuration: configuration)
+        log("PING round trip: p50 \(ms(pingFloor.p50)) ms, p99 \(ms(pingFloor.p99)) ms (the floor under every latency)")
 
         var publishOne: [Double] = []
         var publishMany: [Double] = []
@@ -89,6 +91,7 @@ struct BrokerBenchmark: AsyncParsableCommand {
             "publishParallelEventsPerSecond": Int(median(publishMany)),
             "publishParallelMBPerSecond": round(median(publishMany) * megabytes * 10) / 10,
             "replayEventsPerSecond": Int(median(replay)),
+            "pingP50Ms": pingFloor.p50 / 1e6, "pingP99Ms": pingFloor.p99 / 1e6,
             "latencyRate": rate, "latencySeconds": duration,
             "latencyP50Ms": latency.p50 / 1e6, "latencyP99Ms": latency.p99 / 1e6, "latencyP999Ms": latency.p999 / 1e6,
             "latencyMaxMs": latency.max / 1e6,
@@ -191,7 +194,7 @@ struct BrokerBenchmark: AsyncParsableCommand {
         }
         let interval = 1_000_000_000 / UInt64(rate)
         let start = DispatchTime.now().uptimeNanoseconds
-        var acks: [EventLoopFuture<PublishAck>] = []
+        var acks: [EventLoopFuture<UInt64>] = []
         acks.reserveCapacity(total)
         for index in 0..<total {
             let due = start + UInt64(index) * interval
@@ -200,10 +203,14 @@ struct BrokerBenchmark: AsyncParsableCommand {
             if due > now { try await Task.sleep(nanoseconds: due - now) }
             var record = records[(index + 1) % records.count]
             record.headers.append(RecordHeader(name: "bench-sent-ns", value: String(DispatchTime.now().uptimeNanoseconds)))
+            let sentAt = DispatchTime.now().uptimeNanoseconds
             let prepared = try await publisher.prepare([record], topic: topic)
-            acks.append(try await publisher.startPublish(prepared[0]))
+            let ack = try await publisher.startPublish(prepared[0])
+            acks.append(ack.map { _ in DispatchTime.now().uptimeNanoseconds - sentAt })
         }
-        for ack in acks { _ = try await ack.get() }
+        var ackTimes: [Double] = []
+        for ack in acks { ackTimes.append(Double(try await ack.get())) }
+        ackTimes.sort()
         let histogram = try await withThrowingTaskGroup(of: Histogram<UInt64>?.self) { group in
             group.addTask { try await receiving.value }
             group.addTask {
@@ -218,9 +225,23 @@ struct BrokerBenchmark: AsyncParsableCommand {
         await subscription.cancel()
         await publisher.close()
         await consumer.close()
+        log("publish→ack latency: p50 \(ms(ackTimes[ackTimes.count / 2])) ms, p99 \(ms(ackTimes[ackTimes.count * 99 / 100])) ms")
         return LatencyResult(
             p50: Double(histogram.valueAtPercentile(50)), p99: Double(histogram.valueAtPercentile(99)),
             p999: Double(histogram.valueAtPercentile(99.9)), max: Double(histogram.max), count: Int(histogram.totalCount))
+    }
+
+    /// Round-trip times of 2,000 sequential PINGs, in nanoseconds.
+    func pingRoundTrips(configuration: ClientConfiguration) async throws -> (p50: Double, p99: Double) {
+        let client = try await TelexClient.connect(configuration: configuration)
+        var samples: [Double] = []
+        for _ in 0..<2000 {
+            let duration = try await client.ping()
+            samples.append(duration.seconds * 1e9)
+        }
+        await client.close()
+        samples.sort()
+        return (samples[samples.count / 2], samples[samples.count * 99 / 100])
     }
 
     func diskBytes(_ dataDir: String, topic: String) -> Int {
