@@ -87,6 +87,9 @@ final class ClientChannelHandler: ChannelInboundHandler, @unchecked Sendable {
                 promise.fail(error)
             } else if let sink = sinksByRequest[requestID] {
                 sink.push(.failed(error))
+            } else if code == .unknownSubscription {
+                // A CREDIT raced with the end of its subscription: nothing to do.
+                logger.debug("broker error", metadata: ["error": "\(error)"])
             } else {
                 logger.warning("broker error", metadata: ["error": "\(error)"])
                 fail(context: context, error: error)

@@ -32,6 +32,8 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
     private var subscriptionID: UInt32 = 0
     private var positions: [String: Int64] = [:]
     private var ranges: [TopicRange] = []
+    /// With `untilCaughtUp`: the end of each topic when the subscription first began; nothing past it is returned.
+    private var snapshotEnds: [String: Int64]?
     private var cancelled = false
 
     init(client: TelexClient, pattern: String, start: StartPosition, consumer: String?, untilCaughtUp: Bool, credit: UInt32) {
@@ -68,6 +70,11 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
             self.subscriptionID = id
             self.sink = sink
             self.ranges = topics
+            // Every matched topic gets a position, so a reconnect resumes each one exactly where it was.
+            for range in topics where positions[range.topic] == nil { positions[range.topic] = range.startOffset }
+            if untilCaughtUp, snapshotEnds == nil {
+                snapshotEnds = Dictionary(topics.map { ($0.topic, $0.endOffset) }, uniquingKeysWith: { $1 })
+            }
         }
     }
 
@@ -134,10 +141,12 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
                     let batches = try RecordBatch.split(buffer, context: "DELIVER for \(topic)")
                     let decoded = try await TelexSubscription.decode(batches, topic: topic, decompressor: decompressor)
                     let from = subscription.position(topic)
+                    let until = subscription.snapshotEnd(topic)
                     for (header, records) in decoded {
                         for (index, record) in records.enumerated() {
                             let offset = header.baseOffset + Int64(index)
                             if let from, offset < from { continue }
+                            if let until, offset >= until { break }
                             pending.append(DeliveredRecord(topic: topic, offset: offset, brokerTime: header.appendTime, record: record))
                         }
                     }
@@ -198,6 +207,11 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
 
     fileprivate func position(_ topic: String) -> Int64? {
         lock.withLock { positions[topic] ?? ranges.first { $0.topic == topic }?.startOffset }
+    }
+
+    /// With `untilCaughtUp`, the offset where `topic` ended at subscribe time (0 for topics born later).
+    fileprivate func snapshotEnd(_ topic: String) -> Int64? {
+        lock.withLock { snapshotEnds.map { $0[topic] ?? 0 } }
     }
 
     fileprivate func advance(_ topic: String, to offset: Int64) {

@@ -66,8 +66,15 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard let telexError = error as? TelexError else {
+            // A socket error (reset, broken pipe): nobody is left to tell.
+            logger.debug("connection error", metadata: ["error": "\(error)"])
+            state = .closed
+            endAllSubscriptions()
+            context.close(promise: nil)
+            return
+        }
         // Errors from the frame decoder: the byte stream cannot be trusted any more.
-        let telexError = (error as? TelexError) ?? TelexError(.malformedFrame, "\(error)")
         logger.info("closing connection", metadata: ["error": "\(telexError)"])
         closeWithError(telexError, requestID: telexError.requestID ?? 0)
     }
@@ -166,6 +173,8 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 guard configuration.allowTopicCreation else {
                     throw TelexError(.topicNotFound, "topic '\(topic)' does not exist and this broker does not create topics on publish")
                 }
+                // A rejected batch must not leave an empty topic behind.
+                _ = try RecordBatch.validate(batch, limits: configuration.log.batchLimits, context: "batch for \(topic)")
                 let (created, isNew) = try store.createLog(topic)
                 log = created
                 if isNew { hub.created(topic) }
@@ -250,6 +259,11 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         } catch {
             hub.unregister(subscription)
             throw error
+        }
+        guard ranges.count <= Int(UInt16.max) else {
+            hub.unregister(subscription)
+            throw TelexError(.invalidRequest,
+                "pattern '\(pattern)' matches \(ranges.count) topics; one subscription can cover at most \(UInt16.max)")
         }
         subscriptions[id] = subscription
         logger.debug("subscribed", metadata: ["pattern": "\(pattern)", "subscription": "\(id)", "topics": "\(ranges.count)"])

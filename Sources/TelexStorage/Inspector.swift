@@ -13,7 +13,8 @@ public enum StorageInspector {
         guard FileIO.isDirectory(topicsDirectory) else {
             throw TelexError(.storageFailure, "\(dataDirectory) is not a Telex data directory (no topics/ folder)")
         }
-        for topic in try FileIO.listDirectory(topicsDirectory) where only == nil || only == topic {
+        for topic in try FileIO.listDirectory(topicsDirectory)
+        where (only == nil || only == topic) && FileIO.isDirectory(topicsDirectory + "/" + topic) {
             let directory = topicsDirectory + "/" + topic
             for name in try FileIO.listDirectory(directory) where name.hasSuffix(".log") {
                 try dumpSegment(topic: topic, path: directory + "/" + name, emit: emit)

@@ -209,9 +209,11 @@ public final class TopicLog: @unchecked Sendable {
         let appendTime = max(now, lastAppendTime)
         let baseOffset = nextOffset
         var active = segments.last!
+        // Index entries hold offsets relative to the segment base as u32, so a segment also rolls before that overflows.
         if active.size > 0,
             active.size + batch.readableBytes > configuration.segmentBytes
                 || now - (active.firstAppendTime ?? now) >= configuration.segmentAgeMilliseconds
+                || baseOffset + Int64(header.recordCount) - active.baseOffset > Int64(UInt32.max)
         {
             active = try roll()
         }

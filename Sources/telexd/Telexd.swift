@@ -80,6 +80,9 @@ struct Serve: AsyncParsableCommand {
         configuration.port = try setting(port, "TELEX_PORT", { Int($0) }) ?? configuration.port
         configuration.dataDirectory = try setting(dataDirectory, "TELEX_DATA_DIR", { $0 }) ?? configuration.dataDirectory
         configuration.maxFrameSize = try setting(maxFrameBytes, "TELEX_MAX_FRAME_BYTES", { Int($0) }) ?? configuration.maxFrameSize
+        guard (1024...Int(Int32.max)).contains(configuration.maxFrameSize) else {
+            throw ValidationError("max frame bytes must be 1024...\(Int32.max), not \(configuration.maxFrameSize)")
+        }
         configuration.allowTopicCreation = try setting(createTopics, "TELEX_CREATE_TOPICS", { Bool($0) }) ?? true
         configuration.authToken = try setting(authToken, "TELEX_AUTH_TOKEN", { $0 })
         let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"
