@@ -195,7 +195,17 @@ final class Connection: @unchecked Sendable {
         let loop = channel.eventLoop
         let promise = loop.makePromise(of: Message.self)
         var buffer = channel.allocator.buffer(capacity: 64)
-        buffer.writeMessage(message, requestID: requestID)
+        var batch: ByteBuffer?
+        if case .publish(let topic, let bytes) = message {
+            // The batch goes out as its own buffer: no copy of the (possibly large) compressed bytes.
+            buffer.writeMultipleIntegers(
+                UInt32(FrameHeader.size + 2 + topic.utf8.count + bytes.readableBytes), FrameHeader.currentVersion,
+                MessageType.publish.rawValue, UInt16(0), requestID)
+            buffer.writeShortString(topic)
+            batch = bytes
+        } else {
+            buffer.writeMessage(message, requestID: requestID)
+        }
         let handler = self.handler
         let channel = self.channel
         let timeout = requestTimeout
@@ -216,7 +226,12 @@ final class Connection: @unchecked Sendable {
                 }
             }
             promise.futureResult.whenComplete { _ in timer.cancel() }
-            channel.writeAndFlush(buffer, promise: nil)
+            if let batch {
+                channel.write(buffer, promise: nil)
+                channel.writeAndFlush(batch, promise: nil)
+            } else {
+                channel.writeAndFlush(buffer, promise: nil)
+            }
         }
         return promise.futureResult
     }

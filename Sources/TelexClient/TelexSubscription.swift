@@ -34,6 +34,8 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
     private var ranges: [TopicRange] = []
     /// With `untilCaughtUp`: the end of each topic when the subscription first began; nothing past it is returned.
     private var snapshotEnds: [String: Int64]?
+    private var currentTopic: String?
+    private var currentNext: Int64 = 0
     private var cancelled = false
 
     init(client: TelexClient, pattern: String, start: StartPosition, consumer: String?, untilCaughtUp: Bool, credit: UInt32) {
@@ -49,7 +51,12 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
     public var topics: [TopicRange] { lock.withLock { ranges } }
 
     /// The next offset this subscription will return, per topic it has returned records from.
-    public var nextOffsets: [String: Int64] { lock.withLock { positions } }
+    public var nextOffsets: [String: Int64] {
+        lock.withLock {
+            settlePositions()
+            return positions
+        }
+    }
 
     /// Sends SUBSCRIBE on the current connection, resuming topics at `resume`.
     func open(resume: [String: Int64]) async throws {
@@ -71,6 +78,7 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
             self.sink = sink
             self.ranges = topics
             // Every matched topic gets a position, so a reconnect resumes each one exactly where it was.
+            settlePositions()
             for range in topics where positions[range.topic] == nil { positions[range.topic] = range.startOffset }
             if untilCaughtUp, snapshotEnds == nil {
                 snapshotEnds = Dictionary(topics.map { ($0.topic, $0.endOffset) }, uniquingKeysWith: { $1 })
@@ -119,6 +127,8 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
         var consumedBatches: UInt32 = 0
         var finished = false
         let decompressor = ZlibDecompressor()
+        let secondDecompressor = ZlibDecompressor()
+        var scratch: [ByteBuffer] = []
 
         init(subscription: TelexSubscription) {
             self.subscription = subscription
@@ -139,7 +149,9 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
                 switch await sink.next() {
                 case .batches(let topic, let buffer):
                     let batches = try RecordBatch.split(buffer, context: "DELIVER for \(topic)")
-                    let decoded = try await TelexSubscription.decode(batches, topic: topic, decompressor: decompressor)
+                    let decoded = try await TelexSubscription.decode(
+                        batches, topic: topic, decompressor: decompressor, secondDecompressor: secondDecompressor,
+                        pool: &scratch)
                     let from = subscription.position(topic)
                     let until = subscription.snapshotEnd(topic)
                     for (header, records) in decoded {
@@ -176,24 +188,43 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
         }
     }
 
+    /// Inflate buffers reused from one delivery to the next, so replay does not fault in fresh pages per batch.
+    final class ScratchBuffers: @unchecked Sendable {
+        var buffers: [ByteBuffer]
+        init(_ buffers: [ByteBuffer]) { self.buffers = buffers }
+    }
+
     /// Inflates and decodes batches; a run of several is split across two tasks so inflating uses two cores.
     fileprivate static func decode(
-        _ batches: [ByteBuffer], topic: String, decompressor: ZlibDecompressor
+        _ batches: [ByteBuffer], topic: String, decompressor: ZlibDecompressor, secondDecompressor: ZlibDecompressor,
+        pool: inout [ByteBuffer]
     ) async throws -> [(RecordBatchHeader, [Record])] {
-        func decodeAll(_ slice: ArraySlice<ByteBuffer>, _ decompressor: ZlibDecompressor) throws -> [(RecordBatchHeader, [Record])] {
-            try slice.map { batch in
-                let (header, records) = try RecordBatch.decodeRecords(batch, decompressor: decompressor, context: "batch from \(topic)")
-                return (header, records)
+        @Sendable func decodeAll(
+            _ slice: ArraySlice<ByteBuffer>, _ decompressor: ZlibDecompressor, _ scratch: ScratchBuffers
+        ) throws -> [(RecordBatchHeader, [Record])] {
+            var decoded: [(RecordBatchHeader, [Record])] = []
+            decoded.reserveCapacity(slice.count)
+            for (index, batch) in slice.enumerated() {
+                decoded.append(try RecordBatch.decodeRecords(
+                    batch, decompressor: decompressor, context: "batch from \(topic)", scratch: &scratch.buffers[index]))
             }
+            return decoded
         }
-        guard batches.count >= 2 else { return try decodeAll(batches[...], decompressor) }
-        let middle = batches.count / 2
-        let secondHalf = Task.detached { try decodeAll(batches[middle...], ZlibDecompressor()) }
+        while pool.count < batches.count { pool.append(ByteBuffer()) }
+        let middle = batches.count >= 2 ? batches.count / 2 : batches.count
+        // Move the buffers out of the pool so each is uniquely referenced while it is written.
+        let first = ScratchBuffers(Array(pool[0..<middle]))
+        let second = ScratchBuffers(Array(pool[middle..<batches.count]))
+        pool.removeFirst(batches.count)
+        defer { pool.append(contentsOf: first.buffers + second.buffers) }
+        guard middle < batches.count else { return try decodeAll(batches[...], decompressor, first) }
+        let secondHalf = Task.detached { try decodeAll(batches[middle...], secondDecompressor, second) }
         let firstHalf: [(RecordBatchHeader, [Record])]
         do {
-            firstHalf = try decodeAll(batches[..<middle], decompressor)
+            firstHalf = try decodeAll(batches[..<middle], decompressor, first)
         } catch {
             secondHalf.cancel()
+            _ = try? await secondHalf.value
             throw error
         }
         return firstHalf + (try await secondHalf.value)
@@ -206,7 +237,10 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
     fileprivate var isCancelled: Bool { lock.withLock { cancelled } }
 
     fileprivate func position(_ topic: String) -> Int64? {
-        lock.withLock { positions[topic] ?? ranges.first { $0.topic == topic }?.startOffset }
+        lock.withLock {
+            settlePositions()
+            return positions[topic] ?? ranges.first { $0.topic == topic }?.startOffset
+        }
     }
 
     /// With `untilCaughtUp`, the offset where `topic` ended at subscribe time (0 for topics born later).
@@ -214,7 +248,18 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
         lock.withLock { snapshotEnds.map { $0[topic] ?? 0 } }
     }
 
+    /// Records that the next offset of `topic` is `offset`. Called per record, so the common case (same topic
+    /// as the last call) touches two fields instead of hashing the topic; `positions` catches up lazily.
     fileprivate func advance(_ topic: String, to offset: Int64) {
-        lock.withLock { positions[topic] = offset }
+        lock.lock()
+        if let current = currentTopic, current != topic { positions[current] = currentNext }
+        currentTopic = topic
+        currentNext = offset
+        lock.unlock()
+    }
+
+    /// Folds the latest `advance` into `positions`. Caller holds the lock.
+    private func settlePositions() {
+        if let current = currentTopic { positions[current] = currentNext }
     }
 }

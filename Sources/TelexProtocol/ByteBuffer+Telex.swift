@@ -28,51 +28,55 @@ extension ByteBuffer {
 }
 
 /// Reads fields out of a frame body, turning every shortfall into a `malformedFrame` error that names the field.
+///
+/// Field names and the context are built only when an error is thrown: decoding stays free of string work.
 public struct FieldReader {
     public var buffer: ByteBuffer
-    /// What is being read, for error messages ("PUBLISH", "record 3 of batch").
-    public let context: String
+    private let describe: () -> String
     public let code: TelexError.Code
 
-    public init(_ buffer: ByteBuffer, context: String, code: TelexError.Code = .malformedFrame) {
+    public init(_ buffer: ByteBuffer, context: @autoclosure @escaping () -> String, code: TelexError.Code = .malformedFrame) {
         self.buffer = buffer
-        self.context = context
+        self.describe = context
         self.code = code
     }
+
+    /// What is being read, for error messages ("PUBLISH (request id 7)").
+    public var context: String { describe() }
 
     public var remaining: Int { buffer.readableBytes }
 
     @inlinable
-    public mutating func integer<T: FixedWidthInteger>(_ field: String, as: T.Type = T.self) throws(TelexError) -> T {
+    public mutating func integer<T: FixedWidthInteger>(_ field: @autoclosure () -> String, as: T.Type = T.self) throws(TelexError) -> T {
         guard let value = buffer.readInteger(as: T.self) else {
-            throw truncated(field, needed: MemoryLayout<T>.size)
+            throw truncated(field(), needed: MemoryLayout<T>.size)
         }
         return value
     }
 
-    public mutating func shortString(_ field: String) throws(TelexError) -> String {
-        let length = Int(try integer(field + " length", as: UInt16.self))
-        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field, needed: length) }
+    public mutating func shortString(_ field: @autoclosure () -> String) throws(TelexError) -> String {
+        let length = Int(try integer(field() + " length", as: UInt16.self))
+        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field(), needed: length) }
         guard let string = bytes.validatedUTF8String() else {
-            throw TelexError(code, "\(context): field \(field) is not valid UTF-8")
+            throw TelexError(code, "\(context): field \(field()) is not valid UTF-8")
         }
         return string
     }
 
-    public mutating func shortBytes(_ field: String) throws(TelexError) -> ByteBuffer {
-        let length = Int(try integer(field + " length", as: UInt16.self))
-        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field, needed: length) }
+    public mutating func shortBytes(_ field: @autoclosure () -> String) throws(TelexError) -> ByteBuffer {
+        let length = Int(try integer(field() + " length", as: UInt16.self))
+        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field(), needed: length) }
         return bytes
     }
 
-    public mutating func longBytes(_ field: String) throws(TelexError) -> ByteBuffer {
-        let length = Int(try integer(field + " length", as: UInt32.self))
-        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field, needed: length) }
+    public mutating func longBytes(_ field: @autoclosure () -> String) throws(TelexError) -> ByteBuffer {
+        let length = Int(try integer(field() + " length", as: UInt32.self))
+        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field(), needed: length) }
         return bytes
     }
 
-    public mutating func slice(_ field: String, length: Int) throws(TelexError) -> ByteBuffer {
-        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field, needed: length) }
+    public mutating func slice(_ field: @autoclosure () -> String, length: Int) throws(TelexError) -> ByteBuffer {
+        guard let bytes = buffer.readSlice(length: length) else { throw truncated(field(), needed: length) }
         return bytes
     }
 

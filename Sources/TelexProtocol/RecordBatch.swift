@@ -127,65 +127,65 @@ public enum RecordBatch {
     /// Checks one whole batch as the broker receives it: exact length, magic, codec, counts, limits and CRC.
     /// The records of an uncompressed batch are walked too; a compressed one is not inflated.
     public static func validate(
-        _ batch: ByteBuffer, limits: RecordBatchLimits = .init(), context: String = "batch"
+        _ batch: ByteBuffer, limits: RecordBatchLimits = .init(), context: @autoclosure () -> String = "batch"
     ) throws(TelexError) -> RecordBatchHeader {
         guard let header = RecordBatchHeader.peek(batch, at: batch.readerIndex) else {
             throw TelexError(.invalidBatch,
-                "\(context): \(batch.readableBytes) bytes is shorter than the \(RecordBatchHeader.size)-byte batch header")
+                "\(context()): \(batch.readableBytes) bytes is shorter than the \(RecordBatchHeader.size)-byte batch header")
         }
         guard header.totalSize == batch.readableBytes else {
             throw TelexError(.invalidBatch,
-                "\(context): batchLength \(header.batchLength) says \(header.totalSize) bytes but \(batch.readableBytes) were sent")
+                "\(context()): batchLength \(header.batchLength) says \(header.totalSize) bytes but \(batch.readableBytes) were sent")
         }
-        try checkHeader(header, limits: limits, context: context)
+        try checkHeader(header, limits: limits, context: context())
         let crc = CRC32.checksum(batch.getSlice(at: batch.readerIndex + RecordBatchHeader.crcStart,
                                                 length: header.totalSize - RecordBatchHeader.crcStart)!)
         guard crc == header.crc else {
             throw TelexError(.corruptBatch,
-                "\(context): CRC mismatch (header says \(hex(header.crc)), bytes give \(hex(crc)))",
+                "\(context()): CRC mismatch (header says \(hex(header.crc)), bytes give \(hex(crc)))",
                 offset: header.baseOffset)
         }
         if header.codec == Codec.none {
             let records = batch.getSlice(at: batch.readerIndex + RecordBatchHeader.size, length: header.storedRecordsLength)!
-            try walkRecords(records, header: header, context: context) { _, _ in }
+            try walkRecords(records, header: header, context: context()) { _, _ in }
         }
         return header
     }
 
     /// Checks the header fields that can be checked without the records.
     public static func checkHeader(
-        _ header: RecordBatchHeader, limits: RecordBatchLimits, context: String
+        _ header: RecordBatchHeader, limits: RecordBatchLimits, context: @autoclosure () -> String
     ) throws(TelexError) {
         guard header.totalSize >= RecordBatchHeader.size else {
             throw TelexError(.invalidBatch,
-                "\(context): batchLength \(header.batchLength) is below the minimum \(RecordBatchHeader.size - RecordBatchHeader.lengthPrefixSize)")
+                "\(context()): batchLength \(header.batchLength) is below the minimum \(RecordBatchHeader.size - RecordBatchHeader.lengthPrefixSize)")
         }
         guard header.magic == RecordBatchHeader.currentMagic else {
-            throw TelexError(.invalidBatch, "\(context): unknown batch magic \(header.magic) (expected 1)")
+            throw TelexError(.invalidBatch, "\(context()): unknown batch magic \(header.magic) (expected 1)")
         }
         guard let codec = header.codec else {
-            throw TelexError(.invalidBatch, "\(context): unknown codec \(header.codecRaw) (0 none, 1 zlib)")
+            throw TelexError(.invalidBatch, "\(context()): unknown codec \(header.codecRaw) (0 none, 1 zlib)")
         }
         guard header.recordCount >= 1, Int(header.recordCount) <= limits.maxRecordCount else {
             throw TelexError(.invalidBatch,
-                "\(context): recordCount \(header.recordCount) outside 1...\(limits.maxRecordCount)")
+                "\(context()): recordCount \(header.recordCount) outside 1...\(limits.maxRecordCount)")
         }
         guard Int(header.uncompressedLength) <= limits.maxUncompressedBytes else {
             throw TelexError(.batchTooLarge,
-                "\(context): declares \(header.uncompressedLength) uncompressed bytes, above the limit of \(limits.maxUncompressedBytes)")
+                "\(context()): declares \(header.uncompressedLength) uncompressed bytes, above the limit of \(limits.maxUncompressedBytes)")
         }
         if codec == .none, Int(header.uncompressedLength) != header.storedRecordsLength {
             throw TelexError(.invalidBatch,
-                "\(context): codec none but uncompressedLength \(header.uncompressedLength) != records section \(header.storedRecordsLength)")
+                "\(context()): codec none but uncompressedLength \(header.uncompressedLength) != records section \(header.storedRecordsLength)")
         }
         // Each record takes at least 16 bytes, so the count must fit the declared length.
         guard UInt64(header.recordCount) * 16 <= UInt64(header.uncompressedLength) else {
             throw TelexError(.invalidBatch,
-                "\(context): recordCount \(header.recordCount) cannot fit in \(header.uncompressedLength) record bytes")
+                "\(context()): recordCount \(header.recordCount) cannot fit in \(header.uncompressedLength) record bytes")
         }
         guard header.firstTimestamp <= header.lastTimestamp else {
             throw TelexError(.invalidBatch,
-                "\(context): firstTimestamp \(header.firstTimestamp) is after lastTimestamp \(header.lastTimestamp)")
+                "\(context()): firstTimestamp \(header.firstTimestamp) is after lastTimestamp \(header.lastTimestamp)")
         }
     }
 
@@ -199,89 +199,129 @@ public enum RecordBatch {
     /// Decodes every record of one whole batch (inflating it if compressed). Offsets are `baseOffset + index`.
     public static func decodeRecords(
         _ batch: ByteBuffer, limits: RecordBatchLimits = .init(), decompressor: ZlibDecompressor? = nil,
-        context: String = "batch"
+        context: @autoclosure () -> String = "batch"
     ) throws(TelexError) -> (header: RecordBatchHeader, records: [Record]) {
-        let header = try validateForDecoding(batch, limits: limits, context: context)
+        var scratch = ByteBuffer()
+        return try decodeRecords(batch, limits: limits, decompressor: decompressor, context: context(), scratch: &scratch)
+    }
+
+    /// Decodes like `decodeRecords(_:limits:decompressor:context:)`, inflating into `scratch`. The records are
+    /// slices of it; once they are gone, the next call reuses its memory (copy-on-write keeps live records safe).
+    public static func decodeRecords(
+        _ batch: ByteBuffer, limits: RecordBatchLimits = .init(), decompressor: ZlibDecompressor?,
+        context: @autoclosure () -> String, scratch: inout ByteBuffer
+    ) throws(TelexError) -> (header: RecordBatchHeader, records: [Record]) {
+        let header = try validateForDecoding(batch, limits: limits, context: context())
         let stored = batch.getSlice(at: batch.readerIndex + RecordBatchHeader.size, length: header.storedRecordsLength)!
-        var plain: ByteBuffer
+        let plain: ByteBuffer
         switch header.codec! {
         case .none:
             plain = stored
         case .zlib:
-            plain = ByteBuffer()
+            scratch.clear()
             try (decompressor ?? ZlibDecompressor()).decompress(
-                stored, expectedLength: Int(header.uncompressedLength), into: &plain, context: context)
+                stored, expectedLength: Int(header.uncompressedLength), into: &scratch, context: context())
+            plain = scratch
         }
         var records: [Record] = []
         records.reserveCapacity(Int(header.recordCount))
-        try walkRecords(plain, header: header, context: context) { _, record in records.append(record) }
+        try walkRecords(plain, header: header, context: context()) { _, record in records.append(record) }
         return (header, records)
     }
 
     /// Header, length and CRC checks for a batch about to be decoded.
     static func validateForDecoding(
-        _ batch: ByteBuffer, limits: RecordBatchLimits, context: String
+        _ batch: ByteBuffer, limits: RecordBatchLimits, context: @autoclosure () -> String
     ) throws(TelexError) -> RecordBatchHeader {
         guard let header = RecordBatchHeader.peek(batch, at: batch.readerIndex) else {
-            throw TelexError(.invalidBatch, "\(context): shorter than the batch header")
+            throw TelexError(.invalidBatch, "\(context()): shorter than the batch header")
         }
         guard header.totalSize == batch.readableBytes else {
             throw TelexError(.invalidBatch,
-                "\(context): batchLength says \(header.totalSize) bytes but \(batch.readableBytes) are present")
+                "\(context()): batchLength says \(header.totalSize) bytes but \(batch.readableBytes) are present")
         }
-        try checkHeader(header, limits: limits, context: context)
+        try checkHeader(header, limits: limits, context: context())
         let crc = CRC32.checksum(batch.getSlice(at: batch.readerIndex + RecordBatchHeader.crcStart,
                                                 length: header.totalSize - RecordBatchHeader.crcStart)!)
         guard crc == header.crc else {
             throw TelexError(.corruptBatch,
-                "\(context) at offset \(header.baseOffset): CRC mismatch (header \(hex(header.crc)), bytes \(hex(crc)))",
+                "\(context()) at offset \(header.baseOffset): CRC mismatch (header \(hex(header.crc)), bytes \(hex(crc)))",
                 offset: header.baseOffset)
         }
         return header
     }
 
     /// Walks the records section, checking that exactly `recordCount` records use exactly its bytes.
+    /// The happy path builds no strings: messages are made only when something is wrong.
     static func walkRecords(
-        _ section: ByteBuffer, header: RecordBatchHeader, context: String, _ body: (Int, Record) -> Void
+        _ section: ByteBuffer, header: RecordBatchHeader, context: @autoclosure () -> String, _ body: (Int, Record) -> Void
     ) throws(TelexError) {
-        var reader = FieldReader(section, context: context, code: .invalidBatch)
+        var buffer = section
+        func fail(_ index: Int, _ problem: String, _ left: Int) -> TelexError {
+            TelexError(.invalidBatch,
+                "\(context()): record \(index) of \(header.recordCount): \(problem) (\(left) bytes left)")
+        }
         for index in 0..<Int(header.recordCount) {
-            let where_ = "record \(index) of \(header.recordCount)"
-            let length = Int(try reader.integer("\(where_) length", as: UInt32.self))
-            var record = FieldReader(try reader.slice("\(where_) body", length: length), context: "\(context) \(where_)",
-                                     code: .invalidBatch)
-            let delta = try record.integer("timestampDelta", as: Int32.self)
-            let key = try record.shortBytes("key")
-            let headerCount = Int(try record.integer("headerCount", as: UInt16.self))
+            guard let length = buffer.readInteger(as: UInt32.self) else {
+                throw fail(index, "truncated at its length", buffer.readableBytes)
+            }
+            guard var record = buffer.readSlice(length: Int(length)) else {
+                throw TelexError(.invalidBatch,
+                    "\(context()): record \(index) of \(header.recordCount) body: truncated (needs \(length) bytes, \(buffer.readableBytes) left)")
+            }
+            guard let delta = record.readInteger(as: Int32.self) else {
+                throw fail(index, "truncated at field timestampDelta", record.readableBytes)
+            }
+            guard let keyLength = record.readInteger(as: UInt16.self), let key = record.readSlice(length: Int(keyLength)) else {
+                throw fail(index, "truncated at field key", record.readableBytes)
+            }
+            guard let headerCount = record.readInteger(as: UInt16.self) else {
+                throw fail(index, "truncated at field headerCount", record.readableBytes)
+            }
             var headers: [RecordHeader] = []
-            headers.reserveCapacity(headerCount)
-            for headerIndex in 0..<headerCount {
-                let name = try record.shortString("header \(headerIndex) name")
-                let value = try record.longBytes("header \(headerIndex) value")
+            headers.reserveCapacity(Int(headerCount))
+            for headerIndex in 0..<Int(headerCount) {
+                guard let nameLength = record.readInteger(as: UInt16.self),
+                    let nameBytes = record.readSlice(length: Int(nameLength))
+                else {
+                    throw fail(index, "truncated at field header \(headerIndex) name", record.readableBytes)
+                }
+                guard let name = nameBytes.validatedUTF8String() else {
+                    throw fail(index, "header \(headerIndex) name is not valid UTF-8", record.readableBytes)
+                }
+                guard let valueLength = record.readInteger(as: UInt32.self),
+                    let value = record.readSlice(length: Int(valueLength))
+                else {
+                    throw fail(index, "truncated at field header \(headerIndex) value", record.readableBytes)
+                }
                 headers.append(RecordHeader(name: name, value: value))
             }
-            let value = try record.longBytes("value")
-            try record.expectEnd()
+            guard let valueLength = record.readInteger(as: UInt32.self), let value = record.readSlice(length: Int(valueLength)) else {
+                throw fail(index, "truncated at field value", record.readableBytes)
+            }
+            guard record.readableBytes == 0 else {
+                throw fail(index, "\(record.readableBytes) unexpected trailing bytes", record.readableBytes)
+            }
             body(index, Record(timestamp: header.firstTimestamp + Int64(delta), key: key, headers: headers, value: value))
         }
-        guard reader.remaining == 0 else {
+        guard buffer.readableBytes == 0 else {
             throw TelexError(.invalidBatch,
-                "\(context): \(reader.remaining) bytes left after the declared \(header.recordCount) records")
+                "\(context()): \(buffer.readableBytes) bytes left after the declared \(header.recordCount) records")
         }
     }
 
     /// Splits a buffer of concatenated whole batches (a DELIVER body) into the batches.
-    public static func split(_ buffer: ByteBuffer, context: String = "DELIVER") throws(TelexError) -> [ByteBuffer] {
+    public static func split(_ buffer: ByteBuffer, context: @autoclosure () -> String = "DELIVER") throws(TelexError) -> [ByteBuffer] {
         var batches: [ByteBuffer] = []
         var index = buffer.readerIndex
         while index < buffer.writerIndex {
             guard let header = RecordBatchHeader.peek(buffer, at: index) else {
                 throw TelexError(.invalidBatch,
-                    "\(context): \(buffer.writerIndex - index) trailing bytes are shorter than a batch header")
+                    "\(context()): \(buffer.writerIndex - index) trailing bytes are shorter than a batch header")
             }
             guard header.totalSize >= RecordBatchHeader.size, index + header.totalSize <= buffer.writerIndex else {
                 throw TelexError(.invalidBatch,
-                    "\(context): batch at byte \(index - buffer.readerIndex) declares \(header.totalSize) bytes, \(buffer.writerIndex - index) present")
+                    "\(context()): batch at byte \(index - buffer.readerIndex) declares \(header.totalSize) bytes, \(buffer.writerIndex - index) present")
             }
             batches.append(buffer.getSlice(at: index, length: header.totalSize)!)
             index += header.totalSize

@@ -70,7 +70,7 @@ public final class ZlibDecompressor {
     ///
     /// At most `expectedLength` bytes are ever allocated, so a decompression bomb fails before it costs memory.
     public func decompress(
-        _ input: ByteBuffer, expectedLength: Int, into output: inout ByteBuffer, context: String
+        _ input: ByteBuffer, expectedLength: Int, into output: inout ByteBuffer, context: @autoclosure () -> String
     ) throws(TelexError) {
         inflateReset(&stream)
         var status: Int32 = Z_OK
@@ -90,19 +90,19 @@ public final class ZlibDecompressor {
         }
         if extraByte {
             output.moveWriterIndex(to: output.writerIndex - produced)
-            throw TelexError(.batchTooLarge, "\(context): inflates past its declared \(expectedLength) bytes")
+            throw TelexError(.batchTooLarge, "\(context()): inflates past its declared \(expectedLength) bytes")
         }
         guard status == Z_STREAM_END else {
             output.moveWriterIndex(to: output.writerIndex - produced)
             if status == Z_DATA_ERROR || status == Z_NEED_DICT {
-                throw TelexError(.invalidBatch, "\(context): zlib data is corrupt (\(stream.msg.map { String(cString: $0) } ?? String(cString: zError(status))))")
+                throw TelexError(.invalidBatch, "\(context()): zlib data is corrupt (\(stream.msg.map { String(cString: $0) } ?? String(cString: zError(status))))")
             }
-            throw TelexError(.invalidBatch, "\(context): zlib stream ended early after \(produced) of \(expectedLength) bytes")
+            throw TelexError(.invalidBatch, "\(context()): zlib stream ended early after \(produced) of \(expectedLength) bytes")
         }
         guard produced == expectedLength, stream.avail_in == 0 else {
             output.moveWriterIndex(to: output.writerIndex - produced)
             throw TelexError(.invalidBatch,
-                "\(context): inflated to \(produced) bytes but the header declares \(expectedLength)"
+                "\(context()): inflated to \(produced) bytes but the header declares \(expectedLength)"
                 + (stream.avail_in == 0 ? "" : " (\(stream.avail_in) bytes after the zlib stream)"))
         }
     }

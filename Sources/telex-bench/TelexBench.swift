@@ -37,6 +37,7 @@ struct BrokerBenchmark: AsyncParsableCommand {
     @Option(help: "The broker's process id, to read its peak RSS (VmHWM).") var serverPid: Int?
     @Option(help: "The broker's fsync policy, as its startup line reports it.") var serverFsync = "unknown"
     @Option(help: "Write the JSON summary to this file too.") var jsonOut: String?
+    @Flag(help: "Skip the parallel publish and latency runs (for profiling publish and replay).") var publishAndReplayOnly = false
 
     func run() async throws {
         guard let codec = Codec.allCases.first(where: { $0.description == self.codec }) else {
@@ -70,6 +71,7 @@ struct BrokerBenchmark: AsyncParsableCommand {
             let replayed = try await replayRate(topic: topic, expected: events, configuration: configuration)
             replay.append(replayed)
             log("run \(run): replay: \(Int(replayed)) ev/s")
+            if publishAndReplayOnly { continue }
             let parallel = try await publish(corpus.records, topic: "bench.\(tag).parallel-\(run)", clients: connections,
                                              configuration: configuration)
             publishMany.append(parallel)
