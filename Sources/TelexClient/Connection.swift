@@ -198,9 +198,7 @@ final class Connection: @unchecked Sendable {
         var batch: ByteBuffer?
         if case .publish(let topic, let bytes) = message {
             // The batch goes out as its own buffer: no copy of the (possibly large) compressed bytes.
-            buffer.writeMultipleIntegers(
-                UInt32(FrameHeader.size + 2 + topic.utf8.count + bytes.readableBytes), FrameHeader.currentVersion,
-                MessageType.publish.rawValue, UInt16(0), requestID)
+            buffer.writeFrameHeader(type: .publish, requestID: requestID, bodyLength: 2 + topic.utf8.count + bytes.readableBytes)
             buffer.writeShortString(topic)
             batch = bytes
         } else {

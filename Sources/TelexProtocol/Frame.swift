@@ -98,6 +98,14 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
 }
 
 extension ByteBuffer {
+    /// Writes a frame's length prefix and header for a body of `bodyLength` bytes that the caller sends next
+    /// (as further writes, e.g. batches straight from a file), so large bodies need not be copied.
+    @inlinable
+    public mutating func writeFrameHeader(type: MessageType, requestID: UInt32, bodyLength: Int) {
+        writeMultipleIntegers(
+            UInt32(FrameHeader.size + bodyLength), FrameHeader.currentVersion, type.rawValue, UInt16(0), requestID)
+    }
+
     /// Writes a frame: length prefix, header, then whatever `body` writes. Returns the frame's total size.
     @inlinable
     @discardableResult

@@ -327,10 +327,7 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     func writeDeliver(subscriptionID: UInt32, topic: String, slice: LogSlice) throws(TelexError) {
         guard let context else { return }
         var prefix = context.channel.allocator.buffer(capacity: 32 + topic.utf8.count)
-        let topicLength = topic.utf8.count
-        prefix.writeMultipleIntegers(
-            UInt32(FrameHeader.size + 4 + 2 + topicLength + slice.length), FrameHeader.currentVersion,
-            MessageType.deliver.rawValue, UInt16(0), UInt32(0))
+        prefix.writeFrameHeader(type: .deliver, requestID: 0, bodyLength: 4 + 2 + topic.utf8.count + slice.length)
         Message.writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, into: &prefix)
         flushOutboundBuffer()
         let handle = try slice.makeFileHandle()

@@ -51,30 +51,26 @@ enum FileIO {
     static func write(_ fd: CInt, parts: [ByteBuffer], at offset: Int, path: String) throws(TelexError) {
         var position = offset
         for part in parts {
-            var failed: Int32 = 0
-            part.withUnsafeReadableBytes { bytes in
-                var done = 0
-                while done < bytes.count {
-                    let count = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(position + done))
-                    if count < 0 {
-                        if errno == EINTR { continue }
-                        failed = errno
-                        return
-                    }
-                    done += count
-                }
-            }
-            if failed != 0 { throw failure("write", path, errno: failed) }
+            let start = position
+            try writeFully(part, path: path) { pwrite(fd, $0, $1, off_t(start + $2)) }
             position += part.readableBytes
         }
     }
 
+    /// Writes every byte of `buffer` at the file's current position.
     static func append(_ fd: CInt, _ buffer: ByteBuffer, path: String) throws(TelexError) {
+        try writeFully(buffer, path: path) { pointer, count, _ in Glibc.write(fd, pointer, count) }
+    }
+
+    /// Calls `write(pointer, count, alreadyWritten)` until every byte is written, retrying on EINTR.
+    private static func writeFully(
+        _ buffer: ByteBuffer, path: String, _ write: (UnsafeRawPointer, Int, Int) -> Int
+    ) throws(TelexError) {
         var failed: Int32 = 0
         buffer.withUnsafeReadableBytes { bytes in
             var done = 0
             while done < bytes.count {
-                let count = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+                let count = write(bytes.baseAddress! + done, bytes.count - done, done)
                 if count < 0 {
                     if errno == EINTR { continue }
                     failed = errno

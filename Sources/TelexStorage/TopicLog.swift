@@ -313,12 +313,7 @@ public final class TopicLog: @unchecked Sendable {
         var ready: [@Sendable (Result<Void, TelexError>) -> Void] = []
         switch result {
         case .success:
-            durableOffset = max(durableOffset, target)
-            waiters.removeAll { waiter in
-                guard waiter.offset <= durableOffset else { return false }
-                ready.append(waiter.callback)
-                return true
-            }
+            ready = markDurable(upTo: target)
         case .failure(let error):
             // After a failed fsync the page cache can no longer be trusted: refuse further appends.
             failure = error
@@ -331,6 +326,19 @@ public final class TopicLog: @unchecked Sendable {
         lock.unlock()
         for callback in ready { callback(result) }
         if more { syncQueue.async { self.syncNow() } }
+    }
+
+    /// Advances the durable offset and removes the waiters it now covers, returning their callbacks to call
+    /// once the lock is released. Caller holds the lock.
+    private func markDurable(upTo target: Int64) -> [@Sendable (Result<Void, TelexError>) -> Void] {
+        durableOffset = max(durableOffset, target)
+        var ready: [@Sendable (Result<Void, TelexError>) -> Void] = []
+        waiters.removeAll { waiter in
+            guard waiter.offset <= durableOffset else { return false }
+            ready.append(waiter.callback)
+            return true
+        }
+        return ready
     }
 
     private func startIntervalTimer(_ milliseconds: Int) {
@@ -480,13 +488,7 @@ public final class TopicLog: @unchecked Sendable {
         lock.unlock()
         try active.sync()
         lock.lock()
-        durableOffset = max(durableOffset, target)
-        var ready: [@Sendable (Result<Void, TelexError>) -> Void] = []
-        waiters.removeAll { waiter in
-            guard waiter.offset <= durableOffset else { return false }
-            ready.append(waiter.callback)
-            return true
-        }
+        let ready = markDurable(upTo: target)
         lock.unlock()
         for callback in ready { callback(.success(())) }
     }
