@@ -82,11 +82,20 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         let requestID = frame.header.requestID
-        let message: Message
+        let message: ClientMessage
         do {
-            message = try Message.decode(frame)
+            message = try ClientMessage.decode(frame)
         } catch {
-            closeWithError(error, requestID: requestID)
+            switch (state, error.code) {
+            case (.ready, .invalidRequest):
+                // A well-formed frame of a broker-to-client type: refused, the connection stays open.
+                reply(error, requestID)
+            case (.awaitingHello, .invalidRequest):
+                closeWithError(TelexError(.handshakeRequired,
+                    "\(frame.header.type.name) sent before HELLO; the first frame must be HELLO"), requestID: requestID)
+            default:
+                closeWithError(error, requestID: requestID)
+            }
             return
         }
         switch state {
@@ -127,7 +136,7 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                        maxFrameSize: UInt32(configuration.maxFrameSize)), requestID: requestID)
     }
 
-    private func handle(_ message: Message, requestID: UInt32) {
+    private func handle(_ message: ClientMessage, requestID: UInt32) {
         switch message {
         case .publish(let topic, let batch):
             publish(topic: topic, batch: batch, requestID: requestID)
@@ -156,8 +165,6 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             write(.pong(nonce: nonce), requestID: requestID)
         case .hello:
             reply(TelexError(.invalidRequest, "HELLO sent twice on one connection"), requestID)
-        case .helloOK, .publishAck, .subscribed, .deliver, .commitAck, .unsubscribed, .pong, .error, .caughtUp:
-            reply(TelexError(.invalidRequest, "\(message.type.name) is sent by the broker, not to it"), requestID)
         }
     }
 
@@ -328,7 +335,7 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         guard let context else { return }
         var prefix = context.channel.allocator.buffer(capacity: 32 + topic.utf8.count)
         prefix.writeFrameHeader(type: .deliver, requestID: 0, bodyLength: 4 + 2 + topic.utf8.count + slice.length)
-        Message.writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, into: &prefix)
+        BrokerMessage.writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, into: &prefix)
         flushOutboundBuffer()
         let handle = try slice.makeFileHandle()
         context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: nil)
@@ -341,7 +348,7 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     // MARK: Writing
 
     /// Queues a message; it is sent at the next flush.
-    func write(_ message: Message, requestID: UInt32) {
+    func write(_ message: BrokerMessage, requestID: UInt32) {
         outbound.writeMessage(message, requestID: requestID)
     }
 
