@@ -83,6 +83,7 @@ public enum BrokerMessage: Sendable, Equatable {
     /// Decodes a frame the client received; the body must be consumed exactly.
     ///
     /// A client-to-broker type (HELLO, PUBLISH, ...) throws `malformedFrame`: a broker that sends one is broken.
+    /// A malformed body of such a type gets its field error rather than this one.
     public static func decode(_ frame: Frame) throws(TelexError) -> BrokerMessage {
         var reader = frame.bodyReader
         let message: BrokerMessage
@@ -97,8 +98,11 @@ public enum BrokerMessage: Sendable, Equatable {
             let baseOffset = try reader.integer("baseOffset", as: Int64.self)
             let recordCount = try reader.integer("recordCount", as: UInt32.self)
             let duplicate = try reader.integer("duplicate", as: UInt8.self)
-            guard duplicate <= 1 else { throw TelexError(.malformedFrame, "\(reader.context): duplicate flag \(duplicate) is not 0 or 1") }
-            message = .publishAck(topic: topic, baseOffset: baseOffset, recordCount: recordCount, duplicate: duplicate == 1)
+            guard duplicate <= 1 else {
+                throw TelexError(.malformedFrame, "\(reader.context): duplicate flag \(duplicate) is not 0 or 1")
+            }
+            message = .publishAck(topic: topic, baseOffset: baseOffset, recordCount: recordCount,
+                                  duplicate: duplicate == 1)
         case .subscribed:
             let subscriptionID = try reader.integer("subscriptionID", as: UInt32.self)
             let count = Int(try reader.integer("topicCount", as: UInt16.self))
@@ -130,6 +134,8 @@ public enum BrokerMessage: Sendable, Equatable {
         case .caughtUp:
             message = .caughtUp(subscriptionID: try reader.integer("subscriptionID"))
         case .hello, .publish, .subscribe, .credit, .commit, .unsubscribe, .ping:
+            // Decoded first, so a malformed body gets the same error as on the broker.
+            _ = try ClientMessage.decode(frame)
             throw TelexError(.malformedFrame, "\(reader.context) is sent by clients, not by the broker",
                              requestID: frame.header.requestID)
         }

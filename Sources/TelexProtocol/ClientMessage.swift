@@ -61,8 +61,9 @@ public enum ClientMessage: Sendable, Equatable {
 
     /// Decodes a frame the broker received; the body must be consumed exactly.
     ///
-    /// A broker-to-client type (HELLO_OK, PUBLISH_ACK, ...) throws `invalidRequest` naming the type and request id:
-    /// the frame is well-formed, so the broker answers it with an ERROR and keeps the connection.
+    /// A well-formed frame of a broker-to-client type (HELLO_OK, PUBLISH_ACK, ...) throws `invalidRequest` naming the
+    /// type and request id: the broker answers it with an ERROR and keeps the connection. A malformed body throws
+    /// `malformedFrame`, whatever the type.
     public static func decode(_ frame: Frame) throws(TelexError) -> ClientMessage {
         var reader = frame.bodyReader
         let message: ClientMessage
@@ -72,7 +73,8 @@ public enum ClientMessage: Sendable, Equatable {
             let maxVersion = try reader.integer("maxVersion", as: UInt8.self)
             let clientName = try reader.shortString("clientName")
             let authToken = try reader.shortBytes("authToken")
-            message = .hello(minVersion: minVersion, maxVersion: maxVersion, clientName: clientName, authToken: authToken)
+            message = .hello(minVersion: minVersion, maxVersion: maxVersion, clientName: clientName,
+                             authToken: authToken)
         case .publish:
             let topic = try reader.shortString("topic")
             let batch = try reader.slice("batch", length: reader.remaining)
@@ -106,6 +108,8 @@ public enum ClientMessage: Sendable, Equatable {
         case .ping:
             message = .ping(nonce: try reader.integer("nonce"))
         case .helloOK, .publishAck, .subscribed, .deliver, .commitAck, .unsubscribed, .pong, .error, .caughtUp:
+            // The body must still decode: a malformed one is MALFORMED_FRAME, whatever the type.
+            _ = try BrokerMessage.decode(frame)
             throw TelexError(.invalidRequest, "\(reader.context) is sent by the broker, not to it",
                              requestID: frame.header.requestID)
         }

@@ -23,29 +23,29 @@ struct DirectionTests {
         }
     }
 
-    /// The direction is checked before any field: an empty body gets the direction error, not a truncation, from
-    /// the other side's decoder, and a truncation (or a message) from its own.
+    /// The body is decoded before the direction is judged: a malformed body is MALFORMED_FRAME on either side,
+    /// with the same field error, whatever the type.
     @Test(arguments: MessageType.allCases)
-    func theDirectionIsCheckedBeforeTheBody(_ type: MessageType) throws {
+    func aMalformedBodyIsMalformedOnEitherSide(_ type: MessageType) throws {
         var bytes = ByteBuffer()
         bytes.writeFrame(type: type, requestID: 77) { _ in }
         let frame = try decodeOneFrame(bytes)
-        let clientResult = Result { () throws(TelexError) in try ClientMessage.decode(frame) }
-        let brokerResult = Result { () throws(TelexError) in try BrokerMessage.decode(frame) }
-        let (own, other) = type.isSentByClients ? (clientResult.map { _ in }, brokerResult.map { _ in })
-            : (brokerResult.map { _ in }, clientResult.map { _ in })
-        if case .failure(let error) = own {
-            #expect(error.code == .malformedFrame)
-            #expect(error.message.contains("truncated at field"))
-        }
-        let expected =
-            type.isSentByClients
-            ? TelexError(.malformedFrame, "\(type.name) (request id 77) is sent by clients, not by the broker", requestID: 77)
-            : TelexError(.invalidRequest, "\(type.name) (request id 77) is sent by the broker, not to it", requestID: 77)
-        guard case .failure(let error) = other else {
-            Issue.record("\(type.name) decoded by the other direction's enum")
-            return
-        }
-        #expect(error == expected)
+        let clientError = try #require(throws: TelexError.self) { try ClientMessage.decode(frame) }
+        let brokerError = try #require(throws: TelexError.self) { try BrokerMessage.decode(frame) }
+        #expect(clientError == brokerError)
+        #expect(clientError.code == .malformedFrame)
+        #expect(clientError.message.hasPrefix("\(type.name) (request id 77): truncated at field"))
+    }
+
+    @Test func theDirectionErrorCarriesTheRequestID() throws {
+        let frame = try decodeOneFrame(frameBytes(BrokerMessage.pong(nonce: 1), requestID: 9))
+        let error = try #require(throws: TelexError.self) { try ClientMessage.decode(frame) }
+        #expect(
+            error == TelexError(.invalidRequest, "PONG (request id 9) is sent by the broker, not to it", requestID: 9))
+        let ping = try decodeOneFrame(frameBytes(ClientMessage.ping(nonce: 1), requestID: 10))
+        let pingError = try #require(throws: TelexError.self) { try BrokerMessage.decode(ping) }
+        let expected = TelexError(
+            .malformedFrame, "PING (request id 10) is sent by clients, not by the broker", requestID: 10)
+        #expect(pingError == expected)
     }
 }

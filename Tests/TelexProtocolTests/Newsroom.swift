@@ -119,13 +119,15 @@ enum Newsroom {
                 message: .client(.publish(topic: topic, batch: zlibBatch)), requestID: 8),
             Vector(
                 name: "publish_ack", description: "The broker stored request 7's two records at offsets 1186 and 1187.",
-                message: .broker(.publishAck(topic: topic, baseOffset: firstBaseOffset, recordCount: 2, duplicate: false)),
+                message: .broker(
+                    .publishAck(topic: topic, baseOffset: firstBaseOffset, recordCount: 2, duplicate: false)),
                 requestID: 7),
             Vector(
                 name: "publish_ack_duplicate",
                 description:
                     "A retry of request 7's batch (same producerId and producerSequence) answered with the original offsets and duplicate=1; nothing was appended.",
-                message: .broker(.publishAck(topic: topic, baseOffset: firstBaseOffset, recordCount: 2, duplicate: true)),
+                message: .broker(
+                    .publishAck(topic: topic, baseOffset: firstBaseOffset, recordCount: 2, duplicate: true)),
                 requestID: 9),
             Vector(
                 name: "subscribe",
@@ -186,7 +188,8 @@ enum Newsroom {
                 name: "error",
                 description:
                     "The broker rejects request 16, a SUBSCRIBE with an invalid pattern; the connection stays open.",
-                message: .broker(.error(code: .invalidTopic, message: "pattern 'news.>.world': '>' may only be the last token")),
+                message: .broker(
+                    .error(code: .invalidTopic, message: "pattern 'news.>.world': '>' may only be the last token")),
                 requestID: 16),
             Vector(
                 name: "caught_up",

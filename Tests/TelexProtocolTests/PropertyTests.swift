@@ -241,7 +241,9 @@ struct PropertyTests {
             let frame = try decodeOneFrame(frameBytes(message, requestID: requestID))
             #expect(frame.header == FrameHeader(type: message.type, requestID: requestID))
             #expect(try ClientMessage.decode(frame) == message)
-            expectTelexError(.malformedFrame, mentioning: ["sent by clients"]) { _ = try BrokerMessage.decode(frame) }
+            expectTelexError(.malformedFrame, mentioning: ["sent by clients"]) {
+                _ = try BrokerMessage.decode(frame)
+            }
         }
     }
 
@@ -251,7 +253,9 @@ struct PropertyTests {
             let frame = try decodeOneFrame(frameBytes(message, requestID: requestID))
             #expect(frame.header == FrameHeader(type: message.type, requestID: requestID))
             #expect(try BrokerMessage.decode(frame) == message)
-            expectTelexError(.invalidRequest, mentioning: ["sent by the broker"]) { _ = try ClientMessage.decode(frame) }
+            expectTelexError(.invalidRequest, mentioning: ["sent by the broker"]) {
+                _ = try ClientMessage.decode(frame)
+            }
         }
     }
 

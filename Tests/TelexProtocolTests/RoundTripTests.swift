@@ -9,7 +9,9 @@ let edgeCaseMessages: [WireMessage] = [
     .broker(.helloOK(version: 1, serverName: "télex — Bäckerei 東京", maxFrameSize: .max)),
     .client(.publish(topic: "a", batch: ByteBuffer())),
     .broker(.publishAck(topic: Newsroom.topic, baseOffset: .max, recordCount: .max, duplicate: true)),
-    .client(.subscribe(subscriptionID: .max, pattern: ">", start: .beginning, consumerName: "", initialCredit: 0, resume: [])),
+    .client(
+        .subscribe(
+            subscriptionID: .max, pattern: ">", start: .beginning, consumerName: "", initialCredit: 0, resume: [])),
     .client(.subscribe(
         subscriptionID: 0, pattern: "news.*.breaking", start: .offset(-1), consumerName: "x",
         initialCredit: .max, resume: (0..<300).map { TopicOffset(topic: "news.t\($0)", offset: Int64($0)) })),
@@ -119,7 +121,8 @@ extension WireMessage: CustomTestStringConvertible {
     var testDescription: String {
         switch self {
         case .client(.publish(let topic, let batch)): "PUBLISH \(topic) (\(batch.readableBytes) batch bytes)"
-        case .broker(.deliver(let id, let topic, let batches)): "DELIVER \(id) \(topic) (\(batches.readableBytes) bytes)"
+        case .broker(.deliver(let id, let topic, let batches)):
+            "DELIVER \(id) \(topic) (\(batches.readableBytes) bytes)"
         case .client(.subscribe(let id, let pattern, _, _, _, let resume)) where resume.count > 5:
             "SUBSCRIBE \(id) \(pattern) (\(resume.count) resume)"
         case .broker(.error(let code, let message)) where message.utf8.count > 200:

@@ -48,7 +48,8 @@ enum VectorWriter {
                 ("topic", .string(topic)), ("baseOffset", .int(baseOffset)), ("recordCount", .int(Int64(recordCount))),
                 ("duplicate", .bool(duplicate)),
             ])
-        case .client(.subscribe(let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume)):
+        case .client(
+            .subscribe(let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume)):
             let (kind, name, value): (Int64, String, Int64) =
                 switch start {
                 case .beginning: (0, "beginning", 0)
@@ -92,7 +93,8 @@ enum VectorWriter {
             ])
         case .broker(.commitAck(let topic, let offset)):
             return .object([("topic", .string(topic)), ("offset", .int(offset))])
-        case .client(.unsubscribe(let subscriptionID)), .broker(.unsubscribed(let subscriptionID)), .broker(.caughtUp(let subscriptionID)):
+        case .client(.unsubscribe(let subscriptionID)), .broker(.unsubscribed(let subscriptionID)),
+            .broker(.caughtUp(let subscriptionID)):
             return .object([("subscriptionId", .int(Int64(subscriptionID)))])
         case .client(.ping(let nonce)), .broker(.pong(let nonce)):
             return .object([("nonce", .int(Int64(nonce)))])
@@ -251,7 +253,8 @@ enum VectorReader {
                 subscriptionID: try json.integer("subscriptionId"), topic: try json.string("topic"),
                 batches: batches))
         case .credit:
-            return .client(.credit(subscriptionID: try json.integer("subscriptionId"), batches: try json.integer("batches")))
+            return .client(
+                .credit(subscriptionID: try json.integer("subscriptionId"), batches: try json.integer("batches")))
         case .commit:
             return .client(.commit(
                 subscriptionID: try json.integer("subscriptionId"), topic: try json.string("topic"),
