@@ -36,9 +36,9 @@ let package = Package(
             dependencies: [
                 "TelexProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .target(
             name: "TelexEvents",
@@ -124,7 +124,12 @@ let package = Package(
         ),
         .testTarget(
             name: "TelexStorageTests",
-            dependencies: ["TelexStorage", "TelexProtocol", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "TelexStorage", "TelexProtocol",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(
             name: "TelexEventsTests",
