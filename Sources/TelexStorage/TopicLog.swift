@@ -125,6 +125,8 @@ public final class TopicLog: Sendable {
         var failure: TelexError?
         /// Set by `close()`: appends are refused and the interval fsync stops.
         var closed = false
+        /// Interval fsync rounds run so far.
+        var intervalRounds = 0
 
         init(segments: [Segment]) {
             self.segments = segments
@@ -246,6 +248,11 @@ public final class TopicLog: Sendable {
     /// Bytes of batches across all segments.
     public var sizeInBytes: Int { state.withLock { $0.segments.reduce(0) { $0 + $1.size } } }
     public var segmentCount: Int { state.withLock { $0.segments.count } }
+
+    /// Rolled segments still waiting for their sealing fsyncs.
+    var unsealedSegmentCount: Int { state.withLock { $0.unsealed.count } }
+    /// Interval fsync rounds run so far; they stop once the log is closed.
+    var intervalSyncRounds: Int { state.withLock { $0.intervalRounds } }
 
     private func readableEnd(_ state: borrowing State) -> Int64 {
         configuration.fsync == .always ? state.durableOffset : state.nextOffset
@@ -429,9 +436,15 @@ public final class TopicLog: Sendable {
     /// Runs a sync round on the sync queue every `milliseconds` until the log is closed.
     private func scheduleIntervalSync(_ milliseconds: Int) {
         syncQueue.asyncAfter(deadline: .now() + .milliseconds(milliseconds)) { [weak self] in
-            guard let self, !self.state.withLock({ $0.closed }) else { return }
-            self.syncRound()
-            self.scheduleIntervalSync(milliseconds)
+            guard let self else { return }
+            let running = state.withLock { state in
+                guard !state.closed else { return false }
+                state.intervalRounds += 1
+                return true
+            }
+            guard running else { return }
+            syncRound()
+            scheduleIntervalSync(milliseconds)
         }
     }
 
