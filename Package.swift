@@ -37,9 +37,9 @@ let package = Package(
             dependencies: [
                 "TelexProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .target(
             name: "TelexEvents",
@@ -126,7 +126,12 @@ let package = Package(
         ),
         .testTarget(
             name: "TelexStorageTests",
-            dependencies: ["TelexStorage", "TelexProtocol", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "TelexStorage", "TelexProtocol",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(
             name: "TelexEventsTests",

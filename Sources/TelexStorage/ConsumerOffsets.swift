@@ -1,29 +1,37 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 import TelexProtocol
 
 /// Committed positions of named durable consumers: for each consumer, per topic, the next offset to read.
 ///
 /// Each consumer is one small file, replaced atomically (write, fsync, rename, fsync directory) on every
 /// commit, so a crash leaves either the old or the new positions, never a mix or a torn file.
-public final class ConsumerOffsets: @unchecked Sendable {
+///
+/// Thread-safe. `committed` never waits for file I/O; `commit` blocks until its file is on disk (call it off
+/// event loops), and commits are serialised among themselves.
+public final class ConsumerOffsets: Sendable {
     public let directory: String
-    private let lock = NIOLock()
-    private var positions: [String: [String: Int64]] = [:]
+    /// The committed positions, consumer → topic → next offset. Held only to read or update, never across I/O.
+    private let positions: Mutex<[String: [String: Int64]]>
+    /// Serialises commits, so files are written in the order their positions are published; held across I/O.
+    private let commits = Mutex(())
 
     /// Longest consumer name, in bytes.
     public static let maxNameLength = 128
 
+    /// Opens (creating if missing) the directory of offset files and loads them. Blocking.
     public init(directory: String) throws(TelexError) {
         self.directory = directory
         try FileIO.makeDirectory(directory)
+        var positions: [String: [String: Int64]] = [:]
         for name in try FileIO.listDirectory(directory) where name.hasSuffix(".offsets") {
             let consumer = String(name.dropLast(".offsets".count))
             positions[consumer] = try Self.load(directory + "/" + name)
         }
+        self.positions = Mutex(positions)
     }
 
     /// Checks a consumer name: 1-128 bytes of `[A-Za-z0-9_.-]`, not starting with a dot.
@@ -42,7 +50,7 @@ public final class ConsumerOffsets: @unchecked Sendable {
 
     /// The committed next-offset per topic for `consumer` (empty if it never committed).
     public func committed(_ consumer: String) -> [String: Int64] {
-        lock.withLock { positions[consumer] ?? [:] }
+        positions.withLock { $0[consumer] ?? [:] }
     }
 
     /// Durably records that `consumer` will next read `offset` in `topic`. Returns once it is on disk.
@@ -50,10 +58,8 @@ public final class ConsumerOffsets: @unchecked Sendable {
         try Self.validateName(consumer)
         // A tab or newline in the topic would make the file unloadable, and with it the whole data directory.
         try TopicName.validate(topic)
-        lock.lock()
-        defer { lock.unlock() }
-        do {
-            var entries = positions[consumer] ?? [:]
+        try commits.withLock { _ throws(TelexError) in
+            var entries = committed(consumer)
             entries[topic] = offset
             var text = ByteBuffer()
             for (topic, offset) in entries.sorted(by: { $0.key < $1.key }) {
@@ -62,7 +68,7 @@ public final class ConsumerOffsets: @unchecked Sendable {
             let path = directory + "/" + consumer + ".offsets"
             let temporary = path + ".tmp"
             let fd = try FileIO.open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC)
-            do {
+            do throws(TelexError) {
                 try FileIO.write(fd, parts: [text], at: 0, path: temporary)
                 try FileIO.sync(fd, path: temporary)
                 close(fd)
@@ -72,7 +78,7 @@ public final class ConsumerOffsets: @unchecked Sendable {
             }
             try FileIO.rename(temporary, path)
             try FileIO.syncDirectory(directory)
-            positions[consumer] = entries
+            positions.withLock { $0[consumer] = entries }
         }
     }
 

@@ -1,10 +1,7 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
+#if !os(Linux)
+#error("TelexStorage is Linux-only: it uses fdatasync, O_DIRECTORY and Glibc")
 #endif
+import Glibc
 import NIOCore
 import TelexProtocol
 

@@ -1,14 +1,75 @@
-#if canImport(Glibc)
-import Glibc
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
 #endif
+import Glibc
 import NIOCore
 import TelexProtocol
 
 /// Walks a data directory offline and describes every stored batch, as `kafka-dump-log` does for Kafka.
 public enum StorageInspector {
-    /// Calls `emit` with one JSON object (a line of JSON Lines) per batch, and one per problem found:
-    /// topic, segment, position, offsets, record count, timestamps, codec, size and whether the CRC holds.
+    /// One stored batch as the inspector saw it; encodes to the JSON object `dump` prints.
+    public struct BatchDescription: Codable, Sendable, Equatable {
+        public var topic: String
+        /// The segment file's name, e.g. `00000000000000000000.log`.
+        public var segment: String
+        /// Byte position of the batch in the segment file.
+        public var position: Int
+        public var baseOffset: Int64
+        public var lastOffset: Int64
+        public var recordCount: UInt32
+        public var firstTimestamp: Int64
+        public var lastTimestamp: Int64
+        public var appendTime: Int64
+        /// `none`, `zlib`, or `unknown(N)` for a codec this build does not know.
+        public var codec: String
+        /// Bytes of the whole stored batch.
+        public var size: Int
+        public var uncompressedLength: UInt32
+        public var producerId: Int64
+        public var producerSequence: Int32
+        /// The CRC stored in the batch, as `0x` and 8 hex digits.
+        public var crc: String
+        public var crcValid: Bool
+        /// The CRC of the bytes as found, present only when it differs from `crc`.
+        public var computedCrc: String?
+    }
+
+    /// Why the inspector stopped reading a segment early: a torn or truncated batch at `position`.
+    public struct Problem: Codable, Sendable, Equatable {
+        public var topic: String
+        public var segment: String
+        public var position: Int
+        public var error: String
+    }
+
+    /// What `inspect` reports: a batch, or the problem that ended a segment.
+    public enum Finding: Sendable, Equatable {
+        case batch(BatchDescription)
+        case problem(Problem)
+    }
+
+    /// Calls `emit` with one JSON object (a line of JSON Lines, keys sorted) per batch, and one per problem
+    /// found: topic, segment, position, offsets, record count, timestamps, codec, size and whether the CRC holds.
     public static func dump(dataDirectory: String, topic only: String? = nil, emit: (String) -> Void) throws(TelexError) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        try inspect(dataDirectory: dataDirectory, topic: only) { finding in
+            // Encoding these plain structs of strings, integers and booleans cannot fail.
+            let data = switch finding {
+            case .batch(let batch): try! encoder.encode(batch)
+            case .problem(let problem): try! encoder.encode(problem)
+            }
+            emit(String(decoding: data, as: UTF8.self))
+        }
+    }
+
+    /// Calls `visit` with every stored batch of every topic (or only `topic`), segment by segment, and with the
+    /// problem that ends a damaged segment. Reads files only; run it on a stopped broker's data directory.
+    public static func inspect(
+        dataDirectory: String, topic only: String? = nil, _ visit: (Finding) -> Void
+    ) throws(TelexError) {
         let topicsDirectory = dataDirectory + "/topics"
         guard FileIO.isDirectory(topicsDirectory) else {
             throw TelexError(.storageFailure, "\(dataDirectory) is not a Telex data directory (no topics/ folder)")
@@ -17,16 +78,19 @@ public enum StorageInspector {
         where (only == nil || only == topic) && FileIO.isDirectory(topicsDirectory + "/" + topic) {
             let directory = topicsDirectory + "/" + topic
             for name in try FileIO.listDirectory(directory) where name.hasSuffix(".log") {
-                try dumpSegment(topic: topic, path: directory + "/" + name, emit: emit)
+                try inspectSegment(topic: topic, path: directory + "/" + name, visit)
             }
         }
     }
 
-    static func dumpSegment(topic: String, path: String, emit: (String) -> Void) throws(TelexError) {
+    static func inspectSegment(topic: String, path: String, _ visit: (Finding) -> Void) throws(TelexError) {
         let fd = try FileIO.open(path, flags: O_RDONLY)
         defer { close(fd) }
         let size = try FileIO.size(fd, path: path)
         let segment = String(path.split(separator: "/").last!)
+        func problem(_ position: Int, _ message: String) -> Finding {
+            .problem(Problem(topic: topic, segment: segment, position: position, error: message))
+        }
         var position = 0
         var buffer = ByteBuffer()
         while position < size {
@@ -34,57 +98,25 @@ public enum StorageInspector {
             let got = try FileIO.read(fd, at: position, length: min(RecordBatchHeader.size, size - position),
                                       into: &buffer, path: path)
             guard got == RecordBatchHeader.size, let header = RecordBatchHeader.peek(buffer, at: 0) else {
-                emit(problem(topic, segment, position, "torn batch header: \(size - position) bytes left"))
-                return
+                return visit(problem(position, "torn batch header: \(size - position) bytes left"))
             }
             guard header.totalSize >= RecordBatchHeader.size, position + header.totalSize <= size else {
-                emit(problem(topic, segment, position,
-                             "batch declares \(header.totalSize) bytes but \(size - position) remain"))
-                return
+                return visit(problem(position, "batch declares \(header.totalSize) bytes but \(size - position) remain"))
             }
             buffer.clear()
             _ = try FileIO.read(fd, at: position, length: header.totalSize, into: &buffer, path: path)
             let crc = CRC32.checksum(buffer.getSlice(at: RecordBatchHeader.crcStart,
                                                      length: header.totalSize - RecordBatchHeader.crcStart)!)
-            var fields: [(String, String)] = [
-                ("topic", json(topic)), ("segment", json(segment)), ("position", "\(position)"),
-                ("baseOffset", "\(header.baseOffset)"), ("lastOffset", "\(header.lastOffset)"),
-                ("recordCount", "\(header.recordCount)"), ("firstTimestamp", "\(header.firstTimestamp)"),
-                ("lastTimestamp", "\(header.lastTimestamp)"), ("appendTime", "\(header.appendTime)"),
-                ("codec", json(header.codec?.description ?? "unknown(\(header.codecRaw))")),
-                ("size", "\(header.totalSize)"), ("uncompressedLength", "\(header.uncompressedLength)"),
-                ("producerId", "\(header.producerID)"), ("producerSequence", "\(header.producerSequence)"),
-                ("crc", json(RecordBatch.hex(header.crc))), ("crcValid", crc == header.crc ? "true" : "false"),
-            ]
-            if crc != header.crc { fields.append(("computedCrc", json(RecordBatch.hex(crc)))) }
-            emit("{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
+            visit(.batch(BatchDescription(
+                topic: topic, segment: segment, position: position, baseOffset: header.baseOffset,
+                lastOffset: header.lastOffset, recordCount: header.recordCount,
+                firstTimestamp: header.firstTimestamp, lastTimestamp: header.lastTimestamp,
+                appendTime: header.appendTime, codec: header.codec?.description ?? "unknown(\(header.codecRaw))",
+                size: header.totalSize, uncompressedLength: header.uncompressedLength,
+                producerId: header.producerID, producerSequence: header.producerSequence,
+                crc: RecordBatch.hex(header.crc), crcValid: crc == header.crc,
+                computedCrc: crc == header.crc ? nil : RecordBatch.hex(crc))))
             position += header.totalSize
         }
-    }
-
-    static func problem(_ topic: String, _ segment: String, _ position: Int, _ message: String) -> String {
-        "{\"topic\":\(json(topic)),\"segment\":\(json(segment)),\"position\":\(position),\"error\":\(json(message))}"
-    }
-
-    /// A JSON string literal.
-    static func json(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
     }
 }

@@ -21,16 +21,24 @@ struct TimeIndexEntry: Equatable {
 
 /// One log file of whole batches plus its sparse offset and time indexes, named by its base offset.
 ///
-/// Mutable state is guarded by the owning `TopicLog`'s lock; the file descriptor stays open until the last
-/// reference goes, so a reader holding a segment can finish even after retention deleted its files.
+/// The file descriptors stay open until the last reference goes, so a reader holding a segment can finish even
+/// after retention deleted its files.
+///
+/// Lock discipline (why this is `@unchecked Sendable`): the `let` properties (paths, descriptors, base offset)
+/// are immutable and may be used from any thread; `pread`, `fdatasync` and index `write`s on the descriptors
+/// are safe concurrently with appends. Every `var` (size, offsets, times, the in-memory indexes) is read and
+/// written only while holding the `Mutex` of the owning `TopicLog`, or before the segment is published to one
+/// (recovery in `TopicLog.init`). That lock lives in the log's state, not here, because one critical section
+/// updates the log and its active segment together (an append moves both ends); the compiler cannot check a
+/// lock held by another object, so the discipline is kept by hand in `TopicLog`.
 final class Segment: @unchecked Sendable {
     let baseOffset: Int64
     let logPath: String
     let indexPath: String
     let timeIndexPath: String
     let fd: CInt
-    private var indexFD: CInt
-    private var timeIndexFD: CInt
+    private let indexFD: CInt
+    private let timeIndexFD: CInt
 
     /// Bytes of whole batches in the file.
     var size: Int
@@ -40,10 +48,11 @@ final class Segment: @unchecked Sendable {
     var lastAppendTime: Int64?
     /// Append time of the first batch, or nil when empty; drives rolling by age.
     var firstAppendTime: Int64?
+    /// Base offset of the newest batch, or nil when empty; names the batch of the closing time index entry.
+    var lastBatchOffset: Int64?
     var offsetIndex: [OffsetIndexEntry] = []
     var timeIndex: [TimeIndexEntry] = []
     private var bytesSinceIndexEntry = 0
-    private(set) var deleted = false
 
     static func fileName(_ baseOffset: Int64, _ suffix: String) -> String {
         let digits = String(baseOffset)
@@ -55,13 +64,19 @@ final class Segment: @unchecked Sendable {
         logPath = directory + "/" + Segment.fileName(baseOffset, ".log")
         indexPath = directory + "/" + Segment.fileName(baseOffset, ".index")
         timeIndexPath = directory + "/" + Segment.fileName(baseOffset, ".timeindex")
-        fd = try FileIO.open(logPath, flags: O_RDWR | O_CREAT)
+        let fd = try FileIO.open(logPath, flags: O_RDWR | O_CREAT)
+        var opened = [fd]
         do {
-            indexFD = try FileIO.open(indexPath, flags: O_RDWR | O_CREAT)
-            timeIndexFD = try FileIO.open(timeIndexPath, flags: O_RDWR | O_CREAT)
+            let indexFD = try FileIO.open(indexPath, flags: O_RDWR | O_CREAT)
+            opened.append(indexFD)
+            let timeIndexFD = try FileIO.open(timeIndexPath, flags: O_RDWR | O_CREAT)
+            opened.append(timeIndexFD)
             size = try FileIO.size(fd, path: logPath)
+            self.fd = fd
+            self.indexFD = indexFD
+            self.timeIndexFD = timeIndexFD
         } catch {
-            close(fd)
+            for descriptor in opened { close(descriptor) }
             throw error
         }
         nextOffset = baseOffset
@@ -102,6 +117,7 @@ final class Segment: @unchecked Sendable {
         }
         bytesSinceIndexEntry += header.totalSize
         nextOffset = header.nextOffset
+        lastBatchOffset = header.baseOffset
         if firstAppendTime == nil { firstAppendTime = header.appendTime }
         lastAppendTime = max(lastAppendTime ?? header.appendTime, header.appendTime)
     }
@@ -179,8 +195,9 @@ final class Segment: @unchecked Sendable {
     }
 
     /// Adds a closing time index entry for the newest batch, so the index knows the segment's last time.
-    func sealTimeIndex(lastBatchOffset: Int64) {
-        guard let last = lastAppendTime, timeIndex.last.map({ last > $0.timestamp }) ?? true else { return }
+    func sealTimeIndex() {
+        guard let lastBatchOffset, let last = lastAppendTime, timeIndex.last.map({ last > $0.timestamp }) ?? true
+        else { return }
         let entry = TimeIndexEntry(timestamp: last, relativeOffset: UInt32(lastBatchOffset - baseOffset))
         timeIndex.append(entry)
         writeTimeEntry(entry)
@@ -191,7 +208,7 @@ final class Segment: @unchecked Sendable {
         try FileIO.sync(fd, path: logPath)
     }
 
-    /// Forces the log and both indexes to disk (on roll and close).
+    /// Forces the log and both indexes to disk (sealing a rolled segment, `sync()` and close).
     func sync() throws(TelexError) {
         try syncLog()
         try? FileIO.sync(indexFD, path: indexPath)
@@ -260,6 +277,7 @@ final class Segment: @unchecked Sendable {
             }
             sawBatch = true
             nextOffset = header.nextOffset
+            lastBatchOffset = header.baseOffset
             if firstAppendTime == nil, position == 0 { firstAppendTime = header.appendTime }
             lastAppendTime = max(lastAppendTime ?? header.appendTime, header.appendTime)
             position += header.totalSize
@@ -282,6 +300,7 @@ final class Segment: @unchecked Sendable {
         nextOffset = baseOffset
         firstAppendTime = nil
         lastAppendTime = nil
+        lastBatchOffset = nil
         var position = 0
         var batches = 0
         var reason: String?
@@ -324,11 +343,54 @@ final class Segment: @unchecked Sendable {
         size = length
     }
 
-    /// Removes the segment's files; open readers keep working on the unlinked file.
+    /// Removes the segment's files; open readers keep working on the unlinked file. Blocking: call it outside
+    /// the log's lock.
     func deleteFiles() throws(TelexError) {
-        deleted = true
         try FileIO.remove(logPath)
         try FileIO.remove(indexPath)
         try FileIO.remove(timeIndexPath)
+    }
+}
+
+/// Reads the batch headers of one segment through a window of file bytes, so a walk over many small batches
+/// costs one `pread` per window instead of one per header.
+///
+/// Only bytes below `limit` (the segment size when the walk started) are ever read. A batch at least as large
+/// as the window leaves its successor outside any window read from its start, so after such a jump only the
+/// next header is read, not a whole window of batch data.
+struct HeaderWindow {
+    /// Window size for reads: 64 KiB.
+    static let defaultBytes = 64 << 10
+
+    let segment: Segment
+    let limit: Int
+    let windowBytes: Int
+    private var buffer = ByteBuffer()
+    /// File position of the buffer's first byte.
+    private var start = 0
+    /// Position of the last header returned, to tell how far the walk jumped.
+    private var previous: Int?
+
+    init(_ segment: Segment, limit: Int, windowBytes: Int = HeaderWindow.defaultBytes) {
+        precondition(windowBytes >= RecordBatchHeader.size, "a header window must hold one header")
+        self.segment = segment
+        self.limit = limit
+        self.windowBytes = windowBytes
+    }
+
+    /// The batch header at `position`; nil when fewer than a header's bytes remain below `limit`.
+    mutating func header(at position: Int) throws(TelexError) -> RecordBatchHeader? {
+        guard position + RecordBatchHeader.size <= limit else { return nil }
+        if position < start || position + RecordBatchHeader.size > start + buffer.readableBytes {
+            let jump = previous.map { position - $0 } ?? 0
+            let wanted = jump >= windowBytes ? RecordBatchHeader.size : windowBytes
+            buffer.clear()
+            start = position
+            let count = try FileIO.read(
+                segment.fd, at: position, length: min(wanted, limit - position), into: &buffer, path: segment.logPath)
+            guard count >= RecordBatchHeader.size else { return nil }
+        }
+        previous = position
+        return RecordBatchHeader.peek(buffer, at: position - start)
     }
 }

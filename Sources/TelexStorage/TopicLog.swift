@@ -3,8 +3,8 @@ import Glibc
 #endif
 import Dispatch
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 import TelexProtocol
 
 /// What an append did: the offsets the batch got (or, for a retried duplicate, had already got).
@@ -92,31 +92,101 @@ struct ProducerState {
 
 /// One topic's append-only log: segments of whole batches, offsets dense from 0, durable by its fsync policy.
 ///
-/// Thread-safe. Appends write to the page cache under a lock; fsyncs run on the log's own queue and cover
-/// every append made before they start (group commit). Readers see only durable batches under `.always`.
-public final class TopicLog: @unchecked Sendable {
+/// Thread-safe. Appends write to the page cache under the log's lock; every fsync (group commit, interval,
+/// sealing a rolled segment, the directory fsync after a roll) runs on the log's own serial queue and covers
+/// every append made before it started. Readers see only durable batches under `.always`.
+///
+/// Opening a log (recovery) and `sync()`, `close()` and `applyRetention()` block on file I/O: call them off
+/// event loops (on an `NIOThreadPool` or a dedicated thread). `append` writes to the page cache and, on a roll,
+/// opens the new segment's three files; it never waits for an fsync.
+public final class TopicLog: Sendable {
     public let topic: String
     public let directory: String
     public let configuration: LogConfiguration
     private let logger: Logger
-    private let lock = NIOLock()
     private let syncQueue: DispatchQueue
-    private var intervalTimer: DispatchSourceTimer?
+    private let state: Mutex<State>
 
-    private var segments: [Segment]
-    private var producers: [Int64: ProducerState] = [:]
-    private var nextOffset: Int64
-    private var durableOffset: Int64
-    private var lastAppendTime: Int64
-    private var waiters: [(offset: Int64, callback: @Sendable (Result<Void, TelexError>) -> Void)] = []
-    private var syncScheduled = false
-    private var failure: TelexError?
-    private var closed = false
+    /// Everything that changes after opening, behind `state`. The `var`s of its segments are guarded by the
+    /// same lock (see `Segment`).
+    private struct State {
+        var segments: [Segment]
+        var producers: [Int64: ProducerState] = [:]
+        var nextOffset: Int64
+        /// Everything below is covered by a completed fsync (with the seals and directory fsync it depends on).
+        var durableOffset: Int64
+        var lastAppendTime: Int64
+        var waiters: [(offset: Int64, callback: @Sendable (Result<Void, TelexError>) -> Void)] = []
+        /// A sync round is queued on `syncQueue` and has not yet taken its snapshot.
+        var syncScheduled = false
+        /// Segments rolled away from whose `.log` and indexes are not yet fsynced, oldest first; the topic
+        /// directory is fsynced after them, which also makes the new segments' directory entries durable.
+        var unsealed: [Segment] = []
+        var failure: TelexError?
+        /// Set by `close()`: appends are refused and the interval fsync stops.
+        var closed = false
+        /// Interval fsync rounds run so far.
+        var intervalRounds = 0
+
+        init(segments: [Segment]) {
+            self.segments = segments
+            nextOffset = segments.last!.nextOffset
+            durableOffset = nextOffset
+            lastAppendTime = segments.compactMap(\.lastAppendTime).max() ?? 0
+        }
+
+        /// Index of the last segment whose base offset is at or below `offset`.
+        func segmentIndex(containing offset: Int64) -> Int {
+            var low = 0
+            var high = segments.count - 1
+            while low < high {
+                let middle = (low + high + 1) / 2
+                if segments[middle].baseOffset <= offset { low = middle } else { high = middle - 1 }
+            }
+            return low
+        }
+
+        /// Advances the durable offset and removes the waiters it now covers, returning their callbacks to call
+        /// once the lock is released.
+        mutating func markDurable(upTo target: Int64) -> [@Sendable (Result<Void, TelexError>) -> Void] {
+            durableOffset = max(durableOffset, target)
+            var ready: [@Sendable (Result<Void, TelexError>) -> Void] = []
+            waiters.removeAll { waiter in
+                guard waiter.offset <= durableOffset else { return false }
+                ready.append(waiter.callback)
+                return true
+            }
+            return ready
+        }
+
+        mutating func rememberProducer(
+            _ id: Int64, sequence: Int32, baseOffset: Int64, recordCount: UInt32, appendTime: Int64
+        ) {
+            if producers[id] == nil, producers.count >= TopicLog.maxProducers {
+                // Forget the least recently active half; a retry from one of them is then stored again as a new batch.
+                let keep = producers.sorted { $0.value.lastAppendTime > $1.value.lastAppendTime }
+                    .prefix(TopicLog.maxProducers / 2)
+                producers = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
+            }
+            producers[id, default: ProducerState(lastAppendTime: appendTime)]
+                .remember(sequence, baseOffset: baseOffset, recordCount: recordCount, appendTime: appendTime)
+        }
+    }
+
+    /// What one sync round found to do, taken under the lock and done outside it.
+    private struct SyncWork {
+        var unsealed: [Segment]
+        var active: Segment
+        var target: Int64
+        var syncActive: Bool
+    }
 
     static let maxProducers = 10_000
 
     /// Opens (creating if needed) the log in `directory`, recovering from a crash: the active segment is
     /// CRC-checked to its end and cut at the first torn or corrupt batch; damaged indexes are rebuilt.
+    ///
+    /// Blocking: reads, fsyncs and possibly rewrites files. Call it off event loops.
     public init(topic: String, directory: String, configuration: LogConfiguration, logger: Logger) throws(TelexError) {
         self.topic = topic
         self.directory = directory
@@ -163,59 +233,78 @@ public final class TopicLog: @unchecked Sendable {
         // After a process crash the active tail may still be only in the page cache: make it durable before
         // counting it as durable, so `.always` readers never see a batch a machine crash could still take away.
         if configuration.fsync == .always { try segments.last!.syncLog() }
-        self.segments = segments
-        nextOffset = segments.last!.nextOffset
-        durableOffset = nextOffset
-        lastAppendTime = segments.compactMap(\.lastAppendTime).max() ?? 0
-        try rebuildProducerState()
-        if case .interval(let milliseconds) = configuration.fsync { startIntervalTimer(milliseconds) }
-    }
-
-    deinit {
-        intervalTimer?.cancel()
+        var initial = State(segments: segments)
+        try Self.rebuildProducerState(&initial)
+        state = Mutex(initial)
+        if case .interval(let milliseconds) = configuration.fsync { scheduleIntervalSync(milliseconds) }
     }
 
     /// The first offset still in the log.
-    public var startOffset: Int64 { lock.withLock { segments.first!.baseOffset } }
+    public var startOffset: Int64 { state.withLock { $0.segments.first!.baseOffset } }
     /// The offset the next appended record gets.
-    public var endOffset: Int64 { lock.withLock { nextOffset } }
+    public var endOffset: Int64 { state.withLock { $0.nextOffset } }
     /// The offset after the last record readers may see (durable records only under `.always`).
-    public var readableEndOffset: Int64 { lock.withLock { readableEnd } }
+    public var readableEndOffset: Int64 { state.withLock { readableEnd($0) } }
     /// Bytes of batches across all segments.
-    public var sizeInBytes: Int { lock.withLock { segments.reduce(0) { $0 + $1.size } } }
-    public var segmentCount: Int { lock.withLock { segments.count } }
+    public var sizeInBytes: Int { state.withLock { $0.segments.reduce(0) { $0 + $1.size } } }
+    public var segmentCount: Int { state.withLock { $0.segments.count } }
 
-    private var readableEnd: Int64 { configuration.fsync == .always ? durableOffset : nextOffset }
+    /// Rolled segments still waiting for their sealing fsyncs.
+    var unsealedSegmentCount: Int { state.withLock { $0.unsealed.count } }
+    /// Interval fsync rounds run so far; they stop once the log is closed.
+    var intervalSyncRounds: Int { state.withLock { $0.intervalRounds } }
+
+    private func readableEnd(_ state: borrowing State) -> Int64 {
+        configuration.fsync == .always ? state.durableOffset : state.nextOffset
+    }
 
     /// Validates `batch` (one whole record batch, as published), stamps its base offset and append time,
     /// and writes it. Durability is separate: see `whenDurable`. A retried idempotent batch is not written again.
+    ///
+    /// Writes to the page cache; when the active segment is full it opens a new one, and leaves the fsyncs that
+    /// seal the old one to the log's queue.
     public func append(_ batch: ByteBuffer) throws(TelexError) -> AppendResult {
         let header = try RecordBatch.validate(batch, limits: configuration.batchLimits, context: "batch for \(topic)")
-        lock.lock()
-        defer { lock.unlock() }
-        if closed { throw TelexError(.shuttingDown, "log \(topic) is closed", topic: topic) }
-        if let failure { throw TelexError(.storageFailure, "log \(topic) is failed: \(failure.message)", topic: topic) }
-        if header.producerID != 0, let state = producers[header.producerID] {
-            if let original = state.lookup(header.producerSequence) {
-                return AppendResult(baseOffset: original.baseOffset, recordCount: original.recordCount, duplicate: true)
+        let (result, rolled) = try state.withLock { state throws(TelexError) -> (AppendResult, Bool) in
+            try append(batch, header: header, to: &state)
+        }
+        if rolled { scheduleSync() }
+        return result
+    }
+
+    /// The locked part of `append`; also returns whether it rolled and so queued a segment to seal.
+    private func append(
+        _ batch: ByteBuffer, header: RecordBatchHeader, to state: inout State
+    ) throws(TelexError) -> (AppendResult, Bool) {
+        if state.closed { throw TelexError(.shuttingDown, "log \(topic) is closed", topic: topic) }
+        if let failure = state.failure {
+            throw TelexError(.storageFailure, "log \(topic) is failed: \(failure.message)", topic: topic)
+        }
+        if header.producerID != 0, let producer = state.producers[header.producerID] {
+            if let original = producer.lookup(header.producerSequence) {
+                let result = AppendResult(
+                    baseOffset: original.baseOffset, recordCount: original.recordCount, duplicate: true)
+                return (result, false)
             }
-            if state.isTooOld(header.producerSequence) {
+            if producer.isTooOld(header.producerSequence) {
                 throw TelexError(.sequenceOutOfOrder,
-                    "producer \(header.producerID) sequence \(header.producerSequence) is older than the \(ProducerState.remembered) batches remembered (oldest \(state.oldestRemembered ?? 0)); it may be a duplicate, so it was not stored",
+                    "producer \(header.producerID) sequence \(header.producerSequence) is older than the \(ProducerState.remembered) batches remembered (oldest \(producer.oldestRemembered ?? 0)); it may be a duplicate, so it was not stored",
                     topic: topic)
             }
         }
         let now = FileIO.nowMilliseconds()
-        let appendTime = max(now, lastAppendTime)
-        let baseOffset = nextOffset
-        var active = segments.last!
+        let appendTime = max(now, state.lastAppendTime)
+        let baseOffset = state.nextOffset
+        var active = state.segments.last!
+        var rolled = false
         // Index entries hold offsets relative to the segment base as u32, so a segment also rolls before that overflows.
         if active.size > 0,
             active.size + batch.readableBytes > configuration.segmentBytes
                 || now - (active.firstAppendTime ?? now) >= configuration.segmentAgeMilliseconds
                 || baseOffset + Int64(header.recordCount) - active.baseOffset > Int64(UInt32.max)
         {
-            active = try roll()
+            active = try roll(&state)
+            rolled = true
         }
         // The broker-assigned fields sit in the first 20 bytes; the rest is written as received.
         var stamped = ByteBuffer()
@@ -225,67 +314,44 @@ public final class TopicLog: @unchecked Sendable {
         stampedHeader.baseOffset = baseOffset
         stampedHeader.appendTime = appendTime
         try active.append([stamped, rest], header: stampedHeader, indexInterval: configuration.indexIntervalBytes)
-        nextOffset = stampedHeader.nextOffset
-        lastAppendTime = appendTime
+        state.nextOffset = stampedHeader.nextOffset
+        state.lastAppendTime = appendTime
         if header.producerID != 0 {
-            rememberProducer(header.producerID, sequence: header.producerSequence, baseOffset: baseOffset,
-                             recordCount: header.recordCount, appendTime: appendTime)
+            state.rememberProducer(header.producerID, sequence: header.producerSequence, baseOffset: baseOffset,
+                                   recordCount: header.recordCount, appendTime: appendTime)
         }
-        return AppendResult(baseOffset: baseOffset, recordCount: header.recordCount, duplicate: false)
+        return (AppendResult(baseOffset: baseOffset, recordCount: header.recordCount, duplicate: false), rolled)
     }
 
-    private func rememberProducer(_ id: Int64, sequence: Int32, baseOffset: Int64, recordCount: UInt32, appendTime: Int64) {
-        if producers[id] == nil, producers.count >= Self.maxProducers {
-            // Forget the least recently active half; a retry from one of them is then stored again as a new batch.
-            let keep = producers.sorted { $0.value.lastAppendTime > $1.value.lastAppendTime }.prefix(Self.maxProducers / 2)
-            producers = Dictionary(uniqueKeysWithValues: keep.map { ($0.key, $0.value) })
-        }
-        producers[id, default: ProducerState(lastAppendTime: appendTime)]
-            .remember(sequence, baseOffset: baseOffset, recordCount: recordCount, appendTime: appendTime)
-    }
-
-    /// Seals the active segment (fsynced) and starts a new one. Caller holds the lock.
-    private func roll() throws(TelexError) -> Segment {
-        let old = segments.last!
-        if let last = lastBatchOffset(in: old) { old.sealTimeIndex(lastBatchOffset: last) }
-        try old.sync()
-        let segment = try Segment(directory: directory, baseOffset: nextOffset)
-        try FileIO.syncDirectory(directory)
-        segments.append(segment)
-        if configuration.fsync == .always { durableOffset = max(durableOffset, old.nextOffset) }
-        logger.info("rolled segment", metadata: ["baseOffset": "\(nextOffset)"])
+    /// Starts a new active segment and queues the old one for sealing (its fsyncs, then the directory fsync)
+    /// on the sync queue; the durable offset does not move until that is done. Caller holds the lock.
+    private func roll(_ state: inout State) throws(TelexError) -> Segment {
+        let old = state.segments.last!
+        let segment = try Segment(directory: directory, baseOffset: state.nextOffset)
+        old.sealTimeIndex()
+        state.segments.append(segment)
+        state.unsealed.append(old)
+        logger.info("rolled segment", metadata: ["baseOffset": "\(state.nextOffset)"])
         return segment
-    }
-
-    private func lastBatchOffset(in segment: Segment) -> Int64? {
-        guard segment.size > 0 else { return nil }
-        var position = segment.indexedPosition(atOrBefore: segment.nextOffset).position
-        var last: Int64?
-        while let header = try? segment.header(at: position, limit: segment.size) {
-            last = header.baseOffset
-            position += header.totalSize
-        }
-        return last
     }
 
     /// Calls `callback` once the append that produced `result` is durable under this log's policy
     /// (at once for `.never` and `.interval`). Called on the fsync queue or the caller's thread.
     public func whenDurable(_ result: AppendResult, _ callback: @escaping @Sendable (Result<Void, TelexError>) -> Void) {
         guard configuration.fsync == .always else { return callback(.success(())) }
-        lock.lock()
-        if let failure {
-            lock.unlock()
-            return callback(.failure(failure))
+        enum Outcome { case now(Result<Void, TelexError>), wait(schedule: Bool) }
+        let outcome = state.withLock { state -> Outcome in
+            if let failure = state.failure { return .now(.failure(failure)) }
+            if state.durableOffset >= result.nextOffset { return .now(.success(())) }
+            state.waiters.append((result.nextOffset, callback))
+            let schedule = !state.syncScheduled
+            state.syncScheduled = true
+            return .wait(schedule: schedule)
         }
-        if durableOffset >= result.nextOffset {
-            lock.unlock()
-            return callback(.success(()))
+        switch outcome {
+        case .now(let result): callback(result)
+        case .wait(let schedule): if schedule { syncQueue.async { self.syncRound() } }
         }
-        waiters.append((result.nextOffset, callback))
-        let schedule = !syncScheduled
-        syncScheduled = true
-        lock.unlock()
-        if schedule { syncQueue.async { self.syncNow() } }
     }
 
     /// Appends and waits until the batch is durable under this log's policy.
@@ -297,82 +363,115 @@ public final class TopicLog: @unchecked Sendable {
         return result
     }
 
-    /// One fsync covering every append made before it started, then the waiters it covers are completed.
-    private func syncNow() {
-        lock.lock()
-        syncScheduled = false
-        let target = nextOffset
-        let active = segments.last!
-        let needed = target > durableOffset
-        lock.unlock()
-        var result: Result<Void, TelexError> = .success(())
-        if needed {
-            do { try active.syncLog() } catch { result = .failure(error) }
+    /// Queues a sync round unless one is already queued.
+    private func scheduleSync() {
+        let schedule = state.withLock { state in
+            defer { state.syncScheduled = true }
+            return !state.syncScheduled
         }
-        lock.lock()
-        var ready: [@Sendable (Result<Void, TelexError>) -> Void] = []
+        if schedule { syncQueue.async { self.syncRound() } }
+    }
+
+    /// One round on the sync queue: seals rolled segments, fsyncs the directory after them, fsyncs the active
+    /// segment's `.log` (not under `.never`), then completes the waiters covered by everything appended before
+    /// the round started.
+    private func syncRound() {
+        let work = state.withLock { state in
+            state.syncScheduled = false
+            return syncWork(&state, syncActive: configuration.fsync != .never)
+        }
+        let result = perform(work)
+        let (ready, more) = state.withLock { state in
+            let ready = finish(work, result, &state)
+            let more = !state.waiters.isEmpty && !state.syncScheduled
+            if more { state.syncScheduled = true }
+            return (ready, more)
+        }
+        for callback in ready { callback(result) }
+        if more { syncQueue.async { self.syncRound() } }
+    }
+
+    /// What a sync must do to cover everything appended so far. Caller holds the lock.
+    private func syncWork(_ state: inout State, syncActive: Bool) -> SyncWork {
+        SyncWork(unsealed: state.unsealed, active: state.segments.last!, target: state.nextOffset,
+                 syncActive: syncActive && state.nextOffset > state.durableOffset)
+    }
+
+    /// Does the fsyncs of `work`, without the lock: sealed segments first (log and indexes), then the directory
+    /// (their successors' entries), then the active segment.
+    private func perform(_ work: SyncWork, fullActiveSync: Bool = false) -> Result<Void, TelexError> {
+        do throws(TelexError) {
+            for segment in work.unsealed { try segment.sync() }
+            if !work.unsealed.isEmpty { try FileIO.syncDirectory(directory) }
+            if fullActiveSync {
+                try work.active.sync()
+            } else if work.syncActive {
+                try work.active.syncLog()
+            }
+            return .success(())
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// Records the outcome of `work`, returning the callbacks to call once the lock is released. Caller holds
+    /// the lock.
+    private func finish(
+        _ work: SyncWork, _ result: Result<Void, TelexError>, _ state: inout State
+    ) -> [@Sendable (Result<Void, TelexError>) -> Void] {
         switch result {
         case .success:
-            ready = markDurable(upTo: target)
+            state.unsealed.removeAll { segment in work.unsealed.contains { $0 === segment } }
+            return state.markDurable(upTo: work.target)
         case .failure(let error):
             // After a failed fsync the page cache can no longer be trusted: refuse further appends.
-            failure = error
-            ready = waiters.map(\.callback)
-            waiters = []
+            state.failure = error
+            let ready = state.waiters.map(\.callback)
+            state.waiters = []
             logger.error("fsync failed; log refuses further appends", metadata: ["error": "\(error)"])
+            return ready
         }
-        let more = !waiters.isEmpty && !syncScheduled
-        if more { syncScheduled = true }
-        lock.unlock()
-        for callback in ready { callback(result) }
-        if more { syncQueue.async { self.syncNow() } }
     }
 
-    /// Advances the durable offset and removes the waiters it now covers, returning their callbacks to call
-    /// once the lock is released. Caller holds the lock.
-    private func markDurable(upTo target: Int64) -> [@Sendable (Result<Void, TelexError>) -> Void] {
-        durableOffset = max(durableOffset, target)
-        var ready: [@Sendable (Result<Void, TelexError>) -> Void] = []
-        waiters.removeAll { waiter in
-            guard waiter.offset <= durableOffset else { return false }
-            ready.append(waiter.callback)
-            return true
+    /// Runs a sync round on the sync queue every `milliseconds` until the log is closed.
+    private func scheduleIntervalSync(_ milliseconds: Int) {
+        syncQueue.asyncAfter(deadline: .now() + .milliseconds(milliseconds)) { [weak self] in
+            guard let self else { return }
+            let running = state.withLock { state in
+                guard !state.closed else { return false }
+                state.intervalRounds += 1
+                return true
+            }
+            guard running else { return }
+            syncRound()
+            scheduleIntervalSync(milliseconds)
         }
-        return ready
-    }
-
-    private func startIntervalTimer(_ milliseconds: Int) {
-        let timer = DispatchSource.makeTimerSource(queue: syncQueue)
-        timer.schedule(deadline: .now() + .milliseconds(milliseconds), repeating: .milliseconds(milliseconds))
-        timer.setEventHandler { [weak self] in self?.syncNow() }
-        timer.resume()
-        intervalTimer = timer
     }
 
     /// Whole stored batches starting with the one that holds `offset`, up to `maxBytes` (at least one batch)
     /// and `maxBatches`; nil when `offset` is at or past the readable end. Offsets below the log start throw.
+    ///
+    /// Reads batch headers from the page cache (a 64 KiB window at a time), not the batches themselves.
     public func read(from offset: Int64, maxBytes: Int, maxBatches: Int = .max) throws(TelexError) -> LogSlice? {
         var offset = offset
         while true {
-            lock.lock()
-            let start = segments.first!.baseOffset
-            guard offset >= start else {
-                lock.unlock()
-                throw TelexError(.offsetOutOfRange, "offset \(offset) is out of range for \(topic) (log starts at \(start))",
-                                 topic: topic, offset: offset)
+            let located = try state.withLock { state throws(TelexError) -> (Segment, Int, Int, Int64, Int64?)? in
+                let start = state.segments.first!.baseOffset
+                guard offset >= start else {
+                    throw TelexError(.offsetOutOfRange,
+                                     "offset \(offset) is out of range for \(topic) (log starts at \(start))",
+                                     topic: topic, offset: offset)
+                }
+                let end = readableEnd(state)
+                guard offset < end else { return nil }
+                let index = state.segmentIndex(containing: offset)
+                let segment = state.segments[index]
+                let following = index + 1 < state.segments.count ? state.segments[index + 1].baseOffset : nil
+                return (segment, segment.indexedPosition(atOrBefore: offset).position, segment.size, end, following)
             }
-            let end = readableEnd
-            guard offset < end else {
-                lock.unlock()
-                return nil
-            }
-            let index = segmentIndex(containing: offset)
-            let segment = segments[index]
-            let following = index + 1 < segments.count ? segments[index + 1].baseOffset : nil
-            let position = segment.indexedPosition(atOrBefore: offset).position
-            let limit = segment.size
-            lock.unlock()
-            if let slice = try collect(segment, from: position, limit: limit, offset: offset, end: end,
+            guard let (segment, position, limit, end, following) = located else { return nil }
+            var headers = HeaderWindow(segment, limit: limit)
+            if let slice = try collect(&headers, from: position, offset: offset, end: end,
                                        maxBytes: maxBytes, maxBatches: maxBatches) {
                 return slice
             }
@@ -383,13 +482,13 @@ public final class TopicLog: @unchecked Sendable {
     }
 
     private func collect(
-        _ segment: Segment, from position: Int, limit: Int, offset: Int64, end: Int64, maxBytes: Int, maxBatches: Int
+        _ headers: inout HeaderWindow, from position: Int, offset: Int64, end: Int64, maxBytes: Int, maxBatches: Int
     ) throws(TelexError) -> LogSlice? {
         var position = position
-        var header = try segment.header(at: position, limit: limit)
+        var header = try headers.header(at: position)
         while let current = header, current.nextOffset <= offset {
             position += current.totalSize
-            header = try segment.header(at: position, limit: limit)
+            header = try headers.header(at: position)
         }
         guard let first = header, first.baseOffset < end else { return nil }
         let startPosition = position
@@ -403,36 +502,24 @@ public final class TopicLog: @unchecked Sendable {
             count += 1
             next = current.nextOffset
             position += current.totalSize
-            header = try segment.header(at: position, limit: limit)
+            header = try headers.header(at: position)
         }
-        return LogSlice(segment: segment, position: startPosition, length: bytes, firstOffset: first.baseOffset,
-                        nextOffset: next, batchCount: count)
-    }
-
-    /// Index of the last segment whose base offset is at or below `offset`. Caller holds the lock.
-    private func segmentIndex(containing offset: Int64) -> Int {
-        var low = 0
-        var high = segments.count - 1
-        while low < high {
-            let middle = (low + high + 1) / 2
-            if segments[middle].baseOffset <= offset { low = middle } else { high = middle - 1 }
-        }
-        return low
+        return LogSlice(segment: headers.segment, position: startPosition, length: bytes,
+                        firstOffset: first.baseOffset, nextOffset: next, batchCount: count)
     }
 
     /// The first offset appended at or after `timestamp` (ms since the epoch), or the readable end if none.
     public func offset(atOrAfter timestamp: Int64) throws(TelexError) -> Int64 {
-        lock.lock()
-        let snapshot = segments.map { ($0, $0.lastAppendTime, $0.size) }
-        let end = readableEnd
-        lock.unlock()
+        let (snapshot, end) = state.withLock { state in
+            (state.segments.map { ($0, $0.lastAppendTime, $0.size) }, readableEnd(state))
+        }
         for (segment, last, size) in snapshot {
             guard let last, last >= timestamp else { continue }
-            lock.lock()
-            let from = segment.indexedOffset(before: timestamp)
-            var position = segment.indexedPosition(atOrBefore: from).position
-            lock.unlock()
-            while let header = try segment.header(at: position, limit: size) {
+            var position = state.withLock { _ in
+                segment.indexedPosition(atOrBefore: segment.indexedOffset(before: timestamp)).position
+            }
+            var headers = HeaderWindow(segment, limit: size)
+            while let header = try headers.header(at: position) {
                 if header.appendTime >= timestamp { return min(header.baseOffset, end) }
                 position += header.totalSize
             }
@@ -441,68 +528,72 @@ public final class TopicLog: @unchecked Sendable {
     }
 
     /// Deletes whole old segments past the retention age or size; the active segment is never deleted.
+    ///
+    /// Segments leave the log under its lock; their files are unlinked and the directory fsynced after it is
+    /// released. Readers holding a slice of a deleted segment can still read it. Blocking: call it off event loops.
     @discardableResult
     public func applyRetention(now: Int64? = nil) throws(TelexError) -> Int {
         let now = now ?? FileIO.nowMilliseconds()
-        lock.lock()
-        defer { lock.unlock() }
-        var total = segments.reduce(0) { $0 + $1.size }
-        var deleted = 0
-        while segments.count > 1 {
-            let oldest = segments[0]
-            let tooOld = configuration.retentionMilliseconds.map { (oldest.lastAppendTime ?? now) < now - $0 } ?? false
-            let tooBig = configuration.retentionBytes.map { total > $0 } ?? false
-            guard tooOld || tooBig else { break }
-            try oldest.deleteFiles()
-            segments.removeFirst()
-            total -= oldest.size
-            deleted += 1
+        let removed = state.withLock { state -> [(segment: Segment, byAge: Bool)] in
+            var total = state.segments.reduce(0) { $0 + $1.size }
+            var removed: [(Segment, Bool)] = []
+            while state.segments.count > 1 {
+                let oldest = state.segments[0]
+                let tooOld = configuration.retentionMilliseconds.map { (oldest.lastAppendTime ?? now) < now - $0 } ?? false
+                let tooBig = configuration.retentionBytes.map { total > $0 } ?? false
+                guard tooOld || tooBig else { break }
+                state.segments.removeFirst()
+                total -= oldest.size
+                removed.append((oldest, tooOld))
+            }
+            return removed
+        }
+        guard !removed.isEmpty else { return 0 }
+        let logStartOffset = startOffset
+        for (segment, byAge) in removed {
+            try segment.deleteFiles()
             logger.info("retention deleted segment", metadata: [
-                "segment": "\(oldest.logPath)", "reason": "\(tooOld ? "age" : "size")",
-                "logStartOffset": "\(segments[0].baseOffset)",
+                "segment": "\(segment.logPath)", "reason": "\(byAge ? "age" : "size")",
+                "logStartOffset": "\(logStartOffset)",
             ])
         }
-        if deleted > 0 { try FileIO.syncDirectory(directory) }
-        return deleted
+        try FileIO.syncDirectory(directory)
+        return removed.count
     }
 
     /// Rebuilds producer memory from the batch headers of the newest two segments.
-    private func rebuildProducerState() throws(TelexError) {
-        for segment in segments.suffix(2) {
+    private static func rebuildProducerState(_ state: inout State) throws(TelexError) {
+        for segment in state.segments.suffix(2) {
+            var headers = HeaderWindow(segment, limit: segment.size)
             var position = 0
-            while let header = try segment.header(at: position, limit: segment.size) {
+            while let header = try headers.header(at: position) {
                 if header.producerID != 0 {
-                    rememberProducer(header.producerID, sequence: header.producerSequence, baseOffset: header.baseOffset,
-                                     recordCount: header.recordCount, appendTime: header.appendTime)
+                    state.rememberProducer(header.producerID, sequence: header.producerSequence,
+                                           baseOffset: header.baseOffset, recordCount: header.recordCount,
+                                           appendTime: header.appendTime)
                 }
                 position += header.totalSize
             }
         }
     }
 
-    /// Fsyncs everything written so far and completes durability waiters.
+    /// Fsyncs everything written so far (sealing rolled segments, the directory, the active segment's log and
+    /// indexes) and completes durability waiters. Blocking: call it off event loops.
     public func sync() throws(TelexError) {
-        lock.lock()
-        let active = segments.last!
-        let target = nextOffset
-        lock.unlock()
-        try active.sync()
-        lock.lock()
-        let ready = markDurable(upTo: target)
-        lock.unlock()
-        for callback in ready { callback(.success(())) }
+        let work = state.withLock { syncWork(&$0, syncActive: true) }
+        let result = perform(work, fullActiveSync: true)
+        let ready = state.withLock { finish(work, result, &$0) }
+        for callback in ready { callback(result) }
+        try result.get()
     }
 
-    /// Flushes and fsyncs everything, seals the time index and refuses further appends.
+    /// Refuses further appends, stops the interval fsync, seals the time index and fsyncs everything.
+    /// Blocking: call it off event loops.
     public func close() throws(TelexError) {
-        intervalTimer?.cancel()
-        intervalTimer = nil
-        try sync()
-        lock.withLock {
-            closed = true
-            let active = segments.last!
-            if let last = lastBatchOffset(in: active) { active.sealTimeIndex(lastBatchOffset: last) }
+        state.withLock { state in
+            state.closed = true
+            state.segments.last!.sealTimeIndex()
         }
-        try segments.last!.sync()
+        try sync()
     }
 }

@@ -1,25 +1,47 @@
 import Logging
-import NIOConcurrencyHelpers
+import Synchronization
 import TelexProtocol
 
 /// Every topic log in a data directory, plus the consumer offsets. Layout: Protocol/STORAGE.md.
 ///
 /// `DATA/topics/<topic>/<base offset>.log|.index|.timeindex` and `DATA/consumers/<name>.offsets`.
-public final class TopicStore: @unchecked Sendable {
+///
+/// Thread-safe. `log(_:)` and `topics` only take a short lock and never wait for file I/O, so event loops may
+/// call them. `init`, `createLog`, `applyRetention` and `close` block on file I/O: call them off event loops.
+public final class TopicStore: Sendable {
     public let directory: String
     public let configuration: LogConfiguration
     public let consumerOffsets: ConsumerOffsets
     private let logger: Logger
-    private let lock = NIOLock()
-    private var logs: [String: TopicLog] = [:]
+    /// The open logs, by topic. Held only to look up or insert, never across file I/O.
+    private let logs: Mutex<[String: TopicLog]>
+    /// Serialises creators, so two never create the same topic; held across the creation's file I/O, and only
+    /// creators wait on it.
+    private let creation = Mutex(())
+    /// Called while holding `creation`, before a new topic's files are made; lets tests slow creation down.
+    private let willCreateLog: @Sendable (String) -> Void
 
     /// Opens the data directory (creating it if missing) and recovers every topic in it.
-    public init(directory: String, configuration: LogConfiguration = .init(), logger: Logger) throws(TelexError) {
+    ///
+    /// Blocking: recovery reads, checks and fsyncs every topic's files. Call it off event loops (for example on
+    /// an `NIOThreadPool`).
+    public convenience init(
+        directory: String, configuration: LogConfiguration = .init(), logger: Logger
+    ) throws(TelexError) {
+        try self.init(directory: directory, configuration: configuration, logger: logger, willCreateLog: { _ in })
+    }
+
+    init(
+        directory: String, configuration: LogConfiguration, logger: Logger,
+        willCreateLog: @escaping @Sendable (String) -> Void
+    ) throws(TelexError) {
         self.directory = directory
         self.configuration = configuration
         self.logger = logger
+        self.willCreateLog = willCreateLog
         try FileIO.makeDirectory(directory + "/topics")
         consumerOffsets = try ConsumerOffsets(directory: directory + "/consumers")
+        var logs: [String: TopicLog] = [:]
         for name in try FileIO.listDirectory(directory + "/topics") where FileIO.isDirectory(directory + "/topics/" + name) {
             do {
                 try TopicName.validate(name)
@@ -30,37 +52,41 @@ public final class TopicStore: @unchecked Sendable {
             logs[name] = try TopicLog(topic: name, directory: directory + "/topics/" + name,
                                       configuration: configuration, logger: logger)
         }
+        self.logs = Mutex(logs)
     }
 
     /// Every topic, sorted.
-    public var topics: [String] { lock.withLock { logs.keys.sorted() } }
+    public var topics: [String] { logs.withLock { $0.keys.sorted() } }
 
-    /// The log of `topic`, if it exists.
+    /// The log of `topic`, if it exists. Never waits for file I/O, even while another topic is being created.
     public func log(_ topic: String) -> TopicLog? {
-        lock.withLock { logs[topic] }
+        logs.withLock { $0[topic] }
     }
 
     /// The log of `topic`, created if missing; `created` tells whether this call made it.
+    ///
+    /// Blocking when it creates: a directory, three files and two directory fsyncs. Call it off event loops.
+    /// Lookups (`log(_:)`) of other topics do not wait for it; other creators do.
     public func createLog(_ topic: String) throws(TelexError) -> (log: TopicLog, created: Bool) {
         try TopicName.validate(topic)
-        lock.lock()
-        defer { lock.unlock() }
-        do {
-            if let log = logs[topic] { return (log, false) }
+        if let log = log(topic) { return (log, false) }
+        return try creation.withLock { _ throws(TelexError) -> (log: TopicLog, created: Bool) in
+            if let log = log(topic) { return (log, false) }
+            willCreateLog(topic)
             let log = try TopicLog(topic: topic, directory: directory + "/topics/" + topic,
                                    configuration: configuration, logger: logger)
             try FileIO.syncDirectory(directory + "/topics")
-            logs[topic] = log
+            logs.withLock { $0[topic] = log }
             logger.info("created topic", metadata: ["topic": "\(topic)"])
             return (log, true)
         }
     }
 
-    /// Applies retention to every topic; returns how many segments were deleted.
+    /// Applies retention to every topic; returns how many segments were deleted. Blocking: call it off event loops.
     @discardableResult
     public func applyRetention() -> Int {
         var deleted = 0
-        for log in lock.withLock({ Array(logs.values) }) {
+        for log in logs.withLock({ Array($0.values) }) {
             do {
                 deleted += try log.applyRetention()
             } catch {
@@ -70,10 +96,10 @@ public final class TopicStore: @unchecked Sendable {
         return deleted
     }
 
-    /// Fsyncs and closes every log.
+    /// Fsyncs and closes every log. Blocking: call it off event loops.
     public func close() throws(TelexError) {
         var firstError: TelexError?
-        for log in lock.withLock({ Array(logs.values) }) {
+        for log in logs.withLock({ Array($0.values) }) {
             do { try log.close() } catch { firstError = firstError ?? error }
         }
         if let firstError { throw firstError }

@@ -5,7 +5,7 @@ import Testing
 
 @testable import TelexStorage
 
-@Suite("Appending and reading")
+@Suite("Appending and reading", .timeLimit(.minutes(1)))
 struct AppendReadTests {
     @Test("appended batches come back stamped, with dense offsets from 0 and otherwise unchanged bytes")
     func roundTrip() async throws {

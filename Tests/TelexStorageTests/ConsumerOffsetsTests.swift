@@ -4,7 +4,7 @@ import Testing
 
 @testable import TelexStorage
 
-@Suite("Consumer offsets")
+@Suite("Consumer offsets", .timeLimit(.minutes(1)))
 struct ConsumerOffsetsTests {
     @Test("committed offsets are there after a reopen")
     func commitAndReopen() async throws {

@@ -28,7 +28,7 @@ func firstKey(_ batch: ByteBuffer) throws -> String {
     String(buffer: try RecordBatch.decodeRecords(batch).records[0].key)
 }
 
-@Suite("Durability and concurrency")
+@Suite("Durability and concurrency", .timeLimit(.minutes(1)))
 struct DurabilityTests {
     @Test("under fsync always, readers see a batch only once whenDurable has fired")
     func alwaysHidesUntilDurable() async throws {

@@ -5,7 +5,7 @@ import Testing
 
 @testable import TelexStorage
 
-@Suite("Idempotent appends")
+@Suite("Idempotent appends", .timeLimit(.minutes(1)))
 struct IdempotenceTests {
     @Test("a retried batch is answered with its original offsets and stored once, also after a reopen")
     func retriesAreDuplicates() async throws {

@@ -5,7 +5,7 @@ import Testing
 
 @testable import TelexStorage
 
-@Suite("Storage inspector")
+@Suite("Storage inspector", .timeLimit(.minutes(1)))
 struct InspectorTests {
     func dump(_ directory: String, topic: String? = nil) throws -> [[String: Any]] {
         var lines: [String] = []
@@ -88,6 +88,36 @@ struct InspectorTests {
         }
     }
 
+    @Test("inspect reports the structs that dump encodes, one line per finding with sorted keys")
+    func inspectMatchesDump() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = try TopicStore(directory: directory, configuration: testConfiguration(), logger: makeLogger())
+            let log = try store.createLog("news.wire").log
+            _ = try log.append(makeBatch(records: 2, producerID: 3, sequence: 0))
+            _ = try log.append(makeBatch(records: 1, seed: 1))
+            try store.close()
+            let path = directory + "/topics/news.wire/" + Segment.fileName(0, ".log")
+            truncateFile(path, to: try fileSize(path) - 5)
+
+            var findings: [StorageInspector.Finding] = []
+            try StorageInspector.inspect(dataDirectory: directory) { findings.append($0) }
+            var lines: [String] = []
+            try StorageInspector.dump(dataDirectory: directory) { lines.append($0) }
+            #expect(lines.count == 2)
+            guard case .batch(let batch) = findings.first, case .problem(let problem) = findings.last else {
+                Issue.record("expected a batch and a problem, got \(findings)")
+                return
+            }
+            #expect(batch.producerId == 3)
+            #expect(batch.computedCrc == nil)
+            #expect(problem.position == batch.size)
+            #expect(try JSONDecoder().decode(StorageInspector.BatchDescription.self, from: Data(lines[0].utf8)) == batch)
+            #expect(try JSONDecoder().decode(StorageInspector.Problem.self, from: Data(lines[1].utf8)) == problem)
+            #expect(lines[0].hasPrefix("{\"appendTime\":"))
+            #expect(lines[1] == "{\"error\":\"\(problem.error)\",\"position\":\(batch.size),\"segment\":\"\(Segment.fileName(0, ".log"))\",\"topic\":\"news.wire\"}")
+        }
+    }
+
     @Test("dump refuses a directory that is not a data directory")
     func refusesOtherDirectories() async throws {
         try await withTemporaryDirectory { directory in
@@ -99,7 +129,7 @@ struct InspectorTests {
     }
 }
 
-@Suite("Topic store")
+@Suite("Topic store", .timeLimit(.minutes(1)))
 struct TopicStoreTests {
     @Test(
         "createLog refuses names that are not topic names",

@@ -40,7 +40,7 @@ struct CrashFixture {
     }
 }
 
-@Suite("Crash recovery")
+@Suite("Crash recovery", .timeLimit(.minutes(1)))
 struct RecoveryTests {
     @Test("a batch torn at any byte is cut on reopen; earlier batches stay and appends continue after them")
     func tornTailAtEveryByte() async throws {

@@ -5,7 +5,7 @@ import Testing
 
 @testable import TelexStorage
 
-@Suite("Retention")
+@Suite("Retention", .timeLimit(.minutes(1)))
 struct RetentionTests {
     func expectOutOfRange(_ log: TopicLog, below start: Int64) {
         for offset in [Int64(0), start - 1] {
