@@ -42,7 +42,8 @@ let package = Package(
         ),
         .target(
             name: "TelexEvents",
-            dependencies: ["TelexProtocol", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["TelexClient", "TelexProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .target(
             name: "TelexServer",
@@ -59,7 +60,6 @@ let package = Package(
             name: "TelexClient",
             dependencies: [
                 "TelexProtocol",
-                "TelexEvents",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -90,8 +90,10 @@ let package = Package(
                 "TelexCLI",
                 "TelexClient",
                 "TelexEvents",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(
             name: "telex-sub",
@@ -100,7 +102,8 @@ let package = Package(
                 "TelexClient",
                 "TelexEvents",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(
             name: "telex-bench",
@@ -128,7 +131,8 @@ let package = Package(
         ),
         .testTarget(
             name: "TelexEventsTests",
-            dependencies: ["TelexEvents"]
+            dependencies: ["TelexEvents", "TelexProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(
             name: "TelexIntegrationTests",
