@@ -22,6 +22,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
 
     /// Why a text is not JSON, in words for the person who wrote it.
     public struct ParseError: Error, Sendable, Equatable, CustomStringConvertible {
+        /// What is wrong, starting in lower case (e.g. "the text is empty").
         public let reason: String
         public var description: String { reason }
     }
@@ -78,13 +79,16 @@ public enum JSONValue: Sendable, Hashable, Codable {
         return reason
     }
 
+    /// Decodes any JSON value, with the number choices described on the type.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         /// Decodes `type` if the value is one; rethrows errors inside the value (a bad escape, a nested error).
         func attempt<T: Decodable>(_ type: T.Type) throws -> T? {
             do {
                 return try container.decode(type)
-            } catch DecodingError.typeMismatch(_, let context) where context.codingPath.count == container.codingPath.count {
+            } catch DecodingError.typeMismatch(_, let context)
+                where context.codingPath.count == container.codingPath.count
+            {
                 return nil
             }
         }
@@ -96,8 +100,8 @@ public enum JSONValue: Sendable, Hashable, Codable {
             } catch let error as DecodingError {
                 throw error
             } catch {
-                let path = Self.path(container.codingPath)
-                throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath, debugDescription: "\(problem) at \(path)"))
+                let description = "\(problem) at \(Self.path(container.codingPath))"
+                throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath, debugDescription: description))
             }
         }
         if container.decodeNil() {
@@ -106,10 +110,12 @@ public enum JSONValue: Sendable, Hashable, Codable {
             self = .bool(value)
         } else if let value = try? container.decode(Int64.self) {
             self = .integer(value)
-        } else if let value = try describingErrors("a number out of range or badly formed", { try attempt(Double.self) }) {
+        } else if let value = try describingErrors("a number out of range or badly formed", { try attempt(Double.self) })
+        {
             // Only text just below Int64.min gets here with an Int64 value: it rounds to Int64.min.
             self = Int64(exactly: value).map(JSONValue.integer) ?? .double(value)
-        } else if let value = try describingErrors("a string with a bad escape sequence", { try attempt(String.self) }) {
+        } else if let value = try describingErrors("a string with a bad escape sequence", { try attempt(String.self) })
+        {
             self = .string(value)
         } else if let value = try attempt([JSONValue].self) {
             self = .array(value)
@@ -122,11 +128,16 @@ public enum JSONValue: Sendable, Hashable, Codable {
     private static func path(_ codingPath: [any CodingKey]) -> String {
         var text = ""
         for key in codingPath {
-            if let index = key.intValue { text += "[\(index)]" } else { text += text.isEmpty ? key.stringValue : ".\(key.stringValue)" }
+            if let index = key.intValue {
+                text += "[\(index)]"
+            } else {
+                text += text.isEmpty ? key.stringValue : ".\(key.stringValue)"
+            }
         }
         return text.isEmpty ? "the top level" : text
     }
 
+    /// Encodes the value; a non-finite double as `null`.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {

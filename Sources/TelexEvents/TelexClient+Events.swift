@@ -3,7 +3,9 @@ import TelexProtocol
 
 /// Where the broker stored one event.
 public struct EventAck: Sendable, Equatable {
+    /// The topic the event was published to.
     public var topic: String
+    /// The event's offset in that topic.
     public var offset: Int64
 
     public init(topic: String, offset: Int64) {
@@ -20,7 +22,8 @@ extension TelexClient {
         var topicOrder: [String] = []
         for (index, event) in events.enumerated() {
             guard let target = topic ?? event.topic else {
-                throw TelexError(.invalidEvent, "event \(event.id) has no topic: pass one or set the event's 'topic' attribute")
+                throw TelexError(
+                    .invalidEvent, "event \(event.id) has no topic: pass one or set the event's 'topic' attribute")
             }
             if byTopic[target] == nil { topicOrder.append(target) }
             byTopic[target, default: []].append(index)
