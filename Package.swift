@@ -43,7 +43,8 @@ let package = Package(
         ),
         .target(
             name: "TelexEvents",
-            dependencies: ["TelexProtocol", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["TelexClient", "TelexProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .target(
             name: "TelexServer",
@@ -60,7 +61,6 @@ let package = Package(
             name: "TelexClient",
             dependencies: [
                 "TelexProtocol",
-                "TelexEvents",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -91,8 +91,10 @@ let package = Package(
                 "TelexCLI",
                 "TelexClient",
                 "TelexEvents",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(
             name: "telex-sub",
@@ -101,7 +103,8 @@ let package = Package(
                 "TelexClient",
                 "TelexEvents",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .executableTarget(
             name: "telex-bench",
@@ -135,7 +138,8 @@ let package = Package(
         ),
         .testTarget(
             name: "TelexEventsTests",
-            dependencies: ["TelexEvents"]
+            dependencies: ["TelexEvents", "TelexProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: [.swiftLanguageMode(.v6)]
         ),
         .testTarget(
             name: "TelexIntegrationTests",

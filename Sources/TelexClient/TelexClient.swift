@@ -2,7 +2,6 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-import TelexEvents
 import TelexProtocol
 
 /// The broker's acknowledgement of one published batch.
@@ -206,38 +205,6 @@ public final class TelexClient: @unchecked Sendable {
             for batch in batches { try await pipeline.submit(batch) }
         }
         return try await pipeline.finish()
-    }
-
-    /// Publishes CloudEvents; each goes to `topic` or, when nil, to the event's own `topic` attribute.
-    /// Returns each event's topic and offset, in input order.
-    public func publish(events: [CloudEvent], to topic: String? = nil) async throws -> [(topic: String, offset: Int64)] {
-        var byTopic: [String: [Int]] = [:]
-        var topicOrder: [String] = []
-        for (index, event) in events.enumerated() {
-            guard let target = topic ?? event.topic else {
-                throw TelexError(.invalidEvent, "event \(event.id) has no topic: pass one or set the event's 'topic' attribute")
-            }
-            if byTopic[target] == nil { topicOrder.append(target) }
-            byTopic[target, default: []].append(index)
-        }
-        var results = [(topic: String, offset: Int64)](repeating: ("", -1), count: events.count)
-        var prepared: [PreparedBatch] = []
-        var owners: [[Int]] = []
-        for target in topicOrder {
-            let indexes = byTopic[target]!
-            let batches = try await prepare(indexes.map { events[$0].record() }, topic: target)
-            var position = 0
-            for batch in batches {
-                owners.append(Array(indexes[position..<position + batch.recordCount]))
-                position += batch.recordCount
-            }
-            prepared += batches
-        }
-        let acks = try await publish(prepared: prepared)
-        for (ack, indexes) in zip(acks, owners) {
-            for (position, index) in indexes.enumerated() { results[index] = (ack.topic, ack.baseOffset + Int64(position)) }
-        }
-        return results
     }
 
     /// Publishes prepared batches in order with at most `publishWindow` awaiting acks. If the connection drops,

@@ -6,7 +6,7 @@ import TelexProtocol
 ///
 /// `json` is the whole envelope as a JSON object; the typed properties are the validated fields.
 /// On the wire the event is one record: key = `data.uri`, value = the envelope JSON, headers `ce-type`, `ce-id`.
-public struct CloudEvent: @unchecked Sendable {
+public struct CloudEvent: Sendable, Equatable {
     public let id: String
     public let source: String
     public let type: String
@@ -16,8 +16,9 @@ public struct CloudEvent: @unchecked Sendable {
     public let topic: String?
     /// The ninjs `uri`: the record key.
     public let uri: String
-    /// The envelope as a JSON object (Foundation types), without broker-added attributes.
-    public let json: [String: Any]
+    /// The envelope as a JSON object, without the broker-added attributes `offset` and `brokertime`. Attributes and
+    /// ninjs fields Telex does not know are kept as they are.
+    public let json: [String: JSONValue]
 
     /// Event types Telex gives meaning to; other types pass through.
     public static let articleTypes: Set<String> = ["article.created", "article.updated"]
@@ -25,19 +26,19 @@ public struct CloudEvent: @unchecked Sendable {
     public static let brokerAttributes: Set<String> = ["topic", "offset", "brokertime"]
 
     /// Validates a parsed envelope. `location` prefixes error messages (e.g. "line 3").
-    public init(json: [String: Any], location: String = "event") throws(TelexError) {
+    public init(json: [String: JSONValue], location: String = "event") throws(TelexError) {
         func fail(_ field: String, _ problem: String) -> TelexError {
             TelexError(.invalidEvent, "\(location): field '\(field)': \(problem)")
         }
         func requiredString(_ field: String) throws(TelexError) -> String {
             guard let raw = json[field] else { throw fail(field, "missing (required by CloudEvents 1.0)") }
-            guard let value = raw as? String else { throw fail(field, "must be a string, got \(Self.describe(raw))") }
+            guard let value = raw.stringValue else { throw fail(field, "must be a string, got \(raw.kindDescription)") }
             guard !value.isEmpty else { throw fail(field, "must not be empty") }
             return value
         }
         func optionalString(_ field: String) throws(TelexError) -> String? {
-            guard let raw = json[field], !(raw is NSNull) else { return nil }
-            guard let value = raw as? String else { throw fail(field, "must be a string, got \(Self.describe(raw))") }
+            guard let raw = json[field], !raw.isNull else { return nil }
+            guard let value = raw.stringValue else { throw fail(field, "must be a string, got \(raw.kindDescription)") }
             return value
         }
         let specversion = try requiredString("specversion")
@@ -58,23 +59,23 @@ public struct CloudEvent: @unchecked Sendable {
             do { try TopicName.validate(topic) } catch { throw fail("topic", error.message) }
         }
         guard let rawData = json["data"] else { throw fail("data", "missing (the ninjs article)") }
-        guard let data = rawData as? [String: Any] else {
-            throw fail("data", "must be a JSON object (an IPTC ninjs document), got \(Self.describe(rawData))")
+        guard let data = rawData.objectValue else {
+            throw fail("data", "must be a JSON object (an IPTC ninjs document), got \(rawData.kindDescription)")
         }
         guard let rawURI = data["uri"] else { throw fail("data.uri", "missing (ninjs requires it; it becomes the record key)") }
-        guard let uri = rawURI as? String else { throw fail("data.uri", "must be a string, got \(Self.describe(rawURI))") }
+        guard let uri = rawURI.stringValue else { throw fail("data.uri", "must be a string, got \(rawURI.kindDescription)") }
         guard !uri.isEmpty else { throw fail("data.uri", "must not be empty") }
         guard uri.utf8.count <= 4096 else { throw fail("data.uri", "is longer than 4096 bytes") }
         self.uri = uri
         if Self.articleTypes.contains(type) {
             for field in ["headlines", "bodies"] {
-                if let value = data[field], !(value is [Any]) {
-                    throw fail("data.\(field)", "must be an array in ninjs 3.x, got \(Self.describe(value))")
+                if let value = data[field], value.arrayValue == nil {
+                    throw fail("data.\(field)", "must be an array in ninjs 3.x, got \(value.kindDescription)")
                 }
             }
             for field in ["version", "versioncreated", "versionCreated", "language", "type"] {
-                if let value = data[field], !(value is String) {
-                    throw fail("data.\(field)", "must be a string in ninjs 3.x, got \(Self.describe(value))")
+                if let value = data[field], value.stringValue == nil {
+                    throw fail("data.\(field)", "must be a string in ninjs 3.x, got \(value.kindDescription)")
                 }
             }
         }
@@ -84,105 +85,87 @@ public struct CloudEvent: @unchecked Sendable {
     }
 
     /// Parses and validates one JSON text (one JSON Lines line).
-    public init(jsonText: Data, location: String = "event") throws(TelexError) {
-        let object: Any
+    public init(jsonText: some Collection<UInt8>, location: String = "event") throws(TelexError) {
+        let value: JSONValue
         do {
-            object = try JSONSerialization.jsonObject(with: jsonText, options: [])
+            value = try JSONValue(parsing: jsonText)
         } catch {
-            let reason = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
-            throw TelexError(.invalidEvent, "\(location): not valid JSON (\(reason))")
+            throw TelexError(.invalidEvent, "\(location): not valid JSON (\(error.reason))")
         }
-        guard let dictionary = object as? [String: Any] else {
-            throw TelexError(.invalidEvent, "\(location): must be a JSON object (a CloudEvent), got \(Self.describe(object))")
+        guard let object = value.objectValue else {
+            throw TelexError(.invalidEvent, "\(location): must be a JSON object (a CloudEvent), got \(value.kindDescription)")
         }
-        try self.init(json: dictionary, location: location)
+        try self.init(json: object, location: location)
     }
 
-    /// Builds an article event around a ninjs document.
+    /// Builds an article event around a ninjs document; `subject` is the article's `uri`.
     public init(
-        type: String, article: [String: Any], source: String = "urn:telex:telex-pub", id: String = UUID().uuidString,
-        time: Date = Date(), topic: String? = nil
+        type: String, article: [String: JSONValue], source: String = "urn:telex:telex-pub",
+        id: String = UUID().uuidString, time: Date = Date(), topic: String? = nil
     ) throws(TelexError) {
-        var envelope: [String: Any] = [
-            "specversion": "1.0", "id": id, "source": source, "type": type, "time": Self.formatTime(time),
-            "datacontenttype": "application/json", "data": article,
+        var envelope: [String: JSONValue] = [
+            "specversion": "1.0", "id": .string(id), "source": .string(source), "type": .string(type),
+            "time": .string(Self.formatTime(time)), "datacontenttype": "application/json", "data": .object(article),
         ]
-        if let uri = article["uri"] as? String { envelope["subject"] = uri }
-        if let topic { envelope["topic"] = topic }
+        if let uri = article["uri"]?.stringValue { envelope["subject"] = .string(uri) }
+        if let topic { envelope["topic"] = .string(topic) }
         try self.init(json: envelope, location: "article")
     }
 
     /// The record that carries this event: key `uri`, value the envelope JSON (without the `topic` attribute),
-    /// headers `ce-type` and `ce-id`.
+    /// headers `ce-type` and `ce-id`. The timestamp defaults to the event's `time`, else now (milliseconds).
     public func record(timestamp: Int64? = nil) -> Record {
         var value = json
         value["topic"] = nil
-        let bytes = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
-        let eventTime = time.flatMap(Self.parseTime).map { Int64($0.timeIntervalSince1970 * 1000) }
         return Record(
-            timestamp: timestamp ?? eventTime ?? Int64(Date().timeIntervalSince1970 * 1000),
+            timestamp: timestamp ?? time.flatMap(Self.parseTime).map(Self.milliseconds) ?? Self.milliseconds(Date()),
             key: ByteBuffer(string: uri),
             headers: [RecordHeader(name: "ce-type", value: type), RecordHeader(name: "ce-id", value: id)],
-            value: ByteBuffer(bytes: bytes))
+            value: ByteBuffer(bytes: JSONValue.object(value).serialized()))
     }
 
-    /// The JSON Lines form telex-sub prints: the envelope plus `topic`, `offset` and `brokertime`.
+    /// The JSON Lines form telex-sub prints: the envelope plus `topic`, `offset` and `brokertime` (`brokerTime` is
+    /// in milliseconds since 1970).
     public static func outputLine(value: ByteBuffer, topic: String, offset: Int64, brokerTime: Int64) throws(TelexError) -> String {
-        let object: Any
+        let parsed: JSONValue
         do {
-            object = try JSONSerialization.jsonObject(with: Data(value.readableBytesView), options: [])
+            parsed = try JSONValue(parsing: value.readableBytesView)
         } catch {
             throw TelexError(.invalidEvent, "record \(topic)@\(offset): value is not JSON")
         }
-        guard var envelope = object as? [String: Any] else {
+        guard var envelope = parsed.objectValue else {
             throw TelexError(.invalidEvent, "record \(topic)@\(offset): value is not a JSON object")
         }
-        envelope["topic"] = topic
-        envelope["offset"] = offset
-        envelope["brokertime"] = formatTime(Date(timeIntervalSince1970: Double(brokerTime) / 1000))
-        let data = (try? JSONSerialization.data(withJSONObject: envelope, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
-        return String(decoding: data, as: UTF8.self)
+        envelope["topic"] = .string(topic)
+        envelope["offset"] = .integer(offset)
+        envelope["brokertime"] = .string(formatTime(Date(timeIntervalSince1970: Double(brokerTime) / 1000)))
+        return JSONValue.object(envelope).jsonText
     }
 
     /// Parses an RFC 3339 timestamp, with or without fractional seconds.
     public static func parseTime(_ text: String) -> Date? {
-        TimeFormatters.shared.withLock { formatters in
-            formatters.plain.date(from: text) ?? formatters.fractional.date(from: text)
-        }
+        (try? wholeSeconds.parse(text)) ?? (try? fractionalSeconds.parse(text))
     }
 
-    /// Formats a time as RFC 3339 UTC with milliseconds.
+    /// Formats a time as RFC 3339 UTC with milliseconds (rounded to the nearest), e.g. 2024-03-06T08:00:00.000Z.
     public static func formatTime(_ date: Date) -> String {
-        TimeFormatters.shared.withLock { $0.fractional.string(from: date) }
+        // ISO8601FormatStyle truncates fractions it cannot represent exactly (.123 can print as .122): format whole
+        // seconds with it and add the rounded milliseconds.
+        let milliseconds = (date.timeIntervalSince1970 * 1000).rounded()
+        let seconds = (milliseconds / 1000).rounded(.down)
+        let fraction = Int(milliseconds - seconds * 1000)
+        var text = Date(timeIntervalSince1970: seconds).formatted(wholeSeconds)
+        text.removeLast()  // "Z"
+        let digits = String(fraction)
+        return text + "." + String(repeating: "0", count: 3 - digits.count) + digits + "Z"
     }
 
-    static func describe(_ value: Any) -> String {
-        switch value {
-        case is NSNull: "null"
-        case is NSNumber: "a number or boolean"
-        case is String: "a string"
-        case is [Any]: "an array"
-        case is [String: Any]: "an object"
-        default: "\(Swift.type(of: value))"
-        }
-    }
-}
-
-/// Date formatters are costly to create: one pair is shared, behind a lock.
-final class TimeFormatters: @unchecked Sendable {
-    static let shared = TimeFormatters()
-    private let lock = NSLock()
-    let plain = ISO8601DateFormatter()
-    let fractional = ISO8601DateFormatter()
-
-    private init() {
-        plain.formatOptions = [.withInternetDateTime]
-        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    /// Whole milliseconds since 1970, sub-millisecond digits dropped. Rounding to microseconds first absorbs the
+    /// parser's binary error (.123 can come back as .12299999).
+    static func milliseconds(_ date: Date) -> Int64 {
+        Int64(((date.timeIntervalSince1970 * 1_000_000).rounded() / 1000).rounded(.down))
     }
 
-    func withLock<T>(_ body: (TimeFormatters) -> T) -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return body(self)
-    }
+    private static let wholeSeconds = Date.ISO8601FormatStyle()
+    private static let fractionalSeconds = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 }

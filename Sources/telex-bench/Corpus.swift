@@ -23,15 +23,13 @@ struct Corpus {
 
     init(seedsPath: String, count: Int, targetBytes: Int = 2048) throws {
         let text = try String(contentsOfFile: seedsPath, encoding: .utf8)
-        var articles: [[String: Any]] = []
+        var articles: [[String: JSONValue]] = []
         var sentences: [String] = []
         for line in text.split(separator: "\n") {
-            guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                let data = object["data"] as? [String: Any]
-            else { continue }
+            guard let data = try JSONValue(parsing: line.utf8)["data"]?.objectValue else { continue }
             articles.append(data)
-            for body in data["bodies"] as? [[String: Any]] ?? [] {
-                guard let value = body["value"] as? String else { continue }
+            for body in data["bodies"]?.arrayValue ?? [] {
+                guard let value = body["value"]?.stringValue else { continue }
                 let plain = value.replacingOccurrences(of: "<[^>]+>", with: " ", options: .regularExpression)
                 for sentence in plain.split(separator: ".") {
                     let trimmed = sentence.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -52,16 +50,16 @@ struct Corpus {
         for index in 0..<count {
             var article = articles[index % articles.count]
             let uri = "urn:telex:bench:article-\(index)"
-            article["uri"] = uri
-            article["version"] = String(1 + generator.next(5))
-            article["versionCreated"] = CloudEvent.formatTime(Date(timeIntervalSince1970: baseTime + Double(index)))
+            article["uri"] = .string(uri)
+            article["version"] = .string(String(1 + generator.next(5)))
+            article["versionCreated"] = .string(CloudEvent.formatTime(Date(timeIntervalSince1970: baseTime + Double(index))))
             let headline = sentences[generator.next(sentences.count)].prefix(90)
-            article["headlines"] = [["role": "main", "value": "\(headline) (\(index))"]]
+            article["headlines"] = [["role": "main", "value": .string("\(headline) (\(index))")]]
             var body = ""
             while body.utf8.count < targetBytes - 1250 {
                 body += sentences[generator.next(sentences.count)] + " "
             }
-            article["bodies"] = [["role": "main", "contentType": "text/plain", "value": body]]
+            article["bodies"] = [["role": "main", "contentType": "text/plain", "value": .string(body)]]
             let desk = generator.next(desks.count)
             let event = try CloudEvent(
                 type: index % 4 == 3 ? "article.updated" : "article.created", article: article,

@@ -85,23 +85,29 @@ struct BrokerBenchmark: AsyncParsableCommand {
             p50: median(latencies.map(\.p50)), p99: median(latencies.map(\.p99)), p999: median(latencies.map(\.p999)),
             max: median(latencies.map(\.max)), count: latencies.map(\.count).min() ?? 0)
         let megabytes = averageJSON / 1_000_000
-        let summary: [String: Any] = [
-            "events": events, "runs": runs, "codec": codec.description, "zlibLevel": Int(level), "batch": batch,
-            "window": window, "eventsInFlight": window * batch, "connections": connections, "serverFsync": serverFsync,
-            "averageEventJSONBytes": Int(averageJSON),
-            "publishEventsPerSecond": Int(median(publishOne)), "publishMBPerSecond": round(median(publishOne) * megabytes * 10) / 10,
-            "publishParallelEventsPerSecond": Int(median(publishMany)),
-            "publishParallelMBPerSecond": round(median(publishMany) * megabytes * 10) / 10,
-            "replayEventsPerSecond": Int(median(replay)),
-            "pingP50Ms": pingFloor.p50 / 1e6, "pingP99Ms": pingFloor.p99 / 1e6,
-            "latencyRate": rate, "latencySeconds": duration,
-            "latencyP50Ms": latency.p50 / 1e6, "latencyP99Ms": latency.p99 / 1e6, "latencyP999Ms": latency.p999 / 1e6,
-            "latencyMaxMs": latency.max / 1e6,
-            "diskBytesPerEvent": diskPerEvent.isEmpty ? NSNull() : Int(median(diskPerEvent)) as Any,
-            "serverPeakRSSMiB": peakRSS.map { Double($0) / 1_048_576 } ?? NSNull() as Any,
+        func number(_ value: Int) -> JSONValue { .integer(Int64(value)) }
+        func number(_ value: Double) -> JSONValue { .double(value) }
+        let summary: JSONValue = [
+            "events": number(events), "runs": number(runs), "codec": .string(codec.description),
+            "zlibLevel": number(Int(level)), "batch": number(batch), "window": number(window),
+            "eventsInFlight": number(window * batch), "connections": number(connections), "serverFsync": .string(serverFsync),
+            "averageEventJSONBytes": number(Int(averageJSON)),
+            "publishEventsPerSecond": number(Int(median(publishOne))),
+            "publishMBPerSecond": number(round(median(publishOne) * megabytes * 10) / 10),
+            "publishParallelEventsPerSecond": number(Int(median(publishMany))),
+            "publishParallelMBPerSecond": number(round(median(publishMany) * megabytes * 10) / 10),
+            "replayEventsPerSecond": number(Int(median(replay))),
+            "pingP50Ms": number(pingFloor.p50 / 1e6), "pingP99Ms": number(pingFloor.p99 / 1e6),
+            "latencyRate": number(rate), "latencySeconds": number(duration),
+            "latencyP50Ms": number(latency.p50 / 1e6), "latencyP99Ms": number(latency.p99 / 1e6),
+            "latencyP999Ms": number(latency.p999 / 1e6), "latencyMaxMs": number(latency.max / 1e6),
+            "diskBytesPerEvent": diskPerEvent.isEmpty ? .null : number(Int(median(diskPerEvent))),
+            "serverPeakRSSMiB": peakRSS.map { number(Double($0) / 1_048_576) } ?? .null,
             "samples": [
-                "publish": publishOne.map(Int.init), "publishParallel": publishMany.map(Int.init),
-                "replay": replay.map(Int.init), "latencyP99Ms": latencies.map { $0.p99 / 1e6 },
+                "publish": .array(publishOne.map { number(Int($0)) }),
+                "publishParallel": .array(publishMany.map { number(Int($0)) }),
+                "replay": .array(replay.map { number(Int($0)) }),
+                "latencyP99Ms": .array(latencies.map { number($0.p99 / 1e6) }),
             ],
         ]
         print("""
@@ -119,9 +125,9 @@ struct BrokerBenchmark: AsyncParsableCommand {
             | server peak RSS | \(peakRSS.map { String(format: "%.1f MiB", Double($0) / 1_048_576) } ?? "n/a (no --server-pid)") |
 
             """)
-        let json = try JSONSerialization.data(withJSONObject: summary, options: [.sortedKeys])
+        let json = summary.serialized()
         print(String(decoding: json, as: UTF8.self))
-        if let jsonOut { try json.write(to: URL(fileURLWithPath: jsonOut)) }
+        if let jsonOut { try Data(json).write(to: URL(fileURLWithPath: jsonOut)) }
     }
 
     /// Publishes all records to `topic`, split across `clients` connections; returns events per second.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NIOConcurrencyHelpers
 import TelexCLI
 import TelexClient
 import TelexEvents
@@ -104,7 +105,7 @@ struct TelexPub: AsyncParsableCommand {
             } catch {
                 throw TelexError(.invalidEvent, "\(file): cannot read (\(error.localizedDescription))")
             }
-            guard let article = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            guard let article = (try? JSONValue(parsing: data))?.objectValue else {
                 throw TelexError(.invalidEvent, "\(file): not a JSON object (a ninjs article)")
             }
             do {
@@ -135,7 +136,7 @@ struct TelexPub: AsyncParsableCommand {
                     if text.allSatisfy(\.isWhitespace) { continue }
                     let location = files.count > 1 ? "\(source) line \(number)" : "line \(number)"
                     do {
-                        let event = try CloudEvent(jsonText: Data(text.utf8), location: location)
+                        let event = try CloudEvent(jsonText: text.utf8, location: location)
                         if topic == nil, event.topic == nil {
                             throw TelexError(.invalidEvent,
                                 "\(location): field 'topic': missing; give --topic or a \"topic\" attribute on the event")
@@ -160,33 +161,35 @@ struct TelexPub: AsyncParsableCommand {
                                       id: events[index].id, result))
                     }
                 }
-                fflush(stdout)
+                fflush(nil)  // all output streams: the C `stdout` global is not concurrency-safe to name
             }
             if let stop { throw stop }
         }
     }
 
-    private func ackLine(line: Int?, file: String?, id: String, _ result: (topic: String, offset: Int64)) -> String {
-        var object: [String: Any] = ["id": id, "topic": result.topic, "offset": result.offset]
-        if let line { object["line"] = line }
-        if let file { object["file"] = file }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
-        return String(decoding: data, as: UTF8.self)
+    private func ackLine(line: Int?, file: String?, id: String, _ ack: EventAck) -> String {
+        var object: [String: JSONValue] = ["id": .string(id), "topic": .string(ack.topic), "offset": .integer(ack.offset)]
+        if let line { object["line"] = .integer(Int64(line)) }
+        if let file { object["file"] = .string(file) }
+        return JSONValue.object(object).jsonText
     }
 }
 
 /// Reads lines on a background thread so publishing never waits for a slow pipe to fill a batch.
-final class LineReader: @unchecked Sendable {
+final class LineReader: Sendable {
     enum Line {
         case text(source: String, number: Int, String)
         case failure(String)
     }
 
+    private struct State {
+        var lines: [Line] = []
+        var done = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
     private let files: [String]
-    private let lock = NSLock()
-    private var lines: [Line] = []
-    private var done = false
-    private var waiter: CheckedContinuation<Void, Never>?
+    private let state = NIOLockedValueBox(State())
 
     init(files: [String]) {
         self.files = files
@@ -229,47 +232,45 @@ final class LineReader: @unchecked Sendable {
                 push(.text(source: name, number: number, String(decoding: pending, as: UTF8.self)))
             }
         }
-        lock.lock()
-        done = true
-        let waiter = self.waiter
-        self.waiter = nil
-        lock.unlock()
+        let waiter = state.withLockedValue { state in
+            state.done = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
         waiter?.resume()
     }
 
     private func push(_ line: Line) { push(contentsOf: [line]) }
 
     private func push(contentsOf newLines: [Line]) {
-        lock.lock()
-        lines.append(contentsOf: newLines)
-        let waiter = self.waiter
-        self.waiter = nil
-        lock.unlock()
+        let waiter = state.withLockedValue { state in
+            state.lines.append(contentsOf: newLines)
+            defer { state.waiter = nil }
+            return state.waiter
+        }
         waiter?.resume()
     }
 
     /// Up to `max` lines already read; waits only when none are there. Empty means the input ended.
     func take(max: Int) async -> [Line] {
         while true {
-            let ready: [Line]? = lock.withLock {
-                if !lines.isEmpty {
-                    let count = Swift.min(max, lines.count)
-                    let taken = Array(lines.prefix(count))
-                    lines.removeFirst(count)
+            let ready: [Line]? = state.withLockedValue { state in
+                if !state.lines.isEmpty {
+                    let count = Swift.min(max, state.lines.count)
+                    let taken = Array(state.lines.prefix(count))
+                    state.lines.removeFirst(count)
                     return taken
                 }
-                return done ? [] : nil
+                return state.done ? [] : nil
             }
             if let ready { return ready }
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                lock.lock()
-                if !lines.isEmpty || done {
-                    lock.unlock()
-                    continuation.resume()
-                } else {
-                    waiter = continuation
-                    lock.unlock()
+                let resumeNow = state.withLockedValue { state in
+                    if !state.lines.isEmpty || state.done { return true }
+                    state.waiter = continuation
+                    return false
                 }
+                if resumeNow { continuation.resume() }
             }
         }
     }

@@ -98,7 +98,9 @@ struct TelexSub: AsyncParsableCommand {
                     continue
                 }
                 print(line)
-                if fflush(stdout) != 0 { break }
+                // fflush(nil) flushes every output stream (naming the C `stdout` global is not concurrency-safe); EOF means
+                // standard output is gone (a closed pipe).
+                if fflush(nil) != 0 { break }
                 printed += 1
                 sinceCommit += 1
                 if consumer != nil, sinceCommit >= commitEvery {
@@ -123,7 +125,8 @@ struct TelexSub: AsyncParsableCommand {
 }
 
 /// Turns SIGINT/SIGTERM into a clean stop, so a durable consumer commits what it printed.
-final class StopSignal: @unchecked Sendable {
+/// Used only by the task that runs the command; the signal sources live as long as it does.
+final class StopSignal {
     private var sources: [DispatchSourceSignal] = []
 
     func install(_ action: @escaping @Sendable () -> Void) {

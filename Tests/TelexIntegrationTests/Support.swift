@@ -78,7 +78,7 @@ func articleEvent(_ index: Int, topic: String? = nil, type: String = "article.cr
         article: [
             "uri": "urn:telex:test:article-\(index)", "version": "1", "type": "text",
             "headlines": [["role": "main", "value": "Headline number \(index)"]],
-            "bodies": [["role": "main", "contentType": "text/plain", "value": "Body \(index): " + String(repeating: "newsroom ", count: 20)]],
+            "bodies": [["role": "main", "contentType": "text/plain", "value": .string("Body \(index): " + String(repeating: "newsroom ", count: 20))]],
         ],
         source: "urn:telex:test", id: "evt-\(index)", topic: topic)
 }

@@ -1,0 +1,88 @@
+import Foundation
+import TelexEvents
+import Testing
+
+/// The repository's `seeds/` directory (the tests read the committed files, not ../shared).
+let seedsDirectory = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent("seeds")
+
+/// The lines of seeds/articles.jsonl with their line numbers.
+func seedLines() throws -> [(number: Int, text: String)] {
+    let text = try String(contentsOf: seedsDirectory.appendingPathComponent("articles.jsonl"), encoding: .utf8)
+    return text.split(separator: "\n").enumerated().map { ($0.offset + 1, String($0.element)) }
+}
+
+/// The IPTC ninjs example articles copied into seeds/ninjs.
+func ninjsExamples() throws -> [URL] {
+    try FileManager.default.contentsOfDirectory(at: seedsDirectory.appendingPathComponent("ninjs"), includingPropertiesForKeys: nil)
+        .filter { $0.pathExtension == "json" }
+        .sorted { $0.lastPathComponent < $1.lastPathComponent }
+}
+
+/// True when Foundation's other parser (JSONSerialization) reads both texts as the same value: an oracle
+/// independent of `JSONValue`.
+func sameJSON(_ first: some Collection<UInt8>, _ second: some Collection<UInt8>) throws -> Bool {
+    let a = try JSONSerialization.jsonObject(with: Data(first)) as? NSDictionary
+    let b = try JSONSerialization.jsonObject(with: Data(second)) as? NSDictionary
+    return a != nil && a == b
+}
+
+@Suite("Seeds and ninjs examples", .timeLimit(.minutes(1)))
+struct SeedTests {
+    @Test("every seed line validates and survives record and output line unchanged")
+    func seedRoundTrips() throws {
+        let lines = try seedLines()
+        #expect(lines.count == 9)
+        for (number, text) in lines {
+            let event = try CloudEvent(jsonText: Array(text.utf8), location: "line \(number)")
+            let original = try JSONValue(parsing: Array(text.utf8))
+            #expect(JSONValue.object(event.json) == original, "line \(number)")
+            #expect(event.uri == original["data"]?["uri"]?.stringValue)
+            #expect(event.topic == original["topic"]?.stringValue)
+
+            let record = event.record()
+            var withoutTopic = event.json
+            withoutTopic["topic"] = nil
+            #expect(try JSONValue(parsing: record.value.readableBytesView) == .object(withoutTopic))
+            #expect(String(buffer: record.key) == event.uri)
+
+            let line = try CloudEvent.outputLine(value: record.value, topic: event.topic!, offset: Int64(number),
+                                                 brokerTime: 1_709_712_000_000)
+            let again = try CloudEvent(jsonText: Array(line.utf8), location: "output \(number)")
+            #expect(again == event, "line \(number)")
+            // Foundation's other parser agrees that the stored value is the seed line, apart from the topic.
+            var seedWithoutTopic = original.objectValue!
+            seedWithoutTopic["topic"] = nil
+            #expect(try sameJSON(record.value.readableBytesView, JSONValue.object(seedWithoutTopic).serialized()))
+        }
+    }
+
+    @Test("seed events carry their article's uri as subject and a time the record uses")
+    func seedTimes() throws {
+        for (number, text) in try seedLines() {
+            let event = try CloudEvent(jsonText: Array(text.utf8), location: "line \(number)")
+            #expect(event.subject == event.uri)
+            let time = try #require(event.time.flatMap(CloudEvent.parseTime))
+            #expect(event.record().timestamp == Int64(time.timeIntervalSince1970 * 1000))
+        }
+    }
+
+    @Test("every ninjs example becomes an article event whose data is the example, value for value")
+    func ninjsRoundTrips() throws {
+        let files = try ninjsExamples()
+        #expect(files.count == 6)
+        for file in files {
+            let bytes = try Data(contentsOf: file)
+            let article = try #require(try JSONValue(parsing: bytes).objectValue, "\(file.lastPathComponent)")
+            for type in ["article.created", "article.updated"] {
+                let event = try CloudEvent(type: type, article: article, source: "urn:telex:test", id: "x",
+                                           time: Date(timeIntervalSince1970: 1_709_712_000), topic: "news.world")
+                #expect(event.uri == article["uri"]?.stringValue)
+                let stored = try JSONValue(parsing: event.record().value.readableBytesView)
+                #expect(stored["data"] == .object(article), "\(file.lastPathComponent)")
+                #expect(try sameJSON(bytes, stored["data"]!.serialized()), "\(file.lastPathComponent)")
+            }
+        }
+    }
+}
