@@ -56,7 +56,7 @@ final class SubscriptionSink: @unchecked Sendable {
 final class ClientChannelHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = Frame
 
-    var pending: [UInt32: EventLoopPromise<Message>] = [:]
+    var pending: [UInt32: EventLoopPromise<BrokerMessage>] = [:]
     var sinks: [UInt32: SubscriptionSink] = [:]
     var sinksByRequest: [UInt32: SubscriptionSink] = [:]
     var closedError: TelexError?
@@ -69,9 +69,9 @@ final class ClientChannelHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         let requestID = frame.header.requestID
-        let message: Message
+        let message: BrokerMessage
         do {
-            message = try Message.decode(frame)
+            message = try BrokerMessage.decode(frame)
         } catch {
             fail(context: context, error: error)
             return
@@ -163,7 +163,7 @@ final class Connection: @unchecked Sendable {
                 "cannot reach the Telex broker at \(address) (\(error)); is telexd running? Start it with `swift run telexd`, or pass --server HOST:PORT")
         }
         let provisional = Connection(channel: channel, handler: handler, serverName: "", requestTimeout: configuration.connectTimeout)
-        let reply: Message
+        let reply: BrokerMessage
         do {
             reply = try await provisional.request(
                 .hello(minVersion: FrameHeader.supportedVersions.lowerBound, maxVersion: FrameHeader.supportedVersions.upperBound,
@@ -190,10 +190,10 @@ final class Connection: @unchecked Sendable {
     }
 
     /// Sends a request and returns the future of its reply. Requests are written in call order.
-    func send(_ message: Message, requestID: UInt32? = nil, subscriptionSink: (UInt32, SubscriptionSink)? = nil) -> EventLoopFuture<Message> {
+    func send(_ message: ClientMessage, requestID: UInt32? = nil, subscriptionSink: (UInt32, SubscriptionSink)? = nil) -> EventLoopFuture<BrokerMessage> {
         let requestID = requestID ?? makeRequestID()
         let loop = channel.eventLoop
-        let promise = loop.makePromise(of: Message.self)
+        let promise = loop.makePromise(of: BrokerMessage.self)
         var buffer = channel.allocator.buffer(capacity: 64)
         var batch: ByteBuffer?
         if case .publish(let topic, let bytes) = message {
@@ -235,7 +235,7 @@ final class Connection: @unchecked Sendable {
     }
 
     /// Sends a request and waits for its reply; cancelling the task fails the wait (the request may still apply).
-    func request(_ message: Message, subscriptionSink: (UInt32, SubscriptionSink)? = nil) async throws -> Message {
+    func request(_ message: ClientMessage, subscriptionSink: (UInt32, SubscriptionSink)? = nil) async throws -> BrokerMessage {
         let future = send(message, subscriptionSink: subscriptionSink)
         return try await withTaskCancellationHandler {
             try await future.get()
@@ -251,7 +251,7 @@ final class Connection: @unchecked Sendable {
     }
 
     /// Sends a message that has no reply (CREDIT).
-    func post(_ message: Message) {
+    func post(_ message: ClientMessage) {
         var buffer = channel.allocator.buffer(capacity: 32)
         buffer.writeMessage(message, requestID: 0)
         channel.writeAndFlush(buffer, promise: nil)

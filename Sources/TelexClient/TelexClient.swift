@@ -328,7 +328,7 @@ public final class TelexClient: @unchecked Sendable {
 /// Used by one task at a time.
 final class PublishPipeline {
     private let client: TelexClient
-    private var unacked: [(batch: PreparedBatch, reply: EventLoopFuture<Message>)] = []
+    private var unacked: [(batch: PreparedBatch, reply: EventLoopFuture<BrokerMessage>)] = []
     private var head = 0
     private var acks: [PublishAck] = []
     private var failures = 0

@@ -6,7 +6,7 @@ import TelexStorage
 /// their header from memory and the batches straight from the segment file.
 extension ConnectionHandler {
     /// Queues a message; it is sent at the next flush.
-    func write(_ message: Message, requestID: UInt32) {
+    func write(_ message: BrokerMessage, requestID: UInt32) {
         outbound.writeMessage(message, requestID: requestID)
     }
 
@@ -19,7 +19,7 @@ extension ConnectionHandler {
         guard let context else { return }
         var prefix = context.channel.allocator.buffer(capacity: 32 + topic.utf8.count)
         prefix.writeFrameHeader(type: .deliver, requestID: 0, bodyLength: 4 + 2 + topic.utf8.count + slice.length)
-        Message.writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, into: &prefix)
+        BrokerMessage.writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, into: &prefix)
         writeOutboundBuffer()
         let handle = try slice.makeFileHandle()
         context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: nil)

@@ -42,7 +42,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// True while a topic is being created on the thread pool; later requests wait in `waitingRequests`.
     var creatingTopic = false
     /// Requests that arrived while a topic creation was in flight, in arrival order.
-    var waitingRequests = CircularBuffer<(message: Message, requestID: UInt32)>()
+    var waitingRequests = CircularBuffer<(request: Result<ClientMessage, TelexError>, requestID: UInt32)>()
     /// Publishes and commits accepted and not yet answered.
     var inFlight = 0
     /// The last commit of this connection: the next one runs after it, so commits apply in order.
@@ -103,29 +103,32 @@ final class ConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         let requestID = frame.header.requestID
-        let message: Message
+        let request: Result<ClientMessage, TelexError>
         do {
-            message = try Message.decode(frame)
+            request = .success(try ClientMessage.decode(frame))
+        } catch where error.code != .invalidRequest {
+            // A malformed body: the byte stream cannot be trusted any more.
+            return closeWithError(error, requestID: requestID)
         } catch {
-            closeWithError(error, requestID: requestID)
-            return
+            // A well-formed frame of a broker-to-client type: refused, the connection stays open.
+            request = .failure(error)
         }
         switch state {
         case .closed:
             return
         case .awaitingHello:
-            guard case .hello(let minVersion, let maxVersion, let clientName, let token) = message else {
+            guard case .success(.hello(let minVersion, let maxVersion, let clientName, let token)) = request else {
                 closeWithError(TelexError(.handshakeRequired,
-                    "\(message.type.name) sent before HELLO; the first frame must be HELLO"), requestID: requestID)
+                    "\(frame.header.type.name) sent before HELLO; the first frame must be HELLO"), requestID: requestID)
                 return
             }
             handshake(minVersion: minVersion, maxVersion: maxVersion, clientName: clientName, token: token, requestID: requestID)
         case .ready where creatingTopic:
-            waitingRequests.append((message, requestID))
+            waitingRequests.append((request, requestID))
         case .ready:
-            handle(message, requestID: requestID)
+            handle(request, requestID: requestID)
         case .quiescing:
-            reply(TelexError(.shuttingDown, "the broker is shutting down; reconnect and send \(message.type.name) again"), requestID)
+            refuseWhileQuiescing(frame.header.type, requestID: requestID)
         }
     }
 
@@ -152,7 +155,12 @@ final class ConnectionHandler: ChannelInboundHandler {
                        maxFrameSize: UInt32(configuration.maxFrameSize)), requestID: requestID)
     }
 
-    private func handle(_ message: Message, requestID: UInt32) {
+    private func handle(_ request: Result<ClientMessage, TelexError>, requestID: UInt32) {
+        let message: ClientMessage
+        switch request {
+        case .success(let decoded): message = decoded
+        case .failure(let error): return reply(error, requestID)
+        }
         switch message {
         case .publish(let topic, let batch):
             publish(topic: topic, batch: batch, requestID: requestID)
@@ -173,21 +181,26 @@ final class ConnectionHandler: ChannelInboundHandler {
             write(.pong(nonce: nonce), requestID: requestID)
         case .hello:
             reply(TelexError(.invalidRequest, "HELLO sent twice on one connection"), requestID)
-        case .helloOK, .publishAck, .subscribed, .deliver, .commitAck, .unsubscribed, .pong, .error, .caughtUp:
-            reply(TelexError(.invalidRequest, "\(message.type.name) is sent by the broker, not to it"), requestID)
         }
     }
 
     /// Handles the requests that waited behind a topic creation, until another creation blocks them again.
     func handleWaitingRequests() {
-        while !creatingTopic, let (message, requestID) = waitingRequests.popFirst() {
+        while !creatingTopic, let (request, requestID) = waitingRequests.popFirst() {
             switch state {
-            case .ready: handle(message, requestID: requestID)
+            case .ready: handle(request, requestID: requestID)
             case .quiescing:
-                reply(TelexError(.shuttingDown, "the broker is shutting down; reconnect and send \(message.type.name) again"), requestID)
+                switch request {
+                case .success(let message): refuseWhileQuiescing(message.type, requestID: requestID)
+                case .failure(let error): reply(error, requestID)
+                }
             case .awaitingHello, .closed: return
             }
         }
+    }
+
+    private func refuseWhileQuiescing(_ type: MessageType, requestID: UInt32) {
+        reply(TelexError(.shuttingDown, "the broker is shutting down; reconnect and send \(type.name) again"), requestID)
     }
 
     // MARK: Shutdown

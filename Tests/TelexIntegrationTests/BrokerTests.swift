@@ -189,7 +189,7 @@ struct BrokerTests {
             var batches = 0
             slow.setReadTimeout(milliseconds: 500)
             while let frame = try? slow.readFrame() {
-                if case .deliver(_, _, let bytes) = try Message.decode(frame) {
+                if case .deliver(_, _, let bytes) = try BrokerMessage.decode(frame) {
                     batches += try RecordBatch.split(bytes).count
                 }
             }
@@ -306,6 +306,24 @@ struct BadInputTests {
             guard case .error(let code, _) = message else { Issue.record("expected ERROR"); return }
             #expect(code == .handshakeRequired)
             #expect(raw.waitForClose())
+        }
+    }
+
+    @Test("a message only brokers send is refused with an ERROR; the connection stays open")
+    func brokerMessageSentToTheBroker() async throws {
+        try await withServer { server, _ in
+            let raw = try RawConnection(port: server.localPort!)
+            try raw.hello()
+            raw.send(BrokerMessage.pong(nonce: 7), requestID: 21)
+            let (requestID, message) = try raw.readMessage()
+            guard case .error(let code, let text) = message else { Issue.record("expected ERROR, got \(message)"); return }
+            #expect(code == .invalidRequest)
+            #expect(text.contains("PONG") && text.contains("sent by the broker, not to it"))
+            #expect(requestID == 21)
+            raw.send(ClientMessage.ping(nonce: 8), requestID: 22)
+            let pong = try raw.readMessage()
+            #expect(pong.requestID == 22)
+            #expect(pong.message == .pong(nonce: 8))
         }
     }
 

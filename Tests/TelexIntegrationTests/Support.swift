@@ -150,7 +150,14 @@ final class RawConnection {
         }
     }
 
-    func send(_ message: Message, requestID: UInt32) {
+    func send(_ message: ClientMessage, requestID: UInt32) {
+        var buffer = ByteBuffer()
+        buffer.writeMessage(message, requestID: requestID)
+        send(buffer)
+    }
+
+    /// Sends a message only a broker should send, to see how the broker refuses it.
+    func send(_ message: BrokerMessage, requestID: UInt32) {
         var buffer = ByteBuffer()
         buffer.writeMessage(message, requestID: requestID)
         send(buffer)
@@ -174,9 +181,9 @@ final class RawConnection {
         }
     }
 
-    func readMessage() throws -> (requestID: UInt32, message: Message) {
+    func readMessage() throws -> (requestID: UInt32, message: BrokerMessage) {
         guard let frame = try readFrame() else { throw TelexError(.connectionFailed, "closed by broker") }
-        return (frame.header.requestID, try Message.decode(frame))
+        return (frame.header.requestID, try BrokerMessage.decode(frame))
     }
 
     /// Whether the broker closed the connection (reads until EOF, skipping frames).

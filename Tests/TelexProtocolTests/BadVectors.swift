@@ -5,7 +5,7 @@ import TelexProtocol
 enum BadVectorStage: String, CaseIterable {
     /// The frame decoder (length, header, end of stream).
     case frame
-    /// `Message.decode` of a complete frame.
+    /// `ClientMessage.decode` or `BrokerMessage.decode` of a complete frame, by the direction of its type.
     case message
     /// Topic-name validation of a decoded PUBLISH.
     case topic

@@ -100,7 +100,7 @@ struct FrameErrorTests {
         }
         let frame = try decodeOneFrame(bytes)
         expectTelexError(.malformedFrame, mentioning: [vector.message.type.name, "1 unexpected trailing bytes"]) {
-            _ = try Message.decode(frame)
+            _ = try WireMessage.decode(frame)
         }
     }
 
@@ -111,8 +111,8 @@ struct FrameErrorTests {
         vector.message.encodeBody(into: &body)
         var fixedPart = body.readableBytes
         switch vector.message {
-        case .publish(let topic, _): fixedPart = 2 + topic.utf8.count
-        case .deliver(_, let topic, _): fixedPart = 4 + 2 + topic.utf8.count
+        case .client(.publish(let topic, _)): fixedPart = 2 + topic.utf8.count
+        case .broker(.deliver(_, let topic, _)): fixedPart = 4 + 2 + topic.utf8.count
         default: break
         }
         for length in 0..<fixedPart {
@@ -122,7 +122,7 @@ struct FrameErrorTests {
             }
             let frame = try decodeOneFrame(bytes)
             expectTelexError(.malformedFrame, mentioning: [vector.message.type.name, "truncated at field"]) {
-                _ = try Message.decode(frame)
+                _ = try WireMessage.decode(frame)
             }
         }
     }
@@ -135,7 +135,7 @@ struct FrameErrorTests {
             $0.writeInteger(Int64(1))
         }
         expectTelexError(.malformedFrame, mentioning: ["COMMIT_ACK", "topic is not valid UTF-8"]) {
-            _ = try Message.decode(try decodeOneFrame(bytes))
+            _ = try BrokerMessage.decode(try decodeOneFrame(bytes))
         }
     }
 
@@ -146,7 +146,7 @@ struct FrameErrorTests {
             $0.writeMultipleIntegers(Int64(10), UInt32(1), UInt8(2))
         }
         expectTelexError(.malformedFrame, mentioning: ["duplicate flag 2"]) {
-            _ = try Message.decode(try decodeOneFrame(bytes))
+            _ = try BrokerMessage.decode(try decodeOneFrame(bytes))
         }
     }
 
@@ -160,7 +160,7 @@ struct FrameErrorTests {
             $0.writeMultipleIntegers(UInt32(1), UInt16(0))
         }
         expectTelexError(.malformedFrame, mentioning: ["SUBSCRIBE", "startKind 4"]) {
-            _ = try Message.decode(try decodeOneFrame(bytes))
+            _ = try ClientMessage.decode(try decodeOneFrame(bytes))
         }
     }
 
@@ -176,7 +176,7 @@ struct FrameErrorTests {
             $0.writeInteger(Int64(5))
         }
         expectTelexError(.malformedFrame, mentioning: ["resume[1].topic"]) {
-            _ = try Message.decode(try decodeOneFrame(bytes))
+            _ = try ClientMessage.decode(try decodeOneFrame(bytes))
         }
     }
 }

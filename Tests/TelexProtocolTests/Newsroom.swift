@@ -91,7 +91,7 @@ enum Newsroom {
     struct Vector: Sendable {
         var name: String
         var description: String
-        var message: Message
+        var message: WireMessage
         var requestID: UInt32
     }
 
@@ -100,99 +100,102 @@ enum Newsroom {
         [
             Vector(
                 name: "hello", description: "Client's first frame: speaks versions 1...1, names itself, sends a token.",
-                message: .hello(
+                message: .client(.hello(
                     minVersion: 1, maxVersion: 1, clientName: "telex-pub/0.1 (desk-world-07)",
-                    authToken: ByteBuffer(string: "newsroom-token-5f2c")),
+                    authToken: ByteBuffer(string: "newsroom-token-5f2c"))),
                 requestID: 1),
             Vector(
                 name: "hello_ok",
                 description: "Server accepts the handshake: version 1, its name and maximum frame size.",
-                message: .helloOK(version: 1, serverName: "telexd/0.1", maxFrameSize: 8 << 20), requestID: 1),
+                message: .broker(.helloOK(version: 1, serverName: "telexd/0.1", maxFrameSize: 8 << 20)), requestID: 1),
             Vector(
                 name: "publish",
                 description:
                     "PUBLISH of one uncompressed batch (codec none) with two records: keys, headers, CloudEvents values. Base offset and append time are 0 as a producer sends them.",
-                message: .publish(topic: topic, batch: plainBatch), requestID: 7),
+                message: .client(.publish(topic: topic, batch: plainBatch)), requestID: 7),
             Vector(
                 name: "publish_zlib",
                 description: "PUBLISH of one zlib batch (level 1) with two records, the same producer's next sequence.",
-                message: .publish(topic: topic, batch: zlibBatch), requestID: 8),
+                message: .client(.publish(topic: topic, batch: zlibBatch)), requestID: 8),
             Vector(
                 name: "publish_ack", description: "The broker stored request 7's two records at offsets 1186 and 1187.",
-                message: .publishAck(topic: topic, baseOffset: firstBaseOffset, recordCount: 2, duplicate: false),
+                message: .broker(
+                    .publishAck(topic: topic, baseOffset: firstBaseOffset, recordCount: 2, duplicate: false)),
                 requestID: 7),
             Vector(
                 name: "publish_ack_duplicate",
                 description:
                     "A retry of request 7's batch (same producerId and producerSequence) answered with the original offsets and duplicate=1; nothing was appended.",
-                message: .publishAck(topic: topic, baseOffset: firstBaseOffset, recordCount: 2, duplicate: true),
+                message: .broker(
+                    .publishAck(topic: topic, baseOffset: firstBaseOffset, recordCount: 2, duplicate: true)),
                 requestID: 9),
             Vector(
                 name: "subscribe",
                 description:
                     "Durable subscription 1 to news.>: start at a timestamp, consumer 'frontpage-renderer', 8 batches of credit, resume news.world at 1187.",
-                message: .subscribe(
+                message: .client(.subscribe(
                     subscriptionID: 1, pattern: "news.>", start: .timestamp(publishedAt - 3_600_000),
                     consumerName: "frontpage-renderer", initialCredit: 8,
-                    resume: [TopicOffset(topic: topic, offset: 1187)]),
+                    resume: [TopicOffset(topic: topic, offset: 1187)])),
                 requestID: 10),
             Vector(
                 name: "subscribe_end",
                 description: "Anonymous subscription 2 to one exact topic, new records only, no resume list.",
-                message: .subscribe(
+                message: .client(.subscribe(
                     subscriptionID: 2, pattern: "news.sport", start: .end, consumerName: "",
-                    initialCredit: 1, resume: []),
+                    initialCredit: 1, resume: [])),
                 requestID: 11),
             Vector(
                 name: "subscribed",
                 description:
                     "Subscription 1 matched two topics: where delivery starts and where each log ended at subscribe time.",
-                message: .subscribed(
+                message: .broker(.subscribed(
                     subscriptionID: 1,
                     topics: [
                         TopicRange(topic: topic, startOffset: 1187, endOffset: 1190),
                         TopicRange(topic: "news.sport", startOffset: 512, endOffset: 530),
-                    ]),
+                    ])),
                 requestID: 10),
             Vector(
                 name: "deliver",
                 description:
                     "DELIVER of two stored batches of news.world (offsets 1186-1187 uncompressed, 1188-1189 zlib). The subscription asked for 1187, so the client skips offset 1186.",
-                message: .deliver(subscriptionID: 1, topic: topic, batches: deliveredBatches), requestID: 0),
+                message: .broker(.deliver(subscriptionID: 1, topic: topic, batches: deliveredBatches)), requestID: 0),
             Vector(
                 name: "credit", description: "Subscription 1 may receive 8 more batches.",
-                message: .credit(subscriptionID: 1, batches: 8), requestID: 12),
+                message: .client(.credit(subscriptionID: 1, batches: 8)), requestID: 12),
             Vector(
                 name: "commit",
                 description:
                     "Consumer of subscription 1 has processed news.world up to 1189; the next offset to read is 1190.",
-                message: .commit(subscriptionID: 1, topic: topic, offset: 1190), requestID: 13),
+                message: .client(.commit(subscriptionID: 1, topic: topic, offset: 1190)), requestID: 13),
             Vector(
                 name: "commit_ack", description: "The broker stored the committed offset.",
-                message: .commitAck(topic: topic, offset: 1190), requestID: 13),
+                message: .broker(.commitAck(topic: topic, offset: 1190)), requestID: 13),
             Vector(
                 name: "unsubscribe", description: "Stop subscription 2.",
-                message: .unsubscribe(subscriptionID: 2), requestID: 14),
+                message: .client(.unsubscribe(subscriptionID: 2)), requestID: 14),
             Vector(
                 name: "unsubscribed", description: "Subscription 2 is gone; no DELIVER for it follows.",
-                message: .unsubscribed(subscriptionID: 2), requestID: 14),
+                message: .broker(.unsubscribed(subscriptionID: 2)), requestID: 14),
             Vector(
                 name: "ping", description: "Keep-alive with a nonce.",
-                message: .ping(nonce: 180_258_102_730_097), requestID: 15),
+                message: .client(.ping(nonce: 180_258_102_730_097)), requestID: 15),
             Vector(
                 name: "pong", description: "Answer to the ping, echoing the nonce.",
-                message: .pong(nonce: 180_258_102_730_097), requestID: 15),
+                message: .broker(.pong(nonce: 180_258_102_730_097)), requestID: 15),
             Vector(
                 name: "error",
                 description:
                     "The broker rejects request 16, a SUBSCRIBE with an invalid pattern; the connection stays open.",
-                message: .error(code: .invalidTopic, message: "pattern 'news.>.world': '>' may only be the last token"),
+                message: .broker(
+                    .error(code: .invalidTopic, message: "pattern 'news.>.world': '>' may only be the last token")),
                 requestID: 16),
             Vector(
                 name: "caught_up",
                 description:
                     "Subscription 1 has been delivered every topic matched at subscribe time up to its end offset.",
-                message: .caughtUp(subscriptionID: 1), requestID: 0),
+                message: .broker(.caughtUp(subscriptionID: 1)), requestID: 0),
         ]
     }
 }

@@ -28,20 +28,22 @@ enum RandomWire {
         T.random(in: .min ... .max, using: &rng)
     }
 
-    static func message(_ rng: inout some RandomNumberGenerator) -> Message {
-        switch MessageType.allCases.randomElement(using: &rng)! {
+    static let clientTypes = MessageType.allCases.filter(\.isSentByClients)
+    static let brokerTypes = MessageType.allCases.filter { !$0.isSentByClients }
+
+    /// A random message of either direction.
+    static func message(_ rng: inout some RandomNumberGenerator) -> WireMessage {
+        Bool.random(using: &rng) ? .client(clientMessage(&rng)) : .broker(brokerMessage(&rng))
+    }
+
+    static func clientMessage(_ rng: inout some RandomNumberGenerator) -> ClientMessage {
+        switch clientTypes.randomElement(using: &rng)! {
         case .hello:
             return .hello(
                 minVersion: integer(&rng), maxVersion: integer(&rng), clientName: string(&rng),
                 authToken: bytes(&rng, count: 0...40))
-        case .helloOK:
-            return .helloOK(version: integer(&rng), serverName: string(&rng), maxFrameSize: integer(&rng))
         case .publish:
             return .publish(topic: string(&rng), batch: bytes(&rng, count: 0...200))
-        case .publishAck:
-            return .publishAck(
-                topic: string(&rng), baseOffset: integer(&rng), recordCount: integer(&rng),
-                duplicate: Bool.random(using: &rng))
         case .subscribe:
             let start: StartPosition =
                 switch Int.random(in: 0...3, using: &rng) {
@@ -56,6 +58,27 @@ enum RandomWire {
                 resume: (0..<Int.random(in: 0...5, using: &rng)).map { _ in
                     TopicOffset(topic: string(&rng), offset: integer(&rng))
                 })
+        case .credit:
+            return .credit(subscriptionID: integer(&rng), batches: integer(&rng))
+        case .commit:
+            return .commit(subscriptionID: integer(&rng), topic: string(&rng), offset: integer(&rng))
+        case .unsubscribe:
+            return .unsubscribe(subscriptionID: integer(&rng))
+        case .ping:
+            return .ping(nonce: integer(&rng))
+        default:
+            preconditionFailure("not a client-to-broker type")
+        }
+    }
+
+    static func brokerMessage(_ rng: inout some RandomNumberGenerator) -> BrokerMessage {
+        switch brokerTypes.randomElement(using: &rng)! {
+        case .helloOK:
+            return .helloOK(version: integer(&rng), serverName: string(&rng), maxFrameSize: integer(&rng))
+        case .publishAck:
+            return .publishAck(
+                topic: string(&rng), baseOffset: integer(&rng), recordCount: integer(&rng),
+                duplicate: Bool.random(using: &rng))
         case .subscribed:
             return .subscribed(
                 subscriptionID: integer(&rng),
@@ -64,24 +87,18 @@ enum RandomWire {
                 })
         case .deliver:
             return .deliver(subscriptionID: integer(&rng), topic: string(&rng), batches: bytes(&rng, count: 0...200))
-        case .credit:
-            return .credit(subscriptionID: integer(&rng), batches: integer(&rng))
-        case .commit:
-            return .commit(subscriptionID: integer(&rng), topic: string(&rng), offset: integer(&rng))
         case .commitAck:
             return .commitAck(topic: string(&rng), offset: integer(&rng))
-        case .unsubscribe:
-            return .unsubscribe(subscriptionID: integer(&rng))
         case .unsubscribed:
             return .unsubscribed(subscriptionID: integer(&rng))
-        case .ping:
-            return .ping(nonce: integer(&rng))
         case .pong:
             return .pong(nonce: integer(&rng))
         case .error:
             return .error(code: TelexError.Code(rawValue: integer(&rng)), message: string(&rng, scalars: 0...200))
         case .caughtUp:
             return .caughtUp(subscriptionID: integer(&rng))
+        default:
+            preconditionFailure("not a broker-to-client type")
         }
     }
 
@@ -154,21 +171,18 @@ enum RandomWire {
     }
 }
 
-@Suite("Properties")
+@Suite("Properties", .timeLimit(.minutes(1)))
 struct PropertyTests {
     /// Runs every decoder a receiver would run on `bytes`; each may only return or throw `TelexError`.
     static func decodeEverything(_ bytes: ByteBuffer) {
         do {
             for frame in try decodeStream(bytes, limits: FrameLimits(maxFrameSize: 4096)) {
-                let message: Message
-                do { message = try Message.decode(frame) } catch { continue }
-                switch message {
-                case .publish(_, let batch):
+                // The broker decodes every frame as a ClientMessage, a client as a BrokerMessage.
+                if case .publish(_, let batch)? = try? ClientMessage.decode(frame) {
                     decodeBatch(batch)
-                case .deliver(_, _, let batches):
+                }
+                if case .deliver(_, _, let batches)? = try? BrokerMessage.decode(frame) {
                     (try? RecordBatch.split(batches))?.forEach(decodeBatch)
-                default:
-                    break
                 }
             }
         } catch {
@@ -221,13 +235,27 @@ struct PropertyTests {
         }
     }
 
-    @Test func encodeThenDecodeIsIdentityForRandomMessages() async {
-        await propertyCheck(count: 1000, input: Generator { rng in RandomWire.message(&rng) }, Gen<UInt32>.value()) {
-            message, requestID in
-            let bytes = frameBytes(message, requestID: requestID)
-            let frame = try decodeOneFrame(bytes)
-            #expect(frame.header.requestID == requestID)
-            #expect(try Message.decode(frame) == message)
+    @Test func encodeThenDecodeIsIdentityForRandomClientMessages() async {
+        let input = Generator { rng in RandomWire.clientMessage(&rng) }
+        await propertyCheck(count: 500, input: input, Gen<UInt32>.value()) { message, requestID in
+            let frame = try decodeOneFrame(frameBytes(message, requestID: requestID))
+            #expect(frame.header == FrameHeader(type: message.type, requestID: requestID))
+            #expect(try ClientMessage.decode(frame) == message)
+            expectTelexError(.malformedFrame, mentioning: ["sent by clients"]) {
+                _ = try BrokerMessage.decode(frame)
+            }
+        }
+    }
+
+    @Test func encodeThenDecodeIsIdentityForRandomBrokerMessages() async {
+        let input = Generator { rng in RandomWire.brokerMessage(&rng) }
+        await propertyCheck(count: 500, input: input, Gen<UInt32>.value()) { message, requestID in
+            let frame = try decodeOneFrame(frameBytes(message, requestID: requestID))
+            #expect(frame.header == FrameHeader(type: message.type, requestID: requestID))
+            #expect(try BrokerMessage.decode(frame) == message)
+            expectTelexError(.invalidRequest, mentioning: ["sent by the broker"]) {
+                _ = try ClientMessage.decode(frame)
+            }
         }
     }
 
@@ -260,7 +288,7 @@ struct PropertyTests {
             twice.writeImmutableBuffer(batch)
             let frame = try decodeOneFrame(
                 frameBytes(.deliver(subscriptionID: 1, topic: "t", batches: twice), requestID: 0))
-            guard case .deliver(_, _, let delivered) = try Message.decode(frame) else {
+            guard case .deliver(_, _, let delivered) = try BrokerMessage.decode(frame) else {
                 Issue.record("not a DELIVER")
                 return
             }

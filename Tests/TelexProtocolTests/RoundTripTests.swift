@@ -4,40 +4,42 @@ import TelexProtocol
 import Testing
 
 /// Messages that exercise the edges of each layout: empty strings and lists, extreme integers, every start kind.
-let edgeCaseMessages: [Message] = [
-    .hello(minVersion: 0, maxVersion: 255, clientName: "", authToken: ByteBuffer()),
-    .helloOK(version: 1, serverName: "télex — Bäckerei 東京", maxFrameSize: .max),
-    .publish(topic: "a", batch: ByteBuffer()),
-    .publishAck(topic: Newsroom.topic, baseOffset: .max, recordCount: .max, duplicate: true),
-    .subscribe(subscriptionID: .max, pattern: ">", start: .beginning, consumerName: "", initialCredit: 0, resume: []),
-    .subscribe(
+let edgeCaseMessages: [WireMessage] = [
+    .client(.hello(minVersion: 0, maxVersion: 255, clientName: "", authToken: ByteBuffer())),
+    .broker(.helloOK(version: 1, serverName: "télex — Bäckerei 東京", maxFrameSize: .max)),
+    .client(.publish(topic: "a", batch: ByteBuffer())),
+    .broker(.publishAck(topic: Newsroom.topic, baseOffset: .max, recordCount: .max, duplicate: true)),
+    .client(
+        .subscribe(
+            subscriptionID: .max, pattern: ">", start: .beginning, consumerName: "", initialCredit: 0, resume: [])),
+    .client(.subscribe(
         subscriptionID: 0, pattern: "news.*.breaking", start: .offset(-1), consumerName: "x",
-        initialCredit: .max, resume: (0..<300).map { TopicOffset(topic: "news.t\($0)", offset: Int64($0)) }),
-    .subscribe(
+        initialCredit: .max, resume: (0..<300).map { TopicOffset(topic: "news.t\($0)", offset: Int64($0)) })),
+    .client(.subscribe(
         subscriptionID: 5, pattern: "news.world", start: .timestamp(.min), consumerName: "archive",
-        initialCredit: 4, resume: []),
-    .subscribed(subscriptionID: 1, topics: []),
-    .deliver(subscriptionID: 9, topic: Newsroom.topic, batches: ByteBuffer()),
-    .credit(subscriptionID: 0, batches: 0),
-    .commit(subscriptionID: 1, topic: Newsroom.topic, offset: .min),
-    .commitAck(topic: Newsroom.topic, offset: 0),
-    .ping(nonce: .max),
-    .pong(nonce: 0),
-    .error(code: TelexError.Code(rawValue: 999), message: ""),
-    .error(code: .internalError, message: String(repeating: "ß", count: 20_000)),
+        initialCredit: 4, resume: [])),
+    .broker(.subscribed(subscriptionID: 1, topics: [])),
+    .broker(.deliver(subscriptionID: 9, topic: Newsroom.topic, batches: ByteBuffer())),
+    .client(.credit(subscriptionID: 0, batches: 0)),
+    .client(.commit(subscriptionID: 1, topic: Newsroom.topic, offset: .min)),
+    .broker(.commitAck(topic: Newsroom.topic, offset: 0)),
+    .client(.ping(nonce: .max)),
+    .broker(.pong(nonce: 0)),
+    .broker(.error(code: TelexError.Code(rawValue: 999), message: "")),
+    .broker(.error(code: .internalError, message: String(repeating: "ß", count: 20_000))),
 ]
 
 @Suite("Message round trips")
 struct RoundTripTests {
-    static let messages: [Message] = Newsroom.vectors.map(\.message) + edgeCaseMessages
+    static let messages: [WireMessage] = Newsroom.vectors.map(\.message) + edgeCaseMessages
 
     @Test(arguments: messages)
-    func encodeThenDecodeIsIdentity(_ message: Message) throws {
+    func encodeThenDecodeIsIdentity(_ message: WireMessage) throws {
         let bytes = frameBytes(message, requestID: 42)
         let frame = try decodeOneFrame(bytes)
         #expect(frame.header == FrameHeader(type: message.type, requestID: 42))
         #expect(Int(bytes.getInteger(at: 0, as: UInt32.self)!) == bytes.readableBytes - 4)
-        #expect(try Message.decode(frame) == message)
+        #expect(try WireMessage.decode(frame) == message)
     }
 
     @Test func everyMessageTypeIsCovered() {
@@ -46,7 +48,7 @@ struct RoundTripTests {
 
     @Test func encodeBodyWritesOnlyTheBody() {
         var body = ByteBuffer()
-        Message.ping(nonce: 0x0102_0304_0506_0708).encodeBody(into: &body)
+        ClientMessage.ping(nonce: 0x0102_0304_0506_0708).encodeBody(into: &body)
         #expect(Hex.encode(body) == "0102030405060708")
     }
 
@@ -59,7 +61,7 @@ struct RoundTripTests {
             $0.writeShortString("")
             $0.writeMultipleIntegers(UInt32(1), UInt16(0))
         }
-        let message = try Message.decode(try decodeOneFrame(bytes))
+        let message = try ClientMessage.decode(try decodeOneFrame(bytes))
         #expect(
             message
                 == .subscribe(
@@ -71,7 +73,7 @@ struct RoundTripTests {
     @Test func longErrorTextIsTruncatedOnAScalarBoundary() throws {
         let text = "a" + String(repeating: "é", count: 40_000)  // byte 60,000 falls inside an "é"
         let frame = try decodeOneFrame(frameBytes(.error(code: .internalError, message: text), requestID: 1))
-        guard case .error(let code, let decoded) = try Message.decode(frame) else {
+        guard case .error(let code, let decoded) = try BrokerMessage.decode(frame) else {
             Issue.record("not an ERROR")
             return
         }
@@ -92,7 +94,7 @@ struct RoundTripTests {
         var stream = ByteBuffer()
         for vector in Newsroom.vectors { stream.writeMessage(vector.message, requestID: vector.requestID) }
         let frames = try decodeStream(stream)
-        #expect(try frames.map { try Message.decode($0) } == Newsroom.vectors.map(\.message))
+        #expect(try frames.map { try WireMessage.decode($0) } == Newsroom.vectors.map(\.message))
         #expect(frames.map(\.header.requestID) == Newsroom.vectors.map(\.requestID))
     }
 
@@ -115,16 +117,18 @@ struct RoundTripTests {
     }
 }
 
-extension Message: CustomTestStringConvertible {
-    public var testDescription: String {
+extension WireMessage: CustomTestStringConvertible {
+    var testDescription: String {
         switch self {
-        case .publish(let topic, let batch): "PUBLISH \(topic) (\(batch.readableBytes) batch bytes)"
-        case .deliver(let id, let topic, let batches): "DELIVER \(id) \(topic) (\(batches.readableBytes) bytes)"
-        case .subscribe(let id, let pattern, _, _, _, let resume) where resume.count > 5:
+        case .client(.publish(let topic, let batch)): "PUBLISH \(topic) (\(batch.readableBytes) batch bytes)"
+        case .broker(.deliver(let id, let topic, let batches)):
+            "DELIVER \(id) \(topic) (\(batches.readableBytes) bytes)"
+        case .client(.subscribe(let id, let pattern, _, _, _, let resume)) where resume.count > 5:
             "SUBSCRIBE \(id) \(pattern) (\(resume.count) resume)"
-        case .error(let code, let message) where message.utf8.count > 200:
+        case .broker(.error(let code, let message)) where message.utf8.count > 200:
             "ERROR \(code.name) (\(message.utf8.count) bytes)"
-        default: String(describing: self)
+        case .client(let message): String(describing: message)
+        case .broker(let message): String(describing: message)
         }
     }
 }

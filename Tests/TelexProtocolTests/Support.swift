@@ -60,11 +60,68 @@ enum VectorDirectory {
     }
 }
 
+/// A message of either direction, for tests that walk every message type in one list.
+enum WireMessage: Sendable, Equatable {
+    case client(ClientMessage)
+    case broker(BrokerMessage)
+
+    var type: MessageType {
+        switch self {
+        case .client(let message): message.type
+        case .broker(let message): message.type
+        }
+    }
+
+    func encodeBody(into buffer: inout ByteBuffer) {
+        switch self {
+        case .client(let message): message.encodeBody(into: &buffer)
+        case .broker(let message): message.encodeBody(into: &buffer)
+        }
+    }
+
+    /// Decodes `frame` with the enum of its type's direction: what a broker or a client would run on it.
+    static func decode(_ frame: Frame) throws(TelexError) -> WireMessage {
+        if frame.header.type.isSentByClients {
+            .client(try ClientMessage.decode(frame))
+        } else {
+            .broker(try BrokerMessage.decode(frame))
+        }
+    }
+}
+
+extension MessageType {
+    /// The types a client sends; the others only a broker sends.
+    static let sentByClients: Set<MessageType> = [.hello, .publish, .subscribe, .credit, .commit, .unsubscribe, .ping]
+
+    var isSentByClients: Bool { Self.sentByClients.contains(self) }
+}
+
+extension ByteBuffer {
+    /// Writes `message` as one frame with the encoder of its direction.
+    @discardableResult
+    mutating func writeMessage(_ message: WireMessage, requestID: UInt32) -> Int {
+        switch message {
+        case .client(let message): writeMessage(message, requestID: requestID)
+        case .broker(let message): writeMessage(message, requestID: requestID)
+        }
+    }
+}
+
 /// Encodes `message` as one frame.
-func frameBytes(_ message: Message, requestID: UInt32) -> ByteBuffer {
+func frameBytes(_ message: WireMessage, requestID: UInt32) -> ByteBuffer {
     var buffer = ByteBuffer()
     buffer.writeMessage(message, requestID: requestID)
     return buffer
+}
+
+/// Encodes `message` as one frame.
+func frameBytes(_ message: ClientMessage, requestID: UInt32) -> ByteBuffer {
+    frameBytes(.client(message), requestID: requestID)
+}
+
+/// Encodes `message` as one frame.
+func frameBytes(_ message: BrokerMessage, requestID: UInt32) -> ByteBuffer {
+    frameBytes(.broker(message), requestID: requestID)
 }
 
 /// Decodes exactly one frame from `bytes` with a fresh decoder; fails the test if bytes are left over.

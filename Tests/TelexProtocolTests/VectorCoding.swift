@@ -29,26 +29,27 @@ enum VectorWriter {
         ])
     }
 
-    static func message(_ message: Message) throws -> JSONValue {
+    static func message(_ message: WireMessage) throws -> JSONValue {
         switch message {
-        case .hello(let minVersion, let maxVersion, let clientName, let authToken):
+        case .client(.hello(let minVersion, let maxVersion, let clientName, let authToken)):
             return .object([
                 ("minVersion", .int(Int64(minVersion))), ("maxVersion", .int(Int64(maxVersion))),
                 ("clientName", .string(clientName)), ("authToken", .string(Hex.encode(authToken))),
             ])
-        case .helloOK(let version, let serverName, let maxFrameSize):
+        case .broker(.helloOK(let version, let serverName, let maxFrameSize)):
             return .object([
                 ("version", .int(Int64(version))), ("serverName", .string(serverName)),
                 ("maxFrameSize", .int(Int64(maxFrameSize))),
             ])
-        case .publish(let topic, let batch):
+        case .client(.publish(let topic, let batch)):
             return .object([("topic", .string(topic)), ("batch", try self.batch(batch))])
-        case .publishAck(let topic, let baseOffset, let recordCount, let duplicate):
+        case .broker(.publishAck(let topic, let baseOffset, let recordCount, let duplicate)):
             return .object([
                 ("topic", .string(topic)), ("baseOffset", .int(baseOffset)), ("recordCount", .int(Int64(recordCount))),
                 ("duplicate", .bool(duplicate)),
             ])
-        case .subscribe(let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume):
+        case .client(
+            .subscribe(let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume)):
             let (kind, name, value): (Int64, String, Int64) =
                 switch start {
                 case .beginning: (0, "beginning", 0)
@@ -65,7 +66,7 @@ enum VectorWriter {
                     .array(resume.map { .object([("topic", .string($0.topic)), ("offset", .int($0.offset))]) })
                 ),
             ])
-        case .subscribed(let subscriptionID, let topics):
+        case .broker(.subscribed(let subscriptionID, let topics)):
             return .object([
                 ("subscriptionId", .int(Int64(subscriptionID))),
                 (
@@ -79,24 +80,25 @@ enum VectorWriter {
                         })
                 ),
             ])
-        case .deliver(let subscriptionID, let topic, let batches):
+        case .broker(.deliver(let subscriptionID, let topic, let batches)):
             return .object([
                 ("subscriptionId", .int(Int64(subscriptionID))), ("topic", .string(topic)),
                 ("batches", .array(try RecordBatch.split(batches).map { try batch($0) })),
             ])
-        case .credit(let subscriptionID, let batches):
+        case .client(.credit(let subscriptionID, let batches)):
             return .object([("subscriptionId", .int(Int64(subscriptionID))), ("batches", .int(Int64(batches)))])
-        case .commit(let subscriptionID, let topic, let offset):
+        case .client(.commit(let subscriptionID, let topic, let offset)):
             return .object([
                 ("subscriptionId", .int(Int64(subscriptionID))), ("topic", .string(topic)), ("offset", .int(offset)),
             ])
-        case .commitAck(let topic, let offset):
+        case .broker(.commitAck(let topic, let offset)):
             return .object([("topic", .string(topic)), ("offset", .int(offset))])
-        case .unsubscribe(let subscriptionID), .unsubscribed(let subscriptionID), .caughtUp(let subscriptionID):
+        case .client(.unsubscribe(let subscriptionID)), .broker(.unsubscribed(let subscriptionID)),
+            .broker(.caughtUp(let subscriptionID)):
             return .object([("subscriptionId", .int(Int64(subscriptionID)))])
-        case .ping(let nonce), .pong(let nonce):
+        case .client(.ping(let nonce)), .broker(.pong(let nonce)):
             return .object([("nonce", .int(Int64(nonce)))])
-        case .error(let code, let text):
+        case .broker(.error(let code, let text)):
             return .object([
                 ("code", .int(Int64(code.rawValue))), ("codeName", .string(code.name)), ("message", .string(text)),
             ])
@@ -201,22 +203,22 @@ enum VectorReader {
     }
 
     /// The message the JSON describes; batches are rebuilt from their records with `RecordBatchBuilder`.
-    static func message(_ json: JSONValue, type: MessageType) throws -> Message {
+    static func message(_ json: JSONValue, type: MessageType) throws -> WireMessage {
         switch type {
         case .hello:
-            return .hello(
+            return .client(.hello(
                 minVersion: try json.integer("minVersion"), maxVersion: try json.integer("maxVersion"),
-                clientName: try json.string("clientName"), authToken: try json.hexBytes("authToken"))
+                clientName: try json.string("clientName"), authToken: try json.hexBytes("authToken")))
         case .helloOK:
-            return .helloOK(
+            return .broker(.helloOK(
                 version: try json.integer("version"), serverName: try json.string("serverName"),
-                maxFrameSize: try json.integer("maxFrameSize"))
+                maxFrameSize: try json.integer("maxFrameSize")))
         case .publish:
-            return .publish(topic: try json.string("topic"), batch: try batch(try json.field("batch")))
+            return .client(.publish(topic: try json.string("topic"), batch: try batch(try json.field("batch"))))
         case .publishAck:
-            return .publishAck(
+            return .broker(.publishAck(
                 topic: try json.string("topic"), baseOffset: try json.integer("baseOffset"),
-                recordCount: try json.integer("recordCount"), duplicate: try json.bool("duplicate"))
+                recordCount: try json.integer("recordCount"), duplicate: try json.bool("duplicate")))
         case .subscribe:
             let startJSON = try json.field("start")
             let value: Int64 = try startJSON.integer("value")
@@ -228,52 +230,53 @@ enum VectorReader {
                 case 3: .timestamp(value)
                 default: throw VectorFormatError(description: "start kind out of range")
                 }
-            return .subscribe(
+            return .client(.subscribe(
                 subscriptionID: try json.integer("subscriptionId"), pattern: try json.string("pattern"), start: start,
                 consumerName: try json.string("consumerName"), initialCredit: try json.integer("initialCredit"),
                 resume: try json.array("resume").map {
                     TopicOffset(topic: try $0.string("topic"), offset: try $0.integer("offset"))
-                })
+                }))
         case .subscribed:
-            return .subscribed(
+            return .broker(.subscribed(
                 subscriptionID: try json.integer("subscriptionId"),
                 topics: try json.array("topics").map {
                     TopicRange(
                         topic: try $0.string("topic"), startOffset: try $0.integer("startOffset"),
                         endOffset: try $0.integer("endOffset"))
-                })
+                }))
         case .deliver:
             var batches = ByteBuffer()
             for batchJSON in try json.array("batches") {
                 batches.writeImmutableBuffer(try batch(batchJSON))
             }
-            return .deliver(
+            return .broker(.deliver(
                 subscriptionID: try json.integer("subscriptionId"), topic: try json.string("topic"),
-                batches: batches)
+                batches: batches))
         case .credit:
-            return .credit(subscriptionID: try json.integer("subscriptionId"), batches: try json.integer("batches"))
+            return .client(
+                .credit(subscriptionID: try json.integer("subscriptionId"), batches: try json.integer("batches")))
         case .commit:
-            return .commit(
+            return .client(.commit(
                 subscriptionID: try json.integer("subscriptionId"), topic: try json.string("topic"),
-                offset: try json.integer("offset"))
+                offset: try json.integer("offset")))
         case .commitAck:
-            return .commitAck(topic: try json.string("topic"), offset: try json.integer("offset"))
+            return .broker(.commitAck(topic: try json.string("topic"), offset: try json.integer("offset")))
         case .unsubscribe:
-            return .unsubscribe(subscriptionID: try json.integer("subscriptionId"))
+            return .client(.unsubscribe(subscriptionID: try json.integer("subscriptionId")))
         case .unsubscribed:
-            return .unsubscribed(subscriptionID: try json.integer("subscriptionId"))
+            return .broker(.unsubscribed(subscriptionID: try json.integer("subscriptionId")))
         case .ping:
-            return .ping(nonce: try json.integer("nonce"))
+            return .client(.ping(nonce: try json.integer("nonce")))
         case .pong:
-            return .pong(nonce: try json.integer("nonce"))
+            return .broker(.pong(nonce: try json.integer("nonce")))
         case .error:
             let code = TelexError.Code(rawValue: try json.integer("code"))
             guard code.name == (try json.string("codeName")) else {
                 throw VectorFormatError(description: "codeName does not match code \(code.rawValue)")
             }
-            return .error(code: code, message: try json.string("message"))
+            return .broker(.error(code: code, message: try json.string("message")))
         case .caughtUp:
-            return .caughtUp(subscriptionID: try json.integer("subscriptionId"))
+            return .broker(.caughtUp(subscriptionID: try json.integer("subscriptionId")))
         }
     }
 

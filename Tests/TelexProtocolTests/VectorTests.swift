@@ -31,14 +31,14 @@ struct VectorTests {
         let frame = try decodeOneFrame(bytes)
         #expect(frame.header == (try VectorReader.frameHeader(frameJSON)))
         #expect(bytes.getInteger(at: 0, as: UInt32.self) == (try frameJSON.integer("length")))
-        let decoded = try Message.decode(frame)
+        let decoded = try WireMessage.decode(frame)
         let messageJSON = try json.field("message")
         let expected = try VectorReader.message(messageJSON, type: frame.header.type)
         #expect(decoded == expected)
         switch decoded {
-        case .publish(_, let batch):
+        case .client(.publish(_, let batch)):
             try VectorReader.checkBatch(batch, against: try messageJSON.field("batch"))
-        case .deliver(_, _, let batches):
+        case .broker(.deliver(_, _, let batches)):
             let split = try RecordBatch.split(batches)
             let batchJSONs = try messageJSON.array("batches")
             try #require(split.count == batchJSONs.count)
@@ -85,10 +85,10 @@ struct VectorTests {
         let frames = try decodeStream(bytes, limits: frameLimits)
         try #require(frames.count == 1)
         if stage == .message {
-            expectTelexError(code, mentioning: mentions) { _ = try Message.decode(frames[0]) }
+            expectTelexError(code, mentioning: mentions) { _ = try WireMessage.decode(frames[0]) }
             return
         }
-        guard case .publish(let topic, let batch) = try Message.decode(frames[0]) else {
+        guard case .publish(let topic, let batch) = try ClientMessage.decode(frames[0]) else {
             Issue.record("batch and topic vectors are PUBLISH frames")
             return
         }
