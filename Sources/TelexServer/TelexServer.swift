@@ -1,4 +1,3 @@
-import Dispatch
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -8,66 +7,96 @@ import TelexStorage
 
 /// The Telex broker: a TCP listener, the topic store, and the subscriptions between them.
 ///
-/// `start()` opens (and recovers) the data directory and binds; `shutdown()` stops accepting, lets in-flight
-/// appends finish, fsyncs and closes every log, then closes connections. Tests bind port 0 and read `localPort`.
-public final class TelexServer: @unchecked Sendable {
+/// `start()` opens (and recovers) the data directory on the server's thread pool and binds; `shutdown()` stops
+/// accepting, has every connection finish what it accepted, fsyncs and closes every log, and waits for the
+/// connections to close. Blocking file work (recovery, topic creation, commits, retention) runs on one
+/// `NIOThreadPool` owned here. Tests bind port 0 and read `localPort`.
+public final class TelexServer: Sendable {
     public let configuration: ServerConfiguration
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
+    private let threadPool: NIOThreadPool
     private let hub = TopicHub()
-    private let commitQueue = DispatchQueue(label: "telex.commits")
-    private let lock = NIOLock()
-    private var store: TopicStore?
-    private var serverChannel: Channel?
-    private var connections: [ObjectIdentifier: Channel] = [:]
-    private var retentionTask: RepeatedTask?
+    private let state = NIOLockedValueBox(State.idle)
+    private let connections = NIOLockedValueBox(Connections())
     private let closed = AsyncStream<Void>.makeStream()
+
+    /// How long `shutdown()` waits for connections to answer what they accepted before closing them anyway.
+    static let quiesceTimeout = TimeAmount.seconds(10)
+
+    private enum State {
+        case idle
+        case starting
+        case running(Running)
+        case stopping
+        case stopped
+    }
+
+    private struct Running {
+        var store: TopicStore
+        var serverChannel: any Channel
+        var retentionTask: RepeatedTask?
+        /// The retention run in progress, if any; shutdown waits for it before closing the store.
+        var retentionRun: EventLoopFuture<Void>?
+    }
+
+    private struct Connections {
+        var accepting = true
+        var channels: [ObjectIdentifier: any Channel] = [:]
+    }
 
     public init(configuration: ServerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
+        threadPool = NIOThreadPool(numberOfThreads: 2)
     }
 
     /// The port the server is bound to, once started.
-    public var localPort: Int? { lock.withLock { serverChannel?.localAddress?.port } }
+    public var localPort: Int? {
+        state.withLockedValue { state in
+            guard case .running(let running) = state else { return nil }
+            return running.serverChannel.localAddress?.port
+        }
+    }
 
     /// The topic store, once started (for inspection in tests and tools).
-    public var topicStore: TopicStore? { lock.withLock { store } }
+    public var topicStore: TopicStore? {
+        state.withLockedValue { state in
+            guard case .running(let running) = state else { return nil }
+            return running.store
+        }
+    }
 
     /// Opens the data directory, recovers every topic, and starts listening.
     public func start() async throws {
-        let store = try TopicStore(directory: configuration.dataDirectory, configuration: configuration.log, logger: logger)
-        let configuration = self.configuration
-        let hub = self.hub
-        let logger = self.logger
-        let commitQueue = self.commitQueue
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
-            .childChannelInitializer { [weak self] channel in
-                self?.track(channel)
-                return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(FrameDecoder(limits: FrameLimits(maxFrameSize: configuration.maxFrameSize))))
-                    try channel.pipeline.syncOperations.addHandler(
-                        ConnectionHandler(store: store, hub: hub, configuration: configuration, logger: logger,
-                                          commitQueue: commitQueue))
-                }
+        let wasIdle = state.withLockedValue { state in
+            guard case .idle = state else { return false }
+            state = .starting
+            return true
+        }
+        guard wasIdle else { throw TelexError(.invalidRequest, "start() was called on a server that was already started") }
+        threadPool.start()
+        let store: TopicStore
+        let channel: any Channel
+        do {
+            let configuration = self.configuration
+            let logger = self.logger
+            store = try await threadPool.runIfActive {
+                try TopicStore(directory: configuration.dataDirectory, configuration: configuration.log, logger: logger)
             }
-        let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
-        lock.withLock {
-            self.store = store
-            self.serverChannel = channel
+            channel = try await bind(store: store)
+        } catch {
+            state.withLockedValue { $0 = .idle }
+            try? await threadPool.shutdownGracefully()
+            throw error
         }
         let seconds = configuration.retentionCheckSeconds
-        retentionTask = group.next().scheduleRepeatedTask(initialDelay: .seconds(seconds), delay: .seconds(seconds)) { _ in
-            DispatchQueue.global().async { store.applyRetention() }
+        let retentionTask = group.next().scheduleRepeatedTask(initialDelay: .seconds(seconds), delay: .seconds(seconds)) {
+            [self] _ in self.applyRetention()
         }
-        DispatchQueue.global().async { store.applyRetention() }
+        state.withLockedValue { $0 = .running(Running(store: store, serverChannel: channel, retentionTask: retentionTask)) }
+        applyRetention()
         var recovered: [String] = []
         for topic in store.topics {
             if let log = store.log(topic) { recovered.append("\(topic)[\(log.startOffset)..<\(log.endOffset)]") }
@@ -81,11 +110,63 @@ public final class TelexServer: @unchecked Sendable {
         ])
     }
 
-    private func track(_ channel: Channel) {
+    private func bind(store: TopicStore) async throws -> any Channel {
+        let configuration = self.configuration
+        let hub = self.hub
+        let logger = self.logger
+        let threadPool = self.threadPool
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
+            .childChannelInitializer { [self] channel in
+                guard self.track(channel) else { return channel.close() }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(FrameDecoder(limits: FrameLimits(maxFrameSize: configuration.maxFrameSize))))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionHandler(store: store, hub: hub, configuration: configuration, threadPool: threadPool,
+                                          logger: logger))
+                }
+            }
+        return try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+    }
+
+    /// Remembers an accepted connection until it closes; false once shutdown has begun.
+    private func track(_ channel: any Channel) -> Bool {
         let id = ObjectIdentifier(channel)
-        lock.withLock { connections[id] = channel }
-        channel.closeFuture.whenComplete { [weak self] _ in
-            _ = self?.lock.withLock { self?.connections.removeValue(forKey: id) }
+        let accepted = connections.withLockedValue { connections in
+            guard connections.accepting else { return false }
+            connections.channels[id] = channel
+            return true
+        }
+        guard accepted else { return false }
+        channel.closeFuture.whenComplete { [connections] _ in
+            _ = connections.withLockedValue { $0.channels.removeValue(forKey: id) }
+        }
+        return true
+    }
+
+    /// Runs retention on the thread pool, unless a run is still going or the server is stopping.
+    private func applyRetention() {
+        let loop = group.next()
+        let run: EventLoopFuture<Void>? = state.withLockedValue { state in
+            guard case .running(var running) = state, running.retentionRun == nil else { return nil }
+            let store = running.store
+            let run = threadPool.runIfActive(eventLoop: loop) { _ = store.applyRetention() }.recover { _ in }
+            running.retentionRun = run
+            state = .running(running)
+            return run
+        }
+        // Registered outside the lock: the future may already be complete, and then this runs right here.
+        run?.whenComplete { [state] _ in
+            state.withLockedValue { state in
+                guard case .running(var running) = state else { return }
+                running.retentionRun = nil
+                state = .running(running)
+            }
         }
     }
 
@@ -94,22 +175,71 @@ public final class TelexServer: @unchecked Sendable {
         for await _ in closed.stream {}
     }
 
-    /// Stops accepting, finishes in-flight appends, fsyncs and closes every log, closes connections.
+    /// Stops accepting, lets every connection answer the publishes and commits it accepted (later requests get
+    /// SHUTTING_DOWN), fsyncs and closes every log, waits for the connections to close, then stops its threads.
     public func shutdown() async throws {
-        let (channel, store) = lock.withLock { (serverChannel, self.store) }
-        guard let channel else { return }
-        lock.withLock { serverChannel = nil }
-        retentionTask?.cancel()
-        try? await channel.close()
-        // Closing the logs fsyncs them, which completes every durability waiter, so pending acks get written.
-        var closeError: Error?
-        do { try store?.close() } catch { closeError = error }
-        try? await Task.sleep(nanoseconds: 50_000_000)
-        let open = lock.withLock { Array(connections.values) }
-        for connection in open { try? await connection.close() }
-        try await group.shutdownGracefully()
+        let running: Running? = state.withLockedValue { state in
+            switch state {
+            case .running(let running):
+                state = .stopping
+                return running
+            case .idle:
+                state = .stopped
+                return nil
+            case .starting, .stopping, .stopped:
+                return nil
+            }
+        }
+        guard let running else { return await stopThreads() }
+        running.retentionTask?.cancel()
+        let open = connections.withLockedValue { connections in
+            connections.accepting = false
+            return Array(connections.channels.values)
+        }
+        try? await running.serverChannel.close()
+        // Every connection stops taking requests before the logs close, so nothing new is appended after.
+        for channel in open {
+            try? await channel.eventLoop.submit {
+                channel.pipeline.syncOperations.fireUserInboundEventTriggered(ConnectionHandler.Quiesce())
+            }.get()
+        }
+        try? await running.retentionRun?.get()
+        // Closing the logs fsyncs them, which completes every durability waiter, so the pending acks get written.
+        let store = running.store
+        var closeError: (any Error)?
+        do {
+            try await threadPool.runIfActive { try store.close() }
+        } catch {
+            closeError = error
+        }
+        await waitForConnectionsToClose(open)
+        await stopThreads()
         logger.info("telexd stopped")
-        closed.continuation.finish()
         if let closeError { throw closeError }
+    }
+
+    /// Waits for quiescing connections to close themselves; after `quiesceTimeout`, closes the rest.
+    private func waitForConnectionsToClose(_ channels: [any Channel]) async {
+        guard !channels.isEmpty else { return }
+        let loop = group.next()
+        let logger = self.logger
+        let deadline = loop.scheduleTask(in: Self.quiesceTimeout) {
+            let remaining = channels.filter(\.isActive)
+            logger.warning("closing connections that did not finish in time", metadata: ["connections": "\(remaining.count)"])
+            for channel in remaining { channel.close(promise: nil) }
+        }
+        try? await EventLoopFuture.andAllComplete(channels.map(\.closeFuture), on: loop).get()
+        deadline.cancel()
+    }
+
+    private func stopThreads() async {
+        do {
+            try await threadPool.shutdownGracefully()
+            try await group.shutdownGracefully()
+        } catch {
+            logger.error("stopping threads failed", metadata: ["error": "\(error)"])
+        }
+        state.withLockedValue { $0 = .stopped }
+        closed.continuation.finish()
     }
 }

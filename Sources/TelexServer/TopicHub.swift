@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import NIOCore
 import TelexProtocol
 import TelexStorage
 
@@ -15,14 +16,14 @@ protocol TopicListener: AnyObject, Sendable {
 /// through here: subscriptions read everything from the logs, so replay and live delivery are one path.
 final class TopicHub: Sendable {
     private struct Registry {
-        var byTopic: [String: [ObjectIdentifier: TopicListener]] = [:]
-        var patterns: [ObjectIdentifier: TopicListener] = [:]
+        var byTopic: [String: [ObjectIdentifier: any TopicListener]] = [:]
+        var patterns: [ObjectIdentifier: any TopicListener] = [:]
     }
 
     private let registry = NIOLockedValueBox(Registry())
 
     /// Starts notifying `listener` about `topics` and about new topics matching its pattern.
-    func register(_ listener: TopicListener, topics: [String]) {
+    func register(_ listener: any TopicListener, topics: [String]) {
         let id = ObjectIdentifier(listener)
         registry.withLockedValue { registry in
             registry.patterns[id] = listener
@@ -31,11 +32,11 @@ final class TopicHub: Sendable {
     }
 
     /// Adds one topic to an already registered listener.
-    func add(_ listener: TopicListener, topic: String) {
+    func add(_ listener: any TopicListener, topic: String) {
         registry.withLockedValue { $0.byTopic[topic, default: [:]][ObjectIdentifier(listener)] = listener }
     }
 
-    func unregister(_ listener: TopicListener) {
+    func unregister(_ listener: any TopicListener) {
         let id = ObjectIdentifier(listener)
         registry.withLockedValue { registry in
             registry.patterns[id] = nil
@@ -56,5 +57,38 @@ final class TopicHub: Sendable {
             registry.patterns.values.filter { TopicName.matches(pattern: $0.pattern, topic: topic) }
         }
         for listener in listeners { listener.topicCreated(topic) }
+    }
+}
+
+/// The hub's handle on one subscription: carries notifications from any thread to the subscription's
+/// connection, on its event loop. Readable notifications are coalesced into one pump per loop turn.
+final class SubscriptionListener: TopicListener {
+    let subscriptionID: UInt32
+    let pattern: String
+    private let connection: NIOLoopBound<ConnectionHandler>
+    private let pumpScheduled = NIOLockedValueBox(false)
+
+    init(subscriptionID: UInt32, pattern: String, connection: NIOLoopBound<ConnectionHandler>) {
+        self.subscriptionID = subscriptionID
+        self.pattern = pattern
+        self.connection = connection
+    }
+
+    func topicReadable(_ topic: String) {
+        let alreadyScheduled = pumpScheduled.withLockedValue { scheduled in
+            defer { scheduled = true }
+            return scheduled
+        }
+        guard !alreadyScheduled else { return }
+        connection.eventLoop.execute {
+            self.pumpScheduled.withLockedValue { $0 = false }
+            self.connection.value.topicReadable(listener: self)
+        }
+    }
+
+    func topicCreated(_ topic: String) {
+        connection.eventLoop.execute {
+            self.connection.value.topicCreated(topic, listener: self)
+        }
     }
 }

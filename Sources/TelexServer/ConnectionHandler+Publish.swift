@@ -1,0 +1,124 @@
+import NIOCore
+import NIOPosix
+import TelexProtocol
+import TelexStorage
+
+/// Publishing and committing: the append happens on the loop (page cache only); topic creation and commits
+/// (directory work and fsyncs) run on the thread pool, and their answers hop back to the loop.
+extension ConnectionHandler {
+    func publish(topic: String, batch: ByteBuffer, requestID: UInt32) {
+        do throws(TelexError) {
+            try TopicName.validate(topic)
+            if let log = store.log(topic) {
+                return append(batch, to: log, topic: topic, requestID: requestID)
+            }
+            guard configuration.allowTopicCreation else {
+                throw TelexError(.topicNotFound, "topic '\(topic)' does not exist and this broker does not create topics on publish")
+            }
+            // A rejected batch must not leave an empty topic behind.
+            _ = try RecordBatch.validate(batch, limits: configuration.log.batchLimits, context: "batch for \(topic)")
+        } catch {
+            return reply(error, requestID)
+        }
+        createTopic(topic, thenAppend: batch, requestID: requestID)
+    }
+
+    /// Creates the topic on the thread pool; requests arriving meanwhile wait, so acks stay in request order.
+    private func createTopic(_ topic: String, thenAppend batch: ByteBuffer, requestID: UInt32) {
+        guard let loop = context?.eventLoop else { return }
+        creatingTopic = true
+        inFlight += 1
+        let store = self.store
+        let hub = self.hub
+        threadPool.runIfActive(eventLoop: loop) { () throws -> TopicLog in
+            let (log, isNew) = try store.createLog(topic)
+            if isNew { hub.created(topic) }
+            return log
+        }.assumeIsolated().whenComplete { result in
+            self.creatingTopic = false
+            self.inFlight -= 1
+            switch result {
+            case .success(let log):
+                if case .closed = self.state { break }
+                self.append(batch, to: log, topic: topic, requestID: requestID)
+            case .failure(let error):
+                self.reply(Self.storageError(error, doing: "creating topic '\(topic)'"), requestID)
+            }
+            self.handleWaitingRequests()
+            self.scheduleFlush()
+            self.closeIfQuiesced()
+        }
+    }
+
+    private func append(_ batch: ByteBuffer, to log: TopicLog, topic: String, requestID: UInt32) {
+        guard let loop = context?.eventLoop else { return }
+        let result: AppendResult
+        do {
+            result = try log.append(batch)
+        } catch {
+            return reply(error, requestID)
+        }
+        inFlight += 1
+        let connection = NIOLoopBound(self, eventLoop: loop)
+        let hub = self.hub
+        log.whenDurable(result) { outcome in
+            loop.execute {
+                connection.value.published(result, topic: topic, outcome: outcome, requestID: requestID)
+            }
+            if case .success = outcome, !result.duplicate { hub.readable(topic) }
+        }
+    }
+
+    private func published(_ result: AppendResult, topic: String, outcome: Result<Void, TelexError>, requestID: UInt32) {
+        inFlight -= 1
+        switch outcome {
+        case .success:
+            write(.publishAck(topic: topic, baseOffset: result.baseOffset, recordCount: result.recordCount,
+                              duplicate: result.duplicate), requestID: requestID)
+        case .failure(let error):
+            reply(error, requestID)
+        }
+        scheduleFlush()
+        closeIfQuiesced()
+    }
+
+    func commit(subscriptionID: UInt32, topic: String, offset: Int64, requestID: UInt32) {
+        guard let subscription = subscriptions[subscriptionID] else {
+            return reply(TelexError(.unknownSubscription, "COMMIT for subscription \(subscriptionID), which is not active"), requestID)
+        }
+        guard let consumer = subscription.consumer else {
+            return reply(TelexError(.invalidRequest,
+                "COMMIT on subscription \(subscriptionID), which has no consumer name; subscribe with one to commit"), requestID)
+        }
+        guard offset >= 0 else {
+            return reply(TelexError(.invalidRequest, "COMMIT offset \(offset) is negative"), requestID)
+        }
+        guard let loop = context?.eventLoop else { return }
+        inFlight += 1
+        let offsets = store.consumerOffsets
+        let threadPool = self.threadPool
+        // The commit fsyncs a file: off the loop, after this connection's previous commit.
+        let committed = (lastCommit ?? loop.makeSucceededVoidFuture()).flatMap {
+            threadPool.runIfActive(eventLoop: loop) { try offsets.commit(consumer, topic: topic, offset: offset) }
+        }
+        lastCommit = committed.recover { _ in }
+        committed.assumeIsolated().whenComplete { result in
+            self.inFlight -= 1
+            switch result {
+            case .success: self.write(.commitAck(topic: topic, offset: offset), requestID: requestID)
+            case .failure(let error): self.reply(Self.storageError(error, doing: "committing \(topic)@\(offset)"), requestID)
+            }
+            self.scheduleFlush()
+            self.closeIfQuiesced()
+        }
+    }
+
+    /// The error to send for a failed piece of thread-pool work.
+    static func storageError(_ error: any Error, doing work: String) -> TelexError {
+        if let error = error as? TelexError { return error }
+        if error is NIOThreadPoolError.ThreadPoolInactive {
+            return TelexError(.shuttingDown, "the broker is shutting down; \(work) was not done")
+        }
+        return TelexError(.storageFailure, "\(work) failed: \(error)")
+    }
+}

@@ -1,0 +1,155 @@
+import NIOCore
+import TelexProtocol
+import TelexStorage
+
+/// One subscription as its connection keeps it: the state machine that decides, the logs it reads, and the
+/// listener the hub notifies.
+struct Subscription {
+    let requestID: UInt32
+    let consumer: String?
+    let listener: SubscriptionListener
+    var machine: SubscriptionStateMachine
+    var logs: [String: TopicLog]
+}
+
+/// Subscriptions: SUBSCRIBE resolves start positions and builds the state machine; the pump performs the reads
+/// and writes the machine asks for. Everything here runs on the connection's loop.
+extension ConnectionHandler {
+    func subscribe(
+        id: UInt32, pattern: String, start: StartPosition, consumerName: String, credit: UInt32,
+        resume: [TopicOffset], requestID: UInt32
+    ) throws(TelexError) {
+        try TopicName.validatePattern(pattern)
+        guard subscriptions[id] == nil else {
+            throw TelexError(.duplicateSubscription, "subscription id \(id) is already active on this connection")
+        }
+        guard let loop = context?.eventLoop else { return }
+        let consumer = consumerName.isEmpty ? nil : consumerName
+        if let consumer { try ConsumerOffsets.validateName(consumer) }
+        let isPattern = TopicName.isPattern(pattern)
+        let topics = isPattern ? store.topics.filter { TopicName.matches(pattern: pattern, topic: $0) } : [pattern]
+        let listener = SubscriptionListener(
+            subscriptionID: id, pattern: pattern, connection: NIOLoopBound(self, eventLoop: loop))
+        // Register first: a batch made readable from here on triggers a pump, and the pump reads the log itself.
+        hub.register(listener, topics: topics)
+        let resolver = StartPositionResolver(
+            start: start, isPattern: isPattern, committed: consumer.map { store.consumerOffsets.committed($0) } ?? [:],
+            resume: resume)
+        var logs: [String: TopicLog] = [:]
+        var ranges: [TopicRange] = []
+        do throws(TelexError) {
+            for topic in topics {
+                guard let log = store.log(topic) else { continue }
+                var bounds = StartPositionResolver.TopicBounds(
+                    topic: topic, logStart: log.startOffset, readableEnd: log.readableEndOffset, endOffset: log.endOffset)
+                if let time = resolver.timestampToLookUp(for: topic) {
+                    bounds.timestampOffset = try log.offset(atOrAfter: time)
+                }
+                ranges.append(try resolver.range(for: bounds))
+                logs[topic] = log
+            }
+            guard ranges.count <= Int(UInt16.max) else {
+                throw TelexError(.invalidRequest,
+                    "pattern '\(pattern)' matches \(ranges.count) topics; one subscription can cover at most \(UInt16.max)")
+            }
+        } catch {
+            hub.unregister(listener)
+            throw error
+        }
+        var machine = SubscriptionStateMachine(credit: credit, maxCredit: configuration.maxCredit)
+        for range in ranges {
+            machine.topicAdded(range.topic, from: range.startOffset, caughtUpAt: range.endOffset)
+        }
+        subscriptions[id] = Subscription(requestID: requestID, consumer: consumer, listener: listener, machine: machine, logs: logs)
+        logger.debug("subscribed", metadata: ["pattern": "\(pattern)", "subscription": "\(id)", "topics": "\(ranges.count)"])
+        write(.subscribed(subscriptionID: id, topics: ranges), requestID: requestID)
+        // A topic created between the listing above and registration is picked up here.
+        if isPattern {
+            for topic in store.topics where TopicName.matches(pattern: pattern, topic: topic) {
+                addTopic(topic, to: id)
+            }
+        }
+        pump(id)
+    }
+
+    func addCredit(_ batches: UInt32, subscriptionID: UInt32, requestID: UInt32) {
+        guard let action = subscriptions[subscriptionID]?.machine.creditAdded(batches) else {
+            return reply(TelexError(.unknownSubscription, "CREDIT for subscription \(subscriptionID), which is not active"), requestID)
+        }
+        switch action {
+        case .pump: pump(subscriptionID)
+        case .none: break
+        }
+    }
+
+    func unsubscribe(_ subscriptionID: UInt32, requestID: UInt32) {
+        guard let subscription = subscriptions.removeValue(forKey: subscriptionID) else {
+            return reply(TelexError(.unknownSubscription, "UNSUBSCRIBE for subscription \(subscriptionID), which is not active"), requestID)
+        }
+        hub.unregister(subscription.listener)
+        write(.unsubscribed(subscriptionID: subscriptionID), requestID: requestID)
+    }
+
+    /// A topic matching `listener`'s pattern was created after the subscription began.
+    func topicCreated(_ topic: String, listener: SubscriptionListener) {
+        guard subscriptions[listener.subscriptionID]?.listener === listener else { return }
+        addTopic(topic, to: listener.subscriptionID)
+        pump(listener.subscriptionID)
+    }
+
+    /// A topic of `listener`'s subscription has new readable batches.
+    func topicReadable(listener: SubscriptionListener) {
+        guard subscriptions[listener.subscriptionID]?.listener === listener else { return }
+        pump(listener.subscriptionID)
+    }
+
+    /// Adds a topic born after the subscription began, if the subscription does not cover it yet.
+    private func addTopic(_ topic: String, to id: UInt32) {
+        guard let subscription = subscriptions[id], subscription.machine.position(topic) == nil,
+            let log = store.log(topic)
+        else { return }
+        let committed = subscription.consumer.flatMap { store.consumerOffsets.committed($0)[topic] }
+        let from = StartPositionResolver.startOfNewTopic(committed: committed, logStart: log.startOffset)
+        guard subscriptions[id]?.machine.topicAdded(topic, from: from, caughtUpAt: nil) == true else { return }
+        subscriptions[id]?.logs[topic] = log
+        hub.add(subscription.listener, topic: topic)
+    }
+
+    /// Sends whatever the state machine asks for: reads from the logs, writes DELIVER frames, then CAUGHT_UP once.
+    func pump(_ id: UInt32) {
+        guard let context, subscriptions[id] != nil else { return }
+        var wrote = false
+        while let read = subscriptions[id]?.machine.nextRead(writable: context.channel.isWritable) {
+            let log = subscriptions[id]!.logs[read.topic]!
+            do throws(TelexError) {
+                guard let slice = try log.read(from: read.offset, maxBytes: configuration.maxDeliverBytes,
+                                               maxBatches: read.maxBatches) else { continue }
+                try writeDeliver(subscriptionID: id, topic: read.topic, slice: slice)
+                subscriptions[id]?.machine.delivered(topic: read.topic, nextOffset: slice.nextOffset, batchCount: slice.batchCount)
+                wrote = true
+            } catch {
+                return endSubscription(id, error: error)
+            }
+        }
+        if subscriptions[id]?.machine.shouldSendCaughtUp() == true {
+            write(.caughtUp(subscriptionID: id), requestID: 0)
+            wrote = true
+        }
+        if wrote { flushOutbound() }
+    }
+
+    /// Ends a subscription the broker can no longer serve, telling the client why.
+    private func endSubscription(_ id: UInt32, error: TelexError) {
+        guard let subscription = subscriptions.removeValue(forKey: id) else { return }
+        logger.warning("subscription ended", metadata: ["subscription": "\(id)", "error": "\(error)"])
+        hub.unregister(subscription.listener)
+        write(.error(code: error.code, message: "subscription \(id) ended: \(error.message)"), requestID: subscription.requestID)
+        write(.unsubscribed(subscriptionID: id), requestID: subscription.requestID)
+        scheduleFlush()
+    }
+
+    func endAllSubscriptions() {
+        for subscription in subscriptions.values { hub.unregister(subscription.listener) }
+        subscriptions = [:]
+    }
+}

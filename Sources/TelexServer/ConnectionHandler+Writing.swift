@@ -1,0 +1,68 @@
+import NIOCore
+import TelexProtocol
+import TelexStorage
+
+/// The outbound side: messages are encoded into one buffer and written at the next flush; DELIVER frames send
+/// their header from memory and the batches straight from the segment file.
+extension ConnectionHandler {
+    /// Queues a message; it is sent at the next flush.
+    func write(_ message: BrokerMessage, requestID: UInt32) {
+        outbound.writeMessage(message, requestID: requestID)
+    }
+
+    func reply(_ error: TelexError, _ requestID: UInt32) {
+        write(.error(code: error.code, message: error.message), requestID: requestID)
+    }
+
+    /// Writes a DELIVER frame: the header from memory, the batches by sendfile from the segment file.
+    func writeDeliver(subscriptionID: UInt32, topic: String, slice: LogSlice) throws(TelexError) {
+        guard let context else { return }
+        var prefix = context.channel.allocator.buffer(capacity: 32 + topic.utf8.count)
+        prefix.writeFrameHeader(type: .deliver, requestID: 0, bodyLength: 4 + 2 + topic.utf8.count + slice.length)
+        BrokerMessage.writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, into: &prefix)
+        writeOutboundBuffer()
+        let handle = try slice.makeFileHandle()
+        context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: nil)
+        let region = FileRegion(fileHandle: handle, readerIndex: slice.position, endIndex: slice.position + slice.length)
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.whenComplete { _ in try? handle.close() }
+        context.write(wrapOutboundOut(.fileRegion(region)), promise: promise)
+    }
+
+    private func writeOutboundBuffer() {
+        guard let context, outbound.readableBytes > 0 else { return }
+        context.write(wrapOutboundOut(.byteBuffer(outbound)), promise: nil)
+        outbound = context.channel.allocator.buffer(capacity: 1024)
+    }
+
+    func flushOutbound() {
+        guard let context else { return }
+        writeOutboundBuffer()
+        context.flush()
+    }
+
+    /// Coalesces the flushes of answers completed in the same event loop tick.
+    func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            self.flushOutbound()
+        }
+    }
+
+    /// Sends an ERROR frame and closes the connection once it is written.
+    func closeWithError(_ error: TelexError, requestID: UInt32) {
+        guard let context else { return }
+        if case .closed = state { return }
+        state = .closed
+        endAllSubscriptions()
+        write(.error(code: error.code, message: error.message), requestID: requestID)
+        let pending = outbound
+        outbound = ByteBuffer()
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.byteBuffer(pending))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,103 @@
+/// The state of one subscription: a cursor per matched topic, the round-robin order, credit, and whether
+/// CAUGHT_UP has been sent. Pure: `ConnectionHandler` asks it what to read next, performs the read and the
+/// write, and reports what happened. Replay and live delivery are the same loop, so there is no handover gap.
+/// A subscription ends by its connection dropping it (UNSUBSCRIBE, an error, the connection closing).
+///
+/// A pump is a run of `nextRead` calls until it returns nil. Within a pump, topics are tried in turn; a pass
+/// over every topic that delivered nothing ends the pump, as does running out of credit or socket space.
+struct SubscriptionStateMachine {
+    /// One read the handler should perform: batches of `topic` from `offset`, at most `maxBatches` of them.
+    struct Read: Equatable {
+        var topic: String
+        var offset: Int64
+        var maxBatches: Int
+    }
+
+    /// What the handler should do after a change of credit.
+    enum CreditAction: Equatable {
+        /// Try to deliver: there is credit now.
+        case pump
+        /// Nothing to do: still no credit.
+        case none
+    }
+
+    private struct Cursor {
+        var next: Int64
+        /// The readable end when the subscription began; reaching it on every initial topic sends CAUGHT_UP.
+        /// Nil for topics born later.
+        let caughtUpAt: Int64?
+    }
+
+    private var cursors: [String: Cursor] = [:]
+    private var order: [String] = []
+    private var nextIndex = 0
+    private(set) var credit: UInt32
+    let maxCredit: UInt32
+    private var caughtUpSent = false
+    /// Topics tried in the current pass of the current pump, and whether any of them delivered.
+    private var triedInPass = 0
+    private var progressedInPass = false
+
+    init(credit: UInt32, maxCredit: UInt32) {
+        self.credit = min(credit, maxCredit)
+        self.maxCredit = maxCredit
+    }
+
+    /// The topics in round-robin order.
+    var topics: [String] { order }
+
+    /// The next offset this subscription will send for `topic`, if it covers it.
+    func position(_ topic: String) -> Int64? { cursors[topic]?.next }
+
+    /// Adds a cursor for `topic` starting at `offset`; false if the topic is already covered.
+    /// `caughtUpAt` is the readable end at subscribe time, nil for a topic born later.
+    @discardableResult
+    mutating func topicAdded(_ topic: String, from offset: Int64, caughtUpAt: Int64?) -> Bool {
+        guard cursors[topic] == nil else { return false }
+        cursors[topic] = Cursor(next: offset, caughtUpAt: caughtUpAt)
+        order.append(topic)
+        return true
+    }
+
+    /// The next read of the current pump, or nil when the pump is over.
+    mutating func nextRead(writable: Bool) -> Read? {
+        guard credit > 0, writable, !order.isEmpty else { return endPump() }
+        if triedInPass == order.count {
+            guard progressedInPass else { return endPump() }
+            triedInPass = 0
+            progressedInPass = false
+        }
+        let topic = order[nextIndex]
+        nextIndex = (nextIndex + 1) % order.count
+        triedInPass += 1
+        return Read(topic: topic, offset: cursors[topic]!.next, maxBatches: Int(credit))
+    }
+
+    /// The read of `topic` returned `batchCount` batches ending before `nextOffset`, and they were written.
+    /// (A read that found nothing needs no report: the pass moves on.)
+    mutating func delivered(topic: String, nextOffset: Int64, batchCount: Int) {
+        cursors[topic]?.next = nextOffset
+        credit -= UInt32(min(batchCount, Int(credit)))
+        progressedInPass = true
+    }
+
+    /// The client granted `batches` more; credit is capped at `maxCredit`.
+    mutating func creditAdded(_ batches: UInt32) -> CreditAction {
+        credit = UInt32(min(UInt64(credit) + UInt64(batches), UInt64(maxCredit)))
+        return credit > 0 ? .pump : .none
+    }
+
+    /// True exactly once: when every topic matched at subscribe time has been delivered up to its end then.
+    mutating func shouldSendCaughtUp() -> Bool {
+        guard !caughtUpSent else { return false }
+        let caughtUp = cursors.values.allSatisfy { cursor in cursor.caughtUpAt.map { cursor.next >= $0 } ?? true }
+        if caughtUp { caughtUpSent = true }
+        return caughtUp
+    }
+
+    private mutating func endPump() -> Read? {
+        triedInPass = 0
+        progressedInPass = false
+        return nil
+    }
+}
