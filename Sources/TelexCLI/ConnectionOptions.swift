@@ -34,6 +34,9 @@ public func printError(_ message: String) {
 
 /// The text a tool prints for an error: the Telex message without its code for the common cases.
 public func describe(_ error: Error) -> String {
+    if let error = error as? PublishError {
+        return "\(describe(error.underlying)) (\(error.acknowledgedRecordCount) records were acknowledged before it stopped)"
+    }
     if let error = error as? TelexError {
         return error.code == .connectionFailed || error.code == .invalidEvent ? error.message : "\(error.code.name): \(error.message)"
     }

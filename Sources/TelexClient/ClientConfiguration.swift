@@ -1,4 +1,3 @@
-import NIOCore
 import TelexProtocol
 
 /// How a `TelexClient` connects, batches and retries. A Sendable value; each field documents its default.
@@ -12,9 +11,9 @@ public struct ClientConfiguration: Sendable {
     /// Sent in HELLO when the broker requires a token. Default empty.
     public var authToken: String
     /// Time allowed to connect and complete the handshake. Default 5 s.
-    public var connectTimeout: TimeAmount
+    public var connectTimeout: Duration
     /// Time allowed for any reply (an ack includes the broker's fsync). Default 30 s.
-    public var requestTimeout: TimeAmount
+    public var requestTimeout: Duration
     /// Most publish batches awaiting their ack at once. Default 64.
     public var publishWindow: Int
     /// Most records per batch. Default 64.
@@ -27,21 +26,21 @@ public struct ClientConfiguration: Sendable {
     public var compressionLevel: Int32
     /// Batches a subscription lets the broker send ahead of the consumer. Default 64.
     public var subscriptionCredit: UInt32
-    /// Reconnect attempts before an operation fails. Default 8.
+    /// Connection attempts before an operation fails (authentication and version errors are not retried). Default 8.
     public var maxReconnectAttempts: Int
     /// First reconnect delay, doubled each attempt up to `maxReconnectDelay`. Default 100 ms.
-    public var initialReconnectDelay: TimeAmount
+    public var initialReconnectDelay: Duration
     /// Longest reconnect delay. Default 5 s.
-    public var maxReconnectDelay: TimeAmount
+    public var maxReconnectDelay: Duration
     /// Largest frame accepted from the broker. Default 16 MiB.
     public var maxFrameSize: Int
 
     public init(
         host: String = "127.0.0.1", port: Int = 7420, clientName: String = "telex-client", authToken: String = "",
-        connectTimeout: TimeAmount = .seconds(5), requestTimeout: TimeAmount = .seconds(30), publishWindow: Int = 64,
+        connectTimeout: Duration = .seconds(5), requestTimeout: Duration = .seconds(30), publishWindow: Int = 64,
         maxBatchRecords: Int = 64, maxBatchBytes: Int = 512 << 10, codec: Codec = .zlib, compressionLevel: Int32 = 1,
-        subscriptionCredit: UInt32 = 64, maxReconnectAttempts: Int = 8, initialReconnectDelay: TimeAmount = .milliseconds(100),
-        maxReconnectDelay: TimeAmount = .seconds(5), maxFrameSize: Int = 16 << 20
+        subscriptionCredit: UInt32 = 64, maxReconnectAttempts: Int = 8, initialReconnectDelay: Duration = .milliseconds(100),
+        maxReconnectDelay: Duration = .seconds(5), maxFrameSize: Int = 16 << 20
     ) {
         self.host = host
         self.port = port

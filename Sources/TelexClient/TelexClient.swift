@@ -2,245 +2,131 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 import TelexProtocol
-
-/// The broker's acknowledgement of one published batch.
-public struct PublishAck: Sendable, Equatable {
-    public var topic: String
-    public var baseOffset: Int64
-    public var recordCount: UInt32
-    /// True when the broker had already stored this batch (an idempotent retry) and returned its original offsets.
-    public var duplicate: Bool
-}
-
-/// A batch encoded and compressed once, ready to publish (and to re-send unchanged on retry).
-public struct PreparedBatch: Sendable {
-    public let topic: String
-    public let bytes: ByteBuffer
-    public let recordCount: Int
-}
 
 /// An async client for a Telex broker: publish with batching, compression, pipelining and idempotent retries;
 /// subscribe as an `AsyncSequence`; commit durable consumer positions.
 ///
+/// A `Service`: `run()` owns the connection and returns when its task is cancelled or the service group shuts
+/// down gracefully; calls made before `run()` starts wait for it, calls after it ends fail with `.closed`.
+/// ```swift
+/// let client = TelexClient(configuration: .init(host: "broker.local"))
+/// try await withThrowingDiscardingTaskGroup { group in
+///     group.addTask { await client.run() }
+///     try await client.publish(records, to: "news.world")
+///     group.cancelAll()
+/// }
+/// ```
+/// or `TelexClient.withClient(configuration:) { client in ... }`, which does exactly that.
 /// Thread-safe. One TCP connection, re-established with backoff when it drops.
-public final class TelexClient: @unchecked Sendable {
+public final class TelexClient: Sendable, Service {
     public let configuration: ClientConfiguration
-    let logger: Logger
-    private let group: MultiThreadedEventLoopGroup
-    private let lock = NIOLock()
-    private var connection: Connection?
-    private var connecting: Task<Connection, Error>?
-    private var sequences: [String: Int32] = [:]
-    private var nextSubscriptionID: UInt32 = 1
-    private var isClosed = false
-    /// zlib compressors reused across calls: creating one costs a few hundred KB of zeroed memory.
-    private var compressors: [ZlibCompressor] = []
     /// This client's idempotent producer id: random, nonzero, fixed for the client's life.
     public let producerID: Int64
+    let logger: Logger
+    let eventLoopGroup: any EventLoopGroup
+    let codecs: CodecPool
+    private let state = NIOLockedValueBox(State())
+    /// `run()` waits on this stream; finishing it (graceful shutdown) or cancelling `run()` ends the client.
+    private let lifetime = AsyncStream<Never>.makeStream()
 
-    private init(configuration: ClientConfiguration, logger: Logger) {
+    private enum Lifecycle: Sendable {
+        case idle
+        case running
+        case shutDown
+    }
+
+    private struct State: Sendable {
+        var lifecycle = Lifecycle.idle
+        var startWaiters: [Int: CheckedContinuation<Void, any Error>] = [:]
+        var nextWaiterID = 0
+        var connection: Connection?
+        var connecting: Task<Connection, any Error>?
+        var sequences: [String: Int32] = [:]
+        var nextSubscriptionID: UInt32 = 1
+    }
+
+    /// Creates a client; nothing connects until `run()` is running and a call needs the broker.
+    /// - Parameter eventLoopGroup: where the connection's I/O runs. Default: NIO's shared singleton group.
+    public init(
+        configuration: ClientConfiguration = .init(),
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "telex.client")
+    ) {
         self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        codecs = CodecPool(compressionLevel: configuration.compressionLevel)
         var id: Int64 = 0
         while id == 0 { id = Int64.random(in: 1...Int64.max) }
         producerID = id
     }
 
-    /// Connects and completes the handshake; throws `connectionFailed` with advice when the broker is unreachable.
-    public static func connect(
-        configuration: ClientConfiguration = .init(), logger: Logger = Logger(label: "telex.client")
-    ) async throws -> TelexClient {
-        let client = TelexClient(configuration: configuration, logger: logger)
-        do {
-            _ = try await client.currentConnection(attempts: 1)
-        } catch {
-            try? await client.group.shutdownGracefully()
-            throw error
+    /// Runs a client for the duration of `body`: starts `run()` in a child task, calls `body`, then shuts the
+    /// client down (closing its connection) whether `body` returned or threw.
+    public static func withClient<Result: Sendable>(
+        configuration: ClientConfiguration = .init(),
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "telex.client"),
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (TelexClient) async throws -> Result
+    ) async throws -> Result {
+        let client = TelexClient(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger)
+        return try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            return try await body(client)
         }
-        return client
     }
 
-    /// The broker's name from HELLO_OK.
-    public var serverName: String { lock.withLock { connection?.serverName ?? "" } }
+    /// Owns the client's connection until the calling task is cancelled or a graceful shutdown is requested;
+    /// then closes the connection, failing whatever still waits on it. Call it once.
+    public func run() async {
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, any Error>]? in
+            guard case .idle = state.lifecycle else { return nil }
+            state.lifecycle = .running
+            defer { state.startWaiters = [:] }
+            return Array(state.startWaiters.values)
+        }
+        guard let waiters else {
+            logger.error("TelexClient.run() called more than once; the second call returns at once")
+            return
+        }
+        for waiter in waiters { waiter.resume() }
+        let lifetime = self.lifetime
+        await withTaskCancellationOrGracefulShutdownHandler {
+            for await _ in lifetime.stream {}
+        } onCancelOrGracefulShutdown: {
+            lifetime.continuation.finish()
+        }
+        await shutdown()
+    }
 
-    /// The live connection, reconnecting with exponential backoff if it dropped.
-    func currentConnection(attempts: Int? = nil) async throws -> Connection {
-        if let live = lock.withLock({ connection }), live.isActive { return live }
-        let task: Task<Connection, Error> = try lock.withLock {
-            if isClosed { throw TelexError(.closed, "the client was closed") }
-            if let connection, connection.isActive { return Task { connection } }
-            if let connecting { return connecting }
-            let configuration = self.configuration
-            let group = self.group
-            let logger = self.logger
-            let attempts = attempts ?? configuration.maxReconnectAttempts
-            let task = Task<Connection, Error> {
-                var delay = configuration.initialReconnectDelay
-                var attempt = 1
-                while true {
-                    do {
-                        return try await Connection.connect(configuration: configuration, group: group, logger: logger)
-                    } catch {
-                        guard attempt < attempts else { throw error }
-                        logger.info("reconnecting", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
-                        try await Task.sleep(nanoseconds: UInt64(delay.nanoseconds))
-                        delay = min(delay * 2, configuration.maxReconnectDelay)
-                        attempt += 1
-                    }
-                }
+    private func shutdown() async {
+        let (connection, connecting, waiters) = state.withLockedValue { state in
+            state.lifecycle = .shutDown
+            defer {
+                state.connection = nil
+                state.connecting = nil
+                state.startWaiters = [:]
             }
-            connecting = task
-            return task
+            return (state.connection, state.connecting, Array(state.startWaiters.values))
         }
-        do {
-            let connection = try await task.value
-            lock.withLock {
-                self.connection = connection
-                if connecting == task { connecting = nil }
-            }
-            return connection
-        } catch {
-            lock.withLock { if connecting == task { connecting = nil } }
-            throw error
-        }
+        for waiter in waiters { waiter.resume(throwing: TelexError(.closed, "the client was shut down before it ran")) }
+        connecting?.cancel()
+        await connection?.close()
+        logger.debug("client shut down")
     }
 
-    // MARK: Publishing
-
-    /// Encodes `records` for `topic` into batches (up to `maxBatchRecords` / `maxBatchBytes` each), compressed
-    /// with the configured codec on the available cores, each with this producer's next sequence number.
-    public func prepare(_ records: [Record], topic: String) async throws -> [PreparedBatch] {
-        try TopicName.validate(topic)
-        var ranges: [Range<Int>] = []
-        var sizes: [Int] = []
-        var start = 0
-        var bytes = 0
-        for (index, record) in records.enumerated() {
-            let size = 16 + record.key.readableBytes + record.value.readableBytes
-                + record.headers.reduce(0) { $0 + 6 + $1.name.utf8.count + $1.value.readableBytes }
-            if index > start, index - start >= configuration.maxBatchRecords || bytes + size > configuration.maxBatchBytes {
-                ranges.append(start..<index)
-                sizes.append(bytes)
-                start = index
-                bytes = 0
-            }
-            bytes += size
-        }
-        if start < records.count {
-            ranges.append(start..<records.count)
-            sizes.append(bytes)
-        }
-        let (chunks, chunkBytes) = (ranges, sizes)
-        let firstSequence: Int32 = lock.withLock {
-            let first = sequences[topic, default: 0]
-            sequences[topic] = first &+ Int32(chunks.count)
-            return first
-        }
-        let configuration = self.configuration
-        let producerID = self.producerID
-        let workers = max(1, min(System.coreCount, chunks.count))
-        if chunks.count == 1 {
-            // One batch: compress it right here rather than pay for a task group.
-            let compressor = configuration.codec == .zlib ? takeCompressor() : nil
-            defer { if let compressor { returnCompressor(compressor) } }
-            var builder = RecordBatchBuilder(reservingCapacity: chunkBytes[0])
-            for record in records { builder.append(record) }
-            let bytes = builder.build(codec: configuration.codec, compressor: compressor, producerID: producerID,
-                                      producerSequence: firstSequence)
-            return [PreparedBatch(topic: topic, bytes: bytes, recordCount: builder.count)]
-        }
-        var batches = [PreparedBatch?](repeating: nil, count: chunks.count)
-        try await withThrowingTaskGroup(of: [(Int, PreparedBatch)].self) { group in
-            for worker in 0..<workers {
-                group.addTask {
-                    let compressor = configuration.codec == .zlib ? self.takeCompressor() : nil
-                    defer { if let compressor { self.returnCompressor(compressor) } }
-                    var built: [(Int, PreparedBatch)] = []
-                    for index in stride(from: worker, to: chunks.count, by: workers) {
-                        var builder = RecordBatchBuilder(reservingCapacity: chunkBytes[index])
-                        for record in records[chunks[index]] { builder.append(record) }
-                        let bytes = builder.build(codec: configuration.codec, compressor: compressor, producerID: producerID,
-                                                  producerSequence: firstSequence &+ Int32(index))
-                        built.append((index, PreparedBatch(topic: topic, bytes: bytes, recordCount: builder.count)))
-                    }
-                    return built
-                }
-            }
-            for try await built in group {
-                for (index, batch) in built { batches[index] = batch }
-            }
-        }
-        return batches.map { $0! }
+    /// Connects now (one attempt) instead of at the first request, to report an unreachable broker early.
+    /// Throws `connectionFailed` with advice when the broker cannot be reached.
+    public func connect() async throws {
+        _ = try await currentConnection(attempts: 1)
     }
 
-    private func takeCompressor() -> ZlibCompressor {
-        lock.withLock { compressors.popLast() } ?? ZlibCompressor(level: configuration.compressionLevel)
-    }
-
-    private func returnCompressor(_ compressor: ZlibCompressor) {
-        lock.withLock { if compressors.count < 2 * System.coreCount { compressors.append(compressor) } }
-    }
-
-    /// Publishes records to `topic` and returns one ack per batch, in order, once each is durable on the broker.
-    ///
-    /// Compression runs ahead of sending: while one group of batches is in flight the next is being compressed.
-    public func publish(_ records: [Record], to topic: String) async throws -> [PublishAck] {
-        let groupSize = configuration.maxBatchRecords * max(2, min(configuration.publishWindow, 16))
-        var groups: [Range<Int>] = []
-        var start = 0
-        while start < records.count {
-            groups.append(start..<min(start + groupSize, records.count))
-            start += groupSize
-        }
-        let pipeline = PublishPipeline(client: self)
-        var preparing: Task<[PreparedBatch], Error>? = groups.first.map { first in
-            Task { try await self.prepare(Array(records[first]), topic: topic) }
-        }
-        for index in groups.indices {
-            let batches = try await preparing!.value
-            preparing = index + 1 < groups.count
-                ? Task { [groups] in try await self.prepare(Array(records[groups[index + 1]]), topic: topic) } : nil
-            for batch in batches { try await pipeline.submit(batch) }
-        }
-        return try await pipeline.finish()
-    }
-
-    /// Publishes prepared batches in order with at most `publishWindow` awaiting acks. If the connection drops,
-    /// it reconnects and re-sends every unacknowledged batch unchanged; the broker answers any it already
-    /// stored with the original offsets, so nothing is stored twice.
-    public func publish(prepared batches: [PreparedBatch]) async throws -> [PublishAck] {
-        let pipeline = PublishPipeline(client: self)
-        for batch in batches { try await pipeline.submit(batch) }
-        return try await pipeline.finish()
-    }
-
-    /// Sends one prepared batch without waiting: the future completes with its ack. No retry on failure.
-    /// For paced publishers (benchmarks, latency probes) that keep many single batches in flight.
-    public func startPublish(_ batch: PreparedBatch) async throws -> EventLoopFuture<PublishAck> {
-        try await currentConnection().send(.publish(topic: batch.topic, batch: batch.bytes)).flatMapThrowing { reply in
-            guard case .publishAck(let topic, let baseOffset, let recordCount, let duplicate) = reply else {
-                throw TelexError(.malformedFrame, "expected PUBLISH_ACK, got \(reply.type.name)")
-            }
-            return PublishAck(topic: topic, baseOffset: baseOffset, recordCount: recordCount, duplicate: duplicate)
-        }
-    }
-
-    /// After a failed request: forget the connection if it is dead, or if it stopped answering (a timeout).
-    func discardConnection(after error: TelexError) async {
-        guard let current = lock.withLock({ connection }) else { return }
-        if !current.isActive || error.code == .timeout { await dropConnection(current) }
-    }
-
-    func dropConnection(_ stale: Connection) async {
-        let drop = lock.withLock { () -> Bool in
-            guard connection === stale else { return false }
-            connection = nil
-            return true
-        }
-        if drop { await stale.close() }
-    }
+    /// The broker's name from HELLO_OK, once connected.
+    public var serverName: String { state.withLockedValue { $0.connection?.serverName ?? "" } }
 
     /// Round-trip time of a PING.
     public func ping() async throws -> Duration {
@@ -252,94 +138,148 @@ public final class TelexClient: @unchecked Sendable {
         return clock.now - start
     }
 
-    // MARK: Subscribing
+    // MARK: Connection management
 
-    /// Subscribes to a topic or pattern (`news.*`, `news.>`). With a `consumer` name, committed positions
-    /// override `start` for topics that have one. With `untilCaughtUp`, the sequence ends once everything stored
-    /// at subscribe time has been delivered (the index-rebuild mode).
-    public func subscribe(
-        _ pattern: String, from start: StartPosition = .end, consumer: String? = nil, untilCaughtUp: Bool = false
-    ) async throws -> TelexSubscription {
-        try TopicName.validatePattern(pattern)
-        let subscription = TelexSubscription(client: self, pattern: pattern, start: start, consumer: consumer,
-                                             untilCaughtUp: untilCaughtUp, credit: configuration.subscriptionCredit)
-        try await subscription.open(resume: [:])
-        return subscription
+    /// Waits until `run()` has started; throws `.closed` once it has ended.
+    private func waitUntilRunning() async throws {
+        let waiterID = state.withLockedValue { state -> Int? in
+            guard case .idle = state.lifecycle else { return nil }
+            defer { state.nextWaiterID += 1 }
+            return state.nextWaiterID
+        }
+        if let waiterID {
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    let outcome = state.withLockedValue { state -> Result<Void, any Error>? in
+                        switch state.lifecycle {
+                        case .running: return .success(())
+                        case .shutDown: return .failure(TelexError(.closed, "the client was shut down"))
+                        case .idle:
+                            if Task.isCancelled { return .failure(CancellationError()) }
+                            state.startWaiters[waiterID] = continuation
+                            return nil
+                        }
+                    }
+                    if let outcome { continuation.resume(with: outcome) }
+                }
+            } onCancel: {
+                state.withLockedValue { $0.startWaiters.removeValue(forKey: waiterID) }?.resume(throwing: CancellationError())
+            }
+        }
+        if case .shutDown = state.withLockedValue({ $0.lifecycle }) {
+            throw TelexError(.closed, "the client was shut down; its run() has returned")
+        }
+    }
+
+    /// The live connection, reconnecting with exponential backoff if it dropped. Cancelling the calling task
+    /// ends the wait at once.
+    func currentConnection(attempts: Int? = nil) async throws -> Connection {
+        if let live = state.withLockedValue({ $0.connection }), live.isActive { return live }
+        try await waitUntilRunning()
+        let task: Task<Connection, any Error> = try state.withLockedValue { state in
+            if case .shutDown = state.lifecycle { throw TelexError(.closed, "the client was shut down") }
+            if let connection = state.connection, connection.isActive { return Task { connection } }
+            if let connecting = state.connecting { return connecting }
+            let task = makeConnectTask(attempts: attempts ?? configuration.maxReconnectAttempts)
+            state.connecting = task
+            return task
+        }
+        return try await valueCancellable(of: task)
+    }
+
+    private func makeConnectTask(attempts: Int) -> Task<Connection, any Error> {
+        let configuration = self.configuration
+        let group = self.eventLoopGroup
+        let logger = self.logger
+        return Task {
+            var delay = configuration.initialReconnectDelay
+            var attempt = 1
+            while true {
+                do {
+                    let connection = try await Connection.connect(configuration: configuration, group: group, logger: logger)
+                    let accepted = state.withLockedValue { state -> Bool in
+                        state.connecting = nil
+                        guard case .running = state.lifecycle else { return false }
+                        state.connection = connection
+                        return true
+                    }
+                    guard accepted else {
+                        await connection.close()
+                        throw TelexError(.closed, "the client was shut down")
+                    }
+                    return connection
+                } catch {
+                    let permanent = (error as? TelexError).map {
+                        [.authenticationFailed, .unsupportedVersion, .closed].contains($0.code)
+                    } ?? true
+                    guard !permanent, attempt < attempts, !Task.isCancelled else {
+                        state.withLockedValue { $0.connecting = nil }
+                        throw error
+                    }
+                    logger.info("reconnecting", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
+                    do {
+                        try await Task.sleep(for: delay)
+                    } catch {
+                        state.withLockedValue { $0.connecting = nil }
+                        throw error
+                    }
+                    delay = min(delay * 2, configuration.maxReconnectDelay)
+                    attempt += 1
+                }
+            }
+        }
+    }
+
+    /// After a failed request: forget the connection if it is dead, or if it stopped answering (a timeout).
+    func discardConnection(after error: TelexError) async {
+        guard let current = state.withLockedValue({ $0.connection }) else { return }
+        if !current.isActive || error.code == .timeout { await dropConnection(current) }
+    }
+
+    func dropConnection(_ stale: Connection) async {
+        let drop = state.withLockedValue { state -> Bool in
+            guard state.connection === stale else { return false }
+            state.connection = nil
+            return true
+        }
+        if drop { await stale.close() }
     }
 
     func makeSubscriptionID() -> UInt32 {
-        lock.withLock {
-            defer { nextSubscriptionID &+= 1 }
-            return nextSubscriptionID
+        state.withLockedValue { state in
+            defer { state.nextSubscriptionID &+= 1 }
+            return state.nextSubscriptionID
         }
     }
 
-    /// Closes the connection and releases the client's thread.
-    public func close() async {
-        let (current, connecting) = lock.withLock { () -> (Connection?, Task<Connection, Error>?) in
-            isClosed = true
-            defer {
-                connection = nil
-                self.connecting = nil
-            }
-            return (connection, self.connecting)
+    /// Reserves `count` producer sequence numbers for `topic`; returns the first.
+    func reserveSequences(_ count: Int, topic: String) -> Int32 {
+        state.withLockedValue { state in
+            let first = state.sequences[topic, default: 0]
+            state.sequences[topic] = first &+ Int32(truncatingIfNeeded: count)
+            return first
         }
-        connecting?.cancel()
-        await current?.close()
-        try? await group.shutdownGracefully()
     }
 }
 
-/// Keeps up to `publishWindow` batches awaiting acks, in order; on a lost connection it reconnects and
-/// re-sends every unacknowledged batch unchanged (idempotent: the broker recognises what it already stored).
-/// Used by one task at a time.
-final class PublishPipeline {
-    private let client: TelexClient
-    private var unacked: [(batch: PreparedBatch, reply: EventLoopFuture<BrokerMessage>)] = []
-    private var head = 0
-    private var acks: [PublishAck] = []
-    private var failures = 0
-
-    init(client: TelexClient) {
-        self.client = client
-    }
-
-    /// Sends `batch`, first waiting for the oldest ack if the window is full.
-    func submit(_ batch: PreparedBatch) async throws {
-        while unacked.count - head >= client.configuration.publishWindow { try await awaitOldest() }
-        let connection = try await client.currentConnection()
-        unacked.append((batch, connection.send(.publish(topic: batch.topic, batch: batch.bytes))))
-    }
-
-    /// Waits for every outstanding ack; returns all acks in submission order.
-    func finish() async throws -> [PublishAck] {
-        while head < unacked.count { try await awaitOldest() }
-        return acks
-    }
-
-    private func awaitOldest() async throws {
-        do {
-            let reply = try await unacked[head].reply.get()
-            guard case .publishAck(let topic, let baseOffset, let recordCount, let duplicate) = reply else {
-                throw TelexError(.malformedFrame, "expected PUBLISH_ACK, got \(reply.type.name)")
+/// Waits for `task`'s value; cancelling the waiting task ends the wait with `CancellationError` at once, without
+/// cancelling `task` (other callers may share it).
+func valueCancellable<T: Sendable>(of task: Task<T, any Error>) async throws -> T {
+    let slot = NIOLockedValueBox<CheckedContinuation<T, any Error>?>(nil)
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            let cancelled = slot.withLockedValue { slot -> Bool in
+                if Task.isCancelled { return true }
+                slot = continuation
+                return false
             }
-            acks.append(PublishAck(topic: topic, baseOffset: baseOffset, recordCount: recordCount, duplicate: duplicate))
-            head += 1
-            failures = 0
-            if head >= 1024 {
-                unacked.removeFirst(head)
-                head = 0
-            }
-        } catch let error as TelexError where error.code == .connectionFailed || error.code == .timeout {
-            failures += 1
-            guard failures <= client.configuration.maxReconnectAttempts else { throw error }
-            client.logger.warning("publish interrupted; re-sending unacknowledged batches", metadata: ["error": "\(error)"])
-            await client.discardConnection(after: error)
-            let connection = try await client.currentConnection()
-            for index in head..<unacked.count {
-                let batch = unacked[index].batch
-                unacked[index].reply = connection.send(.publish(topic: batch.topic, batch: batch.bytes))
+            if cancelled { return continuation.resume(throwing: CancellationError()) }
+            Task {
+                let result = await task.result
+                slot.withLockedValue { slot in defer { slot = nil }; return slot }?.resume(with: result)
             }
         }
+    } onCancel: {
+        slot.withLockedValue { slot in defer { slot = nil }; return slot }?.resume(throwing: CancellationError())
     }
 }

@@ -16,27 +16,38 @@ public struct DeliveredRecord: Sendable {
 /// Credit-based: the broker sends at most `credit` batches ahead of the consumer, so a slow consumer holds
 /// a bounded amount of memory. If the connection drops, iteration reconnects with backoff and resumes from
 /// the offset after the last record it returned, per topic: no gap, no duplicate.
-/// Iterate from one task at a time.
-public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
+///
+/// Iterate it once, from one task. Iteration ends — and the broker is sent UNSUBSCRIBE — when the iterating task
+/// is cancelled (promptly, even while waiting for a delivery), when the loop breaks, on an error, on `cancel()`,
+/// or when the subscription is deinitialized. `TelexClient.withSubscription` scopes one to a closure.
+public final class TelexSubscription: AsyncSequence, Sendable {
     public typealias Element = DeliveredRecord
 
     public let pattern: String
     public let start: StartPosition
     public let consumer: String?
     public let untilCaughtUp: Bool
-    private let client: TelexClient
-    private let credit: UInt32
-    private let lock = NIOLock()
-    private var sink = SubscriptionSink()
-    private var connection: Connection?
-    private var subscriptionID: UInt32 = 0
-    private var positions: [String: Int64] = [:]
-    private var ranges: [TopicRange] = []
-    /// With `untilCaughtUp`: the end of each topic when the subscription first began; nothing past it is returned.
-    private var snapshotEnds: [String: Int64]?
-    private var currentTopic: String?
-    private var currentNext: Int64 = 0
-    private var cancelled = false
+    let client: TelexClient
+    let credit: UInt32
+    private let state = NIOLockedValueBox(State())
+
+    private struct State: Sendable {
+        var sink = SubscriptionSink()
+        var connection: Connection?
+        var subscriptionID: UInt32 = 0
+        var positions: [String: Int64] = [:]
+        var ranges: [TopicRange] = []
+        /// With `untilCaughtUp`: the end of each topic when the subscription first began; nothing past it is returned.
+        var snapshotEnds: [String: Int64]?
+        var currentTopic: String?
+        var currentNext: Int64 = 0
+        var ended = false
+
+        /// Folds the latest `advance` into `positions`.
+        mutating func settlePositions() {
+            if let current = currentTopic { positions[current] = currentNext }
+        }
+    }
 
     init(client: TelexClient, pattern: String, start: StartPosition, consumer: String?, untilCaughtUp: Bool, credit: UInt32) {
         self.client = client
@@ -47,95 +58,175 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
         self.credit = Swift.max(1, credit)
     }
 
-    /// Topics matched when the subscription (re)started, with their start and end offsets.
-    public var topics: [TopicRange] { lock.withLock { ranges } }
+    deinit {
+        endLocally()
+    }
 
-    /// The next offset this subscription will return, per topic it has returned records from.
+    /// Topics matched when the subscription (re)started, with their start and end offsets.
+    public var topics: [TopicRange] { state.withLockedValue { $0.ranges } }
+
+    /// The next offset this subscription will return, per topic it has matched.
     public var nextOffsets: [String: Int64] {
-        lock.withLock {
-            settlePositions()
-            return positions
+        state.withLockedValue { state in
+            state.settlePositions()
+            return state.positions
         }
     }
+
+    /// Whether the subscription has ended (cancelled, broken out of, failed, or finished catching up).
+    public var isEnded: Bool { state.withLockedValue { $0.ended } }
 
     /// Sends SUBSCRIBE on the current connection, resuming topics at `resume`.
     func open(resume: [String: Int64]) async throws {
         let connection = try await client.currentConnection()
         let id = client.makeSubscriptionID()
         let sink = SubscriptionSink()
-        let reply = try await connection.request(
-            .subscribe(subscriptionID: id, pattern: pattern, start: start, consumerName: consumer ?? "",
-                       initialCredit: credit, resume: resume.map { TopicOffset(topic: $0.key, offset: $0.value) }
-                        .sorted { $0.topic < $1.topic }),
-            subscriptionSink: (id, sink))
+        let reply: BrokerMessage
+        do {
+            reply = try await connection.request(
+                .subscribe(subscriptionID: id, pattern: pattern, start: start, consumerName: consumer ?? "",
+                           initialCredit: credit, resume: resume.map { TopicOffset(topic: $0.key, offset: $0.value) }
+                            .sorted { $0.topic < $1.topic }),
+                subscriptionSink: (id, sink))
+        } catch {
+            // A cancelled SUBSCRIBE may still succeed on the broker: end it there too.
+            if error is CancellationError { connection.post(.unsubscribe(subscriptionID: id)) }
+            connection.forget(subscriptionID: id, sink: sink)
+            throw error
+        }
         guard case .subscribed(_, let topics) = reply else {
             connection.forget(subscriptionID: id, sink: sink)
             throw TelexError(.malformedFrame, "SUBSCRIBE answered with \(reply.type.name)")
         }
-        lock.withLock {
-            self.connection = connection
-            self.subscriptionID = id
-            self.sink = sink
-            self.ranges = topics
+        let untilCaughtUp = self.untilCaughtUp
+        let alreadyEnded = state.withLockedValue { state -> Bool in
+            guard !state.ended else { return true }
+            state.connection = connection
+            state.subscriptionID = id
+            state.sink = sink
+            state.ranges = topics
             // Every matched topic gets a position, so a reconnect resumes each one exactly where it was.
-            settlePositions()
-            for range in topics where positions[range.topic] == nil { positions[range.topic] = range.startOffset }
-            if untilCaughtUp, snapshotEnds == nil {
-                snapshotEnds = Dictionary(topics.map { ($0.topic, $0.endOffset) }, uniquingKeysWith: { $1 })
+            state.settlePositions()
+            for range in topics where state.positions[range.topic] == nil { state.positions[range.topic] = range.startOffset }
+            if untilCaughtUp, state.snapshotEnds == nil {
+                state.snapshotEnds = Dictionary(topics.map { ($0.topic, $0.endOffset) }, uniquingKeysWith: { $1 })
             }
+            return false
+        }
+        if alreadyEnded {
+            connection.post(.unsubscribe(subscriptionID: id))
+            connection.forget(subscriptionID: id, sink: sink)
         }
     }
 
-    /// Commits, for this subscription's consumer, the next offset of every topic it has returned records from.
+    /// Commits, for this subscription's consumer, the next offset of every topic it has matched: where a restart
+    /// with this consumer name resumes. Works after the subscription has ended too (see `commit(topic:offset:)`).
     public func commit() async throws {
-        for (topic, offset) in nextOffsets.sorted(by: { $0.key < $1.key }) {
-            try await commit(topic: topic, offset: offset)
-        }
+        try await commit(nextOffsets)
     }
 
     /// Commits `offset` as the next offset `consumer` reads in `topic`; returns once the broker has it on disk.
+    ///
+    /// A COMMIT names a live subscription, so once this one has ended (a `break`, a cancelled task) the client
+    /// briefly subscribes again with zero credit — nothing is delivered — commits, and unsubscribes.
     public func commit(topic: String, offset: Int64) async throws {
-        guard consumer != nil else {
+        try await commit([topic: offset])
+    }
+
+    private func commit(_ offsets: [String: Int64]) async throws {
+        guard let consumer else {
             throw TelexError(.invalidRequest, "commit needs a consumer name: subscribe with consumer: \"NAME\"")
         }
-        let (connection, id) = lock.withLock { (self.connection, subscriptionID) }
-        guard let connection else { throw TelexError(.closed, "the subscription is not connected") }
-        let reply = try await connection.request(.commit(subscriptionID: id, topic: topic, offset: offset))
+        guard !offsets.isEmpty else { return }
+        let (connection, id, ended) = state.withLockedValue { ($0.connection, $0.subscriptionID, $0.ended) }
+        if !ended, let connection, connection.isActive {
+            for (topic, offset) in offsets.sorted(by: { $0.key < $1.key }) {
+                try await Self.commit(on: connection, subscriptionID: id, topic: topic, offset: offset)
+            }
+            return
+        }
+        let current = try await client.currentConnection()
+        let detachedID = client.makeSubscriptionID()
+        let sink = SubscriptionSink()
+        let resume = offsets.map { TopicOffset(topic: $0.key, offset: $0.value) }.sorted { $0.topic < $1.topic }
+        defer { current.forget(subscriptionID: detachedID, sink: sink) }
+        let reply = try await current.request(
+            .subscribe(subscriptionID: detachedID, pattern: pattern, start: .end, consumerName: consumer,
+                       initialCredit: 0, resume: resume),
+            subscriptionSink: (detachedID, sink))
+        guard case .subscribed = reply else { throw TelexError(.malformedFrame, "SUBSCRIBE answered with \(reply.type.name)") }
+        do {
+            for entry in resume {
+                try await Self.commit(on: current, subscriptionID: detachedID, topic: entry.topic, offset: entry.offset)
+            }
+        } catch {
+            current.post(.unsubscribe(subscriptionID: detachedID))
+            throw error
+        }
+        _ = try await current.request(.unsubscribe(subscriptionID: detachedID))
+    }
+
+    private static func commit(on connection: Connection, subscriptionID: UInt32, topic: String, offset: Int64) async throws {
+        let reply = try await connection.request(.commit(subscriptionID: subscriptionID, topic: topic, offset: offset))
         guard case .commitAck = reply else { throw TelexError(.malformedFrame, "COMMIT answered with \(reply.type.name)") }
     }
 
-    /// Stops the subscription on the broker.
+    /// Ends the subscription and waits until the broker confirms (UNSUBSCRIBED). Iteration then ends.
     public func cancel() async {
-        let (connection, id, sink) = lock.withLock { () -> (Connection?, UInt32, SubscriptionSink) in
-            cancelled = true
-            return (self.connection, subscriptionID, self.sink)
+        let taken = state.withLockedValue { state -> (Connection, UInt32, SubscriptionSink)? in
+            guard !state.ended, let connection = state.connection else {
+                state.ended = true
+                return nil
+            }
+            state.ended = true
+            return (connection, state.subscriptionID, state.sink)
         }
-        guard let connection else { return }
+        guard let (connection, id, sink) = taken else { return }
         _ = try? await connection.request(.unsubscribe(subscriptionID: id))
         connection.forget(subscriptionID: id, sink: sink)
         sink.push(.ended)
+    }
+
+    /// Ends the subscription without waiting: sends UNSUBSCRIBE (if it is still live) and stops routing deliveries.
+    /// Safe from any context, including a cancelled task and `deinit`.
+    func endLocally() {
+        let taken = state.withLockedValue { state -> (Connection, UInt32, SubscriptionSink)? in
+            defer { state.ended = true }
+            guard !state.ended, let connection = state.connection else { return nil }
+            return (connection, state.subscriptionID, state.sink)
+        }
+        guard let (connection, id, sink) = taken else { return }
+        connection.post(.unsubscribe(subscriptionID: id))
+        connection.forget(subscriptionID: id, sink: sink)
+    }
+
+    /// Marks the subscription ended because the broker ended it (UNSUBSCRIBED or an ERROR about it).
+    fileprivate func endedByBroker() {
+        state.withLockedValue { $0.ended = true }
     }
 
     public func makeAsyncIterator() -> Iterator {
         Iterator(subscription: self)
     }
 
-    public struct Iterator: AsyncIteratorProtocol {
-        let subscription: TelexSubscription
-        var pending: [DeliveredRecord] = []
-        var pendingIndex = 0
-        var consumedBatches: UInt32 = 0
-        var finished = false
-        let decompressor = ZlibDecompressor()
-        let secondDecompressor = ZlibDecompressor()
-        var scratch: [ByteBuffer] = []
+    /// Iterates the subscription; when the last copy is dropped (a `break` out of the loop) the subscription ends.
+    /// Sendable so that it can be handed to another task, as long as one task at a time calls `next()`.
+    public struct Iterator: AsyncIteratorProtocol, Sendable {
+        private let subscription: TelexSubscription
+        private let endGuard: EndOnDeinit
+        private var pending: [DeliveredRecord] = []
+        private var pendingIndex = 0
+        private var consumedBatches: UInt32 = 0
+        private var finished = false
 
         init(subscription: TelexSubscription) {
             self.subscription = subscription
+            endGuard = EndOnDeinit(subscription)
         }
 
         public mutating func next() async throws -> DeliveredRecord? {
             while true {
+                if Task.isCancelled { return finish() }
                 if pendingIndex < pending.count {
                     let record = pending[pendingIndex]
                     pendingIndex += 1
@@ -148,19 +239,13 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
                 let (sink, connection, id) = subscription.current()
                 switch await sink.next() {
                 case .batches(let topic, let buffer):
-                    let batches = try RecordBatch.split(buffer, context: "DELIVER for \(topic)")
-                    let decoded = try await TelexSubscription.decode(
-                        batches, topic: topic, decompressor: decompressor, secondDecompressor: secondDecompressor,
-                        pool: &scratch)
-                    let from = subscription.position(topic)
-                    let until = subscription.snapshotEnd(topic)
-                    for (header, records) in decoded {
-                        for (index, record) in records.enumerated() {
-                            let offset = header.baseOffset + Int64(index)
-                            if let from, offset < from { continue }
-                            if let until, offset >= until { break }
-                            pending.append(DeliveredRecord(topic: topic, offset: offset, brokerTime: header.appendTime, record: record))
-                        }
+                    let batches: [ByteBuffer]
+                    do {
+                        batches = try RecordBatch.split(buffer, context: "DELIVER for \(topic)")
+                        try await decode(batches, topic: topic)
+                    } catch {
+                        finish()
+                        throw error
                     }
                     consumedBatches += UInt32(batches.count)
                     if consumedBatches * 2 >= subscription.credit, let connection {
@@ -170,96 +255,124 @@ public final class TelexSubscription: AsyncSequence, @unchecked Sendable {
                 case .caughtUp:
                     if subscription.untilCaughtUp { finished = true }
                 case .failed(let error):
+                    subscription.endedByBroker()
                     finished = true
                     throw error
                 case .ended:
+                    subscription.endedByBroker()
                     finished = true
+                case .cancelled:
+                    return finish()
                 case .disconnected(let error):
-                    if subscription.isCancelled {
+                    if subscription.isEnded {
                         finished = true
                         continue
                     }
                     subscription.client.logger.info("subscription disconnected; resuming", metadata: ["error": "\(error)"])
                     if let connection { await subscription.client.dropConnection(connection) }
                     consumedBatches = 0
-                    try await subscription.open(resume: subscription.nextOffsets)
+                    do {
+                        try await subscription.open(resume: subscription.nextOffsets)
+                    } catch is CancellationError {
+                        return finish()
+                    } catch {
+                        finish()
+                        throw error
+                    }
+                }
+            }
+        }
+
+        /// Ends iteration here and the subscription on the broker.
+        @discardableResult
+        private mutating func finish() -> DeliveredRecord? {
+            finished = true
+            pending.removeAll()
+            pendingIndex = 0
+            subscription.endLocally()
+            return nil
+        }
+
+        /// Inflates and decodes delivered batches into `pending`, skipping records before the resume position
+        /// and, with `untilCaughtUp`, past the snapshot end.
+        private mutating func decode(_ batches: [ByteBuffer], topic: String) async throws {
+            let decoded = try await BatchDecoder.decode(batches, topic: topic, codecs: subscription.client.codecs)
+            let from = subscription.position(topic)
+            let until = subscription.snapshotEnd(topic)
+            for (header, records) in decoded {
+                for (index, record) in records.enumerated() {
+                    let offset = header.baseOffset + Int64(index)
+                    if let from, offset < from { continue }
+                    if let until, offset >= until { break }
+                    pending.append(DeliveredRecord(topic: topic, offset: offset, brokerTime: header.appendTime, record: record))
                 }
             }
         }
     }
 
-    /// Inflate buffers reused from one delivery to the next, so replay does not fault in fresh pages per batch.
-    final class ScratchBuffers: @unchecked Sendable {
-        var buffers: [ByteBuffer]
-        init(_ buffers: [ByteBuffer]) { self.buffers = buffers }
+    /// Ends the subscription when the last copy of an iterator goes away (a `break` out of a `for try await`).
+    private final class EndOnDeinit: Sendable {
+        let subscription: TelexSubscription
+        init(_ subscription: TelexSubscription) { self.subscription = subscription }
+        deinit { subscription.endLocally() }
     }
 
-    /// Inflates and decodes batches; a run of several is split across two tasks so inflating uses two cores.
-    fileprivate static func decode(
-        _ batches: [ByteBuffer], topic: String, decompressor: ZlibDecompressor, secondDecompressor: ZlibDecompressor,
-        pool: inout [ByteBuffer]
-    ) async throws -> [(RecordBatchHeader, [Record])] {
-        @Sendable func decodeAll(
-            _ slice: ArraySlice<ByteBuffer>, _ decompressor: ZlibDecompressor, _ scratch: ScratchBuffers
-        ) throws -> [(RecordBatchHeader, [Record])] {
-            var decoded: [(RecordBatchHeader, [Record])] = []
-            decoded.reserveCapacity(slice.count)
-            for (index, batch) in slice.enumerated() {
-                decoded.append(try RecordBatch.decodeRecords(
-                    batch, decompressor: decompressor, context: "batch from \(topic)", scratch: &scratch.buffers[index]))
-            }
-            return decoded
+    fileprivate func current() -> (SubscriptionSink, Connection?, UInt32) {
+        state.withLockedValue { ($0.sink, $0.connection, $0.subscriptionID) }
+    }
+
+    fileprivate func position(_ topic: String) -> Int64? {
+        state.withLockedValue { state in
+            state.settlePositions()
+            return state.positions[topic] ?? state.ranges.first { $0.topic == topic }?.startOffset
         }
-        while pool.count < batches.count { pool.append(ByteBuffer()) }
-        let middle = batches.count >= 2 ? batches.count / 2 : batches.count
-        // Move the buffers out of the pool so each is uniquely referenced while it is written.
-        let first = ScratchBuffers(Array(pool[0..<middle]))
-        let second = ScratchBuffers(Array(pool[middle..<batches.count]))
-        pool.removeFirst(batches.count)
-        defer { pool.append(contentsOf: first.buffers + second.buffers) }
-        guard middle < batches.count else { return try decodeAll(batches[...], decompressor, first) }
-        let secondHalf = Task.detached { try decodeAll(batches[middle...], secondDecompressor, second) }
-        let firstHalf: [(RecordBatchHeader, [Record])]
+    }
+
+    /// With `untilCaughtUp`, the offset where `topic` ended at subscribe time (0 for topics born later).
+    fileprivate func snapshotEnd(_ topic: String) -> Int64? {
+        state.withLockedValue { state in state.snapshotEnds.map { $0[topic] ?? 0 } }
+    }
+
+    /// Records that the next offset of `topic` is `offset`. Called per record, so the common case (same topic
+    /// as the last call) touches two fields instead of hashing the topic; `positions` catches up lazily.
+    fileprivate func advance(_ topic: String, to offset: Int64) {
+        state.withLockedValue { state in
+            if let current = state.currentTopic, current != topic { state.positions[current] = state.currentNext }
+            state.currentTopic = topic
+            state.currentNext = offset
+        }
+    }
+}
+
+/// Inflates and decodes delivered batches; a run of several is split across two tasks so inflating uses two cores.
+enum BatchDecoder {
+    typealias Decoded = [(header: RecordBatchHeader, records: [Record])]
+
+    static func decode(_ batches: [ByteBuffer], topic: String, codecs: CodecPool) async throws -> Decoded {
+        @Sendable func decodeAll(_ slice: ArraySlice<ByteBuffer>) throws -> Decoded {
+            try codecs.withInflater { inflater throws(TelexError) in
+                while inflater.scratch.count < slice.count { inflater.scratch.append(ByteBuffer()) }
+                var decoded: Decoded = []
+                decoded.reserveCapacity(slice.count)
+                for (index, batch) in slice.enumerated() {
+                    decoded.append(try RecordBatch.decodeRecords(
+                        batch, decompressor: inflater.decompressor, context: "batch from \(topic)",
+                        scratch: &inflater.scratch[index]))
+                }
+                return decoded
+            }
+        }
+        guard batches.count >= 2 else { return try decodeAll(batches[...]) }
+        let middle = batches.count / 2
+        let secondHalf = Task.detached { try decodeAll(batches[middle...]) }
+        let firstHalf: Decoded
         do {
-            firstHalf = try decodeAll(batches[..<middle], decompressor, first)
+            firstHalf = try decodeAll(batches[..<middle])
         } catch {
             secondHalf.cancel()
             _ = try? await secondHalf.value
             throw error
         }
         return firstHalf + (try await secondHalf.value)
-    }
-
-    fileprivate func current() -> (SubscriptionSink, Connection?, UInt32) {
-        lock.withLock { (sink, connection, subscriptionID) }
-    }
-
-    fileprivate var isCancelled: Bool { lock.withLock { cancelled } }
-
-    fileprivate func position(_ topic: String) -> Int64? {
-        lock.withLock {
-            settlePositions()
-            return positions[topic] ?? ranges.first { $0.topic == topic }?.startOffset
-        }
-    }
-
-    /// With `untilCaughtUp`, the offset where `topic` ended at subscribe time (0 for topics born later).
-    fileprivate func snapshotEnd(_ topic: String) -> Int64? {
-        lock.withLock { snapshotEnds.map { $0[topic] ?? 0 } }
-    }
-
-    /// Records that the next offset of `topic` is `offset`. Called per record, so the common case (same topic
-    /// as the last call) touches two fields instead of hashing the topic; `positions` catches up lazily.
-    fileprivate func advance(_ topic: String, to offset: Int64) {
-        lock.lock()
-        if let current = currentTopic, current != topic { positions[current] = currentNext }
-        currentTopic = topic
-        currentNext = offset
-        lock.unlock()
-    }
-
-    /// Folds the latest `advance` into `positions`. Caller holds the lock.
-    private func settlePositions() {
-        if let current = currentTopic { positions[current] = currentNext }
     }
 }

@@ -132,37 +132,37 @@ struct BrokerBenchmark: AsyncParsableCommand {
 
     /// Publishes all records to `topic`, split across `clients` connections; returns events per second.
     func publish(_ records: [Record], topic: String, clients: Int, configuration: ClientConfiguration) async throws -> Double {
-        var connected: [TelexClient] = []
-        for _ in 0..<clients { connected.append(try await TelexClient.connect(configuration: configuration)) }
-        let share = (records.count + clients - 1) / clients
-        let clock = ContinuousClock()
-        let started = clock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for (index, client) in connected.enumerated() {
-                let slice = Array(records[min(records.count, index * share)..<min(records.count, (index + 1) * share)])
-                group.addTask { _ = try await client.publish(slice, to: topic) }
+        try await withClients(clients, configuration: configuration) { connected in
+            let share = (records.count + clients - 1) / clients
+            let clock = ContinuousClock()
+            let started = clock.now
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (index, client) in connected.enumerated() {
+                    let slice = Array(records[min(records.count, index * share)..<min(records.count, (index + 1) * share)])
+                    group.addTask { _ = try await client.publish(slice, to: topic) }
+                }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
+            return Double(records.count) / (clock.now - started).seconds
         }
-        let seconds = (clock.now - started).seconds
-        for client in connected { await client.close() }
-        return Double(records.count) / seconds
     }
 
     /// Replays `topic` from the beginning into decoded records; returns events per second.
     func replayRate(topic: String, expected: Int, configuration: ClientConfiguration) async throws -> Double {
-        let client = try await TelexClient.connect(configuration: configuration)
-        let clock = ContinuousClock()
-        let started = clock.now
-        let subscription = try await client.subscribe(topic, from: .beginning, untilCaughtUp: true)
-        var count = 0
-        var bytes = 0
-        for try await delivered in subscription {
-            count += 1
-            bytes &+= delivered.record.value.readableBytes &+ delivered.record.key.readableBytes &+ delivered.record.headers.count
+        let (count, seconds) = try await TelexClient.withClient(configuration: configuration) { client in
+            try await client.connect()
+            let clock = ContinuousClock()
+            let started = clock.now
+            var count = 0
+            var bytes = 0
+            try await client.withSubscription(topic, from: .beginning, untilCaughtUp: true) { subscription in
+                for try await delivered in subscription {
+                    count += 1
+                    bytes &+= delivered.record.value.readableBytes &+ delivered.record.key.readableBytes
+                }
+            }
+            return (count, (clock.now - started).seconds)
         }
-        let seconds = (clock.now - started).seconds
-        await client.close()
         guard count == expected else {
             throw TelexError(.internalError, "replay of \(topic) returned \(count) events, expected \(expected)")
         }
@@ -182,8 +182,14 @@ struct BrokerBenchmark: AsyncParsableCommand {
     func latencyRun(_ records: [Record], topic: String, configuration: ClientConfiguration) async throws -> LatencyResult {
         var single = configuration
         single.maxBatchRecords = 1
-        let publisher = try await TelexClient.connect(configuration: single)
-        let consumer = try await TelexClient.connect(configuration: configuration)
+        return try await withClients(2, configuration: single) { clients in
+            try await latencyRun(records, topic: topic, publisher: clients[0], consumer: clients[1])
+        }
+    }
+
+    private func latencyRun(_ records: [Record], topic: String, publisher: TelexClient, consumer: TelexClient) async throws
+        -> LatencyResult
+    {
         // Create the topic, then subscribe from its end so only timed events are measured.
         _ = try await publisher.publish([records[0]], to: topic)
         let subscription = try await consumer.subscribe(topic, from: .end)
@@ -202,37 +208,39 @@ struct BrokerBenchmark: AsyncParsableCommand {
         }
         let interval = 1_000_000_000 / UInt64(rate)
         let start = DispatchTime.now().uptimeNanoseconds
-        var acks: [EventLoopFuture<UInt64>] = []
-        acks.reserveCapacity(total)
-        for index in 0..<total {
-            let due = start + UInt64(index) * interval
-            let now = DispatchTime.now().uptimeNanoseconds
-            // Sleep, not spin: on two cores a spinning publisher would steal the broker's CPU.
-            if due > now { try await Task.sleep(nanoseconds: due - now) }
-            var record = records[(index + 1) % records.count]
-            record.headers.append(RecordHeader(name: "bench-sent-ns", value: String(DispatchTime.now().uptimeNanoseconds)))
-            let sentAt = DispatchTime.now().uptimeNanoseconds
-            let prepared = try await publisher.prepare([record], topic: topic)
-            let ack = try await publisher.startPublish(prepared[0])
-            acks.append(ack.map { _ in DispatchTime.now().uptimeNanoseconds - sentAt })
-        }
-        var ackTimes: [Double] = []
-        for ack in acks { ackTimes.append(Double(try await ack.get())) }
-        ackTimes.sort()
-        let histogram = try await withThrowingTaskGroup(of: Histogram<UInt64>?.self) { group in
-            group.addTask { try await receiving.value }
-            group.addTask {
-                try await Task.sleep(nanoseconds: 30_000_000_000)
-                return nil
+        // Each ack is awaited by its own child task, so its time is taken when it arrives, not when it is read.
+        var ackTimes = try await withThrowingTaskGroup(of: Double.self) { acks in
+            for index in 0..<total {
+                let due = start + UInt64(index) * interval
+                let now = DispatchTime.now().uptimeNanoseconds
+                // Sleep, not spin: on two cores a spinning publisher would steal the broker's CPU.
+                if due > now { try await Task.sleep(nanoseconds: due - now) }
+                var record = records[(index + 1) % records.count]
+                record.headers.append(RecordHeader(name: "bench-sent-ns", value: String(DispatchTime.now().uptimeNanoseconds)))
+                let sentAt = DispatchTime.now().uptimeNanoseconds
+                let prepared = try await publisher.prepare([record], topic: topic)
+                let pending = try await publisher.send(prepared[0])
+                acks.addTask {
+                    _ = try await pending.ack()
+                    return Double(DispatchTime.now().uptimeNanoseconds - sentAt)
+                }
             }
-            let first = try await group.next()!
-            group.cancelAll()
-            guard let first else { throw TelexError(.timeout, "latency subscriber did not receive all \(total) events in 30 s") }
-            return first
+            var times: [Double] = []
+            for try await time in acks { times.append(time) }
+            return times
+        }
+        ackTimes.sort()
+        // The 30 s limit ends the wait even if deliveries stop: cancelling the receiving task ends its iteration.
+        let timeout = Task {
+            try await Task.sleep(nanoseconds: 30_000_000_000)
+            receiving.cancel()
+        }
+        let histogram = try await receiving.value
+        timeout.cancel()
+        guard histogram.totalCount >= UInt64(total) else {
+            throw TelexError(.timeout, "latency subscriber received \(histogram.totalCount) of \(total) events in 30 s")
         }
         await subscription.cancel()
-        await publisher.close()
-        await consumer.close()
         log("publish→ack latency: p50 \(ms(ackTimes[ackTimes.count / 2])) ms, p99 \(ms(ackTimes[ackTimes.count * 99 / 100])) ms")
         return LatencyResult(
             p50: Double(histogram.valueAtPercentile(50)), p99: Double(histogram.valueAtPercentile(99)),
@@ -241,13 +249,14 @@ struct BrokerBenchmark: AsyncParsableCommand {
 
     /// Round-trip times of 2,000 sequential PINGs, in nanoseconds.
     func pingRoundTrips(configuration: ClientConfiguration) async throws -> (p50: Double, p99: Double) {
-        let client = try await TelexClient.connect(configuration: configuration)
-        var samples: [Double] = []
-        for _ in 0..<2000 {
-            let duration = try await client.ping()
-            samples.append(duration.seconds * 1e9)
+        var samples = try await TelexClient.withClient(configuration: configuration) { client in
+            var samples: [Double] = []
+            for _ in 0..<2000 {
+                let duration = try await client.ping()
+                samples.append(duration.seconds * 1e9)
+            }
+            return samples
         }
-        await client.close()
         samples.sort()
         return (samples[samples.count / 2], samples[samples.count * 99 / 100])
     }
@@ -285,5 +294,18 @@ extension Duration {
     var seconds: Double {
         let (seconds, attoseconds) = components
         return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
+/// Runs `count` clients for the duration of `body`.
+func withClients<Result: Sendable>(
+    _ count: Int, configuration: ClientConfiguration, _ body: ([TelexClient]) async throws -> Result
+) async throws -> Result {
+    let clients = (0..<count).map { _ in TelexClient(configuration: configuration) }
+    return try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { group in
+        for client in clients { group.addTask { await client.run() } }
+        defer { group.cancelAll() }
+        for client in clients { try await client.connect() }
+        return try await body(clients)
     }
 }

@@ -50,32 +50,34 @@ struct TelexPub: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let client: TelexClient
-        do {
-            client = try await TelexClient.connect(configuration: try connection.configuration(defaultName: "telex-pub"))
-        } catch {
-            printError("telex-pub: \(describe(error))")
-            throw ExitCode(69)
-        }
-        var summary = Summary()
-        var exitCode: Int32 = 0
-        do {
-            if let type {
-                try await publishArticles(type: type, client: client, summary: &summary)
-            } else {
-                try await publishLines(client: client, summary: &summary)
+        let configuration = try connection.configuration(defaultName: "telex-pub")
+        let exitCode = try await TelexClient.withClient(configuration: configuration) { client -> Int32 in
+            do {
+                try await client.connect()
+            } catch {
+                printError("telex-pub: \(describe(error))")
+                return 69
             }
-        } catch let error as TelexError where error.code == .invalidEvent {
-            printError("telex-pub: \(error.message)")
-            exitCode = 65
-        } catch {
-            printError("telex-pub: \(describe(error))")
-            exitCode = 1
-        }
-        await client.close()
-        let report = summary.text
-        if quiet || exitCode != 0 {
-            if exitCode != 0 { printError("telex-pub: stopped; \(report)") } else { print(report) }
+            var summary = Summary()
+            var exitCode: Int32 = 0
+            do {
+                if let type {
+                    try await publishArticles(type: type, client: client, summary: &summary)
+                } else {
+                    try await publishLines(client: client, summary: &summary)
+                }
+            } catch let error as TelexError where error.code == .invalidEvent {
+                printError("telex-pub: \(error.message)")
+                exitCode = 65
+            } catch {
+                printError("telex-pub: \(describe(error))")
+                exitCode = 1
+            }
+            let report = summary.text
+            if quiet || exitCode != 0 {
+                if exitCode != 0 { printError("telex-pub: stopped; \(report)") } else { print(report) }
+            }
+            return exitCode
         }
         if exitCode != 0 { throw ExitCode(exitCode) }
     }

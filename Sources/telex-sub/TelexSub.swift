@@ -71,24 +71,55 @@ struct TelexSub: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let client: TelexClient
-        do {
-            client = try await TelexClient.connect(configuration: try connection.configuration(defaultName: "telex-sub"))
-        } catch {
-            printError("telex-sub: \(describe(error))")
-            throw ExitCode(69)
-        }
         signal(SIGPIPE, SIG_IGN)
-        var exitCode: Int32 = 0
+        let configuration = try connection.configuration(defaultName: "telex-sub")
+        let (pattern, start, consumer, noFollow) = (self.pattern, self.start, self.consumer, self.noFollow)
+        let (limit, commitEvery) = (self.limit, self.commitEvery)
+        let exitCode = try await TelexClient.withClient(configuration: configuration) { client -> Int32 in
+            do {
+                try await client.connect()
+            } catch {
+                printError("telex-sub: \(describe(error))")
+                return 69
+            }
+            let subscription: TelexSubscription
+            do {
+                subscription = try await client.subscribe(pattern, from: start, consumer: consumer, untilCaughtUp: noFollow)
+            } catch {
+                printError("telex-sub: \(describe(error))")
+                return 1
+            }
+            // SIGINT/SIGTERM cancel the printing task: its iteration ends at once, and what was printed is committed.
+            let printing = Task {
+                try await Self.printEvents(subscription, limit: limit, commitEvery: consumer == nil ? nil : commitEvery)
+            }
+            let stop = StopSignal()
+            stop.install { printing.cancel() }
+            var exitCode: Int32 = 0
+            switch await printing.result {
+            case .success: break
+            case .failure(let error):
+                printError("telex-sub: \(describe(error))")
+                exitCode = 1
+            }
+            if consumer != nil {
+                do { try await subscription.commit() } catch {
+                    printError("telex-sub: could not commit positions: \(describe(error))")
+                    exitCode = 1
+                }
+            }
+            return exitCode
+        }
+        if exitCode != 0 { throw ExitCode(exitCode) }
+    }
+
+    /// Prints events until the subscription ends, `limit` is reached, standard output closes or the task is
+    /// cancelled; commits every `commitEvery` events when given.
+    private static func printEvents(_ subscription: TelexSubscription, limit: Int?, commitEvery: Int?) async throws {
         var printed = 0
-        var subscription: TelexSubscription?
-        let stop = StopSignal()
+        var sinceCommit = 0
         do {
-            let current = try await client.subscribe(pattern, from: start, consumer: consumer, untilCaughtUp: noFollow)
-            subscription = current
-            stop.install { Task { await current.cancel() } }
-            var sinceCommit = 0
-            for try await delivered in current {
+            for try await delivered in subscription {
                 let line: String
                 do {
                     line = try CloudEvent.outputLine(value: delivered.record.value, topic: delivered.topic,
@@ -98,29 +129,20 @@ struct TelexSub: AsyncParsableCommand {
                     continue
                 }
                 print(line)
-                // fflush(nil) flushes every output stream (naming the C `stdout` global is not concurrency-safe); EOF means
-                // standard output is gone (a closed pipe).
+                // fflush(nil) flushes every output stream (naming the C `stdout` global is not concurrency-safe);
+                // EOF means standard output is gone (a closed pipe).
                 if fflush(nil) != 0 { break }
                 printed += 1
                 sinceCommit += 1
-                if consumer != nil, sinceCommit >= commitEvery {
-                    try await current.commit()
+                if let commitEvery, sinceCommit >= commitEvery {
+                    try await subscription.commit()
                     sinceCommit = 0
                 }
                 if let limit, printed >= limit { break }
             }
-        } catch {
-            printError("telex-sub: \(describe(error))")
-            exitCode = 1
+        } catch is CancellationError {
+            // Stopped by a signal: the caller commits what was printed.
         }
-        if consumer != nil, let subscription, printed > 0 {
-            do { try await subscription.commit() } catch {
-                printError("telex-sub: could not commit positions: \(describe(error))")
-                exitCode = 1
-            }
-        }
-        await client.close()
-        if exitCode != 0 { throw ExitCode(exitCode) }
     }
 }
 

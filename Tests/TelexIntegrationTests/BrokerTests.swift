@@ -82,11 +82,12 @@ struct BrokerTests {
             let rest = try await client.subscribe("news.>", from: .beginning)
             #expect(one.topics.map(\.topic) == ["news.world"])
             #expect(Set(rest.topics.map(\.topic)) == ["news.world", "news.europe.italy"])
-            let initial = try await collect(rest, count: 4)
+            var restIterator = rest.makeAsyncIterator()
+            let initial = try await collect(&restIterator, count: 4)
             #expect(Set(initial.map(\.topic)) == ["news.world", "news.europe.italy"])
             // A topic born after the subscription: delivered from its first record.
             _ = try await client.publish(records(5..<8), to: "news.china.harbin")
-            let later = try await collect(rest, count: 3)
+            let later = try await collect(&restIterator, count: 3)
             #expect(later.map(\.topic) == Array(repeating: "news.china.harbin", count: 3))
             #expect(later.map(\.offset) == [0, 1, 2])
             let viaStar = try await collect(one, count: 2)
@@ -100,8 +101,9 @@ struct BrokerTests {
     func replayToLiveHandover() async throws {
         try await withServer { server, client in
             _ = try await client.publish(records(0..<500), to: "news.world")
-            let publisher = try await TelexClient.connect(configuration: clientConfiguration(server))
             let total = 2500
+            let publisher = TelexClient(configuration: clientConfiguration(server))
+            let running = Task { await publisher.run() }
             let publishing = Task {
                 var next = 500
                 while next < total {
@@ -116,7 +118,7 @@ struct BrokerTests {
             #expect(received.map(\.offset) == (0..<Int64(total)).map { $0 })
             #expect(received.map { String(buffer: $0.record.key) } == (0..<total).map { "urn:telex:test:article-\($0)" })
             await subscription.cancel()
-            await publisher.close()
+            running.cancel()
         }
     }
 
@@ -149,12 +151,12 @@ struct BrokerTests {
                 try await first.commit()
                 await first.cancel()
 
-                let again = try await TelexClient.connect(configuration: clientConfiguration(server))
-                let second = try await again.subscribe("news.>", from: .beginning, consumer: "search-indexer")
-                #expect(try await collect(second, count: 2).map(\.offset) == [8, 9])
-                try await second.commit()
-                await second.cancel()
-                await again.close()
+                try await withAnotherClient(server) { again in
+                    let second = try await again.subscribe("news.>", from: .beginning, consumer: "search-indexer")
+                    #expect(try await collect(second, count: 2).map(\.offset) == [8, 9])
+                    try await second.commit()
+                    await second.cancel()
+                }
             }
             try await withServer(directory: directory) { _, client in
                 let resumed = try await client.subscribe("news.>", from: .beginning, consumer: "search-indexer", untilCaughtUp: true)
@@ -179,9 +181,10 @@ struct BrokerTests {
                                  initialCredit: 2, resume: []), requestID: 2)
             guard case .subscribed = try slow.readMessage().message else { Issue.record("no SUBSCRIBED"); return }
             let fast = try await client.subscribe("news.world", from: .beginning)
-            let publisher = try await TelexClient.connect(configuration: clientConfiguration(server))
-            for chunk in 0..<20 {
-                _ = try await publisher.publish(records(chunk * 64..<(chunk + 1) * 64), to: "news.world")
+            try await withAnotherClient(server) { publisher in
+                for chunk in 0..<20 {
+                    _ = try await publisher.publish(records(chunk * 64..<(chunk + 1) * 64), to: "news.world")
+                }
             }
             let received = try await collect(fast, count: 20 * 64, seconds: 60)
             #expect(received.count == 1280)
@@ -195,7 +198,6 @@ struct BrokerTests {
             }
             #expect(batches == 2)
             await fast.cancel()
-            await publisher.close()
         }
     }
 
@@ -214,11 +216,14 @@ struct BrokerTests {
 
     @Test("publishing to a topic that does not exist fails when topic creation is disabled")
     func topicCreationDisabled() async throws {
-        try await withServer(configure: { $0.allowTopicCreation = false }) { _, client in
+        _ = try await withServer(configure: { $0.allowTopicCreation = false }) { _, client in
             await #expect {
                 _ = try await client.publish(records(0..<1), to: "news.world")
             } throws: { error in
-                let error = try #require(error as? TelexError)
+                // A publish that fails once sent reports what was acknowledged (nothing, here) and why.
+                let publishError = try #require(error as? PublishError)
+                #expect(publishError.acknowledged.isEmpty && publishError.unacknowledged.count == 1)
+                let error = try #require(publishError.telexError)
                 return error.code == .topicNotFound && error.message.contains("news.world")
             }
         }
@@ -353,7 +358,7 @@ struct BadInputTests {
         var configuration = ClientConfiguration(port: 1)
         configuration.connectTimeout = .seconds(2)
         await #expect {
-            _ = try await TelexClient.connect(configuration: configuration)
+            try await TelexClient.withClient(configuration: configuration) { try await $0.connect() }
         } throws: { error in
             let error = try #require(error as? TelexError)
             return error.code == .connectionFailed && error.message.contains("127.0.0.1:1")

@@ -29,8 +29,8 @@ func startServer(directory: String, configure: (inout ServerConfiguration) -> Vo
     return server
 }
 
-/// Runs `body` with a started server and a connected client, then closes both.
-func withServer<T>(
+/// Runs `body` with a started server and a running client, then shuts both down.
+func withServer<T: Sendable>(
     directory: String? = nil, configure: (inout ServerConfiguration) -> Void = { _ in },
     _ body: (TelexServer, TelexClient) async throws -> T
 ) async throws -> T {
@@ -40,27 +40,26 @@ func withServer<T>(
     return try await withTemporaryDirectory { try await runWithServer(directory: $0, configure: configure, body) }
 }
 
-private func runWithServer<T>(
+private func runWithServer<T: Sendable>(
     directory: String, configure: (inout ServerConfiguration) -> Void, _ body: (TelexServer, TelexClient) async throws -> T
 ) async throws -> T {
     let server = try await startServer(directory: directory, configure: configure)
-    let client: TelexClient
     do {
-        client = try await TelexClient.connect(configuration: clientConfiguration(server))
-    } catch {
-        try await server.shutdown()
-        throw error
-    }
-    do {
-        let result = try await body(server, client)
-        await client.close()
+        let result = try await TelexClient.withClient(configuration: clientConfiguration(server)) { client in
+            try await client.connect()
+            return try await body(server, client)
+        }
         try await server.shutdown()
         return result
     } catch {
-        await client.close()
         try? await server.shutdown()
         throw error
     }
+}
+
+/// Runs `body` with another client of `server`, shut down when `body` returns.
+func withAnotherClient<T: Sendable>(_ server: TelexServer, _ body: (TelexClient) async throws -> T) async throws -> T {
+    try await TelexClient.withClient(configuration: clientConfiguration(server)) { try await body($0) }
 }
 
 func clientConfiguration(_ server: TelexServer) -> ClientConfiguration {
@@ -87,29 +86,36 @@ func records(_ range: Range<Int>) throws -> [Record] {
     try range.map { try articleEvent($0).record() }
 }
 
-/// Reads from `subscription` until `count` records arrived or `seconds` passed.
+/// Reads from `subscription` until `count` records arrived or `seconds` passed. Iterating a subscription ends
+/// it when the iteration stops; to read it in several rounds, use `collect(_ iterator:...)`.
 func collect(_ subscription: TelexSubscription, count: Int, seconds: Double = 20) async throws -> [DeliveredRecord] {
-    try await withThrowingTaskGroup(of: [DeliveredRecord]?.self) { group in
+    var iterator = subscription.makeAsyncIterator()
+    return try await collect(&iterator, count: count, seconds: seconds)
+}
+
+/// Reads `count` records from `iterator` within `seconds`, leaving it positioned after them.
+func collect(_ iterator: inout TelexSubscription.Iterator, count: Int, seconds: Double = 20) async throws -> [DeliveredRecord] {
+    let start = iterator
+    let outcome = try await withThrowingTaskGroup(of: ([DeliveredRecord], TelexSubscription.Iterator)?.self) { group in
         group.addTask {
+            var iterator = start
             var received: [DeliveredRecord] = []
-            for try await record in subscription {
-                received.append(record)
-                if received.count >= count { break }
-            }
-            return received
+            while received.count < count, let record = try await iterator.next() { received.append(record) }
+            return (received, iterator)
         }
         group.addTask {
-            try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+            try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
             return nil
         }
         let first = try await group.next()!
         group.cancelAll()
-        guard let received = first else {
-            await subscription.cancel()
-            throw TelexError(.timeout, "received fewer than \(count) records in \(seconds) s")
-        }
-        return received
+        return first
     }
+    guard let (received, advanced) = outcome else {
+        throw TelexError(.timeout, "received fewer than \(count) records in \(seconds) s")
+    }
+    iterator = advanced
+    return received
 }
 
 /// A blocking raw TCP connection for sending hand-made (or broken) bytes.

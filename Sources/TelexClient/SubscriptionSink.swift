@@ -1,0 +1,62 @@
+import DequeModule
+import NIOConcurrencyHelpers
+import NIOCore
+import TelexProtocol
+
+/// What a subscription's receiving end gets from the connection, in order.
+enum SubscriptionItem: Sendable {
+    case batches(topic: String, ByteBuffer)
+    case caughtUp
+    case failed(TelexError)
+    case disconnected(TelexError)
+    case ended
+    /// The task waiting in `next()` was cancelled.
+    case cancelled
+}
+
+/// Hands one subscription's deliveries from the event loop to the task iterating it.
+///
+/// `next()` honours task cancellation: a cancelled waiter is resumed at once with `.cancelled`, so iteration
+/// ends promptly instead of waiting for the next delivery.
+final class SubscriptionSink: Sendable {
+    private struct State {
+        var queue = Deque<SubscriptionItem>()
+        var waiter: CheckedContinuation<SubscriptionItem, Never>?
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    func push(_ item: SubscriptionItem) {
+        let waiter = state.withLockedValue { state -> CheckedContinuation<SubscriptionItem, Never>? in
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.queue.append(item)
+            return nil
+        }
+        waiter?.resume(returning: item)
+    }
+
+    /// The next item, waiting for one if none is queued; `.cancelled` if the calling task is or becomes cancelled.
+    func next() async -> SubscriptionItem {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<SubscriptionItem, Never>) in
+                let ready = state.withLockedValue { state -> SubscriptionItem? in
+                    if let item = state.queue.popFirst() { return item }
+                    // Checked under the lock: the cancellation handler takes the same lock after the flag is set.
+                    if Task.isCancelled { return .cancelled }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            let waiter = state.withLockedValue { state -> CheckedContinuation<SubscriptionItem, Never>? in
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: .cancelled)
+        }
+    }
+}
