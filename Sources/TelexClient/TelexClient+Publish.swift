@@ -171,10 +171,15 @@ extension TelexClient {
     /// Sends one prepared batch without waiting for its ack, for paced publishers (benchmarks, latency probes)
     /// that keep many single batches in flight. No retry on failure.
     public func send(_ batch: PreparedBatch) async throws -> PendingAck {
-        let connection = try await currentConnection()
+        PendingAck(sending: batch, on: try await currentConnection())
+    }
+}
+
+extension PendingAck {
+    init(sending batch: PreparedBatch, on connection: Connection) {
         let requestID = connection.makeRequestID()
-        let reply = connection.send(.publish(topic: batch.topic, batch: batch.bytes), requestID: requestID)
-        return PendingAck(reply: reply, connection: connection, requestID: requestID)
+        self.init(reply: connection.send(.publish(topic: batch.topic, batch: batch.bytes), requestID: requestID),
+                  connection: connection, requestID: requestID)
     }
 }
 
@@ -187,6 +192,8 @@ struct PublishPipeline {
     private var head = 0
     private var acks: [PublishAck] = []
     private var failures = 0
+    /// The connection the unacknowledged batches were sent on.
+    private var connection: Connection?
 
     init(client: TelexClient) {
         self.client = client
@@ -198,7 +205,8 @@ struct PublishPipeline {
         for (index, batch) in batches.enumerated() {
             do {
                 while unacked.count - head >= client.configuration.publishWindow { try await awaitOldest() }
-                unacked.append((batch, try await client.send(batch)))
+                let connection = try await currentConnection()
+                unacked.append((batch, PendingAck(sending: batch, on: connection)))
             } catch var error as PublishError {
                 error.unacknowledged += batches[index...]
                 throw error
@@ -234,14 +242,26 @@ struct PublishPipeline {
             client.logger.warning("publish interrupted; re-sending unacknowledged batches", metadata: ["error": "\(error)"])
             await client.discardConnection(after: error)
             do {
-                for index in head..<unacked.count {
-                    unacked[index].pending = try await client.send(unacked[index].batch)
-                }
+                _ = try await currentConnection()
             } catch {
                 throw interrupted(by: error)
             }
         } catch {
             throw interrupted(by: error)
         }
+    }
+
+    /// The client's live connection. If it is not the one the unacknowledged batches went out on (it dropped and
+    /// the client reconnected), those are re-sent on it first, in order, so that no newer batch is stored
+    /// before an older one of the same topic.
+    private mutating func currentConnection() async throws -> Connection {
+        let current = try await client.currentConnection()
+        if let previous = connection, previous !== current {
+            for index in head..<unacked.count {
+                unacked[index].pending = PendingAck(sending: unacked[index].batch, on: current)
+            }
+        }
+        connection = current
+        return current
     }
 }
