@@ -43,10 +43,12 @@ final class ClientChannelHandler: ChannelInboundHandler {
                 promise.fail(error)
             } else if let sink = sinksByRequest[requestID] {
                 sink.push(.failed(error))
-            } else if code == .unknownSubscription {
-                // A CREDIT or UNSUBSCRIBE raced with the end of its subscription: nothing to do.
-                logger.debug("broker error", metadata: ["error": "\(error)"])
+            } else if requestID != 0 || code == .unknownSubscription {
+                // About a request nobody waits for any more (cancelled, timed out, a CREDIT or UNSUBSCRIBE that
+                // raced with the end of its subscription): it concerns no one else on this connection.
+                logger.debug("broker error for an abandoned request", metadata: ["error": "\(error)"])
             } else {
+                // Request id 0: the broker is about to close the connection (PROTOCOL.md, "Errors").
                 logger.warning("broker error", metadata: ["error": "\(error)"])
                 fail(context: context, error: error)
             }

@@ -46,6 +46,9 @@ final class SubscriptionSink: Sendable {
                     if let item = state.queue.popFirst() { return item }
                     // Checked under the lock: the cancellation handler takes the same lock after the flag is set.
                     if Task.isCancelled { return .cancelled }
+                    guard state.waiter == nil else {
+                        return .failed(TelexError(.invalidRequest, "a subscription was iterated from two tasks at once"))
+                    }
                     state.waiter = continuation
                     return nil
                 }

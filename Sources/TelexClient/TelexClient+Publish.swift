@@ -36,6 +36,9 @@ public struct PublishError: Error, Sendable, CustomStringConvertible {
     public var underlying: any Error
     public var acknowledged: [PublishAck]
     public var unacknowledged: [PreparedBatch]
+    /// With `publish(_:to:)`: the input records in neither list, never sent (empty for `publish(prepared:)`).
+    /// Publish them again as new records; unlike `unacknowledged`, they cannot have been stored.
+    public var unsentRecords: Range<Int> = 0..<0
 
     public var acknowledgedRecordCount: Int { acknowledged.reduce(0) { $0 + Int($1.recordCount) } }
     /// The underlying `TelexError`, if that is what stopped the publish.
@@ -145,15 +148,24 @@ extension TelexClient {
         }
         defer { preparing?.cancel() }
         for index in groups.indices {
-            let batches: [PreparedBatch]
             do {
-                batches = try await valueCancellable(of: preparing!)
+                let batches = try await valueCancellable(of: preparing!)
+                preparing = index + 1 < groups.count
+                    ? Task { [groups] in try await self.prepare(Array(records[groups[index + 1]]), topic: topic) } : nil
+                do {
+                    try await pipeline.submit(batches)
+                } catch var error as PublishError {
+                    // Every batch of this group is acknowledged or listed as unacknowledged; later groups were not sent.
+                    error.unsentRecords = groups[index].upperBound..<records.count
+                    throw error
+                }
+            } catch let error as PublishError {
+                throw error
             } catch {
-                throw pipeline.interrupted(by: error)
+                var interrupted = pipeline.interrupted(by: error)
+                interrupted.unsentRecords = groups[index].lowerBound..<records.count
+                throw interrupted
             }
-            preparing = index + 1 < groups.count
-                ? Task { [groups] in try await self.prepare(Array(records[groups[index + 1]]), topic: topic) } : nil
-            try await pipeline.submit(batches)
         }
         return try await pipeline.finish()
     }
@@ -236,11 +248,12 @@ struct PublishPipeline {
                 unacked.removeFirst(head)
                 head = 0
             }
-        } catch let error as TelexError where error.code == .connectionFailed || error.code == .timeout {
+        } catch let error as TelexError where [.connectionFailed, .timeout, .shuttingDown].contains(error.code) {
             failures += 1
             guard failures <= client.configuration.maxReconnectAttempts else { throw interrupted(by: error) }
             client.logger.warning("publish interrupted; re-sending unacknowledged batches", metadata: ["error": "\(error)"])
-            await client.discardConnection(after: error)
+            // A dead connection, or one that stopped answering or is shutting down, is not used again.
+            await client.dropConnection(unacked[head].pending.connection)
             do {
                 _ = try await currentConnection()
             } catch {

@@ -115,6 +115,9 @@ public final class TelexClient: Sendable, Service {
         }
         for waiter in waiters { waiter.resume(throwing: TelexError(.closed, "the client was shut down before it ran")) }
         connecting?.cancel()
+        // A connect in flight ends within `connectTimeout`; waiting for it keeps its channel off a group the caller
+        // may shut down once run() has returned.
+        if let connected = try? await connecting?.value { await connected.close() }
         await connection?.close()
         logger.debug("client shut down")
     }
@@ -228,12 +231,6 @@ public final class TelexClient: Sendable, Service {
                 }
             }
         }
-    }
-
-    /// After a failed request: forget the connection if it is dead, or if it stopped answering (a timeout).
-    func discardConnection(after error: TelexError) async {
-        guard let current = state.withLockedValue({ $0.connection }) else { return }
-        if !current.isActive || error.code == .timeout { await dropConnection(current) }
     }
 
     func dropConnection(_ stale: Connection) async {

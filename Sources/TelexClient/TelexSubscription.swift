@@ -76,8 +76,16 @@ public final class TelexSubscription: AsyncSequence, Sendable {
     /// Whether the subscription has ended (cancelled, broken out of, failed, or finished catching up).
     public var isEnded: Bool { state.withLockedValue { $0.ended } }
 
+    /// Subscribes again after a lost connection. Every topic matched so far resumes at its next offset; any other
+    /// topic matching the pattern was created since, so it starts at its beginning — as a topic born during a live
+    /// subscription does — unless the consumer committed a position for it.
+    func reopen() async throws {
+        try await open(resume: nextOffsets, start: .beginning)
+    }
+
     /// Sends SUBSCRIBE on the current connection, resuming topics at `resume`.
-    func open(resume: [String: Int64]) async throws {
+    func open(resume: [String: Int64], start: StartPosition? = nil) async throws {
+        let start = start ?? self.start
         let connection = try await client.currentConnection()
         let id = client.makeSubscriptionID()
         let sink = SubscriptionSink()
@@ -89,8 +97,9 @@ public final class TelexSubscription: AsyncSequence, Sendable {
                             .sorted { $0.topic < $1.topic }),
                 subscriptionSink: (id, sink))
         } catch {
-            // A cancelled SUBSCRIBE may still succeed on the broker: end it there too.
-            if error is CancellationError { connection.post(.unsubscribe(subscriptionID: id)) }
+            // A SUBSCRIBE that was cancelled or timed out may still succeed on the broker: end it there too (an
+            // UNKNOWN_SUBSCRIPTION answer is ignored).
+            connection.post(.unsubscribe(subscriptionID: id))
             connection.forget(subscriptionID: id, sink: sink)
             throw error
         }
@@ -150,12 +159,14 @@ public final class TelexSubscription: AsyncSequence, Sendable {
         let sink = SubscriptionSink()
         let resume = offsets.map { TopicOffset(topic: $0.key, offset: $0.value) }.sorted { $0.topic < $1.topic }
         defer { current.forget(subscriptionID: detachedID, sink: sink) }
-        let reply = try await current.request(
-            .subscribe(subscriptionID: detachedID, pattern: pattern, start: .end, consumerName: consumer,
-                       initialCredit: 0, resume: resume),
-            subscriptionSink: (detachedID, sink))
-        guard case .subscribed = reply else { throw TelexError(.malformedFrame, "SUBSCRIBE answered with \(reply.type.name)") }
         do {
+            let reply = try await current.request(
+                .subscribe(subscriptionID: detachedID, pattern: pattern, start: .end, consumerName: consumer,
+                           initialCredit: 0, resume: resume),
+                subscriptionSink: (detachedID, sink))
+            guard case .subscribed = reply else {
+                throw TelexError(.malformedFrame, "SUBSCRIBE answered with \(reply.type.name)")
+            }
             for entry in resume {
                 try await Self.commit(on: current, subscriptionID: detachedID, topic: entry.topic, offset: entry.offset)
             }
@@ -163,7 +174,7 @@ public final class TelexSubscription: AsyncSequence, Sendable {
             current.post(.unsubscribe(subscriptionID: detachedID))
             throw error
         }
-        _ = try await current.request(.unsubscribe(subscriptionID: detachedID))
+        current.post(.unsubscribe(subscriptionID: detachedID))
     }
 
     private static func commit(on connection: Connection, subscriptionID: UInt32, topic: String, offset: Int64) async throws {
@@ -198,6 +209,8 @@ public final class TelexSubscription: AsyncSequence, Sendable {
         guard let (connection, id, sink) = taken else { return }
         connection.post(.unsubscribe(subscriptionID: id))
         connection.forget(subscriptionID: id, sink: sink)
+        // Wakes an iteration waiting in another task: it ends instead of waiting for an UNSUBSCRIBED it will not get.
+        sink.push(.ended)
     }
 
     /// Marks the subscription ended because the broker ended it (UNSUBSCRIBED or an ERROR about it).
@@ -253,7 +266,7 @@ public final class TelexSubscription: AsyncSequence, Sendable {
                         consumedBatches = 0
                     }
                 case .caughtUp:
-                    if subscription.untilCaughtUp { finished = true }
+                    if subscription.untilCaughtUp { return finish() }
                 case .failed(let error):
                     subscription.endedByBroker()
                     finished = true
@@ -272,7 +285,7 @@ public final class TelexSubscription: AsyncSequence, Sendable {
                     if let connection { await subscription.client.dropConnection(connection) }
                     consumedBatches = 0
                     do {
-                        try await subscription.open(resume: subscription.nextOffsets)
+                        try await subscription.reopen()
                     } catch is CancellationError {
                         return finish()
                     } catch {

@@ -19,14 +19,16 @@ public final class TelexServer: Sendable {
     private let hub = TopicHub()
     private let state = NIOLockedValueBox(State.idle)
     private let connections = NIOLockedValueBox(Connections())
-    private let closed = AsyncStream<Void>.makeStream()
+    /// Set once `shutdown()` has finished; tasks in `waitUntilClosed()` wait here.
+    private let closed = NIOLockedValueBox<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     /// How long `shutdown()` waits for connections to answer what they accepted before closing them anyway.
     static let quiesceTimeout = TimeAmount.seconds(10)
 
     private enum State {
         case idle
-        case starting
+        /// `start()` is opening the store and binding; `stopRequested` when `shutdown()` came in meanwhile.
+        case starting(stopRequested: Bool)
         case running(Running)
         case stopping
         case stopped
@@ -72,7 +74,7 @@ public final class TelexServer: Sendable {
     public func start() async throws {
         let wasIdle = state.withLockedValue { state in
             guard case .idle = state else { return false }
-            state = .starting
+            state = .starting(stopRequested: false)
             return true
         }
         guard wasIdle else { throw TelexError(.invalidRequest, "start() was called on a server that was already started") }
@@ -87,15 +89,22 @@ public final class TelexServer: Sendable {
             }
             channel = try await bind(store: store)
         } catch {
-            state.withLockedValue { $0 = .idle }
-            try? await threadPool.shutdownGracefully()
+            // A server that failed to start is finished: its threads stop, and shutdown() returns at once.
+            state.withLockedValue { $0 = .stopping }
+            await stopThreads()
             throw error
         }
         let seconds = configuration.retentionCheckSeconds
         let retentionTask = group.next().scheduleRepeatedTask(initialDelay: .seconds(seconds), delay: .seconds(seconds)) {
             [self] _ in self.applyRetention()
         }
-        state.withLockedValue { $0 = .running(Running(store: store, serverChannel: channel, retentionTask: retentionTask)) }
+        let stopRequested = state.withLockedValue { state -> Bool in
+            let requested: Bool
+            if case .starting(let stopRequested) = state { requested = stopRequested } else { requested = false }
+            state = .running(Running(store: store, serverChannel: channel, retentionTask: retentionTask))
+            return requested
+        }
+        if stopRequested { return try await shutdown() }
         applyRetention()
         var recovered: [String] = []
         for topic in store.topics {
@@ -172,25 +181,41 @@ public final class TelexServer: Sendable {
 
     /// Waits until `shutdown()` has finished.
     public func waitUntilClosed() async {
-        for await _ in closed.stream {}
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = closed.withLockedValue { closed -> Bool in
+                if !closed.done { closed.waiters.append(continuation) }
+                return closed.done
+            }
+            if done { continuation.resume() }
+        }
     }
 
     /// Stops accepting, lets every connection answer the publishes and commits it accepted (later requests get
     /// SHUTTING_DOWN), fsyncs and closes every log, waits for the connections to close, then stops its threads.
     public func shutdown() async throws {
-        let running: Running? = state.withLockedValue { state in
+        enum Action { case stop(Running), stopThreads, wait }
+        let action: Action = state.withLockedValue { state in
             switch state {
             case .running(let running):
                 state = .stopping
-                return running
+                return .stop(running)
             case .idle:
-                state = .stopped
-                return nil
-            case .starting, .stopping, .stopped:
-                return nil
+                state = .stopping
+                return .stopThreads
+            case .starting:
+                // start() sees the request once it has bound, and shuts down then.
+                state = .starting(stopRequested: true)
+                return .wait
+            case .stopping, .stopped:
+                return .wait
             }
         }
-        guard let running else { return await stopThreads() }
+        let running: Running
+        switch action {
+        case .stop(let value): running = value
+        case .stopThreads: return await stopThreads()
+        case .wait: return await waitUntilClosed()
+        }
         running.retentionTask?.cancel()
         let open = connections.withLockedValue { connections in
             connections.accepting = false
@@ -240,6 +265,11 @@ public final class TelexServer: Sendable {
             logger.error("stopping threads failed", metadata: ["error": "\(error)"])
         }
         state.withLockedValue { $0 = .stopped }
-        closed.continuation.finish()
+        let waiters = closed.withLockedValue { closed in
+            closed.done = true
+            defer { closed.waiters = [] }
+            return closed.waiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 }

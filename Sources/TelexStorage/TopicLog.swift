@@ -230,9 +230,14 @@ public final class TopicLog: Sendable {
             }
             try segment.rewriteIndexes()
         }
-        // After a process crash the active tail may still be only in the page cache: make it durable before
-        // counting it as durable, so `.always` readers never see a batch a machine crash could still take away.
-        if configuration.fsync == .always { try segments.last!.syncLog() }
+        // After a process crash the tail may still be only in the page cache — the active segment's, and, since
+        // rolled segments are sealed later on the sync queue, a just-rolled one's and its successor's directory
+        // entry: make them durable before counting them as durable, so `.always` readers never see a batch a
+        // machine crash could still take away. On clean files these syncs return at once.
+        if configuration.fsync == .always {
+            for segment in segments { try segment.syncLog() }
+            try FileIO.syncDirectory(directory)
+        }
         var initial = State(segments: segments)
         try Self.rebuildProducerState(&initial)
         state = Mutex(initial)

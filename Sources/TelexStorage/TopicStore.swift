@@ -17,7 +17,7 @@ public final class TopicStore: Sendable {
     private let logs: Mutex<[String: TopicLog]>
     /// Serialises creators, so two never create the same topic; held across the creation's file I/O, and only
     /// creators wait on it.
-    private let creation = Mutex(())
+    private let creation = Mutex(false)
     /// Called while holding `creation`, before a new topic's files are made; lets tests slow creation down.
     private let willCreateLog: @Sendable (String) -> Void
 
@@ -70,8 +70,11 @@ public final class TopicStore: Sendable {
     public func createLog(_ topic: String) throws(TelexError) -> (log: TopicLog, created: Bool) {
         try TopicName.validate(topic)
         if let log = log(topic) { return (log, false) }
-        return try creation.withLock { _ throws(TelexError) -> (log: TopicLog, created: Bool) in
+        return try creation.withLock { closed throws(TelexError) -> (log: TopicLog, created: Bool) in
             if let log = log(topic) { return (log, false) }
+            guard !closed else {
+                throw TelexError(.shuttingDown, "topic '\(topic)' was not created: the store is closing", topic: topic)
+            }
             willCreateLog(topic)
             let log = try TopicLog(topic: topic, directory: directory + "/topics/" + topic,
                                    configuration: configuration, logger: logger)
@@ -97,7 +100,9 @@ public final class TopicStore: Sendable {
     }
 
     /// Fsyncs and closes every log. Blocking: call it off event loops.
+    /// Topic creation stops first (a creation in progress finishes and is closed too).
     public func close() throws(TelexError) {
+        creation.withLock { $0 = true }
         var firstError: TelexError?
         for log in logs.withLock({ Array($0.values) }) {
             do { try log.close() } catch { firstError = firstError ?? error }

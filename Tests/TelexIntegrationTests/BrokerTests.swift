@@ -7,7 +7,7 @@ import TelexProtocol
 import TelexServer
 import TelexStorage
 
-@Suite("Broker end to end", .serialized)
+@Suite("Broker end to end", .serialized, .timeLimit(.minutes(1)))
 struct BrokerTests {
     @Test("publish then subscribe returns every event with its key, headers, offset and broker time")
     func publishThenSubscribe() async throws {
@@ -230,7 +230,7 @@ struct BrokerTests {
     }
 }
 
-@Suite("Broker bad input", .serialized)
+@Suite("Broker bad input", .serialized, .timeLimit(.minutes(1)))
 struct BadInputTests {
     @Test("garbage bytes get an ERROR frame and a closed connection; the broker keeps serving")
     func garbage() async throws {

@@ -199,6 +199,44 @@ struct ClientCancellationTests {
             #expect(server.topicStore?.log("news.cancel")?.endOffset == Int64(records.count))
         }
     }
+
+    @Test("a cancelled publish of records accounts for every record: acknowledged, unacknowledged or unsent")
+    func cancelledRecordPublish() async throws {
+        try await withProxiedClient(configureClient: { $0.publishWindow = 2; $0.maxBatchRecords = 4 }) { server, _, client in
+            let records = plainRecords(0..<6000, bodyBytes: 400)
+            let publishing = Task { try await client.publish(records, to: "news.records") }
+            #expect(await eventually { (server.topicStore?.log("news.records")?.endOffset ?? 0) > 0 })
+            publishing.cancel()
+            do {
+                _ = try await publishing.value
+                Issue.record("the publish finished before it could be cancelled")
+            } catch let error as PublishError {
+                let unacknowledgedRecords = error.unacknowledged.reduce(0) { $0 + $1.recordCount }
+                #expect(error.acknowledgedRecordCount + unacknowledgedRecords + error.unsentRecords.count == records.count)
+                #expect(error.unsentRecords.upperBound == records.count || error.unsentRecords.isEmpty)
+                // Completing it: the unacknowledged batches unchanged, then the unsent records.
+                let rest = try await client.publish(prepared: error.unacknowledged)
+                let tail = try await client.publish(Array(records[error.unsentRecords]), to: "news.records")
+                let total = error.acknowledged + rest + tail
+                #expect(Set(total.map(\.baseOffset)).count == total.count)
+                #expect(server.topicStore?.log("news.records")?.endOffset == Int64(records.count))
+            }
+        }
+    }
+
+    @Test("an iteration that caught up ends the subscription on the broker")
+    func caughtUpSendsUnsubscribe() async throws {
+        try await withProxiedClient { _, proxy, client in
+            _ = try await client.publish(plainRecords(0..<5), to: "news.rebuild")
+            let subscription = try await client.subscribe("news.rebuild", from: .beginning, untilCaughtUp: true)
+            var iterator = subscription.makeAsyncIterator()
+            var count = 0
+            while try await iterator.next() != nil { count += 1 }
+            #expect(count == 5)
+            #expect(subscription.isEnded)
+            #expect(await eventually { proxy.clientFrameTypes.contains(.unsubscribe) })
+        }
+    }
 }
 
 @Suite("Client reconnects", .serialized, .timeLimit(.minutes(1)))
@@ -263,6 +301,27 @@ struct ClientReconnectTests {
             let restarted = try await startServer(directory: directory)
             let stored = restarted.topicStore?.log("news.stop")?.endOffset ?? 0
             #expect(stored >= Int64(acknowledged), "acknowledged \(acknowledged) records but only \(stored) survived")
+            try await restarted.shutdown()
+        }
+    }
+}
+
+@Suite("Broker shutdown", .serialized, .timeLimit(.minutes(1)))
+struct BrokerShutdownTests {
+    @Test("shutdown called twice at once, and again afterwards, stops the broker once and returns everywhere")
+    func concurrentShutdowns() async throws {
+        try await withTemporaryDirectory { directory in
+            let server = try await startServer(directory: directory)
+            try await withAnotherClient(server) { client in
+                _ = try await client.publish(plainRecords(0..<100), to: "news.twice")
+            }
+            async let first: Void = server.shutdown()
+            async let second: Void = server.shutdown()
+            _ = try await (first, second)
+            try await server.shutdown()
+            await server.waitUntilClosed()
+            let restarted = try await startServer(directory: directory)
+            #expect(restarted.topicStore?.log("news.twice")?.endOffset == 100)
             try await restarted.shutdown()
         }
     }

@@ -3,7 +3,7 @@ import TelexProtocol
 import Testing
 
 /// Each side decodes only the messages of its direction; a frame of the other direction fails with a clear error.
-@Suite("Message directions")
+@Suite("Message directions", .timeLimit(.minutes(1)))
 struct DirectionTests {
     @Test(arguments: Newsroom.vectors)
     func eachVectorDecodesOnlyWithTheEnumOfItsDirection(_ vector: Newsroom.Vector) throws {

@@ -2,7 +2,7 @@ import NIOCore
 import TelexProtocol
 import Testing
 
-@Suite("Bad frames")
+@Suite("Bad frames", .timeLimit(.minutes(1)))
 struct FrameErrorTests {
     @Test func truncatedFrameAtEndOfStreamIsMalformed() throws {
         var bytes = frameBytes(.ping(nonce: 7), requestID: 3)

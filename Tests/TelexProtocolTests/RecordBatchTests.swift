@@ -2,7 +2,7 @@ import NIOCore
 import TelexProtocol
 import Testing
 
-@Suite("Record batches")
+@Suite("Record batches", .timeLimit(.minutes(1)))
 struct RecordBatchTests {
     @Test(arguments: Codec.allCases)
     func buildThenDecodeGivesTheRecords(_ codec: Codec) throws {

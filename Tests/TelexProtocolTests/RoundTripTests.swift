@@ -29,7 +29,7 @@ let edgeCaseMessages: [WireMessage] = [
     .broker(.error(code: .internalError, message: String(repeating: "ß", count: 20_000))),
 ]
 
-@Suite("Message round trips")
+@Suite("Message round trips", .timeLimit(.minutes(1)))
 struct RoundTripTests {
     static let messages: [WireMessage] = Newsroom.vectors.map(\.message) + edgeCaseMessages
 

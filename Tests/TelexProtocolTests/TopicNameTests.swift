@@ -1,7 +1,7 @@
 import TelexProtocol
 import Testing
 
-@Suite("Topic names and patterns")
+@Suite("Topic names and patterns", .timeLimit(.minutes(1)))
 struct TopicNameTests {
     @Test(arguments: [
         "news", "news.world", "news.world.asia-pacific", "wire_AP.2024", "a.b.c.d.e.f",

@@ -4,7 +4,7 @@ import TelexProtocol
 import Testing
 
 /// The files in Protocol/vectors, checked in both directions: bytes → values and values → bytes.
-@Suite("Wire vectors")
+@Suite("Wire vectors", .timeLimit(.minutes(1)))
 struct VectorTests {
     static let goodFiles = VectorDirectory.jsonFiles(in: VectorDirectory.good)
     static let badFiles = VectorDirectory.jsonFiles(in: VectorDirectory.bad)

@@ -3,7 +3,7 @@ import Testing
 
 @testable import TelexServer
 
-@Suite("Start position policy")
+@Suite("Start position policy", .timeLimit(.minutes(1)))
 struct StartPositionResolverTests {
     /// A log holding offsets 10..<20, all durable.
     let bounds = StartPositionResolver.TopicBounds(topic: "news.a", logStart: 10, readableEnd: 20, endOffset: 20)

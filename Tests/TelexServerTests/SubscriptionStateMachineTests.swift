@@ -2,7 +2,7 @@ import Testing
 
 @testable import TelexServer
 
-@Suite("Subscription state machine")
+@Suite("Subscription state machine", .timeLimit(.minutes(1)))
 struct SubscriptionStateMachineTests {
     /// Runs one pump against in-memory logs (`ends[topic]` is each log's end; each batch is one offset),
     /// returning the reads that delivered, in order.
