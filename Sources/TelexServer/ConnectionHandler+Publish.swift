@@ -26,7 +26,7 @@ extension ConnectionHandler {
     /// Creates the topic on the thread pool; requests arriving meanwhile wait, so acks stay in request order.
     private func createTopic(_ topic: String, thenAppend batch: ByteBuffer, requestID: UInt32) {
         guard let loop = context?.eventLoop else { return }
-        creatingTopic = true
+        awaitingStorage = true
         inFlight += 1
         let store = self.store
         let hub = self.hub
@@ -35,7 +35,7 @@ extension ConnectionHandler {
             if isNew { hub.created(topic) }
             return log
         }.assumeIsolated().whenComplete { result in
-            self.creatingTopic = false
+            self.awaitingStorage = false
             self.inFlight -= 1
             switch result {
             case .success(let log):

@@ -35,41 +35,93 @@ extension ConnectionHandler {
         let resolver = StartPositionResolver(
             start: start, isPattern: isPattern, committed: consumer.map { store.consumerOffsets.committed($0) } ?? [:],
             resume: resume)
-        var logs: [String: TopicLog] = [:]
+        let pending = PendingSubscription(
+            id: id, pattern: pattern, isPattern: isPattern, consumer: consumer, credit: credit, requestID: requestID,
+            listener: listener, resolver: resolver)
+        let logs = topics.compactMap { topic in store.log(topic).map { (topic, $0) } }
+        let lookups = logs.compactMap { topic, log in resolver.timestampToLookUp(for: topic).map { (topic, log, $0) } }
+        guard !lookups.isEmpty else { return finishSubscribing(pending, logs: logs, timestampOffsets: [:]) }
+        // Finding a time means reading batch headers from the segments: on the thread pool, with later requests
+        // waiting behind it so that replies stay in order.
+        awaitingStorage = true
+        inFlight += 1
+        threadPool.runIfActive(eventLoop: loop) { () throws -> [String: Int64] in
+            var offsets: [String: Int64] = [:]
+            for (topic, log, time) in lookups { offsets[topic] = try log.offset(atOrAfter: time) }
+            return offsets
+        }.assumeIsolated().whenComplete { result in
+            self.awaitingStorage = false
+            self.inFlight -= 1
+            switch result {
+            case .success(let offsets):
+                if case .closed = self.state {
+                    self.hub.unregister(listener)
+                    break
+                }
+                self.finishSubscribing(pending, logs: logs, timestampOffsets: offsets)
+            case .failure(let error):
+                self.hub.unregister(listener)
+                self.reply(Self.storageError(error, doing: "finding the start time for '\(pattern)'"), requestID)
+            }
+            self.handleWaitingRequests()
+            self.scheduleFlush()
+            self.closeIfQuiesced()
+        }
+    }
+
+    /// What SUBSCRIBE established before its start positions could be resolved.
+    struct PendingSubscription {
+        let id: UInt32
+        let pattern: String
+        let isPattern: Bool
+        let consumer: String?
+        let credit: UInt32
+        let requestID: UInt32
+        let listener: SubscriptionListener
+        let resolver: StartPositionResolver
+    }
+
+    /// Resolves the start positions, answers SUBSCRIBED (or the error) and starts delivering.
+    private func finishSubscribing(
+        _ pending: PendingSubscription, logs: [(String, TopicLog)], timestampOffsets: [String: Int64]
+    ) {
         var ranges: [TopicRange] = []
         do throws(TelexError) {
-            for topic in topics {
-                guard let log = store.log(topic) else { continue }
+            guard subscriptions[pending.id] == nil else {
+                throw TelexError(.duplicateSubscription, "subscription id \(pending.id) is already active on this connection")
+            }
+            for (topic, log) in logs {
                 var bounds = StartPositionResolver.TopicBounds(
                     topic: topic, logStart: log.startOffset, readableEnd: log.readableEndOffset, endOffset: log.endOffset)
-                if let time = resolver.timestampToLookUp(for: topic) {
-                    bounds.timestampOffset = try log.offset(atOrAfter: time)
-                }
-                ranges.append(try resolver.range(for: bounds))
-                logs[topic] = log
+                bounds.timestampOffset = timestampOffsets[topic]
+                ranges.append(try pending.resolver.range(for: bounds))
             }
             guard ranges.count <= Int(UInt16.max) else {
                 throw TelexError(.invalidRequest,
-                    "pattern '\(pattern)' matches \(ranges.count) topics; one subscription can cover at most \(UInt16.max)")
+                    "pattern '\(pending.pattern)' matches \(ranges.count) topics; one subscription can cover at most \(UInt16.max)")
             }
         } catch {
-            hub.unregister(listener)
-            throw error
+            hub.unregister(pending.listener)
+            return reply(error, pending.requestID)
         }
-        var machine = SubscriptionStateMachine(credit: credit, maxCredit: configuration.maxCredit)
+        var machine = SubscriptionStateMachine(credit: pending.credit, maxCredit: configuration.maxCredit)
         for range in ranges {
             machine.topicAdded(range.topic, from: range.startOffset, caughtUpAt: range.endOffset)
         }
-        subscriptions[id] = Subscription(requestID: requestID, consumer: consumer, listener: listener, machine: machine, logs: logs)
-        logger.debug("subscribed", metadata: ["pattern": "\(pattern)", "subscription": "\(id)", "topics": "\(ranges.count)"])
-        write(.subscribed(subscriptionID: id, topics: ranges), requestID: requestID)
+        subscriptions[pending.id] = Subscription(
+            requestID: pending.requestID, consumer: pending.consumer, listener: pending.listener, machine: machine,
+            logs: Dictionary(logs, uniquingKeysWith: { first, _ in first }))
+        logger.debug("subscribed", metadata: [
+            "pattern": "\(pending.pattern)", "subscription": "\(pending.id)", "topics": "\(ranges.count)",
+        ])
+        write(.subscribed(subscriptionID: pending.id, topics: ranges), requestID: pending.requestID)
         // A topic created between the listing above and registration is picked up here.
-        if isPattern {
-            for topic in store.topics where TopicName.matches(pattern: pattern, topic: topic) {
-                addTopic(topic, to: id)
+        if pending.isPattern {
+            for topic in store.topics where TopicName.matches(pattern: pending.pattern, topic: topic) {
+                addTopic(topic, to: pending.id)
             }
         }
-        pump(id)
+        pump(pending.id)
     }
 
     func addCredit(_ batches: UInt32, subscriptionID: UInt32, requestID: UInt32) {

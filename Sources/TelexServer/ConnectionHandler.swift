@@ -39,9 +39,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     var subscriptions: [UInt32: Subscription] = [:]
     var flushScheduled = false
     var outbound = ByteBuffer()
-    /// True while a topic is being created on the thread pool; later requests wait in `waitingRequests`.
-    var creatingTopic = false
-    /// Requests that arrived while a topic creation was in flight, in arrival order.
+    /// True while a request waits on the thread pool (a topic creation, a subscription's time lookups); later
+    /// requests wait in `waitingRequests`, so replies stay in request order.
+    var awaitingStorage = false
+    /// Requests that arrived while `awaitingStorage`, in arrival order.
     var waitingRequests = CircularBuffer<(request: Result<ClientMessage, TelexError>, requestID: UInt32)>()
     /// Publishes and commits accepted and not yet answered.
     var inFlight = 0
@@ -123,7 +124,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 return
             }
             handshake(minVersion: minVersion, maxVersion: maxVersion, clientName: clientName, token: token, requestID: requestID)
-        case .ready where creatingTopic:
+        case .ready where awaitingStorage:
             waitingRequests.append((request, requestID))
         case .ready:
             handle(request, requestID: requestID)
@@ -184,9 +185,9 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// Handles the requests that waited behind a topic creation, until another creation blocks them again.
+    /// Handles the requests that waited behind work on the thread pool, until more such work blocks them again.
     func handleWaitingRequests() {
-        while !creatingTopic, let (request, requestID) = waitingRequests.popFirst() {
+        while !awaitingStorage, let (request, requestID) = waitingRequests.popFirst() {
             switch state {
             case .ready: handle(request, requestID: requestID)
             case .quiescing:
@@ -222,7 +223,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     /// Closes the connection once shutdown began and every accepted publish and commit has been answered and flushed.
     func closeIfQuiesced() {
-        guard case .quiescing = state, inFlight == 0, !creatingTopic, waitingRequests.isEmpty, let context else { return }
+        guard case .quiescing = state, inFlight == 0, !awaitingStorage, waitingRequests.isEmpty, let context else { return }
         state = .closed
         endAllSubscriptions()
         let pending = outbound

@@ -45,6 +45,28 @@ struct ConnectionHandlerTests {
         try await harness.finish()
     }
 
+    @Test("a SUBSCRIBE from a time looks the time up off the loop; a request behind it is answered after it")
+    func orderBehindTimeLookup() async throws {
+        let harness = try await HandlerHarness()
+        try await harness.hello()
+        try await harness.send(.publish(topic: "news.timed", batch: makeBatch(records: 2)), requestID: 2)
+        _ = try await harness.next()
+        var pipelined = HandlerHarness.encode(
+            .subscribe(subscriptionID: 1, pattern: "news.timed", start: .timestamp(0), consumerName: "", initialCredit: 0,
+                       resume: []), requestID: 3)
+        var ping = HandlerHarness.encode(.ping(nonce: 5), requestID: 4)
+        pipelined.writeBuffer(&ping)
+        try await harness.channel.writeInbound(pipelined)
+        let first = try await harness.next()
+        #expect(first.requestID == 3)
+        #expect(first.message == .subscribed(subscriptionID: 1, topics: [TopicRange(topic: "news.timed", startOffset: 0, endOffset: 2)]))
+        var next = try await harness.next()
+        if case .caughtUp = next.message { next = try await harness.next() }
+        #expect(next.requestID == 4)
+        #expect(next.message == .pong(nonce: 5))
+        try await harness.finish()
+    }
+
     @Test("a request before HELLO gets HANDSHAKE_REQUIRED and the connection closes")
     func handshakeRequired() async throws {
         let harness = try await HandlerHarness()
