@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "TelexProtocol", targets: ["TelexProtocol"]),
         .library(name: "TelexStorage", targets: ["TelexStorage"]),
         .library(name: "TelexEvents", targets: ["TelexEvents"]),
+        .library(name: "TelexAuth", targets: ["TelexAuth"]),
         .library(name: "TelexServer", targets: ["TelexServer"]),
         .library(name: "TelexClient", targets: ["TelexClient"]),
         .executable(name: "telexd", targets: ["telexd"]),
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.0"),
     ],
     targets: [
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
@@ -46,8 +48,16 @@ let package = Package(
             dependencies: ["TelexClient", "TelexProtocol", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .target(
+            name: "TelexAuth",
+            dependencies: [
+                "TelexProtocol",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
             name: "TelexServer",
             dependencies: [
+                "TelexAuth",
                 "TelexProtocol",
                 "TelexStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -71,6 +81,7 @@ let package = Package(
         .executableTarget(
             name: "telexd",
             dependencies: [
+                "TelexAuth",
                 "TelexServer",
                 "TelexStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -138,9 +149,16 @@ let package = Package(
             dependencies: ["TelexEvents", "TelexProtocol", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
+            name: "TelexAuthTests",
+            dependencies: [
+                "TelexAuth", "TelexProtocol",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
+        ),
+        .testTarget(
             name: "TelexServerTests",
             dependencies: [
-                "TelexServer", "TelexStorage", "TelexProtocol",
+                "TelexAuth", "TelexServer", "TelexStorage", "TelexProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -150,7 +168,7 @@ let package = Package(
         .testTarget(
             name: "TelexIntegrationTests",
             dependencies: [
-                "TelexServer", "TelexClient", "TelexEvents", "TelexStorage", "TelexProtocol",
+                "TelexAuth", "TelexCLI", "TelexServer", "TelexClient", "TelexEvents", "TelexStorage", "TelexProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -46,6 +46,9 @@ public struct TelexError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let sequenceOutOfOrder = Code(rawValue: 18)
         /// An invariant broke inside the broker.
         public static let internalError = Code(rawValue: 19)
+        /// The authenticated principal may not do this: publish to the topic, subscribe to the pattern, or use the
+        /// consumer name.
+        public static let notAuthorized = Code(rawValue: 20)
 
         /// Client-side: the connection could not be made or was lost.
         public static let connectionFailed = Code(rawValue: 1000)
@@ -77,6 +80,7 @@ public struct TelexError: Error, Sendable, Equatable, CustomStringConvertible {
             case .shuttingDown: "SHUTTING_DOWN"
             case .sequenceOutOfOrder: "SEQUENCE_OUT_OF_ORDER"
             case .internalError: "INTERNAL_ERROR"
+            case .notAuthorized: "NOT_AUTHORIZED"
             case .connectionFailed: "CONNECTION_FAILED"
             case .timeout: "TIMEOUT"
             case .invalidEvent: "INVALID_EVENT"

@@ -9,6 +9,8 @@ extension ConnectionHandler {
     func publish(topic: String, batch: ByteBuffer, requestID: UInt32) {
         do throws(TelexError) {
             try TopicName.validate(topic)
+            // Checked before the topic exists: a refused PUBLISH creates nothing.
+            try authorizePublish(to: topic)
             if let log = store.log(topic) {
                 return append(batch, to: log, topic: topic, requestID: requestID)
             }
@@ -92,6 +94,11 @@ extension ConnectionHandler {
         }
         guard offset >= 0 else {
             return reply(TelexError(.invalidRequest, "COMMIT offset \(offset) is negative"), requestID)
+        }
+        do throws(TelexError) {
+            try authorizeCommit(consumer: consumer, topic: topic)
+        } catch {
+            return reply(error, requestID)
         }
         guard let loop = context?.eventLoop else { return }
         inFlight += 1

@@ -26,6 +26,7 @@ extension ConnectionHandler {
         guard let loop = context?.eventLoop else { return }
         let consumer = consumerName.isEmpty ? nil : consumerName
         if let consumer { try ConsumerOffsets.validateName(consumer) }
+        try authorizeSubscribe(pattern: pattern, consumer: consumer, resuming: !resume.isEmpty)
         let isPattern = TopicName.isPattern(pattern)
         let topics = isPattern ? store.topics.filter { TopicName.matches(pattern: pattern, topic: $0) } : [pattern]
         let listener = SubscriptionListener(
@@ -142,9 +143,10 @@ extension ConnectionHandler {
         write(.unsubscribed(subscriptionID: subscriptionID), requestID: requestID)
     }
 
-    /// A topic matching `listener`'s pattern was created after the subscription began.
+    /// A topic matching `listener`'s pattern was created after the subscription began; it joins only if the
+    /// principal may read it under the users file in force.
     func topicCreated(_ topic: String, listener: SubscriptionListener) {
-        guard subscriptions[listener.subscriptionID]?.listener === listener else { return }
+        guard subscriptions[listener.subscriptionID]?.listener === listener, mayRead(topic) else { return }
         addTopic(topic, to: listener.subscriptionID)
         pump(listener.subscriptionID)
     }
@@ -191,7 +193,7 @@ extension ConnectionHandler {
     }
 
     /// Ends a subscription the broker can no longer serve, telling the client why.
-    private func endSubscription(_ id: UInt32, error: TelexError) {
+    func endSubscription(_ id: UInt32, error: TelexError) {
         guard let subscription = subscriptions.removeValue(forKey: id) else { return }
         logger.warning("subscription ended", metadata: ["subscription": "\(id)", "error": "\(error)"])
         hub.unregister(subscription.listener)

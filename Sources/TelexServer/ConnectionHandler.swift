@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import TelexAuth
 import TelexProtocol
 import TelexStorage
 
@@ -24,6 +25,8 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     enum State {
         case awaitingHello
+        /// HELLO failed authentication; AUTHENTICATION_FAILED is sent (after the peer's backoff) and then it closes.
+        case rejecting
         case ready
         case quiescing
         case closed
@@ -33,7 +36,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     let store: TopicStore
     let configuration: ServerConfiguration
     let threadPool: NIOThreadPool
+    let access: AccessControl
     var logger: Logger
+    /// Who the client is, set at HELLO; its rights are looked up in `access` on every request.
+    var identity = Identity.anonymous
+    /// The verified client certificate's subject CN, when the connection uses mutual TLS; names the principal.
+    var peerCommonName: String?
     var state = State.awaitingHello
     var context: ChannelHandlerContext?
     var subscriptions: [UInt32: Subscription] = [:]
@@ -49,11 +57,15 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// The last commit of this connection: the next one runs after it, so commits apply in order.
     var lastCommit: EventLoopFuture<Void>?
 
-    init(store: TopicStore, hub: TopicHub, configuration: ServerConfiguration, threadPool: NIOThreadPool, logger: Logger) {
+    init(
+        store: TopicStore, hub: TopicHub, configuration: ServerConfiguration, threadPool: NIOThreadPool,
+        access: AccessControl, logger: Logger
+    ) {
         self.store = store
         self.hub = hub
         self.configuration = configuration
         self.threadPool = threadPool
+        self.access = access
         self.logger = logger
     }
 
@@ -83,8 +95,11 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard event is Quiesce else { return context.fireUserInboundEventTriggered(event) }
-        quiesce()
+        switch event {
+        case is Quiesce: quiesce()
+        case is PermissionsChanged: permissionsChanged()
+        default: context.fireUserInboundEventTriggered(event)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -115,7 +130,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             request = .failure(error)
         }
         switch state {
-        case .closed:
+        case .closed, .rejecting:
             return
         case .awaitingHello:
             guard case .success(.hello(let minVersion, let maxVersion, let clientName, let token)) = request else {
@@ -145,10 +160,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 requestID: requestID)
             return
         }
-        if let expected = configuration.authToken, String(buffer: token) != expected {
-            closeWithError(TelexError(.authenticationFailed, "the auth token in HELLO was not accepted"), requestID: requestID)
-            return
-        }
+        guard authenticate(token: String(buffer: token), requestID: requestID) else { return }
         state = .ready
         logger[metadataKey: "client"] = "\(clientName)"
         logger.debug("client connected")
@@ -195,7 +207,7 @@ final class ConnectionHandler: ChannelInboundHandler {
                 case .success(let message): refuseWhileQuiescing(message.type, requestID: requestID)
                 case .failure(let error): reply(error, requestID)
                 }
-            case .awaitingHello, .closed: return
+            case .awaitingHello, .rejecting, .closed: return
             }
         }
     }
@@ -208,7 +220,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     private func quiesce() {
         switch state {
-        case .awaitingHello:
+        case .awaitingHello, .rejecting:
             state = .closed
             context?.close(promise: nil)
         case .ready:

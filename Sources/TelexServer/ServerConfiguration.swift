@@ -18,6 +18,8 @@ public struct ServerConfiguration: Sendable {
     public var allowTopicCreation: Bool
     /// If set, HELLO must carry exactly this token. Default nil (no authentication).
     public var authToken: String?
+    /// Users file, audit log and login backoff (see `AuthConfiguration`). Default: no users file, no audit log.
+    public var auth = AuthConfiguration()
     /// Largest run of batches sent in one DELIVER frame, in bytes (a single larger batch is still sent). Default 1 MiB.
     public var maxDeliverBytes: Int
     /// Cap on a subscription's outstanding credit, in batches. Default 4096.

@@ -36,6 +36,7 @@ public final class TelexServer: Sendable {
 
     private struct Running {
         var store: TopicStore
+        var access: AccessControl
         var serverChannel: any Channel
         var retentionTask: RepeatedTask?
         /// The retention run in progress, if any; shutdown waits for it before closing the store.
@@ -80,14 +81,16 @@ public final class TelexServer: Sendable {
         guard wasIdle else { throw TelexError(.invalidRequest, "start() was called on a server that was already started") }
         threadPool.start()
         let store: TopicStore
+        let access: AccessControl
         let channel: any Channel
         do {
             let configuration = self.configuration
             let logger = self.logger
+            access = try await threadPool.runIfActive { try AccessControl(configuration: configuration, logger: logger) }
             store = try await threadPool.runIfActive {
                 try TopicStore(directory: configuration.dataDirectory, configuration: configuration.log, logger: logger)
             }
-            channel = try await bind(store: store)
+            channel = try await bind(store: store, access: access)
         } catch {
             // A server that failed to start is finished: its threads stop, and shutdown() returns at once.
             state.withLockedValue { $0 = .stopping }
@@ -101,7 +104,7 @@ public final class TelexServer: Sendable {
         let stopRequested = state.withLockedValue { state -> Bool in
             let requested: Bool
             if case .starting(let stopRequested) = state { requested = stopRequested } else { requested = false }
-            state = .running(Running(store: store, serverChannel: channel, retentionTask: retentionTask))
+            state = .running(Running(store: store, access: access, serverChannel: channel, retentionTask: retentionTask))
             return requested
         }
         if stopRequested { return try await shutdown() }
@@ -119,7 +122,7 @@ public final class TelexServer: Sendable {
         ])
     }
 
-    private func bind(store: TopicStore) async throws -> any Channel {
+    private func bind(store: TopicStore, access: AccessControl) async throws -> any Channel {
         let configuration = self.configuration
         let hub = self.hub
         let logger = self.logger
@@ -137,10 +140,29 @@ public final class TelexServer: Sendable {
                         ByteToMessageHandler(FrameDecoder(limits: FrameLimits(maxFrameSize: configuration.maxFrameSize))))
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(store: store, hub: hub, configuration: configuration, threadPool: threadPool,
-                                          logger: logger))
+                                          access: access, logger: logger))
                 }
             }
         return try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+    }
+
+    /// Re-reads the users file (on SIGHUP in telexd) without dropping connections: every connection checks its next
+    /// request against the new principals, and ends the subscriptions its principal may no longer have. On an error
+    /// (the file is missing or invalid) the previous principals stay in force and the error is thrown.
+    public func reload() async throws {
+        let access: AccessControl? = state.withLockedValue { state in
+            guard case .running(let running) = state else { return nil }
+            return running.access
+        }
+        guard let access else { return }
+        let principals = try await threadPool.runIfActive { try access.reload() }
+        guard principals != nil else { return }
+        let open = connections.withLockedValue { Array($0.channels.values) }
+        for channel in open {
+            channel.eventLoop.execute {
+                channel.pipeline.syncOperations.fireUserInboundEventTriggered(ConnectionHandler.PermissionsChanged())
+            }
+        }
     }
 
     /// Remembers an accepted connection until it closes; false once shutdown has begun.

@@ -16,10 +16,12 @@ final class HandlerHarness {
     let store: TopicStore
     let threadPool: NIOThreadPool
     let directory: String
+    /// The principals the handler checks against; `reload()` it after changing the users file.
+    let access: AccessControl
     private var decoder = FrameDecoder()
     private var received = ByteBuffer()
 
-    init(configure: (inout ServerConfiguration) -> Void = { _ in }) async throws {
+    init(peerCommonName: String? = nil, configure: (inout ServerConfiguration) -> Void = { _ in }) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("telex-handler-\(UUID().uuidString)").path
         var configuration = ServerConfiguration(dataDirectory: directory)
         configure(&configuration)
@@ -29,11 +31,17 @@ final class HandlerHarness {
         threadPool = NIOThreadPool(numberOfThreads: 1)
         threadPool.start()
         let hub = TopicHub()
+        let access = try AccessControl(configuration: configuration, logger: logger)
+        self.access = access
         channel = try await NIOAsyncTestingChannel { [store, threadPool, configuration, logger] channel in
+            let handler = ConnectionHandler(
+                store: store, hub: hub, configuration: configuration, threadPool: threadPool, access: access,
+                logger: logger)
+            handler.peerCommonName = peerCommonName
             try channel.pipeline.syncOperations.addHandlers([
                 FileRegionReader(),
                 ByteToMessageHandler(FrameDecoder(limits: FrameLimits(maxFrameSize: configuration.maxFrameSize))),
-                ConnectionHandler(store: store, hub: hub, configuration: configuration, threadPool: threadPool, logger: logger),
+                handler,
             ])
         }
         try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7420)).get()
