@@ -3,7 +3,7 @@ import Foundation
 import TelexClient
 import TelexProtocol
 
-/// `--server` and `--client-name`, shared by every Telex command-line tool.
+/// `--server`, `--client-name` and the token options, shared by every Telex command-line tool.
 public struct ConnectionOptions: ParsableArguments {
     @Option(help: "Broker address HOST:PORT (env TELEX_SERVER). Default 127.0.0.1:7420.")
     public var server: String?
@@ -11,11 +11,14 @@ public struct ConnectionOptions: ParsableArguments {
     @Option(help: "Name shown in the broker's logs.")
     public var clientName: String?
 
+    @OptionGroup public var credentials: TokenOptions
+
     public init() {}
 
     /// The client configuration these options describe.
     public func configuration(defaultName: String) throws -> ClientConfiguration {
         var configuration = ClientConfiguration(clientName: clientName ?? defaultName)
+        configuration.authToken = try credentials.resolve()
         if let address = server ?? ProcessInfo.processInfo.environment["TELEX_SERVER"] {
             do {
                 try configuration.setServer(address)

@@ -21,7 +21,7 @@ struct Telexd: AsyncParsableCommand {
               TELEX_RETENTION_HOURS=72 telexd
               telexd inspect ./telex-data | jq .
             """,
-        subcommands: [Serve.self, Inspect.self],
+        subcommands: [Serve.self, Inspect.self, Users.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -49,6 +49,7 @@ struct Serve: AsyncParsableCommand {
     var createTopics: Bool?
     @Option(name: .customLong("auth-token"), help: "Require this token in HELLO. Env TELEX_AUTH_TOKEN. Default: none.")
     var authToken: String?
+    @OptionGroup var auth: AuthOptions
     @Option(name: .customLong("log-level"), help: "trace|debug|info|notice|warning|error. Env TELEX_LOG_LEVEL. Default info.")
     var logLevel: String?
 
@@ -85,6 +86,7 @@ struct Serve: AsyncParsableCommand {
         }
         configuration.allowTopicCreation = try setting(createTopics, "TELEX_CREATE_TOPICS", { Bool($0) }) ?? true
         configuration.authToken = try setting(authToken, "TELEX_AUTH_TOKEN", { $0 })
+        auth.apply(to: &configuration)
         let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level '\(levelText)'") }
 
@@ -113,7 +115,9 @@ struct Serve: AsyncParsableCommand {
             }
             source.resume()
         }
+        let hangup = reloadOnHangup(server, logger: logger)
         await server.waitUntilClosed()
+        hangup.cancel()
     }
 }
 

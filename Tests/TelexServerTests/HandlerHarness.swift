@@ -21,7 +21,11 @@ final class HandlerHarness {
     private var decoder = FrameDecoder()
     private var received = ByteBuffer()
 
-    init(peerCommonName: String? = nil, configure: (inout ServerConfiguration) -> Void = { _ in }) async throws {
+    /// `access`: share one `AccessControl` (and its login backoff) between harnesses; by default each has its own.
+    init(
+        peerCommonName: String? = nil, access: AccessControl? = nil,
+        configure: (inout ServerConfiguration) -> Void = { _ in }
+    ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("telex-handler-\(UUID().uuidString)").path
         var configuration = ServerConfiguration(dataDirectory: directory)
         configure(&configuration)
@@ -31,7 +35,7 @@ final class HandlerHarness {
         threadPool = NIOThreadPool(numberOfThreads: 1)
         threadPool.start()
         let hub = TopicHub()
-        let access = try AccessControl(configuration: configuration, logger: logger)
+        let access = try access ?? AccessControl(configuration: configuration, logger: logger)
         self.access = access
         channel = try await NIOAsyncTestingChannel { [store, threadPool, configuration, logger] channel in
             let handler = ConnectionHandler(

@@ -1,0 +1,38 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import TelexServer
+
+/// `--users` and `--audit-log`: the principals telexd authenticates and where it records security events.
+struct AuthOptions: ParsableArguments {
+    @Option(name: .customLong("users"), help: "Users file with principals and permissions (see README). Env TELEX_USERS. Reloaded on SIGHUP. Default: none.")
+    var usersFile: String?
+    @Option(name: .customLong("audit-log"), help: "Append security events as JSON Lines to this file. Env TELEX_AUDIT_LOG. Default: none.")
+    var auditLogFile: String?
+
+    /// Puts the options (or their TELEX_* variables) into `configuration`.
+    func apply(to configuration: inout ServerConfiguration) {
+        let environment = ProcessInfo.processInfo.environment
+        configuration.auth.usersFile = usersFile ?? environment["TELEX_USERS"]
+        configuration.auth.auditLogFile = auditLogFile ?? environment["TELEX_AUDIT_LOG"]
+    }
+}
+
+/// Reloads `server`'s users file on every SIGHUP; keep the returned source for as long as the server runs.
+func reloadOnHangup(_ server: TelexServer, logger: Logger) -> any DispatchSourceSignal {
+    signal(SIGHUP, SIG_IGN)
+    let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+    source.setEventHandler {
+        logger.info("reloading", metadata: ["signal": "SIGHUP"])
+        Task {
+            do {
+                try await server.reload()
+            } catch {
+                logger.error("reload failed; the previous settings stay in force", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+    source.resume()
+    return source
+}
