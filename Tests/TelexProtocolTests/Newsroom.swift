@@ -192,6 +192,13 @@ enum Newsroom {
                     .error(code: .invalidTopic, message: "pattern 'news.>.world': '>' may only be the last token")),
                 requestID: 16),
             Vector(
+                name: "error_not_authorized",
+                description:
+                    "The broker refuses request 17, a PUBLISH to a topic outside the principal's publish patterns; the connection stays open and no topic is created.",
+                message: .broker(
+                    .error(code: .notAuthorized, message: "principal 'desk-world' may not publish to 'news.sport'")),
+                requestID: 17),
+            Vector(
                 name: "caught_up",
                 description:
                     "Subscription 1 has been delivered every topic matched at subscribe time up to its end offset.",
