@@ -33,7 +33,10 @@ final class HandlerHarness {
             try channel.pipeline.syncOperations.addHandlers([
                 FileRegionReader(),
                 ByteToMessageHandler(FrameDecoder(limits: FrameLimits(maxFrameSize: configuration.maxFrameSize))),
-                ConnectionHandler(store: store, hub: hub, configuration: configuration, threadPool: threadPool, logger: logger),
+                ConnectionHandler(
+                    store: store, hub: hub, configuration: configuration, threadPool: threadPool,
+                    topicCreationLimiter: TopicCreationLimiter(limits: configuration.limits, existingTopics: 0),
+                    logger: logger),
             ])
         }
         try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7420)).get()
