@@ -49,6 +49,16 @@ public struct TelexError: Error, Sendable, Equatable, CustomStringConvertible {
         /// The authenticated principal may not do this: publish to the topic, subscribe to the pattern, or use the
         /// consumer name.
         public static let notAuthorized = Code(rawValue: 20)
+        /// The broker already has its maximum of open connections; it closes this one.
+        public static let tooManyConnections = Code(rawValue: 21)
+        /// HELLO did not arrive within the broker's handshake timeout; it closes the connection.
+        public static let handshakeTimeout = Code(rawValue: 22)
+        /// Creating the topic would exceed the broker's maximum number of topics.
+        public static let tooManyTopics = Code(rawValue: 23)
+        /// The principal created topics faster than the broker's topic creation rate allows.
+        public static let rateLimited = Code(rawValue: 24)
+        /// The connection already has the broker's maximum number of subscriptions.
+        public static let tooManySubscriptions = Code(rawValue: 25)
 
         /// Client-side: the connection could not be made or was lost.
         public static let connectionFailed = Code(rawValue: 1000)
@@ -81,6 +91,11 @@ public struct TelexError: Error, Sendable, Equatable, CustomStringConvertible {
             case .sequenceOutOfOrder: "SEQUENCE_OUT_OF_ORDER"
             case .internalError: "INTERNAL_ERROR"
             case .notAuthorized: "NOT_AUTHORIZED"
+            case .tooManyConnections: "TOO_MANY_CONNECTIONS"
+            case .handshakeTimeout: "HANDSHAKE_TIMEOUT"
+            case .tooManyTopics: "TOO_MANY_TOPICS"
+            case .rateLimited: "RATE_LIMITED"
+            case .tooManySubscriptions: "TOO_MANY_SUBSCRIPTIONS"
             case .connectionFailed: "CONNECTION_FAILED"
             case .timeout: "TIMEOUT"
             case .invalidEvent: "INVALID_EVENT"

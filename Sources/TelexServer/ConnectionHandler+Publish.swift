@@ -4,9 +4,11 @@ import TelexProtocol
 import TelexStorage
 
 /// Publishing and committing: the append happens on the loop (page cache only); topic creation and commits
-/// (directory work and fsyncs) run on the thread pool, and their answers hop back to the loop.
+/// (directory work and fsyncs) run on the thread pool, and their answers hop back to the loop. Every PUBLISH ends
+/// in `publishAnswered(bytes:)`, which gives its bytes back to the connection's unacknowledged budget.
 extension ConnectionHandler {
     func publish(topic: String, batch: ByteBuffer, requestID: UInt32) {
+        let reservation: TopicCreationLimiter.Reservation
         do throws(TelexError) {
             try TopicName.validate(topic)
             // Checked before the topic exists: a refused PUBLISH creates nothing.
@@ -19,32 +21,40 @@ extension ConnectionHandler {
             }
             // A rejected batch must not leave an empty topic behind.
             _ = try RecordBatch.validate(batch, limits: configuration.log.batchLimits, context: "batch for \(topic)")
+            reservation = try topicCreationLimiter.reserve(topic, principal: principalName)
         } catch {
-            return reply(error, requestID)
+            reply(error, requestID)
+            return publishAnswered(bytes: batch.readableBytes)
         }
-        createTopic(topic, thenAppend: batch, requestID: requestID)
+        createTopic(topic, reservation: reservation, thenAppend: batch, requestID: requestID)
     }
 
     /// Creates the topic on the thread pool; requests arriving meanwhile wait, so acks stay in request order.
-    private func createTopic(_ topic: String, thenAppend batch: ByteBuffer, requestID: UInt32) {
-        guard let loop = context?.eventLoop else { return }
+    /// The reservation is released unless this call created the topic.
+    private func createTopic(
+        _ topic: String, reservation: TopicCreationLimiter.Reservation, thenAppend batch: ByteBuffer, requestID: UInt32
+    ) {
+        guard let loop = context?.eventLoop else { return topicCreationLimiter.release(reservation) }
         awaitingStorage = true
         inFlight += 1
         let store = self.store
         let hub = self.hub
-        threadPool.runIfActive(eventLoop: loop) { () throws -> TopicLog in
+        threadPool.runIfActive(eventLoop: loop) { () throws -> (TopicLog, Bool) in
             let (log, isNew) = try store.createLog(topic)
             if isNew { hub.created(topic) }
-            return log
+            return (log, isNew)
         }.assumeIsolated().whenComplete { result in
             self.awaitingStorage = false
             self.inFlight -= 1
             switch result {
-            case .success(let log):
+            case .success((let log, let isNew)):
+                if !isNew { self.topicCreationLimiter.release(reservation) }
                 if case .closed = self.state { break }
                 self.append(batch, to: log, topic: topic, requestID: requestID)
             case .failure(let error):
+                self.topicCreationLimiter.release(reservation)
                 self.reply(Self.storageError(error, doing: "creating topic '\(topic)'"), requestID)
+                self.publishAnswered(bytes: batch.readableBytes)
             }
             self.handleWaitingRequests()
             self.scheduleFlush()
@@ -55,23 +65,27 @@ extension ConnectionHandler {
     private func append(_ batch: ByteBuffer, to log: TopicLog, topic: String, requestID: UInt32) {
         guard let loop = context?.eventLoop else { return }
         let result: AppendResult
+        let bytes = batch.readableBytes
         do {
             result = try log.append(batch)
         } catch {
-            return reply(error, requestID)
+            reply(error, requestID)
+            return publishAnswered(bytes: bytes)
         }
         inFlight += 1
         let connection = NIOLoopBound(self, eventLoop: loop)
         let hub = self.hub
         log.whenDurable(result) { outcome in
             loop.execute {
-                connection.value.published(result, topic: topic, outcome: outcome, requestID: requestID)
+                connection.value.published(result, topic: topic, outcome: outcome, bytes: bytes, requestID: requestID)
             }
             if case .success = outcome, !result.duplicate { hub.readable(topic) }
         }
     }
 
-    private func published(_ result: AppendResult, topic: String, outcome: Result<Void, TelexError>, requestID: UInt32) {
+    private func published(
+        _ result: AppendResult, topic: String, outcome: Result<Void, TelexError>, bytes: Int, requestID: UInt32
+    ) {
         inFlight -= 1
         switch outcome {
         case .success:
@@ -80,6 +94,7 @@ extension ConnectionHandler {
         case .failure(let error):
             reply(error, requestID)
         }
+        publishAnswered(bytes: bytes)
         scheduleFlush()
         closeIfQuiesced()
     }

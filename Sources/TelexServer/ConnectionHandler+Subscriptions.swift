@@ -23,6 +23,11 @@ extension ConnectionHandler {
         guard subscriptions[id] == nil else {
             throw TelexError(.duplicateSubscription, "subscription id \(id) is already active on this connection")
         }
+        let maxSubscriptions = configuration.limits.maxSubscriptions
+        guard subscriptions.count < maxSubscriptions else {
+            throw TelexError(.tooManySubscriptions,
+                "SUBSCRIBE to '\(pattern)' refused: this connection already has its maximum of \(maxSubscriptions) subscriptions; unsubscribe one or subscribe with a wider pattern")
+        }
         guard let loop = context?.eventLoop else { return }
         let consumer = consumerName.isEmpty ? nil : consumerName
         if let consumer { try ConsumerOffsets.validateName(consumer) }

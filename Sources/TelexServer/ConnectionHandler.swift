@@ -13,10 +13,16 @@ import TelexStorage
 /// creation, commits) runs on the server's thread pool. Any error about a request is answered with an ERROR frame
 /// for that request; an error in the byte stream itself closes the connection after the ERROR frame.
 ///
+/// Limits (`ServerConfiguration.limits`): HELLO must arrive within the handshake timeout; the handler withholds
+/// `read()` while the connection's unanswered PUBLISH bytes are above `maxUnackedBytes` or the channel is not
+/// writable, so a client that publishes without reading answers stops being read; topic creation goes through
+/// the server-wide `TopicCreationLimiter`.
+///
 /// Files: this one holds the connection's lifecycle and request dispatch; `+Publish` appends and commits,
 /// `+Subscriptions` performs what the subscriptions' state machines decide, `+Writing` the outbound side.
-final class ConnectionHandler: ChannelInboundHandler {
+final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = Frame
+    typealias OutboundIn = IOData
     typealias OutboundOut = IOData
 
     /// Sent through the pipeline by the server when it shuts down: answer every later request with
@@ -37,6 +43,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     let configuration: ServerConfiguration
     let threadPool: NIOThreadPool
     let access: AccessControl
+    let topicCreationLimiter: TopicCreationLimiter
     var logger: Logger
     /// Who the client is, set at HELLO; its rights are looked up in `access` on every request.
     var identity = Identity.anonymous
@@ -56,16 +63,24 @@ final class ConnectionHandler: ChannelInboundHandler {
     var inFlight = 0
     /// The last commit of this connection: the next one runs after it, so commits apply in order.
     var lastCommit: EventLoopFuture<Void>?
+    /// Closes the connection if HELLO has not arrived in time; cancelled by a successful HELLO.
+    var handshakeDeadline: Scheduled<Void>?
+    /// What the PUBLISH requests read and not yet answered (waiting behind other work, appending, or awaiting
+    /// durability) count against `maxUnackedBytes`: see `unackedCost(batchBytes:)`.
+    var unackedBytes = 0
+    /// True while a `read()` from the channel is withheld; it is passed on once reading may resume.
+    var readWithheld = false
 
     init(
         store: TopicStore, hub: TopicHub, configuration: ServerConfiguration, threadPool: NIOThreadPool,
-        access: AccessControl, logger: Logger
+        access: AccessControl, topicCreationLimiter: TopicCreationLimiter, logger: Logger
     ) {
         self.store = store
         self.hub = hub
         self.configuration = configuration
         self.threadPool = threadPool
         self.access = access
+        self.topicCreationLimiter = topicCreationLimiter
         self.logger = logger
     }
 
@@ -73,15 +88,24 @@ final class ConnectionHandler: ChannelInboundHandler {
         self.context = context
         outbound = context.channel.allocator.buffer(capacity: 1024)
         logger[metadataKey: "peer"] = "\(context.channel.remoteAddress?.description ?? "?")"
+        let timeout = configuration.limits.handshakeTimeout
+        handshakeDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeout)) {
+            guard case .awaitingHello = self.state else { return }
+            self.logger.info("closing connection that did not complete HELLO in time")
+            self.closeWithError(TelexError(.handshakeTimeout,
+                "HELLO did not arrive within \(timeout); send HELLO as the first frame right after connecting"), requestID: 0)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        handshakeDeadline?.cancel()
         endAllSubscriptions()
         self.context = nil
         state = .closed
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        handshakeDeadline?.cancel()
         endAllSubscriptions()
         state = .closed
         context.fireChannelInactive()
@@ -91,7 +115,39 @@ final class ConnectionHandler: ChannelInboundHandler {
         if context.channel.isWritable {
             for id in Array(subscriptions.keys) { pump(id) }
         }
+        resumeReadingIfAllowed()
         context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: Back-pressure
+
+    /// Passes a read on unless the connection is over its unanswered-publish budget or cannot take more writes.
+    func read(context: ChannelHandlerContext) {
+        if mayRead {
+            context.read()
+        } else {
+            readWithheld = true
+        }
+    }
+
+    private var mayRead: Bool {
+        unackedBytes <= configuration.limits.maxUnackedBytes && context?.channel.isWritable != false
+    }
+
+    /// What one unanswered PUBLISH counts against `maxUnackedBytes`: its batch plus 256 bytes for its bookkeeping
+    /// (the durability waiter, the answer to come), so that a flood of tiny batches is bounded too.
+    static func unackedCost(batchBytes: Int) -> Int { batchBytes + 256 }
+
+    /// A PUBLISH with a batch of `bytes` was answered (acknowledged or refused).
+    func publishAnswered(bytes: Int) {
+        unackedBytes -= Self.unackedCost(batchBytes: bytes)
+        resumeReadingIfAllowed()
+    }
+
+    private func resumeReadingIfAllowed() {
+        guard readWithheld, mayRead, let context else { return }
+        readWithheld = false
+        context.read()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -139,10 +195,15 @@ final class ConnectionHandler: ChannelInboundHandler {
                 return
             }
             handshake(minVersion: minVersion, maxVersion: maxVersion, clientName: clientName, token: token, requestID: requestID)
-        case .ready where awaitingStorage:
-            waitingRequests.append((request, requestID))
         case .ready:
-            handle(request, requestID: requestID)
+            if case .success(.publish(_, let batch)) = request {
+                unackedBytes += Self.unackedCost(batchBytes: batch.readableBytes)
+            }
+            if awaitingStorage {
+                waitingRequests.append((request, requestID))
+            } else {
+                handle(request, requestID: requestID)
+            }
         case .quiescing:
             refuseWhileQuiescing(frame.header.type, requestID: requestID)
         }
@@ -162,6 +223,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         guard authenticate(token: String(buffer: token), requestID: requestID) else { return }
         state = .ready
+        handshakeDeadline?.cancel()
         logger[metadataKey: "client"] = "\(clientName)"
         logger.debug("client connected")
         write(.helloOK(version: min(maxVersion, supported.upperBound), serverName: configuration.serverName,
@@ -204,7 +266,9 @@ final class ConnectionHandler: ChannelInboundHandler {
             case .ready: handle(request, requestID: requestID)
             case .quiescing:
                 switch request {
-                case .success(let message): refuseWhileQuiescing(message.type, requestID: requestID)
+                case .success(let message):
+                    refuseWhileQuiescing(message.type, requestID: requestID)
+                    if case .publish(_, let batch) = message { publishAnswered(bytes: batch.readableBytes) }
                 case .failure(let error): reply(error, requestID)
                 }
             case .awaitingHello, .rejecting, .closed: return

@@ -30,6 +30,8 @@ public struct ServerConfiguration: Sendable {
     public var eventLoopThreads: Int
     /// Name sent in HELLO_OK. Default `telexd`.
     public var serverName: String
+    /// Connection, topic, back-pressure and subscription limits. Default `ServerLimits()`.
+    public var limits: ServerLimits
 
     public init(
         host: String = "127.0.0.1",
@@ -43,7 +45,8 @@ public struct ServerConfiguration: Sendable {
         maxCredit: UInt32 = 4096,
         retentionCheckSeconds: Int64 = 60,
         eventLoopThreads: Int = System.coreCount,
-        serverName: String = "telexd"
+        serverName: String = "telexd",
+        limits: ServerLimits = .init()
     ) {
         self.host = host
         self.port = port
@@ -57,5 +60,6 @@ public struct ServerConfiguration: Sendable {
         self.retentionCheckSeconds = retentionCheckSeconds
         self.eventLoopThreads = eventLoopThreads
         self.serverName = serverName
+        self.limits = limits
     }
 }

@@ -127,6 +127,7 @@ public final class TelexServer: Sendable {
         let hub = self.hub
         let logger = self.logger
         let threadPool = self.threadPool
+        let topicCreationLimiter = TopicCreationLimiter(limits: configuration.limits, existingTopics: store.topics.count)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -134,13 +135,27 @@ public final class TelexServer: Sendable {
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
             .childChannelInitializer { [self] channel in
-                guard self.track(channel) else { return channel.close() }
+                switch self.track(channel) {
+                case .accepted:
+                    break
+                case .stopping:
+                    return channel.close()
+                case .full(let open):
+                    logger.info("refusing connection: too many connections", metadata: [
+                        "peer": "\(channel.remoteAddress?.description ?? "?")", "connections": "\(open)",
+                    ])
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ConnectionRefuser(TelexError(.tooManyConnections,
+                            "the broker already serves its maximum of \(configuration.limits.maxConnections) connections; try again later")))
+                    }
+                }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(limits: FrameLimits(maxFrameSize: configuration.maxFrameSize))))
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(store: store, hub: hub, configuration: configuration, threadPool: threadPool,
-                                          access: access, logger: logger))
+                                          access: access, topicCreationLimiter: topicCreationLimiter,
+                                          logger: logger))
                 }
             }
         return try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
@@ -165,19 +180,28 @@ public final class TelexServer: Sendable {
         }
     }
 
-    /// Remembers an accepted connection until it closes; false once shutdown has begun.
-    private func track(_ channel: any Channel) -> Bool {
+    private enum Admission {
+        case accepted
+        case stopping
+        /// The broker already serves `limits.maxConnections` (the count given).
+        case full(Int)
+    }
+
+    /// Remembers an accepted connection until it closes; refuses it once shutdown has begun or at the maximum.
+    private func track(_ channel: any Channel) -> Admission {
         let id = ObjectIdentifier(channel)
-        let accepted = connections.withLockedValue { connections in
-            guard connections.accepting else { return false }
+        let maxConnections = configuration.limits.maxConnections
+        let admission = connections.withLockedValue { connections -> Admission in
+            guard connections.accepting else { return .stopping }
+            guard connections.channels.count < maxConnections else { return .full(connections.channels.count) }
             connections.channels[id] = channel
-            return true
+            return .accepted
         }
-        guard accepted else { return false }
+        guard case .accepted = admission else { return admission }
         channel.closeFuture.whenComplete { [connections] _ in
             _ = connections.withLockedValue { $0.channels.removeValue(forKey: id) }
         }
-        return true
+        return .accepted
     }
 
     /// Runs retention on the thread pool, unless a run is still going or the server is stopping.

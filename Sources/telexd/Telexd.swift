@@ -52,6 +52,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var auth: AuthOptions
     @Option(name: .customLong("log-level"), help: "trace|debug|info|notice|warning|error. Env TELEX_LOG_LEVEL. Default info.")
     var logLevel: String?
+    @OptionGroup(title: "Limits") var limits: LimitOptions
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -87,6 +88,7 @@ struct Serve: AsyncParsableCommand {
         configuration.allowTopicCreation = try setting(createTopics, "TELEX_CREATE_TOPICS", { Bool($0) }) ?? true
         configuration.authToken = try setting(authToken, "TELEX_AUTH_TOKEN", { $0 })
         auth.apply(to: &configuration)
+        configuration.limits = try limits.serverLimits(environment: environment)
         let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level '\(levelText)'") }
 

@@ -40,7 +40,7 @@ final class HandlerHarness {
         channel = try await NIOAsyncTestingChannel { [store, threadPool, configuration, logger] channel in
             let handler = ConnectionHandler(
                 store: store, hub: hub, configuration: configuration, threadPool: threadPool, access: access,
-                logger: logger)
+                topicCreationLimiter: TopicCreationLimiter(limits: configuration.limits, existingTopics: 0), logger: logger)
             handler.peerCommonName = peerCommonName
             try channel.pipeline.syncOperations.addHandlers([
                 FileRegionReader(),
