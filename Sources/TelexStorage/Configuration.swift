@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import TelexProtocol
 
 /// When appended bytes are forced to disk, and so when an append may be acknowledged.
@@ -53,6 +56,11 @@ public struct LogConfiguration: Sendable, Equatable {
     public var fsync: FsyncPolicy
     /// Limits applied when checking appended batches. Default `RecordBatchLimits()`.
     public var batchLimits: RecordBatchLimits
+    /// Segment and index files kept open at once by a `TopicStore`, all topics together (or by a `TopicLog`
+    /// opened on its own); idle ones are closed least recently used first and opened again when needed.
+    /// Default: half the process's soft open-file limit (`RLIMIT_NOFILE`, `ulimit -n`) when the configuration is
+    /// made, at least 8, leaving the other half to sockets and other files. At least 1.
+    public var maxOpenFiles: Int
 
     public init(
         segmentBytes: Int = 128 << 20,
@@ -61,7 +69,8 @@ public struct LogConfiguration: Sendable, Equatable {
         retentionMilliseconds: Int64? = nil,
         retentionBytes: Int? = nil,
         fsync: FsyncPolicy = .always,
-        batchLimits: RecordBatchLimits = .init()
+        batchLimits: RecordBatchLimits = .init(),
+        maxOpenFiles: Int = LogConfiguration.defaultMaxOpenFiles()
     ) {
         precondition(segmentBytes > RecordBatchHeader.size && segmentBytes <= Int(Int32.max), "segmentBytes out of range")
         self.segmentBytes = segmentBytes
@@ -71,5 +80,16 @@ public struct LogConfiguration: Sendable, Equatable {
         self.retentionBytes = retentionBytes
         self.fsync = fsync
         self.batchLimits = batchLimits
+        precondition(maxOpenFiles >= 1, "maxOpenFiles must be at least 1")
+        self.maxOpenFiles = maxOpenFiles
+    }
+
+    /// The default `maxOpenFiles`: half the process's soft `RLIMIT_NOFILE` now, at least 8 (an unlimited or
+    /// unreadable limit counts as 1,048,576).
+    public static func defaultMaxOpenFiles() -> Int {
+        var limit = rlimit()
+        let soft = getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 && limit.rlim_cur != rlim_t.max
+            ? Int(clamping: limit.rlim_cur) : 1 << 20
+        return max(8, soft / 2)
     }
 }

@@ -21,24 +21,24 @@ struct TimeIndexEntry: Equatable {
 
 /// One log file of whole batches plus its sparse offset and time indexes, named by its base offset.
 ///
-/// The file descriptors stay open until the last reference goes, so a reader holding a segment can finish even
-/// after retention deleted its files.
+/// The three files are `CachedFile`s of the store's `FileDescriptorCache`: opened when first used, closed by the
+/// cache when idle and the budget is reached, and opened again (same path, without `O_CREAT`) on the next use.
+/// Every use of a descriptor holds a lease, so none is closed under its user, and a reader holding a lease (a
+/// `LogSlice`) can finish even after retention deleted the files.
 ///
-/// Lock discipline (why this is `@unchecked Sendable`): the `let` properties (paths, descriptors, base offset)
-/// are immutable and may be used from any thread; `pread`, `fdatasync` and index `write`s on the descriptors
-/// are safe concurrently with appends. Every `var` (size, offsets, times, the in-memory indexes) is read and
-/// written only while holding the `Mutex` of the owning `TopicLog`, or before the segment is published to one
-/// (recovery in `TopicLog.init`). That lock lives in the log's state, not here, because one critical section
-/// updates the log and its active segment together (an append moves both ends); the compiler cannot check a
-/// lock held by another object, so the discipline is kept by hand in `TopicLog`.
+/// Lock discipline (why this is `@unchecked Sendable`): the `let` properties (paths, cached files, base offset)
+/// are immutable and may be used from any thread; `pread`, `fdatasync` and index `pwrite`s through leased
+/// descriptors are safe concurrently with appends. Every `var` (size, offsets, times, the in-memory indexes) is
+/// read and written only while holding the `Mutex` of the owning `TopicLog`, or before the segment is published
+/// to one (recovery in `TopicLog.init`). That lock lives in the log's state, not here, because one critical
+/// section updates the log and its active segment together (an append moves both ends); the compiler cannot
+/// check a lock held by another object, so the discipline is kept by hand in `TopicLog`.
 final class Segment: @unchecked Sendable {
     let baseOffset: Int64
-    let logPath: String
-    let indexPath: String
-    let timeIndexPath: String
-    let fd: CInt
-    private let indexFD: CInt
-    private let timeIndexFD: CInt
+    let logFile: CachedFile
+    let indexFile: CachedFile
+    let timeIndexFile: CachedFile
+    var logPath: String { logFile.path }
 
     /// Bytes of whole batches in the file.
     var size: Int
@@ -50,7 +50,9 @@ final class Segment: @unchecked Sendable {
     var firstAppendTime: Int64?
     /// Base offset of the newest batch, or nil when empty; names the batch of the closing time index entry.
     var lastBatchOffset: Int64?
+    /// The offset index, entry for entry as in the `.index` file (an entry is written at its position there).
     var offsetIndex: [OffsetIndexEntry] = []
+    /// The time index, entry for entry as in the `.timeindex` file.
     var timeIndex: [TimeIndexEntry] = []
     private var bytesSinceIndexEntry = 0
 
@@ -59,43 +61,34 @@ final class Segment: @unchecked Sendable {
         return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + suffix
     }
 
-    init(directory: String, baseOffset: Int64) throws(TelexError) {
+    /// Opens the segment's files, creating any that are missing, reads the log's size, and leaves the
+    /// descriptors to `files`.
+    init(directory: String, baseOffset: Int64, files: FileDescriptorCache) throws(TelexError) {
         self.baseOffset = baseOffset
-        logPath = directory + "/" + Segment.fileName(baseOffset, ".log")
-        indexPath = directory + "/" + Segment.fileName(baseOffset, ".index")
-        timeIndexPath = directory + "/" + Segment.fileName(baseOffset, ".timeindex")
-        let fd = try FileIO.open(logPath, flags: O_RDWR | O_CREAT)
-        var opened = [fd]
-        do {
-            let indexFD = try FileIO.open(indexPath, flags: O_RDWR | O_CREAT)
-            opened.append(indexFD)
-            let timeIndexFD = try FileIO.open(timeIndexPath, flags: O_RDWR | O_CREAT)
-            opened.append(timeIndexFD)
-            size = try FileIO.size(fd, path: logPath)
-            self.fd = fd
-            self.indexFD = indexFD
-            self.timeIndexFD = timeIndexFD
-        } catch {
-            for descriptor in opened { close(descriptor) }
-            throw error
+        let logFile = CachedFile(path: directory + "/" + Segment.fileName(baseOffset, ".log"), cache: files)
+        let indexFile = CachedFile(path: directory + "/" + Segment.fileName(baseOffset, ".index"), cache: files)
+        let timeIndexFile = CachedFile(path: directory + "/" + Segment.fileName(baseOffset, ".timeindex"), cache: files)
+        self.logFile = logFile
+        self.indexFile = indexFile
+        self.timeIndexFile = timeIndexFile
+        size = try logFile.lease(creating: true).withDescriptor { fd throws(TelexError) in
+            try FileIO.size(fd, path: logFile.path)
         }
+        _ = try indexFile.lease(creating: true)
+        _ = try timeIndexFile.lease(creating: true)
         nextOffset = baseOffset
-    }
-
-    deinit {
-        close(fd)
-        close(indexFD)
-        close(timeIndexFD)
     }
 
     /// Appends one stamped batch at the end of the file. On a failed write the file is cut back.
     func append(_ parts: [ByteBuffer], header: RecordBatchHeader, indexInterval: Int) throws(TelexError) {
         let position = size
-        do {
-            try FileIO.write(fd, parts: parts, at: position, path: logPath)
-        } catch {
-            try? FileIO.truncate(fd, to: position, path: logPath)
-            throw error
+        try logFile.withDescriptor { fd throws(TelexError) in
+            do throws(TelexError) {
+                try FileIO.write(fd, parts: parts, at: position, path: logPath)
+            } catch {
+                try? FileIO.truncate(fd, to: position, path: logPath)
+                throw error
+            }
         }
         size += header.totalSize
         recordAppended(header, at: position, indexInterval: indexInterval, persist: true)
@@ -122,17 +115,25 @@ final class Segment: @unchecked Sendable {
         lastAppendTime = max(lastAppendTime ?? header.appendTime, header.appendTime)
     }
 
-    // Index files are derived data: a failed index write is repaired by the rebuild on the next open.
+    // Index files are derived data: a failed index write (or open) is repaired by the rebuild on the next open.
+    // Entries are written at their own position, not at the descriptor's file position, which a re-opened
+    // descriptor does not keep.
     private func writeIndexEntry(_ entry: OffsetIndexEntry) {
         var buffer = ByteBuffer()
         buffer.writeMultipleIntegers(entry.relativeOffset, entry.position)
-        try? FileIO.append(indexFD, buffer, path: indexPath)
+        let position = (offsetIndex.count - 1) * OffsetIndexEntry.size
+        try? indexFile.withDescriptor { fd throws(TelexError) in
+            try FileIO.write(fd, parts: [buffer], at: position, path: indexFile.path)
+        }
     }
 
     private func writeTimeEntry(_ entry: TimeIndexEntry) {
         var buffer = ByteBuffer()
         buffer.writeMultipleIntegers(entry.timestamp, entry.relativeOffset)
-        try? FileIO.append(timeIndexFD, buffer, path: timeIndexPath)
+        let position = (timeIndex.count - 1) * TimeIndexEntry.size
+        try? timeIndexFile.withDescriptor { fd throws(TelexError) in
+            try FileIO.write(fd, parts: [buffer], at: position, path: timeIndexFile.path)
+        }
     }
 
     /// The file position of the indexed batch at or before `offset`.
@@ -173,9 +174,16 @@ final class Segment: @unchecked Sendable {
 
     /// Reads the batch header at `position`; nil past `limit`.
     func header(at position: Int, limit: Int) throws(TelexError) -> RecordBatchHeader? {
+        try header(in: logFile.lease(), at: position, limit: limit)
+    }
+
+    /// Reads the batch header at `position` through `log`, a lease on this segment's `.log`; nil past `limit`.
+    private func header(in log: FileLease, at position: Int, limit: Int) throws(TelexError) -> RecordBatchHeader? {
         guard position + RecordBatchHeader.size <= limit else { return nil }
         var buffer = ByteBuffer()
-        let count = try FileIO.read(fd, at: position, length: RecordBatchHeader.size, into: &buffer, path: logPath)
+        let count = try log.withDescriptor { fd throws(TelexError) in
+            try FileIO.read(fd, at: position, length: RecordBatchHeader.size, into: &buffer, path: logPath)
+        }
         guard count == RecordBatchHeader.size else { return nil }
         return RecordBatchHeader.peek(buffer, at: 0)
     }
@@ -186,12 +194,12 @@ final class Segment: @unchecked Sendable {
         for entry in offsetIndex { index.writeMultipleIntegers(entry.relativeOffset, entry.position) }
         var times = ByteBuffer()
         for entry in timeIndex { times.writeMultipleIntegers(entry.timestamp, entry.relativeOffset) }
-        try FileIO.truncate(indexFD, to: 0, path: indexPath)
-        try FileIO.write(indexFD, parts: [index], at: 0, path: indexPath)
-        try FileIO.truncate(timeIndexFD, to: 0, path: timeIndexPath)
-        try FileIO.write(timeIndexFD, parts: [times], at: 0, path: timeIndexPath)
-        lseek(indexFD, 0, SEEK_END)
-        lseek(timeIndexFD, 0, SEEK_END)
+        for (file, bytes) in [(indexFile, index), (timeIndexFile, times)] {
+            try file.withDescriptor { fd throws(TelexError) in
+                try FileIO.truncate(fd, to: 0, path: file.path)
+                try FileIO.write(fd, parts: [bytes], at: 0, path: file.path)
+            }
+        }
     }
 
     /// Adds a closing time index entry for the newest batch, so the index knows the segment's last time.
@@ -204,22 +212,34 @@ final class Segment: @unchecked Sendable {
     }
 
     /// Forces the log bytes to disk: the group-commit fsync. Indexes are derived data, rebuilt on recovery.
+    ///
+    /// The descriptor may be a different one from the one the bytes were written through (the cache may have
+    /// closed and re-opened the file meanwhile): `fdatasync` flushes the file's dirty pages, whichever
+    /// descriptor wrote them (Protocol/STORAGE.md §11.2).
     func syncLog() throws(TelexError) {
-        try FileIO.sync(fd, path: logPath)
+        try logFile.withDescriptor { fd throws(TelexError) in try FileIO.sync(fd, path: logPath) }
     }
 
     /// Forces the log and both indexes to disk (sealing a rolled segment, `sync()` and close).
     func sync() throws(TelexError) {
         try syncLog()
-        try? FileIO.sync(indexFD, path: indexPath)
-        try? FileIO.sync(timeIndexFD, path: timeIndexPath)
+        for file in [indexFile, timeIndexFile] {
+            try? file.withDescriptor { fd throws(TelexError) in try FileIO.sync(fd, path: file.path) }
+        }
+    }
+
+    /// Closes the segment's idle descriptors now (a closed log, deleted files); leased ones close when idle.
+    func closeFiles() {
+        logFile.closeIfIdle()
+        indexFile.closeIfIdle()
+        timeIndexFile.closeIfIdle()
     }
 
     /// Loads the index files, returning false if they are missing, malformed or disagree with the log.
     func loadIndexes() throws(TelexError) -> Bool {
-        var buffer = ByteBuffer()
-        let indexSize = try FileIO.size(indexFD, path: indexPath)
-        _ = try FileIO.read(indexFD, at: 0, length: indexSize, into: &buffer, path: indexPath)
+        let log = try logFile.lease()
+        var buffer = try readWholeFile(indexFile)
+        let indexSize = buffer.readableBytes
         guard indexSize % OffsetIndexEntry.size == 0, indexSize > 0 || size == 0 else { return false }
         var entries: [OffsetIndexEntry] = []
         while let (relative, position) = buffer.readMultipleIntegers(as: (UInt32, UInt32).self) {
@@ -230,13 +250,12 @@ final class Segment: @unchecked Sendable {
         guard entries.first.map({ $0.relativeOffset == 0 && $0.position == 0 }) ?? true else { return false }
         // Every entry must point at a batch with the offset it claims.
         for entry in entries {
-            guard let header = try header(at: Int(entry.position), limit: size),
+            guard let header = try header(in: log, at: Int(entry.position), limit: size),
                 header.baseOffset == baseOffset + Int64(entry.relativeOffset)
             else { return false }
         }
-        var timeBuffer = ByteBuffer()
-        let timeSize = try FileIO.size(timeIndexFD, path: timeIndexPath)
-        _ = try FileIO.read(timeIndexFD, at: 0, length: timeSize, into: &timeBuffer, path: timeIndexPath)
+        var timeBuffer = try readWholeFile(timeIndexFile)
+        let timeSize = timeBuffer.readableBytes
         guard timeSize % TimeIndexEntry.size == 0, timeSize > 0 || size == 0 else { return false }
         var times: [TimeIndexEntry] = []
         while let (timestamp, relative) = timeBuffer.readMultipleIntegers(as: (Int64, UInt32).self) {
@@ -246,7 +265,7 @@ final class Segment: @unchecked Sendable {
         offsetIndex = entries
         // Every time entry must name a batch appended at the time it claims, or time lookups would skip batches.
         for entry in times {
-            guard let header = try header(startingAt: baseOffset + Int64(entry.relativeOffset)),
+            guard let header = try header(in: log, startingAt: baseOffset + Int64(entry.relativeOffset)),
                 header.appendTime == entry.timestamp
             else { return false }
         }
@@ -254,10 +273,19 @@ final class Segment: @unchecked Sendable {
         return true
     }
 
+    private func readWholeFile(_ file: CachedFile) throws(TelexError) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        try file.withDescriptor { fd throws(TelexError) in
+            let size = try FileIO.size(fd, path: file.path)
+            _ = try FileIO.read(fd, at: 0, length: size, into: &buffer, path: file.path)
+        }
+        return buffer
+    }
+
     /// The header of the batch whose base offset is `offset`, walking from the offset index; nil if none starts there.
-    private func header(startingAt offset: Int64) throws(TelexError) -> RecordBatchHeader? {
+    private func header(in log: FileLease, startingAt offset: Int64) throws(TelexError) -> RecordBatchHeader? {
         var position = indexedPosition(atOrBefore: offset).position
-        while let header = try header(at: position, limit: size), header.baseOffset <= offset {
+        while let header = try header(in: log, at: position, limit: size), header.baseOffset <= offset {
             if header.baseOffset == offset { return header }
             position += header.totalSize
         }
@@ -266,9 +294,10 @@ final class Segment: @unchecked Sendable {
 
     /// Walks the batches after the last index entry to learn the segment's end; false if they do not line up.
     func loadTail(indexInterval: Int) throws(TelexError) -> Bool {
+        let log = try logFile.lease()
         var position = Int(offsetIndex.last?.position ?? 0)
         var sawBatch = false
-        while let header = try header(at: position, limit: size) {
+        while let header = try header(in: log, at: position, limit: size) {
             guard header.totalSize >= RecordBatchHeader.size, position + header.totalSize <= size,
                 !sawBatch || header.baseOffset == nextOffset
             else { return false }
@@ -282,7 +311,7 @@ final class Segment: @unchecked Sendable {
             lastAppendTime = max(lastAppendTime ?? header.appendTime, header.appendTime)
             position += header.totalSize
         }
-        if firstAppendTime == nil, size > 0, let first = try header(at: 0, limit: size) {
+        if firstAppendTime == nil, size > 0, let first = try header(in: log, at: 0, limit: size) {
             firstAppendTime = first.appendTime
         }
         bytesSinceIndexEntry = indexInterval
@@ -294,6 +323,7 @@ final class Segment: @unchecked Sendable {
     func recover(indexInterval: Int, limits: RecordBatchLimits) throws(TelexError)
         -> (validBytes: Int, batches: Int, reason: String?)
     {
+        let log = try logFile.lease()
         offsetIndex = []
         timeIndex = []
         bytesSinceIndexEntry = 0
@@ -306,7 +336,7 @@ final class Segment: @unchecked Sendable {
         var reason: String?
         var buffer = ByteBuffer()
         while position < size {
-            guard let header = try header(at: position, limit: size) else {
+            guard let header = try header(in: log, at: position, limit: size) else {
                 reason = "a torn batch header (\(size - position) bytes)"
                 break
             }
@@ -319,7 +349,9 @@ final class Segment: @unchecked Sendable {
                 break
             }
             buffer.clear()
-            _ = try FileIO.read(fd, at: position, length: header.totalSize, into: &buffer, path: logPath)
+            _ = try log.withDescriptor { fd throws(TelexError) in
+                try FileIO.read(fd, at: position, length: header.totalSize, into: &buffer, path: logPath)
+            }
             do {
                 _ = try RecordBatch.validate(buffer, limits: limits, context: "batch at offset \(header.baseOffset)")
             } catch {
@@ -339,16 +371,18 @@ final class Segment: @unchecked Sendable {
 
     /// Cuts the file to `length` bytes.
     func truncate(to length: Int) throws(TelexError) {
-        try FileIO.truncate(fd, to: length, path: logPath)
+        try logFile.withDescriptor { fd throws(TelexError) in try FileIO.truncate(fd, to: length, path: logPath) }
         size = length
     }
 
-    /// Removes the segment's files; open readers keep working on the unlinked file. Blocking: call it outside
-    /// the log's lock.
+    /// Removes the segment's files and closes their idle descriptors; readers holding a lease keep working on
+    /// the unlinked file. Blocking: call it outside the log's lock, once the segment has left the log (its files
+    /// must not be opened again).
     func deleteFiles() throws(TelexError) {
+        defer { closeFiles() }
         try FileIO.remove(logPath)
-        try FileIO.remove(indexPath)
-        try FileIO.remove(timeIndexPath)
+        try FileIO.remove(indexFile.path)
+        try FileIO.remove(timeIndexFile.path)
     }
 }
 
@@ -362,7 +396,8 @@ struct HeaderWindow {
     /// Window size for reads: 64 KiB.
     static let defaultBytes = 64 << 10
 
-    let segment: Segment
+    /// The segment's `.log`, leased for the walk.
+    let log: FileLease
     let limit: Int
     let windowBytes: Int
     private var buffer = ByteBuffer()
@@ -371,9 +406,9 @@ struct HeaderWindow {
     /// Position of the last header returned, to tell how far the walk jumped.
     private var previous: Int?
 
-    init(_ segment: Segment, limit: Int, windowBytes: Int = HeaderWindow.defaultBytes) {
+    init(_ log: FileLease, limit: Int, windowBytes: Int = HeaderWindow.defaultBytes) {
         precondition(windowBytes >= RecordBatchHeader.size, "a header window must hold one header")
-        self.segment = segment
+        self.log = log
         self.limit = limit
         self.windowBytes = windowBytes
     }
@@ -386,8 +421,10 @@ struct HeaderWindow {
             let wanted = jump >= windowBytes ? RecordBatchHeader.size : windowBytes
             buffer.clear()
             start = position
-            let count = try FileIO.read(
-                segment.fd, at: position, length: min(wanted, limit - position), into: &buffer, path: segment.logPath)
+            let length = min(wanted, limit - position)
+            let count = try log.withDescriptor { fd throws(TelexError) in
+                try FileIO.read(fd, at: position, length: length, into: &buffer, path: log.file.path)
+            }
             guard count >= RecordBatchHeader.size else { return nil }
         }
         previous = position

@@ -17,8 +17,11 @@ public struct AppendResult: Sendable, Equatable {
 }
 
 /// A run of whole stored batches in one segment file, ready to send as they are.
+///
+/// A slice holds its segment file open (a lease on the store's file descriptor cache) until the last copy of it
+/// is dropped, so it stays readable even after retention deleted the file: keep slices only while sending them.
 public struct LogSlice: Sendable {
-    let segment: Segment
+    let log: FileLease
     /// Byte position in the segment file.
     public let position: Int
     public let length: Int
@@ -31,17 +34,23 @@ public struct LogSlice: Sendable {
     /// Reads the slice's bytes into memory.
     public func readBytes() throws(TelexError) -> ByteBuffer {
         var buffer = ByteBuffer()
-        let count = try FileIO.read(segment.fd, at: position, length: length, into: &buffer, path: segment.logPath)
+        let path = log.file.path
+        let count = try log.withDescriptor { fd throws(TelexError) in
+            try FileIO.read(fd, at: position, length: length, into: &buffer, path: path)
+        }
         guard count == length else {
-            throw TelexError(.storageFailure, "\(segment.logPath): short read at \(position) (\(count) of \(length) bytes)")
+            throw TelexError(.storageFailure, "\(path): short read at \(position) (\(count) of \(length) bytes)")
         }
         return buffer
     }
 
     /// A new handle on the segment file, owned by the caller (close it once the slice is sent), for a `FileRegion`.
+    ///
+    /// The handle is a `dup` of the slice's descriptor: it stays valid after the slice is dropped and the cache
+    /// closes its own descriptor, and it is not counted in the store's open-file budget (Protocol/STORAGE.md §11.3).
     public func makeFileHandle() throws(TelexError) -> NIOFileHandle {
-        let duplicate = dup(segment.fd)
-        guard duplicate >= 0 else { throw FileIO.failure("dup", segment.logPath) }
+        let duplicate = log.withDescriptor { dup($0) }
+        guard duplicate >= 0 else { throw FileIO.failure("dup", log.file.path) }
         return NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: duplicate)
     }
 }
@@ -99,11 +108,16 @@ struct ProducerState {
 /// Opening a log (recovery) and `sync()`, `close()` and `applyRetention()` block on file I/O: call them off
 /// event loops (on an `NIOThreadPool` or a dedicated thread). `append` writes to the page cache and, on a roll,
 /// opens the new segment's three files; it never waits for an fsync.
+///
+/// Segment files are opened through a `FileDescriptorCache` (the store's, or one of `maxOpenFiles` for a log
+/// opened on its own): `append` and `read` re-open (under the log's lock) a file the cache closed, one `open(2)`
+/// each, and may close other idle files to stay within the budget.
 public final class TopicLog: Sendable {
     public let topic: String
     public let directory: String
     public let configuration: LogConfiguration
     private let logger: Logger
+    private let files: FileDescriptorCache
     private let syncQueue: DispatchQueue
     private let state: Mutex<State>
 
@@ -175,10 +189,16 @@ public final class TopicLog: Sendable {
 
     /// What one sync round found to do, taken under the lock and done outside it.
     private struct SyncWork {
+        /// Every segment rolled away from and not yet sealed; the directory is fsynced after them.
         var unsealed: [Segment]
+        /// Those of `unsealed` still in the log, whose files to fsync (retention may have deleted the others).
+        var sealing: [Segment]
         var active: Segment
         var target: Int64
         var syncActive: Bool
+        /// Leases on the `.log` files to fsync, taken under the lock while their segments are in the log, so
+        /// retention cannot unlink a file between the snapshot and its fsync (a lease keeps it readable).
+        var leases: Result<[FileLease], TelexError>
     }
 
     static let maxProducers = 10_000
@@ -187,10 +207,22 @@ public final class TopicLog: Sendable {
     /// CRC-checked to its end and cut at the first torn or corrupt batch; damaged indexes are rebuilt.
     ///
     /// Blocking: reads, fsyncs and possibly rewrites files. Call it off event loops.
-    public init(topic: String, directory: String, configuration: LogConfiguration, logger: Logger) throws(TelexError) {
+    public convenience init(
+        topic: String, directory: String, configuration: LogConfiguration, logger: Logger
+    ) throws(TelexError) {
+        try self.init(topic: topic, directory: directory, configuration: configuration, logger: logger,
+                      files: FileDescriptorCache(budget: configuration.maxOpenFiles))
+    }
+
+    /// Opens the log with its files in `files`, the cache shared by a store's logs. Each file is released to
+    /// the cache once recovered, so opening many logs holds no more than the cache's budget open.
+    init(
+        topic: String, directory: String, configuration: LogConfiguration, logger: Logger, files: FileDescriptorCache
+    ) throws(TelexError) {
         self.topic = topic
         self.directory = directory
         self.configuration = configuration
+        self.files = files
         var logger = logger
         logger[metadataKey: "topic"] = "\(topic)"
         self.logger = logger
@@ -201,9 +233,9 @@ public final class TopicLog: Sendable {
             return Int64(name.dropLast(4))
         }.sorted()
         var segments: [Segment] = []
-        for base in bases { segments.append(try Segment(directory: directory, baseOffset: base)) }
+        for base in bases { segments.append(try Segment(directory: directory, baseOffset: base, files: files)) }
         if segments.isEmpty {
-            segments.append(try Segment(directory: directory, baseOffset: 0))
+            segments.append(try Segment(directory: directory, baseOffset: 0, files: files))
             try FileIO.syncDirectory(directory)
         }
         for (index, segment) in segments.enumerated() {
@@ -226,7 +258,7 @@ public final class TopicLog: Sendable {
                     "reason": "\(reason)",
                 ])
                 try segment.truncate(to: scan.validBytes)
-                try FileIO.sync(segment.fd, path: segment.logPath)
+                try segment.syncLog()
             }
             try segment.rewriteIndexes()
         }
@@ -332,7 +364,7 @@ public final class TopicLog: Sendable {
     /// on the sync queue; the durable offset does not move until that is done. Caller holds the lock.
     private func roll(_ state: inout State) throws(TelexError) -> Segment {
         let old = state.segments.last!
-        let segment = try Segment(directory: directory, baseOffset: state.nextOffset)
+        let segment = try Segment(directory: directory, baseOffset: state.nextOffset, files: files)
         old.sealTimeIndex()
         state.segments.append(segment)
         state.unsealed.append(old)
@@ -381,13 +413,20 @@ public final class TopicLog: Sendable {
     /// segment's `.log` (not under `.never`), then completes the waiters covered by everything appended before
     /// the round started.
     private func syncRound() {
-        let work = state.withLock { state in
-            state.syncScheduled = false
-            return syncWork(&state, syncActive: configuration.fsync != .never)
-        }
-        let result = perform(work)
+        // Rounds of all the store's logs share a few slots: each holds leases on its files for the length of its
+        // fsyncs, so this bounds how far the store can go over its open-file budget (STORAGE.md §11).
+        files.syncSlots.wait()
+        let (unsealed, target, result) = { () -> ([Segment], Int64, Result<Void, TelexError>) in
+            defer { files.syncSlots.signal() }
+            let work = state.withLock { state in
+                state.syncScheduled = false
+                return syncWork(&state, syncActive: configuration.fsync != .never)
+            }
+            // The work (and its leases) ends with this closure, before the slot is given back.
+            return (work.unsealed, work.target, perform(work))
+        }()
         let (ready, more) = state.withLock { state in
-            let ready = finish(work, result, &state)
+            let ready = finish(unsealed: unsealed, target: target, result, &state)
             let more = !state.waiters.isEmpty && !state.syncScheduled
             if more { state.syncScheduled = true }
             return (ready, more)
@@ -397,16 +436,27 @@ public final class TopicLog: Sendable {
     }
 
     /// What a sync must do to cover everything appended so far. Caller holds the lock.
-    private func syncWork(_ state: inout State, syncActive: Bool) -> SyncWork {
-        SyncWork(unsealed: state.unsealed, active: state.segments.last!, target: state.nextOffset,
-                 syncActive: syncActive && state.nextOffset > state.durableOffset)
+    /// `fullActiveSync` (for `sync()`) fsyncs the active segment even when nothing was appended since the last
+    /// round.
+    private func syncWork(_ state: inout State, syncActive: Bool, fullActiveSync: Bool = false) -> SyncWork {
+        let active = state.segments.last!
+        let syncActive = syncActive && state.nextOffset > state.durableOffset
+        let start = state.segments.first!.baseOffset
+        let sealing = state.unsealed.filter { $0.baseOffset >= start }
+        let syncing = sealing + (syncActive || fullActiveSync ? [active] : [])
+        let leases = Result { () throws(TelexError) -> [FileLease] in
+            try syncing.map { segment throws(TelexError) in try segment.logFile.lease() }
+        }
+        return SyncWork(unsealed: state.unsealed, sealing: sealing, active: active, target: state.nextOffset, syncActive: syncActive,
+                        leases: leases)
     }
 
     /// Does the fsyncs of `work`, without the lock: sealed segments first (log and indexes), then the directory
     /// (their successors' entries), then the active segment.
     private func perform(_ work: SyncWork, fullActiveSync: Bool = false) -> Result<Void, TelexError> {
         do throws(TelexError) {
-            for segment in work.unsealed { try segment.sync() }
+            _ = try work.leases.get()
+            for segment in work.sealing { try segment.sync() }
             if !work.unsealed.isEmpty { try FileIO.syncDirectory(directory) }
             if fullActiveSync {
                 try work.active.sync()
@@ -422,12 +472,12 @@ public final class TopicLog: Sendable {
     /// Records the outcome of `work`, returning the callbacks to call once the lock is released. Caller holds
     /// the lock.
     private func finish(
-        _ work: SyncWork, _ result: Result<Void, TelexError>, _ state: inout State
+        unsealed: [Segment], target: Int64, _ result: Result<Void, TelexError>, _ state: inout State
     ) -> [@Sendable (Result<Void, TelexError>) -> Void] {
         switch result {
         case .success:
-            state.unsealed.removeAll { segment in work.unsealed.contains { $0 === segment } }
-            return state.markDurable(upTo: work.target)
+            state.unsealed.removeAll { segment in unsealed.contains { $0 === segment } }
+            return state.markDurable(upTo: target)
         case .failure(let error):
             // After a failed fsync the page cache can no longer be trusted: refuse further appends.
             state.failure = error
@@ -460,7 +510,9 @@ public final class TopicLog: Sendable {
     public func read(from offset: Int64, maxBytes: Int, maxBatches: Int = .max) throws(TelexError) -> LogSlice? {
         var offset = offset
         while true {
-            let located = try state.withLock { state throws(TelexError) -> (Segment, Int, Int, Int64, Int64?)? in
+            // The lease is taken under the lock, while the segment is still in the log: retention may unlink its
+            // files as soon as the lock is released, and the lease keeps them readable.
+            let located = try state.withLock { state throws(TelexError) -> (FileLease, Int, Int, Int64, Int64?)? in
                 let start = state.segments.first!.baseOffset
                 guard offset >= start else {
                     throw TelexError(.offsetOutOfRange,
@@ -472,10 +524,11 @@ public final class TopicLog: Sendable {
                 let index = state.segmentIndex(containing: offset)
                 let segment = state.segments[index]
                 let following = index + 1 < state.segments.count ? state.segments[index + 1].baseOffset : nil
-                return (segment, segment.indexedPosition(atOrBefore: offset).position, segment.size, end, following)
+                let lease = try segment.logFile.lease()
+                return (lease, segment.indexedPosition(atOrBefore: offset).position, segment.size, end, following)
             }
-            guard let (segment, position, limit, end, following) = located else { return nil }
-            var headers = HeaderWindow(segment, limit: limit)
+            guard let (lease, position, limit, end, following) = located else { return nil }
+            var headers = HeaderWindow(lease, limit: limit)
             if let slice = try collect(&headers, from: position, offset: offset, end: end,
                                        maxBytes: maxBytes, maxBatches: maxBatches) {
                 return slice
@@ -509,7 +562,7 @@ public final class TopicLog: Sendable {
             position += current.totalSize
             header = try headers.header(at: position)
         }
-        return LogSlice(segment: headers.segment, position: startPosition, length: bytes,
+        return LogSlice(log: headers.log, position: startPosition, length: bytes,
                         firstOffset: first.baseOffset, nextOffset: next, batchCount: count)
     }
 
@@ -520,10 +573,16 @@ public final class TopicLog: Sendable {
         }
         for (segment, last, size) in snapshot {
             guard let last, last >= timestamp else { continue }
-            var position = state.withLock { _ in
-                segment.indexedPosition(atOrBefore: segment.indexedOffset(before: timestamp)).position
+            // Leased under the lock while the segment is still in the log (segments leave from the front); one
+            // that retention took away since the snapshot is skipped.
+            let located = try state.withLock { state throws(TelexError) -> (FileLease, Int)? in
+                guard segment.baseOffset >= state.segments.first!.baseOffset else { return nil }
+                let position = segment.indexedPosition(atOrBefore: segment.indexedOffset(before: timestamp)).position
+                return (try segment.logFile.lease(), position)
             }
-            var headers = HeaderWindow(segment, limit: size)
+            guard let (lease, indexed) = located else { continue }
+            var position = indexed
+            var headers = HeaderWindow(lease, limit: size)
             while let header = try headers.header(at: position) {
                 if header.appendTime >= timestamp { return min(header.baseOffset, end) }
                 position += header.totalSize
@@ -569,7 +628,7 @@ public final class TopicLog: Sendable {
     /// Rebuilds producer memory from the batch headers of the newest two segments.
     private static func rebuildProducerState(_ state: inout State) throws(TelexError) {
         for segment in state.segments.suffix(2) {
-            var headers = HeaderWindow(segment, limit: segment.size)
+            var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size)
             var position = 0
             while let header = try headers.header(at: position) {
                 if header.producerID != 0 {
@@ -585,20 +644,21 @@ public final class TopicLog: Sendable {
     /// Fsyncs everything written so far (sealing rolled segments, the directory, the active segment's log and
     /// indexes) and completes durability waiters. Blocking: call it off event loops.
     public func sync() throws(TelexError) {
-        let work = state.withLock { syncWork(&$0, syncActive: true) }
+        let work = state.withLock { syncWork(&$0, syncActive: true, fullActiveSync: true) }
         let result = perform(work, fullActiveSync: true)
-        let ready = state.withLock { finish(work, result, &$0) }
+        let ready = state.withLock { finish(unsealed: work.unsealed, target: work.target, result, &$0) }
         for callback in ready { callback(result) }
         try result.get()
     }
 
-    /// Refuses further appends, stops the interval fsync, seals the time index and fsyncs everything.
-    /// Blocking: call it off event loops.
+    /// Refuses further appends, stops the interval fsync, seals the time index, fsyncs everything and closes the
+    /// log's idle files (reads still work: they open them again). Blocking: call it off event loops.
     public func close() throws(TelexError) {
         state.withLock { state in
             state.closed = true
             state.segments.last!.sealTimeIndex()
         }
+        defer { for segment in state.withLock({ $0.segments }) { segment.closeFiles() } }
         try sync()
     }
 }

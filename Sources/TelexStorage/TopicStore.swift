@@ -8,11 +8,16 @@ import TelexProtocol
 ///
 /// Thread-safe. `log(_:)` and `topics` only take a short lock and never wait for file I/O, so event loops may
 /// call them. `init`, `createLog`, `applyRetention` and `close` block on file I/O: call them off event loops.
+///
+/// All topics share one `FileDescriptorCache` of `configuration.maxOpenFiles` descriptors, so the number of
+/// topics does not bound the number of open files (Protocol/STORAGE.md §11).
 public final class TopicStore: Sendable {
     public let directory: String
     public let configuration: LogConfiguration
     public let consumerOffsets: ConsumerOffsets
     private let logger: Logger
+    /// The open segment and index files of every topic.
+    let files: FileDescriptorCache
     /// The open logs, by topic. Held only to look up or insert, never across file I/O.
     private let logs: Mutex<[String: TopicLog]>
     /// Serialises creators, so two never create the same topic; held across the creation's file I/O, and only
@@ -39,6 +44,8 @@ public final class TopicStore: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.willCreateLog = willCreateLog
+        let files = FileDescriptorCache(budget: configuration.maxOpenFiles)
+        self.files = files
         try FileIO.makeDirectory(directory + "/topics")
         consumerOffsets = try ConsumerOffsets(directory: directory + "/consumers")
         var logs: [String: TopicLog] = [:]
@@ -50,7 +57,7 @@ public final class TopicStore: Sendable {
                 continue
             }
             logs[name] = try TopicLog(topic: name, directory: directory + "/topics/" + name,
-                                      configuration: configuration, logger: logger)
+                                      configuration: configuration, logger: logger, files: files)
         }
         self.logs = Mutex(logs)
     }
@@ -77,7 +84,7 @@ public final class TopicStore: Sendable {
             }
             willCreateLog(topic)
             let log = try TopicLog(topic: topic, directory: directory + "/topics/" + topic,
-                                   configuration: configuration, logger: logger)
+                                   configuration: configuration, logger: logger, files: files)
             try FileIO.syncDirectory(directory + "/topics")
             logs.withLock { $0[topic] = log }
             logger.info("created topic", metadata: ["topic": "\(topic)"])

@@ -53,6 +53,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace|debug|info|notice|warning|error. Env TELEX_LOG_LEVEL. Default info.")
     var logLevel: String?
     @OptionGroup(title: "Limits") var limits: LimitOptions
+    @OptionGroup var files: FileOptions
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -77,6 +78,7 @@ struct Serve: AsyncParsableCommand {
             log.retentionMilliseconds = Int64(hours * 3_600_000)
         }
         log.retentionBytes = try setting(retentionBytes, "TELEX_RETENTION_BYTES", { Int($0) })
+        try files.apply(to: &log, environment: environment)
         var configuration = ServerConfiguration(log: log)
         configuration.host = try setting(host, "TELEX_HOST", { $0 }) ?? configuration.host
         configuration.port = try setting(port, "TELEX_PORT", { Int($0) }) ?? configuration.port

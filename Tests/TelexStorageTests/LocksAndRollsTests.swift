@@ -185,7 +185,7 @@ struct LocksAndRollsTests {
             let log = try openLog(directory, testConfiguration())
             for seed in 0..<40 { _ = try log.append(makeBatch(records: 1 + seed % 4, seed: seed)) }
             try log.close()
-            let segment = try Segment(directory: logDirectory(directory), baseOffset: 0)
+            let segment = try Segment(directory: logDirectory(directory), baseOffset: 0, files: FileDescriptorCache(budget: 4))
             let size = try fileSize(segmentPath(directory, 0, ".log"))
             // Limits at the end, mid-batch and mid-header, as a log's size snapshot can be.
             for limit in [size, size - 1, size - 40, size / 2, RecordBatchHeader.size, RecordBatchHeader.size - 1, 0] {
@@ -195,7 +195,7 @@ struct LocksAndRollsTests {
                     expected.append(header.baseOffset)
                     position += header.totalSize
                 }
-                var window = HeaderWindow(segment, limit: limit, windowBytes: windowBytes)
+                var window = HeaderWindow(try segment.logFile.lease(), limit: limit, windowBytes: windowBytes)
                 var walked: [Int64] = []
                 position = 0
                 while let header = try window.header(at: position) {
