@@ -10,6 +10,8 @@ struct Subscription {
     let listener: SubscriptionListener
     var machine: SubscriptionStateMachine
     var logs: [String: TopicLog]
+    /// True while a TLS connection reads a slice for this subscription on the thread pool; the pump waits for it.
+    var readInFlight = false
 }
 
 /// Subscriptions: SUBSCRIBE resolves start positions and builds the state machine; the pump performs the reads
@@ -168,16 +170,21 @@ extension ConnectionHandler {
     }
 
     /// Sends whatever the state machine asks for: reads from the logs, writes DELIVER frames, then CAUGHT_UP once.
+    /// On TLS connections each slice is read on the thread pool and the pump resumes once it is written.
     func pump(_ id: UInt32) {
-        guard let context, subscriptions[id] != nil else { return }
+        guard let context, let subscription = subscriptions[id], !subscription.readInFlight else { return }
         var wrote = false
         while let read = subscriptions[id]?.machine.nextRead(writable: context.channel.isWritable) {
             let log = subscriptions[id]!.logs[read.topic]!
             do throws(TelexError) {
                 guard let slice = try log.read(from: read.offset, maxBytes: configuration.maxDeliverBytes,
                                                maxBatches: read.maxBatches) else { continue }
-                try writeDeliver(subscriptionID: id, topic: read.topic, slice: slice)
                 subscriptions[id]?.machine.delivered(topic: read.topic, nextOffset: slice.nextOffset, batchCount: slice.batchCount)
+                if usesTLS {
+                    if wrote { flushOutbound() }
+                    return deliverFromThreadPool(slice, topic: read.topic, subscriptionID: id)
+                }
+                try writeDeliver(subscriptionID: id, topic: read.topic, slice: slice)
                 wrote = true
             } catch {
                 return endSubscription(id, error: error)
@@ -191,7 +198,7 @@ extension ConnectionHandler {
     }
 
     /// Ends a subscription the broker can no longer serve, telling the client why.
-    private func endSubscription(_ id: UInt32, error: TelexError) {
+    func endSubscription(_ id: UInt32, error: TelexError) {
         guard let subscription = subscriptions.removeValue(forKey: id) else { return }
         logger.warning("subscription ended", metadata: ["subscription": "\(id)", "error": "\(error)"])
         hub.unregister(subscription.listener)

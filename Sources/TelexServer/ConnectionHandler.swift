@@ -48,6 +48,12 @@ final class ConnectionHandler: ChannelInboundHandler {
     var inFlight = 0
     /// The last commit of this connection: the next one runs after it, so commits apply in order.
     var lastCommit: EventLoopFuture<Void>?
+    /// Whether the connection runs over TLS; then DELIVER batches are read into memory instead of sent by sendfile.
+    var usesTLS = false
+    /// The subject common name (CN) of the client certificate that the TLS handshake verified (mutual TLS), for
+    /// naming the connection's principal. Nil on plaintext connections and when the client presented no
+    /// certificate. Set when the handshake completes, before the first frame is handled.
+    var peerCommonName: String?
 
     init(store: TopicStore, hub: TopicHub, configuration: ServerConfiguration, threadPool: NIOThreadPool, logger: Logger) {
         self.store = store
@@ -60,6 +66,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         outbound = context.channel.allocator.buffer(capacity: 1024)
+        usesTLS = Self.isTLS(context)
         logger[metadataKey: "peer"] = "\(context.channel.remoteAddress?.description ?? "?")"
     }
 
@@ -83,14 +90,15 @@ final class ConnectionHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        noteTLSEvent(event, context: context)
         guard event is Quiesce else { return context.fireUserInboundEventTriggered(event) }
         quiesce()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         guard let telexError = error as? TelexError else {
-            // A socket error (reset, broken pipe): nobody is left to tell.
-            logger.debug("connection error", metadata: ["error": "\(error)"])
+            // A socket or TLS error (reset, broken pipe, refused certificate): nobody is left to tell.
+            logConnectionError(error, context: context)
             state = .closed
             endAllSubscriptions()
             context.close(promise: nil)

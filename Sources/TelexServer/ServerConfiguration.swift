@@ -28,6 +28,8 @@ public struct ServerConfiguration: Sendable {
     public var eventLoopThreads: Int
     /// Name sent in HELLO_OK. Default `telexd`.
     public var serverName: String
+    /// TLS on the listener (certificate, key, client CA). Default nil: plaintext.
+    public var tls: ServerTLSConfiguration?
 
     public init(
         host: String = "127.0.0.1",
@@ -41,7 +43,8 @@ public struct ServerConfiguration: Sendable {
         maxCredit: UInt32 = 4096,
         retentionCheckSeconds: Int64 = 60,
         eventLoopThreads: Int = System.coreCount,
-        serverName: String = "telexd"
+        serverName: String = "telexd",
+        tls: ServerTLSConfiguration? = nil
     ) {
         self.host = host
         self.port = port
@@ -55,5 +58,6 @@ public struct ServerConfiguration: Sendable {
         self.retentionCheckSeconds = retentionCheckSeconds
         self.eventLoopThreads = eventLoopThreads
         self.serverName = serverName
+        self.tls = tls
     }
 }

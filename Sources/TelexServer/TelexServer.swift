@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import TelexProtocol
 import TelexStorage
 
@@ -15,10 +16,12 @@ public final class TelexServer: Sendable {
     public let configuration: ServerConfiguration
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
-    private let threadPool: NIOThreadPool
+    let threadPool: NIOThreadPool
     private let hub = TopicHub()
     private let state = NIOLockedValueBox(State.idle)
     private let connections = NIOLockedValueBox(Connections())
+    /// The TLS context new connections get, when `configuration.tls` is set; `reload()` replaces it.
+    let tlsContext = NIOLockedValueBox<NIOSSLContext?>(nil)
     /// Set once `shutdown()` has finished; tasks in `waitUntilClosed()` wait here.
     private let closed = NIOLockedValueBox<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
@@ -87,6 +90,7 @@ public final class TelexServer: Sendable {
             store = try await threadPool.runIfActive {
                 try TopicStore(directory: configuration.dataDirectory, configuration: configuration.log, logger: logger)
             }
+            try await loadTLSContext()
             channel = try await bind(store: store)
         } catch {
             // A server that failed to start is finished: its threads stop, and shutdown() returns at once.
@@ -114,6 +118,7 @@ public final class TelexServer: Sendable {
             "address": "\(channel.localAddress?.description ?? "?")",
             "dataDirectory": "\(configuration.dataDirectory)",
             "fsync": "\(configuration.log.fsync)",
+            "tls": "\(configuration.tls.map { "on (client certificates: \($0.clientAuthentication.rawValue))" } ?? "off")",
             "topics": "\(recovered.count)",
             "recovered": "\(recovered.joined(separator: " "))",
         ])
@@ -132,7 +137,13 @@ public final class TelexServer: Sendable {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
             .childChannelInitializer { [self] channel in
                 guard self.track(channel) else { return channel.close() }
+                let tlsContext = self.tlsContext.withLockedValue { $0 }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tlsContext {
+                        // TLS sits below the frames: a plaintext first byte closes the connection unanswered.
+                        try channel.pipeline.syncOperations.addHandler(TLSRecordGuard(logger: logger))
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(limits: FrameLimits(maxFrameSize: configuration.maxFrameSize))))
                     try channel.pipeline.syncOperations.addHandler(
@@ -141,6 +152,13 @@ public final class TelexServer: Sendable {
                 }
             }
         return try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+    }
+
+    /// Re-reads what the broker may reload without a restart: the TLS certificate chain and key (and client CA).
+    /// New connections use the new material; open ones keep theirs. If anything fails to load, the old material
+    /// stays in use and the error says which file was wrong. Triggered by SIGHUP in telexd.
+    public func reload() async throws {
+        try await loadTLSContext()
     }
 
     /// Remembers an accepted connection until it closes; false once shutdown has begun.

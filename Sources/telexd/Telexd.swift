@@ -18,6 +18,7 @@ struct Telexd: AsyncParsableCommand {
             Examples:
               telexd
               telexd --port 7500 --data-dir /var/lib/telex --fsync interval:200
+              telexd --host 0.0.0.0 --tls-cert server.pem --tls-key server.key
               TELEX_RETENTION_HOURS=72 telexd
               telexd inspect ./telex-data | jq .
             """,
@@ -51,6 +52,7 @@ struct Serve: AsyncParsableCommand {
     var authToken: String?
     @Option(name: .customLong("log-level"), help: "trace|debug|info|notice|warning|error. Env TELEX_LOG_LEVEL. Default info.")
     var logLevel: String?
+    @OptionGroup var tls: TLSOptions
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -85,6 +87,7 @@ struct Serve: AsyncParsableCommand {
         }
         configuration.allowTopicCreation = try setting(createTopics, "TELEX_CREATE_TOPICS", { Bool($0) }) ?? true
         configuration.authToken = try setting(authToken, "TELEX_AUTH_TOKEN", { $0 })
+        try tls.apply(to: &configuration, environment: environment)
         let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level '\(levelText)'") }
 
@@ -113,7 +116,9 @@ struct Serve: AsyncParsableCommand {
             }
             source.resume()
         }
+        let reloader = reloadOnHangup(server, logger: logger)
         await server.waitUntilClosed()
+        reloader.cancel()
     }
 }
 
