@@ -172,7 +172,7 @@ extension ConnectionHandler {
     /// Sends whatever the state machine asks for: reads from the logs, writes DELIVER frames, then CAUGHT_UP once.
     /// On TLS connections each slice is read on the thread pool and the pump resumes once it is written.
     func pump(_ id: UInt32) {
-        guard let context, let subscription = subscriptions[id], !subscription.readInFlight else { return }
+        guard let context, subscriptions[id]?.readInFlight == false else { return }
         var wrote = false
         while let read = subscriptions[id]?.machine.nextRead(writable: context.channel.isWritable) {
             let log = subscriptions[id]!.logs[read.topic]!
