@@ -13,7 +13,8 @@ public struct TLSOptions: ParsableArguments {
     public var caPath: String?
 
     @Option(name: .customLong("tls-cert"), help: ArgumentHelp(
-        "PEM client certificate chain, for a broker that asks for one (mutual TLS). Needs --tls-key.", valueName: "PEM"))
+        "PEM client certificate chain, for a broker that asks for one (mutual TLS). Needs --tls-key.",
+        valueName: "PEM"))
     public var certificatePath: String?
 
     @Option(name: .customLong("tls-key"), help: ArgumentHelp("PEM private key of --tls-cert.", valueName: "PEM"))
@@ -27,7 +28,8 @@ public struct TLSOptions: ParsableArguments {
 
     public func validate() throws {
         if (certificatePath == nil) != (keyPath == nil) {
-            throw ValidationError("--tls-cert and --tls-key go together: give both for a client certificate, or neither")
+            throw ValidationError(
+                "--tls-cert and --tls-key go together: give both for a client certificate, or neither")
         }
     }
 
@@ -36,7 +38,7 @@ public struct TLSOptions: ParsableArguments {
         try validate()
         guard enabled || caPath != nil || certificatePath != nil || serverName != nil else { return nil }
         return ClientTLSConfiguration(
-            trustRoots: caPath.map { .file($0) } ?? .system, certificateChainPath: certificatePath, privateKeyPath: keyPath,
-            serverName: serverName)
+            trustRoots: caPath.map { .file($0) } ?? .system, certificateChainPath: certificatePath,
+            privateKeyPath: keyPath, serverName: serverName)
     }
 }

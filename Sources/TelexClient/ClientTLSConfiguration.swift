@@ -57,7 +57,8 @@ public struct ClientTLSConfiguration: Sendable, Equatable {
             do {
                 tls.certificateChain = try NIOSSLCertificate.fromPEMFile(chainPath).map { .certificate($0) }
             } catch {
-                throw TelexError(.tlsFailure, "the client certificate \(chainPath) (--tls-cert) cannot be used: \(error)")
+                throw TelexError(.tlsFailure,
+                    "the client certificate \(chainPath) (--tls-cert) cannot be used: \(error)")
             }
             do {
                 tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyPath, format: .pem))

@@ -64,8 +64,10 @@ final class TLSErrorTranslator: ChannelInboundHandler {
         guard error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError else {
             return context.fireErrorCaught(error)
         }
-        if receivedData || (error as? NIOSSLError).map({ if case .uncleanShutdown = $0 { true } else { false } }) == true {
-            return context.fireErrorCaught(TelexError(.connectionFailed, "the TLS connection to \(address) failed: \(error)"))
+        let closedUncleanly = if case .uncleanShutdown? = error as? NIOSSLError { true } else { false }
+        if receivedData || closedUncleanly {
+            return context.fireErrorCaught(
+                TelexError(.connectionFailed, "the TLS connection to \(address) failed: \(error)"))
         }
         context.fireErrorCaught(TelexError(.tlsFailure,
             "TLS with \(address) failed (\(error)); check that --tls-ca names the CA that signed the broker's "

@@ -73,7 +73,8 @@ public struct ServerTLSConfiguration: Sendable, Equatable {
             } catch {
                 throw TelexError(.invalidRequest, "TLS client CA \(clientCAPath) cannot be used: \(error)")
             }
-            tls.certificateVerification = clientAuthentication == .required ? .noHostnameVerification : .optionalVerification
+            tls.certificateVerification =
+                clientAuthentication == .required ? .noHostnameVerification : .optionalVerification
         }
         do {
             return try NIOSSLContext(configuration: tls)

@@ -14,7 +14,8 @@ func reloadOnHangup(_ server: TelexServer, logger: Logger) -> any DispatchSource
                 try await server.reload()
                 logger.info("reloaded on SIGHUP")
             } catch {
-                logger.error("reload on SIGHUP failed; still using what was loaded before", metadata: ["error": "\(error)"])
+                logger.error("reload on SIGHUP failed; still using what was loaded before",
+                             metadata: ["error": "\(error)"])
             }
         }
     }

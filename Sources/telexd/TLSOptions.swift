@@ -19,7 +19,8 @@ struct TLSOptions: ParsableArguments {
             + "Env TELEX_TLS_CLIENT_AUTH. Default required when --tls-ca is given.", valueName: "MODE"))
     var clientAuthentication: String?
     @Flag(name: .customLong("allow-plaintext"), help: ArgumentHelp(
-        "Listen without TLS on an address other than loopback (a trusted network only). Env TELEX_ALLOW_PLAINTEXT=true."))
+        "Listen without TLS on an address other than loopback (a trusted network only). "
+            + "Env TELEX_ALLOW_PLAINTEXT=true."))
     var allowPlaintext = false
 
     /// Sets `configuration.tls` from these options and the environment; throws `ValidationError` for flags that
@@ -31,7 +32,9 @@ struct TLSOptions: ParsableArguments {
         let authText = clientAuthentication ?? environment["TELEX_TLS_CLIENT_AUTH"]
         var allow = allowPlaintext
         if !allow, let raw = environment["TELEX_ALLOW_PLAINTEXT"] {
-            guard let value = Bool(raw) else { throw ValidationError("TELEX_ALLOW_PLAINTEXT=\(raw) is not true or false") }
+            guard let value = Bool(raw) else {
+                throw ValidationError("TELEX_ALLOW_PLAINTEXT=\(raw) is not true or false")
+            }
             allow = value
         }
         switch (certificate, key) {

@@ -23,14 +23,18 @@ private struct TLSFixture {
         try certificates.makeLeaf("stranger", commonName: "stranger", signedBy: "other")
     }
 
-    func serverTLS(clientAuthentication: ServerTLSConfiguration.ClientAuthentication = .none) -> ServerTLSConfiguration {
+    func serverTLS(
+        clientAuthentication: ServerTLSConfiguration.ClientAuthentication = .none
+    ) -> ServerTLSConfiguration {
         ServerTLSConfiguration(
             certificateChainPath: certificates.certificate("server"), privateKeyPath: certificates.key("server"),
             clientCAPath: clientAuthentication == .none ? nil : certificates.certificate("ca"),
             clientAuthentication: clientAuthentication)
     }
 
-    func clientTLS(trusting ca: String = "ca", client: String? = nil, serverName: String? = nil) -> ClientTLSConfiguration {
+    func clientTLS(
+        trusting ca: String = "ca", client: String? = nil, serverName: String? = nil
+    ) -> ClientTLSConfiguration {
         ClientTLSConfiguration(
             trustRoots: .file(certificates.certificate(ca)), certificateChainPath: client.map(certificates.certificate),
             privateKeyPath: client.map(certificates.key), serverName: serverName)
@@ -198,7 +202,8 @@ struct TLSTests {
             let server = try await startServer(directory: data) { $0.tls = tls }
             do {
                 let (untrusted, _) = try await connectError(
-                    fastFailingConfiguration(server, tls: fixture.clientTLS(trusting: "other", serverName: "telex.newsroom.test")))
+                    fastFailingConfiguration(
+                        server, tls: fixture.clientTLS(trusting: "other", serverName: "telex.newsroom.test")))
                 #expect(untrusted.code == .tlsFailure)
                 let (misnamed, _) = try await connectError(fastFailingConfiguration(server, tls: fixture.clientTLS()))
                 #expect(misnamed.code == .tlsFailure)
@@ -261,7 +266,8 @@ struct TLSTests {
         try await withTLSFixture { fixture, data in
             let server = try await startServer(directory: data)
             do {
-                let (error, elapsed) = try await connectError(fastFailingConfiguration(server, tls: fixture.clientTLS()))
+                let (error, elapsed) = try await connectError(
+                    fastFailingConfiguration(server, tls: fixture.clientTLS()))
                 #expect(error.code == .tlsFailure)
                 #expect(error.message.contains("the broker does not speak TLS here"))
                 #expect(elapsed < .seconds(3))
