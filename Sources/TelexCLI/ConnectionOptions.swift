@@ -3,7 +3,7 @@ import Foundation
 import TelexClient
 import TelexProtocol
 
-/// `--server`, `--client-name` and the token options, shared by every Telex command-line tool.
+/// `--server`, `--client-name`, the token options and the TLS options, shared by every Telex command-line tool.
 public struct ConnectionOptions: ParsableArguments {
     @Option(help: "Broker address HOST:PORT (env TELEX_SERVER). Default 127.0.0.1:7420.")
     public var server: String?
@@ -12,6 +12,7 @@ public struct ConnectionOptions: ParsableArguments {
     public var clientName: String?
 
     @OptionGroup public var credentials: TokenOptions
+    @OptionGroup public var tls: TLSOptions
 
     public init() {}
 
@@ -26,6 +27,7 @@ public struct ConnectionOptions: ParsableArguments {
                 throw ValidationError(error.message)
             }
         }
+        configuration.tls = try tls.configuration()
         return configuration
     }
 }
@@ -41,7 +43,7 @@ public func describe(_ error: Error) -> String {
         return "\(describe(error.underlying)) (\(error.acknowledgedRecordCount) records were acknowledged before it stopped)"
     }
     if let error = error as? TelexError {
-        return error.code == .connectionFailed || error.code == .invalidEvent ? error.message : "\(error.code.name): \(error.message)"
+        return [.connectionFailed, .invalidEvent, .tlsFailure].contains(error.code) ? error.message : "\(error.code.name): \(error.message)"
     }
     return "\(error)"
 }

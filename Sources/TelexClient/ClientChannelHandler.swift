@@ -16,6 +16,8 @@ final class ClientChannelHandler: ChannelInboundHandler {
     var sinksByRequest: [UInt32: SubscriptionSink] = [:]
     /// Set once the connection failed or closed; later requests fail with it at once.
     var closedError: TelexError?
+    /// Frames decoded from the broker so far; none means no Telex broker has spoken on this connection.
+    private(set) var framesReceived = 0
     private let logger: Logger
 
     init(logger: Logger) {
@@ -24,6 +26,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        framesReceived += 1
         let requestID = frame.header.requestID
         let message: BrokerMessage
         do {

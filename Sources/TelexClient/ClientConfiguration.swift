@@ -34,13 +34,15 @@ public struct ClientConfiguration: Sendable {
     public var maxReconnectDelay: Duration
     /// Largest frame accepted from the broker. Default 16 MiB.
     public var maxFrameSize: Int
+    /// TLS to the broker (trust roots, client certificate, server name). Default nil: plaintext.
+    public var tls: ClientTLSConfiguration?
 
     public init(
         host: String = "127.0.0.1", port: Int = 7420, clientName: String = "telex-client", authToken: String = "",
         connectTimeout: Duration = .seconds(5), requestTimeout: Duration = .seconds(30), publishWindow: Int = 64,
         maxBatchRecords: Int = 64, maxBatchBytes: Int = 512 << 10, codec: Codec = .zlib, compressionLevel: Int32 = 1,
         subscriptionCredit: UInt32 = 64, maxReconnectAttempts: Int = 8, initialReconnectDelay: Duration = .milliseconds(100),
-        maxReconnectDelay: Duration = .seconds(5), maxFrameSize: Int = 16 << 20
+        maxReconnectDelay: Duration = .seconds(5), maxFrameSize: Int = 16 << 20, tls: ClientTLSConfiguration? = nil
     ) {
         self.host = host
         self.port = port
@@ -58,6 +60,7 @@ public struct ClientConfiguration: Sendable {
         self.initialReconnectDelay = initialReconnectDelay
         self.maxReconnectDelay = maxReconnectDelay
         self.maxFrameSize = maxFrameSize
+        self.tls = tls
     }
 
     /// Parses `HOST:PORT`, `HOST` or `:PORT` into host and port.

@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import TelexProtocol
 
 /// One TCP connection to a broker, past the HELLO handshake.
@@ -22,26 +23,39 @@ final class Connection: Sendable {
     /// Connects and completes the handshake. Errors say what to do: start the broker, check the token or address.
     static func connect(configuration: ClientConfiguration, group: any EventLoopGroup, logger: Logger) async throws -> Connection {
         let limits = FrameLimits(maxFrameSize: configuration.maxFrameSize)
+        let address = "\(configuration.host):\(configuration.port)"
+        let tlsContext = try configuration.tls?.makeSSLContext()
+        let verifiedName = configuration.tls?.hostnameToVerify(host: configuration.host)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tlsContext {
+                        try channel.pipeline.syncOperations.addHandler(TLSReplyGuard(address: address))
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tlsContext, serverHostname: verifiedName))
+                        try channel.pipeline.syncOperations.addHandler(
+                            TLSErrorTranslator(address: address, verifiedName: verifiedName ?? configuration.host))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits)))
                     try channel.pipeline.syncOperations.addHandler(ClientChannelHandler(logger: logger))
                 }
             }
-        let address = "\(configuration.host):\(configuration.port)"
         let channel: any Channel
+        let handler: NIOLoopBound<ClientChannelHandler>
         do {
-            channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
+            // The handler is looked up as the connect completes, before anything is read: a broker that closes
+            // at once (a refused TLS handshake) would otherwise take the handler, and the reason, with it.
+            (channel, handler) = try await bootstrap.connect(host: configuration.host, port: configuration.port)
+                .flatMapThrowing { channel in
+                    let handler = try channel.pipeline.syncOperations.handler(type: ClientChannelHandler.self)
+                    return (channel, NIOLoopBound(handler, eventLoop: channel.eventLoop))
+                }.get()
         } catch {
             throw TelexError(.connectionFailed,
                 "cannot reach the Telex broker at \(address) (\(error)); is telexd running? Start it with `swift run telexd`, or pass --server HOST:PORT")
         }
-        let handler = try await channel.eventLoop.submit {
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ClientChannelHandler.self), eventLoop: channel.eventLoop)
-        }.get()
         let provisional = Connection(channel: channel, handler: handler, serverName: "",
                                      requestTimeout: TimeAmount(configuration.connectTimeout))
         let reply: BrokerMessage
@@ -50,9 +64,18 @@ final class Connection: Sendable {
                 .hello(minVersion: FrameHeader.supportedVersions.lowerBound, maxVersion: FrameHeader.supportedVersions.upperBound,
                        clientName: configuration.clientName, authToken: ByteBuffer(string: configuration.authToken)))
         } catch {
+            let framesReceived = try? await channel.eventLoop.submit { handler.value.framesReceived }.get()
             try? await channel.close()
-            if let error = error as? TelexError, error.code == .timeout {
-                throw TelexError(.connectionFailed, "\(address) accepted the connection but did not answer HELLO; is it a Telex broker?")
+            // A plaintext client on a TLS port: the broker closes without a word (or a server sends TLS bytes).
+            let tlsHint = configuration.tls == nil ? "; is this a TLS port? use --tls (or --tls-ca CA)" : ""
+            guard let error = error as? TelexError else { throw error }
+            if error.code == .timeout {
+                throw TelexError(.connectionFailed,
+                    "\(address) accepted the connection but did not answer HELLO; is it a Telex broker?\(tlsHint)")
+            }
+            if framesReceived == 0, error.code != .tlsFailure {
+                throw TelexError(.connectionFailed,
+                    "\(address) closed the connection without answering HELLO (\(error.message))\(tlsHint)")
             }
             throw error
         }

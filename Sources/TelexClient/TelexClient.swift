@@ -213,7 +213,7 @@ public final class TelexClient: Sendable, Service {
                     return connection
                 } catch {
                     let permanent = (error as? TelexError).map {
-                        [.authenticationFailed, .unsupportedVersion, .closed].contains($0.code)
+                        [.authenticationFailed, .unsupportedVersion, .closed, .tlsFailure].contains($0.code)
                     } ?? true
                     guard !permanent, attempt < attempts, !Task.isCancelled else {
                         state.withLockedValue { $0.connecting = nil }

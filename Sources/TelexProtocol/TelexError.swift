@@ -68,6 +68,10 @@ public struct TelexError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let invalidEvent = Code(rawValue: 1002)
         /// Client-side: the client was closed.
         public static let closed = Code(rawValue: 1003)
+        /// Client-side: TLS could not be set up: the broker does not speak TLS on that port, its certificate was
+        /// not trusted or not valid for its name, it refused the client certificate, or a file could not be read.
+        /// Not retried.
+        public static let tlsFailure = Code(rawValue: 1004)
 
         public var name: String {
             switch self {
@@ -100,6 +104,7 @@ public struct TelexError: Error, Sendable, Equatable, CustomStringConvertible {
             case .timeout: "TIMEOUT"
             case .invalidEvent: "INVALID_EVENT"
             case .closed: "CLOSED"
+            case .tlsFailure: "TLS_FAILURE"
             default: "CODE_\(rawValue)"
             }
         }

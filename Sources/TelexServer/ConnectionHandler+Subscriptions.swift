@@ -10,6 +10,8 @@ struct Subscription {
     let listener: SubscriptionListener
     var machine: SubscriptionStateMachine
     var logs: [String: TopicLog]
+    /// True while a TLS connection reads a slice for this subscription on the thread pool; the pump waits for it.
+    var readInFlight = false
 }
 
 /// Subscriptions: SUBSCRIBE resolves start positions and builds the state machine; the pump performs the reads
@@ -175,16 +177,21 @@ extension ConnectionHandler {
     }
 
     /// Sends whatever the state machine asks for: reads from the logs, writes DELIVER frames, then CAUGHT_UP once.
+    /// On TLS connections each slice is read on the thread pool and the pump resumes once it is written.
     func pump(_ id: UInt32) {
-        guard let context, subscriptions[id] != nil else { return }
+        guard let context, subscriptions[id]?.readInFlight == false else { return }
         var wrote = false
         while let read = subscriptions[id]?.machine.nextRead(writable: context.channel.isWritable) {
             let log = subscriptions[id]!.logs[read.topic]!
             do throws(TelexError) {
                 guard let slice = try log.read(from: read.offset, maxBytes: configuration.maxDeliverBytes,
                                                maxBatches: read.maxBatches) else { continue }
-                try writeDeliver(subscriptionID: id, topic: read.topic, slice: slice)
                 subscriptions[id]?.machine.delivered(topic: read.topic, nextOffset: slice.nextOffset, batchCount: slice.batchCount)
+                if usesTLS {
+                    if wrote { flushOutbound() }
+                    return deliverFromThreadPool(slice, topic: read.topic, subscriptionID: id)
+                }
+                try writeDeliver(subscriptionID: id, topic: read.topic, slice: slice)
                 wrote = true
             } catch {
                 return endSubscription(id, error: error)

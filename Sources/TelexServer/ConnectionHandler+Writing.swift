@@ -3,7 +3,8 @@ import TelexProtocol
 import TelexStorage
 
 /// The outbound side: messages are encoded into one buffer and written at the next flush; DELIVER frames send
-/// their header from memory and the batches straight from the segment file.
+/// their header from memory and the batches straight from the segment file (sendfile), or on TLS connections
+/// from memory, read on the thread pool (`ConnectionHandler+TLS`).
 extension ConnectionHandler {
     /// Queues a message; it is sent at the next flush.
     func write(_ message: BrokerMessage, requestID: UInt32) {
@@ -15,18 +16,31 @@ extension ConnectionHandler {
     }
 
     /// Writes a DELIVER frame: the header from memory, the batches by sendfile from the segment file.
+    /// Plaintext connections only: a TLS handler cannot carry a `FileRegion`.
     func writeDeliver(subscriptionID: UInt32, topic: String, slice: LogSlice) throws(TelexError) {
         guard let context else { return }
-        var prefix = context.channel.allocator.buffer(capacity: 32 + topic.utf8.count)
-        prefix.writeFrameHeader(type: .deliver, requestID: 0, bodyLength: 4 + 2 + topic.utf8.count + slice.length)
-        BrokerMessage.writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, into: &prefix)
-        writeOutboundBuffer()
         let handle = try slice.makeFileHandle()
-        context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: nil)
+        writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, batchBytes: slice.length, context: context)
         let region = FileRegion(fileHandle: handle, readerIndex: slice.position, endIndex: slice.position + slice.length)
         let promise = context.eventLoop.makePromise(of: Void.self)
         promise.futureResult.whenComplete { _ in try? handle.close() }
         context.write(wrapOutboundOut(.fileRegion(region)), promise: promise)
+    }
+
+    /// Writes a DELIVER frame whose batches were read into memory (`batches` holds whole stored batches).
+    func writeDeliver(subscriptionID: UInt32, topic: String, batches: ByteBuffer) {
+        guard let context else { return }
+        writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, batchBytes: batches.readableBytes, context: context)
+        context.write(wrapOutboundOut(.byteBuffer(batches)), promise: nil)
+    }
+
+    /// Writes what is queued, then a DELIVER frame's header, subscription id and topic; the batches follow.
+    private func writeDeliverPrefix(subscriptionID: UInt32, topic: String, batchBytes: Int, context: ChannelHandlerContext) {
+        var prefix = context.channel.allocator.buffer(capacity: 32 + topic.utf8.count)
+        prefix.writeFrameHeader(type: .deliver, requestID: 0, bodyLength: 4 + 2 + topic.utf8.count + batchBytes)
+        BrokerMessage.writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, into: &prefix)
+        writeOutboundBuffer()
+        context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: nil)
     }
 
     private func writeOutboundBuffer() {

@@ -47,8 +47,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
     var logger: Logger
     /// Who the client is, set at HELLO; its rights are looked up in `access` on every request.
     var identity = Identity.anonymous
-    /// The verified client certificate's subject CN, when the connection uses mutual TLS; names the principal.
-    var peerCommonName: String?
     var state = State.awaitingHello
     var context: ChannelHandlerContext?
     var subscriptions: [UInt32: Subscription] = [:]
@@ -70,6 +68,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
     var unackedBytes = 0
     /// True while a `read()` from the channel is withheld; it is passed on once reading may resume.
     var readWithheld = false
+    /// Whether the connection runs over TLS; then DELIVER batches are read into memory instead of sent by sendfile.
+    var usesTLS = false
+    /// The subject common name (CN) of the client certificate that the TLS handshake verified (mutual TLS), for
+    /// naming the connection's principal. Nil on plaintext connections and when the client presented no
+    /// certificate. Set when the handshake completes, before the first frame is handled.
+    var peerCommonName: String?
 
     init(
         store: TopicStore, hub: TopicHub, configuration: ServerConfiguration, threadPool: NIOThreadPool,
@@ -87,6 +91,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         outbound = context.channel.allocator.buffer(capacity: 1024)
+        usesTLS = Self.isTLS(context)
         logger[metadataKey: "peer"] = "\(context.channel.remoteAddress?.description ?? "?")"
         let timeout = configuration.limits.handshakeTimeout
         handshakeDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeout)) {
@@ -151,6 +156,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        noteTLSEvent(event, context: context)
         switch event {
         case is Quiesce: quiesce()
         case is PermissionsChanged: permissionsChanged()
@@ -160,8 +166,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         guard let telexError = error as? TelexError else {
-            // A socket error (reset, broken pipe): nobody is left to tell.
-            logger.debug("connection error", metadata: ["error": "\(error)"])
+            // A socket or TLS error (reset, broken pipe, refused certificate): nobody is left to tell.
+            logConnectionError(error, context: context)
             state = .closed
             endAllSubscriptions()
             context.close(promise: nil)

@@ -32,6 +32,8 @@ public struct ServerConfiguration: Sendable {
     public var serverName: String
     /// Connection, topic, back-pressure and subscription limits. Default `ServerLimits()`.
     public var limits: ServerLimits
+    /// TLS on the listener (certificate, key, client CA). Default nil: plaintext.
+    public var tls: ServerTLSConfiguration?
 
     public init(
         host: String = "127.0.0.1",
@@ -46,7 +48,8 @@ public struct ServerConfiguration: Sendable {
         retentionCheckSeconds: Int64 = 60,
         eventLoopThreads: Int = System.coreCount,
         serverName: String = "telexd",
-        limits: ServerLimits = .init()
+        limits: ServerLimits = .init(),
+        tls: ServerTLSConfiguration? = nil
     ) {
         self.host = host
         self.port = port
@@ -61,5 +64,6 @@ public struct ServerConfiguration: Sendable {
         self.eventLoopThreads = eventLoopThreads
         self.serverName = serverName
         self.limits = limits
+        self.tls = tls
     }
 }

@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import TelexProtocol
 import TelexStorage
 
@@ -15,10 +16,12 @@ public final class TelexServer: Sendable {
     public let configuration: ServerConfiguration
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
-    private let threadPool: NIOThreadPool
+    let threadPool: NIOThreadPool
     private let hub = TopicHub()
     private let state = NIOLockedValueBox(State.idle)
     private let connections = NIOLockedValueBox(Connections())
+    /// The TLS context new connections get, when `configuration.tls` is set; `reload()` replaces it.
+    let tlsContext = NIOLockedValueBox<NIOSSLContext?>(nil)
     /// Set once `shutdown()` has finished; tasks in `waitUntilClosed()` wait here.
     private let closed = NIOLockedValueBox<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
@@ -90,6 +93,7 @@ public final class TelexServer: Sendable {
             store = try await threadPool.runIfActive {
                 try TopicStore(directory: configuration.dataDirectory, configuration: configuration.log, logger: logger)
             }
+            try await loadTLSContext()
             channel = try await bind(store: store, access: access)
         } catch {
             // A server that failed to start is finished: its threads stop, and shutdown() returns at once.
@@ -117,6 +121,7 @@ public final class TelexServer: Sendable {
             "address": "\(channel.localAddress?.description ?? "?")",
             "dataDirectory": "\(configuration.dataDirectory)",
             "fsync": "\(configuration.log.fsync)",
+            "tls": "\(configuration.tls.map { "on (client certificates: \($0.clientAuthentication.rawValue))" } ?? "off")",
             "topics": "\(recovered.count)",
             "recovered": "\(recovered.joined(separator: " "))",
         ])
@@ -135,6 +140,7 @@ public final class TelexServer: Sendable {
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 << 10, high: 1 << 20))
             .childChannelInitializer { [self] channel in
+                let tlsContext = self.tlsContext.withLockedValue { $0 }
                 switch self.track(channel) {
                 case .accepted:
                     break
@@ -145,11 +151,20 @@ public final class TelexServer: Sendable {
                         "peer": "\(channel.remoteAddress?.description ?? "?")", "connections": "\(open)",
                     ])
                     return channel.eventLoop.makeCompletedFuture {
+                        // Over TLS the refusal goes out once the handshake is done, so the client can read it.
+                        if let tlsContext {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
+                        }
                         try channel.pipeline.syncOperations.addHandler(ConnectionRefuser(TelexError(.tooManyConnections,
                             "the broker already serves its maximum of \(configuration.limits.maxConnections) connections; try again later")))
                     }
                 }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tlsContext {
+                        // TLS sits below the frames: a plaintext first byte closes the connection unanswered.
+                        try channel.pipeline.syncOperations.addHandler(TLSRecordGuard(logger: logger))
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(limits: FrameLimits(maxFrameSize: configuration.maxFrameSize))))
                     try channel.pipeline.syncOperations.addHandler(
@@ -161,10 +176,19 @@ public final class TelexServer: Sendable {
         return try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
     }
 
-    /// Re-reads the users file (on SIGHUP in telexd) without dropping connections: every connection checks its next
-    /// request against the new principals, and ends the subscriptions its principal may no longer have. On an error
-    /// (the file is missing or invalid) the previous principals stay in force and the error is thrown.
+    /// Re-reads what the broker may reload without a restart (on SIGHUP in telexd): the TLS certificate chain, key
+    /// and client CA — new connections use the new material, open ones keep theirs — and the users file, without
+    /// dropping connections: every connection checks its next request against the new principals and ends the
+    /// subscriptions its principal may no longer have. What fails to load keeps its previous version in force, and
+    /// the error (naming the file) is thrown after both were tried.
     public func reload() async throws {
+        var failure: (any Error)?
+        do { try await loadTLSContext() } catch { failure = error }
+        do { try await reloadUsers() } catch { failure = failure ?? error }
+        if let failure { throw failure }
+    }
+
+    private func reloadUsers() async throws {
         let access: AccessControl? = state.withLockedValue { state in
             guard case .running(let running) = state else { return nil }
             return running.access

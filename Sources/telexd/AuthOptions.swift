@@ -19,20 +19,3 @@ struct AuthOptions: ParsableArguments {
     }
 }
 
-/// Reloads `server`'s users file on every SIGHUP; keep the returned source for as long as the server runs.
-func reloadOnHangup(_ server: TelexServer, logger: Logger) -> any DispatchSourceSignal {
-    signal(SIGHUP, SIG_IGN)
-    let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-    source.setEventHandler {
-        logger.info("reloading", metadata: ["signal": "SIGHUP"])
-        Task {
-            do {
-                try await server.reload()
-            } catch {
-                logger.error("reload failed; the previous settings stay in force", metadata: ["error": "\(error)"])
-            }
-        }
-    }
-    source.resume()
-    return source
-}

@@ -18,6 +18,7 @@ struct Telexd: AsyncParsableCommand {
             Examples:
               telexd
               telexd --port 7500 --data-dir /var/lib/telex --fsync interval:200
+              telexd --host 0.0.0.0 --tls-cert server.pem --tls-key server.key
               TELEX_RETENTION_HOURS=72 telexd
               telexd inspect ./telex-data | jq .
             """,
@@ -54,6 +55,7 @@ struct Serve: AsyncParsableCommand {
     var logLevel: String?
     @OptionGroup(title: "Limits") var limits: LimitOptions
     @OptionGroup var files: FileOptions
+    @OptionGroup var tls: TLSOptions
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -91,6 +93,7 @@ struct Serve: AsyncParsableCommand {
         configuration.authToken = try setting(authToken, "TELEX_AUTH_TOKEN", { $0 })
         auth.apply(to: &configuration)
         configuration.limits = try limits.serverLimits(environment: environment)
+        try tls.apply(to: &configuration, environment: environment)
         let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level '\(levelText)'") }
 

@@ -1,0 +1,56 @@
+import NIOCore
+import NIOSSL
+import NIOTLS
+import TelexProtocol
+import TelexStorage
+
+/// TLS connections: the peer's certificate name, and DELIVER frames whose batches are read into memory on the
+/// thread pool, because `NIOSSLHandler` encrypts `ByteBuffer`s and cannot carry a `FileRegion` (sendfile).
+extension ConnectionHandler {
+    /// Whether a TLS handler sits in front of this one in `context`'s pipeline.
+    static func isTLS(_ context: ChannelHandlerContext) -> Bool {
+        (try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)) != nil
+    }
+
+    /// Records the verified client certificate's subject CN once the TLS handshake completes. NIOSSL reports the
+    /// completion before it passes on any decrypted byte, so this runs before HELLO is handled.
+    func noteTLSEvent(_ event: Any, context: ChannelHandlerContext) {
+        guard case .handshakeCompleted = event as? TLSUserEvent else { return }
+        let certificate = try? context.pipeline.syncOperations.nioSSL_peerCertificate()
+        peerCommonName = certificate?.subjectName.last { $0.type == .commonName }?.value
+        if let peerCommonName { logger[metadataKey: "peerCN"] = "\(peerCommonName)" }
+    }
+
+    /// Logs a transport error: a failed TLS handshake at info (an operator wants to see a refused certificate),
+    /// everything else at debug: resets, broken pipes, and a peer that left mid-handshake (the channel is
+    /// already closed then, as after `TLSRecordGuard` refused a plaintext client).
+    func logConnectionError(_ error: any Error, context: ChannelHandlerContext) {
+        if error is NIOSSLError || error is BoringSSLError, context.channel.isActive {
+            logger.info("TLS failed", metadata: ["error": "\(error)"])
+        } else {
+            logger.debug("connection error", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Reads `slice` on the thread pool, then writes it as a DELIVER frame and resumes the subscription's pump.
+    /// One read per subscription is in flight at a time, so DELIVER frames keep their order; the state machine
+    /// has already counted the batches as delivered. If the subscription ends meanwhile, the bytes are dropped.
+    func deliverFromThreadPool(_ slice: LogSlice, topic: String, subscriptionID id: UInt32) {
+        guard let context, let listener = subscriptions[id]?.listener else { return }
+        subscriptions[id]?.readInFlight = true
+        threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> ByteBuffer in
+            try slice.readBytes()
+        }.assumeIsolated().whenComplete { result in
+            guard self.subscriptions[id]?.listener === listener else { return }
+            self.subscriptions[id]?.readInFlight = false
+            switch result {
+            case .success(let bytes):
+                self.writeDeliver(subscriptionID: id, topic: topic, batches: bytes)
+                self.pump(id)
+                self.flushOutbound()
+            case .failure(let error):
+                self.endSubscription(id, error: Self.storageError(error, doing: "reading \(topic) to deliver it"))
+            }
+        }
+    }
+}
