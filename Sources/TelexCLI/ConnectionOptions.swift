@@ -47,3 +47,9 @@ public func describe(_ error: Error) -> String {
     }
     return "\(error)"
 }
+
+/// The exit status for a failed connect: 77 (EX_NOPERM) when the broker refused the credentials, 69
+/// (EX_UNAVAILABLE) when it could not be reached or spoken to.
+public func connectExitCode(_ error: any Error) -> Int32 {
+    (error as? TelexError)?.code == .authenticationFailed ? 77 : 69
+}

@@ -56,7 +56,7 @@ struct TelexPub: AsyncParsableCommand {
                 try await client.connect()
             } catch {
                 printError("telex-pub: \(describe(error))")
-                return 69
+                return connectExitCode(error)
             }
             var summary = Summary()
             var exitCode: Int32 = 0

@@ -80,7 +80,7 @@ struct TelexSub: AsyncParsableCommand {
                 try await client.connect()
             } catch {
                 printError("telex-sub: \(describe(error))")
-                return 69
+                return connectExitCode(error)
             }
             let subscription: TelexSubscription
             do {
