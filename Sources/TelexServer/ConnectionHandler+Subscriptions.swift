@@ -10,8 +10,6 @@ struct Subscription {
     let listener: SubscriptionListener
     var machine: SubscriptionStateMachine
     var logs: [String: TopicLog]
-    /// True while a TLS connection reads a slice for this subscription on the thread pool; the pump waits for it.
-    var readInFlight = false
 }
 
 /// Subscriptions: SUBSCRIBE resolves start positions and builds the state machine; the pump performs the reads
@@ -44,8 +42,8 @@ extension ConnectionHandler {
             start: start, isPattern: isPattern, committed: consumer.map { store.consumerOffsets.committed($0) } ?? [:],
             resume: resume)
         let pending = PendingSubscription(
-            id: id, pattern: pattern, isPattern: isPattern, consumer: consumer, credit: credit, requestID: requestID,
-            listener: listener, resolver: resolver)
+            id: id, pattern: pattern, isPattern: isPattern, consumer: consumer, resuming: !resume.isEmpty, credit: credit,
+            requestID: requestID, listener: listener, resolver: resolver)
         let logs = topics.compactMap { topic in store.log(topic).map { (topic, $0) } }
         let lookups = logs.compactMap { topic, log in resolver.timestampToLookUp(for: topic).map { (topic, log, $0) } }
         guard !lookups.isEmpty else { return finishSubscribing(pending, logs: logs, timestampOffsets: [:]) }
@@ -83,13 +81,15 @@ extension ConnectionHandler {
         let pattern: String
         let isPattern: Bool
         let consumer: String?
+        let resuming: Bool
         let credit: UInt32
         let requestID: UInt32
         let listener: SubscriptionListener
         let resolver: StartPositionResolver
     }
 
-    /// Resolves the start positions, answers SUBSCRIBED (or the error) and starts delivering.
+    /// Resolves the start positions, answers SUBSCRIBED (or the error) and starts delivering. Authorizes the
+    /// subscription again: the users file may have been reloaded while its start times were looked up.
     private func finishSubscribing(
         _ pending: PendingSubscription, logs: [(String, TopicLog)], timestampOffsets: [String: Int64]
     ) {
@@ -98,6 +98,7 @@ extension ConnectionHandler {
             guard subscriptions[pending.id] == nil else {
                 throw TelexError(.duplicateSubscription, "subscription id \(pending.id) is already active on this connection")
             }
+            try authorizeSubscribe(pattern: pending.pattern, consumer: pending.consumer, resuming: pending.resuming)
             for (topic, log) in logs {
                 var bounds = StartPositionResolver.TopicBounds(
                     topic: topic, logStart: log.startOffset, readableEnd: log.readableEndOffset, endOffset: log.endOffset)
@@ -123,9 +124,9 @@ extension ConnectionHandler {
             "pattern": "\(pending.pattern)", "subscription": "\(pending.id)", "topics": "\(ranges.count)",
         ])
         write(.subscribed(subscriptionID: pending.id, topics: ranges), requestID: pending.requestID)
-        // A topic created between the listing above and registration is picked up here.
+        // A topic created between the listing above and registration is picked up here, as `topicCreated` would.
         if pending.isPattern {
-            for topic in store.topics where TopicName.matches(pattern: pending.pattern, topic: topic) {
+            for topic in store.topics where TopicName.matches(pattern: pending.pattern, topic: topic) && mayRead(topic) {
                 addTopic(topic, to: pending.id)
             }
         }
@@ -177,11 +178,12 @@ extension ConnectionHandler {
     }
 
     /// Sends whatever the state machine asks for: reads from the logs, writes DELIVER frames, then CAUGHT_UP once.
-    /// On TLS connections each slice is read on the thread pool and the pump resumes once it is written.
+    /// On TLS connections each slice is read on the thread pool and the pump resumes once it is written. While the
+    /// connection's delivery budget is spent (`mayStartDelivery`), the subscription waits for its turn.
     func pump(_ id: UInt32) {
-        guard let context, subscriptions[id]?.readInFlight == false else { return }
+        guard let context, subscriptions[id] != nil else { return }
         var wrote = false
-        while let read = subscriptions[id]?.machine.nextRead(writable: context.channel.isWritable) {
+        while mayStartDelivery, let read = subscriptions[id]?.machine.nextRead(writable: context.channel.isWritable) {
             let log = subscriptions[id]!.logs[read.topic]!
             do throws(TelexError) {
                 guard let slice = try log.read(from: read.offset, maxBytes: configuration.maxDeliverBytes,
@@ -197,11 +199,30 @@ extension ConnectionHandler {
                 return endSubscription(id, error: error)
             }
         }
-        if subscriptions[id]?.machine.shouldSendCaughtUp() == true {
+        if !mayStartDelivery {
+            waitForDeliveryTurn(id)
+        } else if subscriptions[id]?.machine.shouldSendCaughtUp() == true {
             write(.caughtUp(subscriptionID: id), requestID: 0)
             wrote = true
         }
         if wrote { flushOutbound() }
+    }
+
+    /// Whether the connection may start another DELIVER: over TLS while no slice is being read (one slice in
+    /// memory per connection, however many subscriptions), in plaintext while fewer than `maxFileRegionsInFlight`
+    /// file regions are unsent (each holds a descriptor).
+    var mayStartDelivery: Bool {
+        usesTLS ? tlsReadsInFlight == 0 : fileRegionsInFlight < Self.maxFileRegionsInFlight
+    }
+
+    /// Queues subscription `id` for the delivery budget, once.
+    func waitForDeliveryTurn(_ id: UInt32) {
+        if !deliveryTurns.contains(id) { deliveryTurns.append(id) }
+    }
+
+    /// Pumps the waiting subscriptions in turn while the delivery budget lasts.
+    func passDeliveryTurns() {
+        while mayStartDelivery, let id = deliveryTurns.popFirst() { pump(id) }
     }
 
     /// Ends a subscription the broker can no longer serve, telling the client why.

@@ -16,6 +16,7 @@ extension ConnectionHandler {
     /// completion before it passes on any decrypted byte, so this runs before HELLO is handled.
     func noteTLSEvent(_ event: Any, context: ChannelHandlerContext) {
         guard case .handshakeCompleted = event as? TLSUserEvent else { return }
+        tlsHandshakeCompleted = true
         let certificate = try? context.pipeline.syncOperations.nioSSL_peerCertificate()
         peerCommonName = certificate?.subjectName.last { $0.type == .commonName }?.value
         if let peerCommonName { logger[metadataKey: "peerCN"] = "\(peerCommonName)" }
@@ -32,25 +33,30 @@ extension ConnectionHandler {
         }
     }
 
-    /// Reads `slice` on the thread pool, then writes it as a DELIVER frame and resumes the subscription's pump.
-    /// One read per subscription is in flight at a time, so DELIVER frames keep their order; the state machine
-    /// has already counted the batches as delivered. If the subscription ends meanwhile, the bytes are dropped.
+    /// Reads `slice` on the thread pool, then writes it as a DELIVER frame and hands the delivery turn on.
+    /// One read per connection is in flight at a time (`mayStartDelivery`), so DELIVER frames keep their order and
+    /// the connection holds at most one slice (`maxDeliverBytes`) in memory beyond its unsent output; the state
+    /// machine has already counted the batches as delivered. If the subscription ends meanwhile, the bytes are
+    /// dropped.
     func deliverFromThreadPool(_ slice: LogSlice, topic: String, subscriptionID id: UInt32) {
         guard let context, let listener = subscriptions[id]?.listener else { return }
-        subscriptions[id]?.readInFlight = true
+        tlsReadsInFlight += 1
         threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> ByteBuffer in
             try slice.readBytes()
         }.assumeIsolated().whenComplete { result in
-            guard self.subscriptions[id]?.listener === listener else { return }
-            self.subscriptions[id]?.readInFlight = false
-            switch result {
-            case .success(let bytes):
-                self.writeDeliver(subscriptionID: id, topic: topic, batches: bytes)
-                self.pump(id)
-                self.flushOutbound()
-            case .failure(let error):
-                self.endSubscription(id, error: Self.storageError(error, doing: "reading \(topic) to deliver it"))
+            self.tlsReadsInFlight -= 1
+            if self.subscriptions[id]?.listener === listener {
+                switch result {
+                case .success(let bytes):
+                    self.writeDeliver(subscriptionID: id, topic: topic, batches: bytes)
+                    // To the back of the line: the other subscriptions waiting read first.
+                    self.waitForDeliveryTurn(id)
+                case .failure(let error):
+                    self.endSubscription(id, error: Self.storageError(error, doing: "reading \(topic) to deliver it"))
+                }
             }
+            self.passDeliveryTurns()
+            self.flushOutbound()
         }
     }
 }

@@ -16,14 +16,21 @@ extension ConnectionHandler {
     }
 
     /// Writes a DELIVER frame: the header from memory, the batches by sendfile from the segment file.
-    /// Plaintext connections only: a TLS handler cannot carry a `FileRegion`.
+    /// Plaintext connections only: a TLS handler cannot carry a `FileRegion`. The region's duplicated descriptor
+    /// counts in `fileRegionsInFlight` until it is written (or the write failed); then the subscriptions that
+    /// waited for the budget take their turns.
     func writeDeliver(subscriptionID: UInt32, topic: String, slice: LogSlice) throws(TelexError) {
         guard let context else { return }
         let handle = try slice.makeFileHandle()
         writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, batchBytes: slice.length, context: context)
         let region = FileRegion(fileHandle: handle, readerIndex: slice.position, endIndex: slice.position + slice.length)
         let promise = context.eventLoop.makePromise(of: Void.self)
-        promise.futureResult.whenComplete { _ in try? handle.close() }
+        fileRegionsInFlight += 1
+        promise.futureResult.assumeIsolated().whenComplete { _ in
+            try? handle.close()
+            self.fileRegionsInFlight -= 1
+            self.passDeliveryTurns()
+        }
         context.write(wrapOutboundOut(.fileRegion(region)), promise: promise)
     }
 
@@ -65,16 +72,24 @@ extension ConnectionHandler {
         }
     }
 
-    /// Sends an ERROR frame and closes the connection once it is written.
+    /// Sends an ERROR frame and closes the connection once it is written, or after `closeGracePeriod` if the
+    /// peer does not take it (its receive window is full). Before the TLS handshake has completed nothing can be
+    /// said (NIOSSL would hold the frame until a handshake the peer may never finish): it closes at once.
     func closeWithError(_ error: TelexError, requestID: UInt32) {
         guard let context else { return }
         if case .closed = state { return }
         state = .closed
         endAllSubscriptions()
+        let channel = context.channel
+        guard !usesTLS || tlsHandshakeCompleted else {
+            context.close(promise: nil)
+            return
+        }
         write(.error(code: error.code, message: error.message), requestID: requestID)
         let pending = outbound
         outbound = ByteBuffer()
-        let channel = context.channel
+        let hardClose = context.eventLoop.scheduleTask(in: Self.closeGracePeriod) { channel.close(promise: nil) }
+        channel.closeFuture.whenComplete { _ in hardClose.cancel() }
         context.writeAndFlush(wrapOutboundOut(.byteBuffer(pending))).whenComplete { _ in
             channel.close(promise: nil)
         }

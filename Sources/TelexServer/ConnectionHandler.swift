@@ -25,6 +25,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
 
+    /// Unsent `FileRegion`s one plaintext connection may have (see `fileRegionsInFlight`).
+    static let maxFileRegionsInFlight = 64
+    /// How long `closeWithError` waits for its ERROR frame to be written before it closes the connection anyway.
+    static let closeGracePeriod = TimeAmount.seconds(2)
+
     /// Sent through the pipeline by the server when it shuts down: answer every later request with
     /// SHUTTING_DOWN, and close once every accepted publish and commit has been answered and flushed.
     struct Quiesce: Sendable {}
@@ -70,6 +75,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
     var readWithheld = false
     /// Whether the connection runs over TLS; then DELIVER batches are read into memory instead of sent by sendfile.
     var usesTLS = false
+    /// Whether the TLS handshake has completed; until then nothing written reaches the peer.
+    var tlsHandshakeCompleted = false
+    /// DELIVER slices being read on the thread pool for this TLS connection: at most one (`mayStartDelivery`).
+    var tlsReadsInFlight = 0
+    /// DELIVER batches written as `FileRegion`s (each holding a duplicated descriptor) and not yet sent: at most
+    /// `maxFileRegionsInFlight`.
+    var fileRegionsInFlight = 0
+    /// Subscriptions waiting for the connection's delivery budget (`mayStartDelivery`), in round-robin order.
+    var deliveryTurns = CircularBuffer<UInt32>()
     /// The subject common name (CN) of the client certificate that the TLS handshake verified (mutual TLS), for
     /// naming the connection's principal. Nil on plaintext connections and when the client presented no
     /// certificate. Set when the handshake completes, before the first frame is handled.

@@ -156,7 +156,8 @@ public final class TelexServer: Sendable {
                             try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
                         }
                         try channel.pipeline.syncOperations.addHandler(ConnectionRefuser(TelexError(.tooManyConnections,
-                            "the broker already serves its maximum of \(configuration.limits.maxConnections) connections; try again later")))
+                            "the broker already serves its maximum of \(configuration.limits.maxConnections) connections; try again later"),
+                            closeAfter: TimeAmount(configuration.limits.handshakeTimeout)))
                     }
                 }
                 return channel.eventLoop.makeCompletedFuture {

@@ -279,6 +279,108 @@ struct TLSTests {
         }
     }
 
+    @Test("a connection that never finishes the TLS handshake, silent or trickling, is closed at the handshake timeout")
+    func stalledTLSHandshake() async throws {
+        try await withTLSFixture { fixture, data in
+            let tls = fixture.serverTLS()
+            let server = try await startServer(directory: data) {
+                $0.tls = tls
+                $0.limits.handshakeTimeout = .milliseconds(300)
+            }
+            do {
+                let clock = ContinuousClock()
+                let start = clock.now
+                let silent = try RawConnection(port: server.localPort!)
+                let trickling = try RawConnection(port: server.localPort!)
+                // The start of a TLS record holding a ClientHello, one byte every 50 ms, until the broker closes.
+                let hello: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03]
+                    + [UInt8](repeating: 0x2A, count: 40)
+                for byte in hello where !trickling.hasDataToRead() {
+                    trickling.send(ByteBuffer(bytes: [byte]))
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                for connection in [silent, trickling] {
+                    #expect(connection.waitForClose())
+                    #expect(connection.received.readableBytes == 0)
+                }
+                #expect(clock.now - start < .seconds(3))
+                try await server.shutdown()
+            } catch {
+                try? await server.shutdown()
+                throw error
+            }
+        }
+    }
+
+    @Test("over TLS, a connection beyond the maximum that never completes the handshake is closed at the timeout")
+    func refusedTLSConnectionIsClosed() async throws {
+        try await withTLSFixture { fixture, data in
+            let tls = fixture.serverTLS()
+            let server = try await startServer(directory: data) {
+                $0.tls = tls
+                $0.limits.maxConnections = 1
+                $0.limits.handshakeTimeout = .milliseconds(300)
+            }
+            var configuration = clientConfiguration(server)
+            configuration.tls = fixture.clientTLS()
+            do {
+                try await TelexClient.withClient(configuration: configuration) { client in
+                    _ = try await client.ping()
+                    let clock = ContinuousClock()
+                    let start = clock.now
+                    let refused = try RawConnection(port: server.localPort!)
+                    #expect(refused.waitForClose())
+                    #expect(clock.now - start < .seconds(3))
+                    _ = try await client.ping()
+                }
+                try await server.shutdown()
+            } catch {
+                try? await server.shutdown()
+                throw error
+            }
+        }
+    }
+
+    @Test("over TLS, 200 subscriptions on one connection each get their topic in order")
+    func manySubscriptions() async throws {
+        try await withTLSFixture { fixture, data in
+            let tls = fixture.serverTLS()
+            let server = try await startServer(directory: data) {
+                $0.tls = tls
+                $0.maxDeliverBytes = 2048  // several DELIVER frames, so several reads, per subscription
+            }
+            var configuration = clientConfiguration(server)
+            configuration.tls = fixture.clientTLS()
+            do {
+                try await TelexClient.withClient(configuration: configuration) { client in
+                    let topics = (0..<20).map { "news.desk\($0)" }
+                    for topic in topics {
+                        for first in stride(from: 0, to: 30, by: 5) {
+                            _ = try await client.publish(plainRecords(first..<first + 5), to: topic)
+                        }
+                    }
+                    var subscriptions: [(String, TelexSubscription)] = []
+                    for index in 0..<200 {
+                        let topic = topics[index % topics.count]
+                        subscriptions.append((topic, try await client.subscribe(topic, from: .beginning, untilCaughtUp: true)))
+                    }
+                    try await withThrowingTaskGroup(of: (String, [Int64]).self) { group in
+                        for (topic, subscription) in subscriptions {
+                            group.addTask { (topic, try await subscription.reduce(into: []) { $0.append($1.offset) }) }
+                        }
+                        for try await (topic, offsets) in group {
+                            #expect(offsets == Array(0..<30), "\(topic)")
+                        }
+                    }
+                }
+                try await server.shutdown()
+            } catch {
+                try? await server.shutdown()
+                throw error
+            }
+        }
+    }
+
     @Test("reload gives new connections the new certificate, keeps open ones, and keeps the old one on failure")
     func reload() async throws {
         try await withTLSFixture { fixture, data in

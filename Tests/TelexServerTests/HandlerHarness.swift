@@ -22,9 +22,11 @@ final class HandlerHarness {
     private var received = ByteBuffer()
 
     /// `access`: share one `AccessControl` (and its login backoff) between harnesses; by default each has its own.
+    /// `tls`: the handler acts as on a TLS connection whose handshake completed (DELIVER batches read into memory).
+    /// `holdingWrites`: a `WriteHolder` at the head of the pipeline passes writes on but keeps their promises.
     init(
-        peerCommonName: String? = nil, access: AccessControl? = nil,
-        configure: (inout ServerConfiguration) -> Void = { _ in }
+        peerCommonName: String? = nil, access: AccessControl? = nil, tls: Bool = false,
+        holdingWrites: WriteHolder? = nil, configure: (inout ServerConfiguration) -> Void = { _ in }
     ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("telex-handler-\(UUID().uuidString)").path
         var configuration = ServerConfiguration(dataDirectory: directory)
@@ -42,11 +44,14 @@ final class HandlerHarness {
                 store: store, hub: hub, configuration: configuration, threadPool: threadPool, access: access,
                 topicCreationLimiter: TopicCreationLimiter(limits: configuration.limits, existingTopics: 0), logger: logger)
             handler.peerCommonName = peerCommonName
+            if let holdingWrites { try channel.pipeline.syncOperations.addHandler(holdingWrites) }
             try channel.pipeline.syncOperations.addHandlers([
                 FileRegionReader(),
                 ByteToMessageHandler(FrameDecoder(limits: FrameLimits(maxFrameSize: configuration.maxFrameSize))),
                 handler,
             ])
+            handler.usesTLS = tls
+            handler.tlsHandshakeCompleted = tls
         }
         try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7420)).get()
     }
@@ -96,6 +101,39 @@ final class HandlerHarness {
     /// Whether the handler closed the channel (after anything it wrote before).
     func waitForClose() async throws {
         try await channel.closeFuture.get()
+    }
+
+    /// Runs `body` with the connection handler on the channel's event loop.
+    func withHandler<T: Sendable>(_ body: @escaping @Sendable (ConnectionHandler) -> T) async throws -> T {
+        let channel = self.channel
+        return try await channel.testingEventLoop.executeInContext {
+            body(try channel.pipeline.syncOperations.handler(type: ConnectionHandler.self))
+        }
+    }
+}
+
+/// A socket that takes every write and never reports one as sent: writes pass on at once, their promises are kept
+/// until `release()`, as a peer that does not read would leave them.
+final class WriteHolder: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
+
+    /// Confined to the channel's event loop.
+    private var held: [EventLoopPromise<Void>] = []
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if let promise { held.append(promise) }
+        context.write(data, promise: nil)
+    }
+
+    /// Completes every held write, as if the peer had read them; returns how many there were.
+    func release(on channel: NIOAsyncTestingChannel) async throws -> Int {
+        try await channel.testingEventLoop.executeInContext {
+            let promises = self.held
+            self.held = []
+            for promise in promises { promise.succeed() }
+            return promises.count
+        }
     }
 }
 
