@@ -1,6 +1,7 @@
 /// One entry of the users file: who a client is, how it proves it, and what it may do.
 public struct Principal: Codable, Sendable, Equatable {
-    /// Unique name: 1 to 128 of `A-Z a-z 0-9 _ - . @`, not starting with `.`. The first part of the token, and the
+    /// Unique name: 1 to 128 of `A-Z a-z 0-9 _ - . @`, not starting with `.`, and none of `anonymous`,
+    /// `auth-token`, `unauthenticated` (the built-in identities). The first part of the token, and the
     /// subject CN of the principal's client certificate under mutual TLS.
     public var name: String
     /// SHA-256 of the secret, 64 lowercase hex digits; nil for a principal that logs in by certificate only.
@@ -54,13 +55,18 @@ public struct Principal: Codable, Sendable, Equatable {
         try permissions.validate(principal: name)
     }
 
-    /// Checks a principal name.
+    /// Checks a principal name; the built-in identities' names (`Identity.reservedNames`) are refused.
     public static func validateName(_ name: String) throws(UsersFileError) {
         guard !name.isEmpty, name.utf8.count <= 128, !name.hasPrefix("."),
             name.unicodeScalars.allSatisfy(isNameCharacter)
         else {
             throw UsersFileError(
                 "principal name '\(name)' is not valid (1 to 128 of A-Z a-z 0-9 _ - . @, not starting with '.')")
+        }
+        guard !Identity.reservedNames.contains(name) else {
+            throw UsersFileError(
+                "principal name '\(name)' is reserved for a built-in identity (reserved: "
+                    + Identity.reservedNames.sorted().joined(separator: ", ") + "); choose another name")
         }
     }
 

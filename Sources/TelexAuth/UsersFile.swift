@@ -55,8 +55,10 @@ public struct UsersFile: Codable, Sendable, Equatable {
         return try decode(data, path: path)
     }
 
-    /// Writes the file atomically (a temporary file in the same directory, fsynced, then renamed over `path`),
-    /// readable and writable by the owner only (mode 0600).
+    /// Writes the file atomically: a new temporary file in the same directory (random name, created exclusively,
+    /// never through a symbolic link), fsynced, renamed over `path`, and the directory fsynced. Replacing a file
+    /// keeps its owner and mode (changing the owner back needs the right to: run as the owner or root); a new
+    /// file is readable and writable by its owner only (0600).
     public func write(to path: String) throws(UsersFileError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -66,23 +68,15 @@ public struct UsersFile: Codable, Sendable, Equatable {
         } catch {
             throw UsersFileError("users file \(path) could not be encoded: \(error)")
         }
-        let temporary = "\(path).tmp-\(getpid())"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw Self.systemError("creating \(temporary)") }
-        var written = 0
-        while written < bytes.count {
-            let count = bytes[written...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else {
-                let error = Self.systemError("writing \(temporary)")
-                close(descriptor)
-                unlink(temporary)
-                throw error
-            }
-            written += count
-        }
-        guard fchmod(descriptor, 0o600) == 0, fsync(descriptor) == 0 else {
-            let error = Self.systemError("syncing \(temporary)")
+        var existing = stat()
+        let replacing = stat(path, &existing) == 0
+        let temporary = "\(path).tmp-\(Secrets.makeSecret().prefix(16))"
+        let descriptor = try Self.createExclusively(temporary)
+        do throws(UsersFileError) {
+            try Self.write(bytes, to: descriptor, path: temporary)
+            try Self.setOwnerAndMode(of: descriptor, temporary: temporary, like: replacing ? existing : nil, path: path)
+            guard fsync(descriptor) == 0 else { throw Self.systemError("syncing \(temporary)") }
+        } catch {
             close(descriptor)
             unlink(temporary)
             throw error
@@ -98,6 +92,59 @@ public struct UsersFile: Codable, Sendable, Equatable {
             _ = fsync(directory)
             close(directory)
         }
+    }
+
+    /// Creates `path` for writing, mode 0600; fails if anything (a file, or a symbolic link) is already there.
+    static func createExclusively(_ path: String) throws(UsersFileError) -> Int32 {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw systemError("creating \(path)") }
+        return descriptor
+    }
+
+    private static func write(_ bytes: [UInt8], to descriptor: Int32, path: String) throws(UsersFileError) {
+        var written = 0
+        while written < bytes.count {
+            let count = bytes[written...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { throw systemError("writing \(path)") }
+            written += count
+        }
+    }
+
+    /// Gives the new file `existing`'s owner, group and permission bits, or mode 0600 when there is none.
+    private static func setOwnerAndMode(
+        of descriptor: Int32, temporary: String, like existing: stat?, path: String
+    ) throws(UsersFileError) {
+        guard let existing else {
+            guard fchmod(descriptor, 0o600) == 0 else { throw systemError("setting the mode of \(temporary)") }
+            return
+        }
+        var created = stat()
+        guard fstat(descriptor, &created) == 0 else { throw systemError("reading the owner of \(temporary)") }
+        if created.st_uid != existing.st_uid || created.st_gid != existing.st_gid {
+            guard fchown(descriptor, existing.st_uid, existing.st_gid) == 0 else {
+                throw UsersFileError(
+                    "cannot keep the owner (uid \(existing.st_uid), gid \(existing.st_gid)) of \(path): "
+                        + "\(String(cString: strerror(errno))); run as that user or as root")
+            }
+        }
+        guard fchmod(descriptor, existing.st_mode & 0o777) == 0 else {
+            throw systemError("setting the mode of \(temporary)")
+        }
+    }
+
+    /// Runs `body` holding an exclusive `flock` on `PATH.lock` (created beside the users file, mode 0600, never
+    /// through a symbolic link, and left in place), so that concurrent read-modify-writes of the file do not lose
+    /// each other's changes.
+    static func withLock<T>(on path: String, _ body: () throws(UsersFileError) -> T) throws(UsersFileError) -> T {
+        let lockPath = path + ".lock"
+        let descriptor = open(lockPath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw systemError("opening the lock file \(lockPath)") }
+        defer { close(descriptor) }
+        while flock(descriptor, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw systemError("locking \(lockPath)") }
+        }
+        return try body()
     }
 
     /// Adds a principal with a new random secret and returns its token `NAME.SECRET` (the only copy of the secret).
@@ -116,12 +163,13 @@ public struct UsersFile: Codable, Sendable, Equatable {
         return "\(name).\(secret)"
     }
 
-    /// Removes the principal named `name`.
-    public mutating func remove(name: String) throws(UsersFileError) {
+    /// Removes the principal named `name` and returns it.
+    @discardableResult
+    public mutating func remove(name: String) throws(UsersFileError) -> Principal {
         guard let index = principals.firstIndex(where: { $0.name == name }) else {
             throw UsersFileError("no principal named '\(name)'")
         }
-        principals.remove(at: index)
+        return principals.remove(at: index)
     }
 
     /// One line per principal: name and permissions, never the hash.
@@ -158,15 +206,19 @@ public struct UsersFile: Codable, Sendable, Equatable {
 
 /// `telexd users add|list|remove` as functions over a users file path.
 public enum UsersAdministration {
-    /// Adds a principal (creating the file if it does not exist) and returns its token.
+    /// Adds a principal (creating the file if it does not exist) and returns its token. Holds the file's lock
+    /// (`PATH.lock`) from reading to writing.
     public static func add(
         file path: String, name: String, publish: [String], subscribe: [String], consumers: [String] = [],
         admin: Bool = false
     ) throws(UsersFileError) -> String {
-        var file = FileManager.default.fileExists(atPath: path) ? try UsersFile.load(path: path) : UsersFile()
-        let token = try file.add(name: name, publish: publish, subscribe: subscribe, consumers: consumers, admin: admin)
-        try file.write(to: path)
-        return token
+        try UsersFile.withLock(on: path) { () throws(UsersFileError) -> String in
+            var file = FileManager.default.fileExists(atPath: path) ? try UsersFile.load(path: path) : UsersFile()
+            let token = try file.add(
+                name: name, publish: publish, subscribe: subscribe, consumers: consumers, admin: admin)
+            try file.write(to: path)
+            return token
+        }
     }
 
     /// The listing of the file at `path` (names and permissions, never hashes).
@@ -174,10 +226,15 @@ public enum UsersAdministration {
         try UsersFile.load(path: path).listing
     }
 
-    /// Removes the principal `name` from the file at `path`.
-    public static func remove(file path: String, name: String) throws(UsersFileError) {
-        var file = try UsersFile.load(path: path)
-        try file.remove(name: name)
-        try file.write(to: path)
+    /// Removes the principal `name` from the file at `path` and returns what it was. Holds the file's lock
+    /// (`PATH.lock`) from reading to writing.
+    @discardableResult
+    public static func remove(file path: String, name: String) throws(UsersFileError) -> Principal {
+        try UsersFile.withLock(on: path) { () throws(UsersFileError) -> Principal in
+            var file = try UsersFile.load(path: path)
+            let removed = try file.remove(name: name)
+            try file.write(to: path)
+            return removed
+        }
     }
 }

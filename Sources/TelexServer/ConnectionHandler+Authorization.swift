@@ -9,7 +9,8 @@ extension ConnectionHandler {
     /// principal may no longer have.
     struct PermissionsChanged: Sendable {}
 
-    /// The principal's name: set at HELLO, `anonymous` when the broker has no authentication.
+    /// The principal's name: `unauthenticated` before HELLO, then set at HELLO (`anonymous` when the broker has no
+    /// authentication).
     var principalName: String { identity.name }
 
     /// Checks HELLO's credentials. On failure logs and audits it, and answers AUTHENTICATION_FAILED after the
@@ -25,7 +26,8 @@ extension ConnectionHandler {
         case .rejected(let principal, let reason):
             let delay = access.backoff.failed(peer: peer)
             logger.warning("authentication failed", metadata: [
-                "principal": "\(principal ?? "-")", "reason": "\(reason)", "delayMilliseconds": "\(delay.milliseconds)",
+                "principal": "\(principal ?? "unknown principal")", "reason": "\(reason)",
+                "delayMilliseconds": "\(delay.milliseconds)",
             ])
             access.auditLog?.record(AuditRecord(
                 event: .authenticationFailed, peer: context?.channel.remoteAddress?.description, principal: principal,
@@ -103,13 +105,33 @@ extension ConnectionHandler {
         flushOutbound()
     }
 
-    /// Logs and audits a refused request, and returns its NOT_AUTHORIZED error.
+    /// Logs and audits a refused request — at most `auditedRefusalsPerSecond` a second one by one, the rest counted
+    /// and reported together — and returns its NOT_AUTHORIZED error.
     private func refusal(action: String, topic: String, consumer: String? = nil, _ message: String) -> TelexError {
-        logger.info("not authorized", metadata: ["action": "\(action)", "topic": "\(topic)"])
-        access.auditLog?.record(AuditRecord(
-            event: .authorizationRefused, peer: context?.channel.remoteAddress?.description, principal: principalName,
-            action: action, topic: topic, consumer: consumer, reason: message))
+        let (record, suppressed) = refusalThrottle.admit(at: .now)
+        if suppressed > 0 { auditSuppressedRefusals(suppressed) }
+        if record {
+            logger.info("not authorized", metadata: ["action": "\(action)", "topic": "\(topic)"])
+            access.auditLog?.record(AuditRecord(
+                event: .authorizationRefused, peer: context?.channel.remoteAddress?.description, principal: principalName,
+                action: action, topic: topic, consumer: consumer, reason: message))
+        }
         return TelexError(.notAuthorized, message, topic: topic)
+    }
+
+    /// Reports the refusals not yet logged one by one (when the connection ends).
+    func reportSuppressedRefusals() {
+        let suppressed = refusalThrottle.takeSuppressed()
+        if suppressed > 0 { auditSuppressedRefusals(suppressed) }
+    }
+
+    private func auditSuppressedRefusals(_ count: Int) {
+        let limit = configuration.auth.auditedRefusalsPerSecond
+        logger.info("not authorized, more often than logged one by one", metadata: ["refusals": "\(count)"])
+        access.auditLog?.record(AuditRecord(
+            event: .authorizationRefusalsSuppressed, peer: context?.channel.remoteAddress?.description,
+            principal: principalName, count: count,
+            reason: "\(count) more refusals, beyond \(limit) a second, were not recorded one by one"))
     }
 }
 

@@ -50,8 +50,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     let access: AccessControl
     let topicCreationLimiter: TopicCreationLimiter
     var logger: Logger
-    /// Who the client is, set at HELLO; its rights are looked up in `access` on every request.
-    var identity = Identity.anonymous
+    /// Who the client is: no one (no right) until HELLO is accepted; its rights are looked up in `access` on every
+    /// request.
+    var identity = Identity.unauthenticated
+    /// How many of this connection's authorization refusals are logged and audited one by one.
+    var refusalThrottle: RefusalAuditThrottle
     var state = State.awaitingHello
     var context: ChannelHandlerContext?
     var subscriptions: [UInt32: Subscription] = [:]
@@ -100,6 +103,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         self.access = access
         self.topicCreationLimiter = topicCreationLimiter
         self.logger = logger
+        refusalThrottle = RefusalAuditThrottle(limit: configuration.auth.auditedRefusalsPerSecond)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -119,6 +123,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         handshakeDeadline?.cancel()
         endAllSubscriptions()
+        reportSuppressedRefusals()
         self.context = nil
         state = .closed
     }
@@ -126,6 +131,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         handshakeDeadline?.cancel()
         endAllSubscriptions()
+        reportSuppressedRefusals()
         state = .closed
         context.fireChannelInactive()
     }

@@ -22,6 +22,9 @@ public final class TelexServer: Sendable {
     private let connections = NIOLockedValueBox(Connections())
     /// The TLS context new connections get, when `configuration.tls` is set; `reload()` replaces it.
     let tlsContext = NIOLockedValueBox<NIOSSLContext?>(nil)
+    /// The latest `reload()`; the next one starts only after it finished, so reloads apply in the order they were
+    /// asked for and an older load never replaces a newer one.
+    private let lastReload = NIOLockedValueBox<Task<Void, any Error>?>(nil)
     /// Set once `shutdown()` has finished; tasks in `waitUntilClosed()` wait here.
     private let closed = NIOLockedValueBox<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
@@ -181,8 +184,22 @@ public final class TelexServer: Sendable {
     /// and client CA — new connections use the new material, open ones keep theirs — and the users file, without
     /// dropping connections: every connection checks its next request against the new principals and ends the
     /// subscriptions its principal may no longer have. What fails to load keeps its previous version in force, and
-    /// the error (naming the file) is thrown after both were tried.
+    /// the error (naming the file) is thrown after both were tried. Reloads run one at a time, in the order they were
+    /// called: when two overlap, the later one reads the files after the earlier one is done.
     public func reload() async throws {
+        let reload = lastReload.withLockedValue { last -> Task<Void, any Error> in
+            let previous = last
+            let next = Task {
+                _ = await previous?.result
+                try await self.reloadNow()
+            }
+            last = next
+            return next
+        }
+        try await reload.value
+    }
+
+    private func reloadNow() async throws {
         var failure: (any Error)?
         do { try await loadTLSContext() } catch { failure = error }
         do { try await reloadUsers() } catch { failure = failure ?? error }

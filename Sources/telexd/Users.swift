@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TelexAuth
+import TelexServer
 
 /// `telexd users add|list|remove`: edit a users file offline; a running broker picks changes up on SIGHUP.
 struct Users: ParsableCommand {
@@ -11,7 +12,7 @@ struct Users: ParsableCommand {
               telexd users add sports-desk --file users.json --publish 'news.sport.>' --subscribe 'news.>' > sports.token
               telexd users add push-alerts --file users.json --subscribe 'news.>' --consumers 'push-*'
               telexd users list --file users.json
-              telexd users remove sports-desk --file users.json
+              telexd users remove sports-desk --file users.json --audit-log /var/log/telex/audit.jsonl
               kill -HUP $(pidof telexd)    # the broker reloads the file
             """,
         subcommands: [Add.self, List.self, Remove.self])
@@ -26,6 +27,25 @@ struct Users: ParsableCommand {
                     throw ValidationError("name the users file with --file FILE (or TELEX_USERS)")
                 }
                 return path
+            }
+        }
+    }
+
+    struct AuditOption: ParsableArguments {
+        @Option(
+            name: .customLong("audit-log"),
+            help: "Append a user_added/user_removed record (name and permissions, never the token) to this audit log. Env TELEX_AUDIT_LOG. Default: none.")
+        var auditLogFile: String?
+
+        /// The audit log, opened before the users file is changed (so an unwritable log changes nothing); nil if none.
+        func open() throws -> UsersAuditLog? {
+            guard let path = auditLogFile ?? ProcessInfo.processInfo.environment["TELEX_AUDIT_LOG"] else { return nil }
+            do {
+                return try UsersAuditLog(path: path)
+            } catch {
+                FileHandle.standardError.write(
+                    Data("telexd users: \(error.message); the users file was not changed\n".utf8))
+                throw ExitCode(1)
             }
         }
     }
@@ -46,14 +66,20 @@ struct Users: ParsableCommand {
         var consumers: [String] = []
         @Flag(help: "Mark the principal as an operator.")
         var admin = false
+        @OptionGroup var audit: AuditOption
 
         func run() throws {
+            let auditLog = try audit.open()
             let token = try usersCommand {
                 try UsersAdministration.add(
                     file: try file.path, name: name, publish: publish, subscribe: subscribe, consumers: consumers,
                     admin: admin)
             }
             print(token)
+            try auditCommand {
+                let permissions = Permissions(publish: publish, subscribe: subscribe, consumers: consumers)
+                try auditLog?.userAdded(name, permissions: permissions, admin: admin)
+            }
         }
     }
 
@@ -71,10 +97,23 @@ struct Users: ParsableCommand {
         @Argument(help: "The principal's name.")
         var name: String
         @OptionGroup var file: FileOption
+        @OptionGroup var audit: AuditOption
 
         func run() throws {
-            try usersCommand { try UsersAdministration.remove(file: try file.path, name: name) }
+            let auditLog = try audit.open()
+            let removed = try usersCommand { try UsersAdministration.remove(file: try file.path, name: name) }
+            try auditCommand { try auditLog?.userRemoved(removed) }
         }
+    }
+}
+
+/// Writes an audit record of a change already made; a failure goes to stderr as one line and the exit status is 1.
+private func auditCommand(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch {
+        FileHandle.standardError.write(Data("telexd users: the change was made, but \(error)\n".utf8))
+        throw ExitCode(1)
     }
 }
 

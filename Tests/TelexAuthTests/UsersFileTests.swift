@@ -1,6 +1,8 @@
 import Foundation
-import TelexAuth
+import Synchronization
 import Testing
+
+@testable import TelexAuth
 
 @Suite("Users file and authentication", .timeLimit(.minutes(1)))
 struct UsersFileTests {
@@ -109,29 +111,141 @@ struct UsersFileTests {
         let token = try users.add(name: "desk.world", publish: ["news.world"], subscribe: [], consumers: [], admin: false)
         users.principals.append(Principal(name: "push.example.com", secretSHA256: nil, subscribe: ["news.>"]))
         let authenticator = Authenticator(users: users, sharedToken: "shared-7")
-        #expect(authenticator.authenticate(token: token, peerCommonName: nil) == .accepted(.principal("desk.world")))
+        let login = Login.secret(sha256: try #require(users.principals[0].secretSHA256))
+        let desk = Identity.principal("desk.world", login: login)
+        #expect(authenticator.authenticate(token: token, peerCommonName: nil) == .accepted(desk))
         #expect(authenticator.authenticate(token: "desk.world.0000", peerCommonName: nil)
             == .rejected(principal: "desk.world", reason: "wrong secret"))
         #expect(authenticator.authenticate(token: "ghost.abcd", peerCommonName: nil)
-            == .rejected(principal: "ghost", reason: "no such principal"))
+            == .rejected(principal: nil, reason: "unknown principal"))
         #expect(authenticator.authenticate(token: "nodot", peerCommonName: nil)
             == .rejected(principal: nil, reason: "the token is not NAME.SECRET"))
         #expect(authenticator.authenticate(token: "", peerCommonName: nil) == .rejected(principal: nil, reason: "HELLO carries no token"))
-        #expect(authenticator.authenticate(token: "", peerCommonName: "push.example.com") == .accepted(.principal("push.example.com")))
+        #expect(authenticator.authenticate(token: "", peerCommonName: "push.example.com")
+            == .accepted(.principal("push.example.com", login: .certificate)))
         #expect(authenticator.authenticate(token: "push.example.com.00", peerCommonName: nil)
             == .rejected(principal: "push.example.com", reason: "the principal logs in by client certificate only"))
         if case .accepted = authenticator.authenticate(token: "", peerCommonName: "stranger") { Issue.record("stranger accepted") }
         #expect(authenticator.authenticate(token: "shared-7", peerCommonName: nil) == .accepted(.sharedToken))
         #expect(authenticator.permissions(of: .sharedToken) == .all)
-        #expect(authenticator.permissions(of: .principal("desk.world")).publish == ["news.world"])
-        #expect(authenticator.permissions(of: .principal("removed")) == .none)
+        #expect(authenticator.permissions(of: desk).publish == ["news.world"])
+        #expect(authenticator.permissions(of: .principal("removed", login: login)) == .none)
+        #expect(authenticator.permissions(of: .unauthenticated) == .none)
 
         let open = Authenticator(users: nil, sharedToken: nil)
         #expect(open.authenticate(token: "anything", peerCommonName: nil) == .accepted(.anonymous))
         #expect(open.permissions(of: .anonymous) == .all)
+        #expect(open.permissions(of: .unauthenticated) == .none, "no right before HELLO, even without authentication")
         let sharedOnly = Authenticator(users: nil, sharedToken: "t")
         #expect(sharedOnly.authenticate(token: "u", peerCommonName: nil)
             == .rejected(principal: nil, reason: "the token does not match --auth-token"))
+        #expect(sharedOnly.permissions(of: .unauthenticated) == .none)
+    }
+
+    @Test("a failed login names only an existing principal, never a part of the token")
+    func failedLoginNamesOnlyExistingPrincipals() throws {
+        var users = UsersFile()
+        _ = try users.add(name: "desk", publish: [], subscribe: [], consumers: [], admin: false)
+        let authenticator = Authenticator(users: users, sharedToken: "shared.with.dots")
+        for token in ["shared.with.dotz", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZXNrIn0.c2lnbmF0dXJl", "desk.x.0000", "desk"] {
+            guard case .rejected(let principal, let reason) = authenticator.authenticate(token: token, peerCommonName: nil) else {
+                Issue.record("\(token) accepted")
+                continue
+            }
+            #expect(principal == nil, "\(token)")
+            for part in token.split(separator: ".") where part != "desk" {
+                #expect(!reason.contains(part), "\(token): \(reason)")
+            }
+        }
+    }
+
+    @Test("a replaced secret cuts off connections that logged in with the old one; a certificate login stays")
+    func rotatedSecretCountsAsRemoved() throws {
+        var users = UsersFile()
+        let oldToken = try users.add(name: "desk", publish: ["news.>"], subscribe: [], consumers: [], admin: false)
+        guard case .accepted(let oldLogin) = Authenticator(users: users, sharedToken: nil).authenticate(
+            token: oldToken, peerCommonName: nil)
+        else { throw UsersFileError("old token refused") }
+        let byCertificate = Identity.principal("desk", login: .certificate)
+
+        try users.remove(name: "desk")
+        let newToken = try users.add(name: "desk", publish: ["news.>"], subscribe: [], consumers: [], admin: false)
+        let rotated = Authenticator(users: users, sharedToken: nil)
+        #expect(rotated.permissions(of: oldLogin) == .none)
+        #expect(rotated.permissions(of: byCertificate).publish == ["news.>"])
+        guard case .accepted(let newLogin) = rotated.authenticate(token: newToken, peerCommonName: nil) else {
+            throw UsersFileError("new token refused")
+        }
+        #expect(rotated.permissions(of: newLogin).publish == ["news.>"])
+        #expect(newLogin.name == oldLogin.name && newLogin != oldLogin)
+        if case .accepted = rotated.authenticate(token: oldToken, peerCommonName: nil) { Issue.record("old token accepted") }
+
+        // The same hash written in upper case is the same secret.
+        users.principals[0].secretSHA256 = users.principals[0].secretSHA256?.uppercased()
+        #expect(Authenticator(users: users, sharedToken: nil).permissions(of: newLogin).publish == ["news.>"])
+    }
+
+    @Test("the built-in identities' names are reserved")
+    func reservedNames() {
+        for name in ["anonymous", "auth-token", "unauthenticated"] {
+            #expect(decodeError(#"{"version": 1, "principals": [{"name": "\#(name)"}]}"#).contains("'\(name)' is reserved"))
+            var users = UsersFile()
+            #expect(throws: UsersFileError.self) {
+                _ = try users.add(name: name, publish: [], subscribe: [], consumers: [], admin: false)
+            }
+        }
+        #expect(decodeError(#"{"version": 1, "principals": [{"name": "anonymous2"}]}"#) == "no error")
+    }
+
+    @Test("replacing the file keeps its mode; a new file is 0600")
+    func writeKeepsTheMode() throws {
+        let file = path()
+        _ = try UsersAdministration.add(file: file, name: "a", publish: [], subscribe: [])
+        #expect(try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int == 0o600)
+        #expect(chmod(file, 0o640) == 0)
+        _ = try UsersAdministration.add(file: file, name: "b", publish: [], subscribe: [])
+        #expect(try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int == 0o640)
+        try UsersAdministration.remove(file: file, name: "a")
+        #expect(try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int == 0o640)
+        let owner = try FileManager.default.attributesOfItem(atPath: file)[.ownerAccountID] as? Int
+        #expect(owner == Int(getuid()))
+        try FileManager.default.removeItem(atPath: directory)
+    }
+
+    @Test("the temporary and lock files are never opened through a symbolic link")
+    func symbolicLinksRefused() throws {
+        let target = path("target")
+        try Data("untouched".utf8).write(to: URL(fileURLWithPath: target))
+        let temporary = path("users.json.tmp-guess")
+        #expect(symlink(target, temporary) == 0)
+        #expect(throws: UsersFileError.self) { _ = try UsersFile.createExclusively(temporary) }
+        #expect(throws: UsersFileError.self) { _ = try UsersFile.createExclusively(target) }
+
+        let file = path()
+        #expect(symlink(target, file + ".lock") == 0)
+        #expect(throws: UsersFileError.self) {
+            _ = try UsersAdministration.add(file: file, name: "a", publish: [], subscribe: [])
+        }
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "untouched")
+        #expect(!FileManager.default.fileExists(atPath: file))
+        try FileManager.default.removeItem(atPath: directory)
+    }
+
+    @Test("concurrent adds to one file lose nothing")
+    func concurrentAdds() throws {
+        let file = path()
+        let names = (0..<12).map { "desk-\($0)" }
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: names.count) { index in
+            do {
+                _ = try UsersAdministration.add(file: file, name: names[index], publish: [], subscribe: [])
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 }.isEmpty)
+        #expect(Set(try UsersFile.load(path: file).principals.map(\.name)) == Set(names))
+        try FileManager.default.removeItem(atPath: directory)
     }
 
     @Test func backoffGrowsPerPeerAndIsBounded() {

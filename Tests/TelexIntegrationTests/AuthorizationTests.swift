@@ -55,4 +55,42 @@ struct PrincipalIntegrationTests {
             try await server.shutdown()
         }
     }
+
+    @Test("overlapping reloads, with the users file changed between them, end with the newest file in force")
+    func overlappingReloadsKeepTheNewest() async throws {
+        try await withTemporaryDirectory { directory in
+            let usersFile = directory + "/users.json"
+            // A large file takes long to parse, so the first reload is still parsing the old file when the second
+            // one reads the new file: without serialized reloads the first would finish last and win.
+            var old = UsersFile(principals: (0..<20_000).map {
+                Principal(name: "filler-\($0)", secretSHA256: Secrets.hashHex("\($0)"), publish: ["news.>"])
+            })
+            let oldToken = try old.add(name: "old", publish: ["news.>"], subscribe: [], consumers: [], admin: false)
+            try old.write(to: usersFile)
+            let server = try await startServer(directory: directory + "/data") { $0.auth.usersFile = usersFile }
+            let first = Task { try await server.reload() }
+            try await Task.sleep(for: .milliseconds(50))
+            var new = UsersFile()
+            let newToken = try new.add(name: "new", publish: ["news.>"], subscribe: [], consumers: [], admin: false)
+            try new.write(to: usersFile)
+            let second = Task { try await server.reload() }
+            try await first.value
+            try await second.value
+
+            func connects(_ token: String) async -> Bool {
+                var configuration = clientConfiguration(server)
+                configuration.authToken = token
+                configuration.maxReconnectAttempts = 0
+                do {
+                    try await TelexClient.withClient(configuration: configuration) { try await $0.connect() }
+                    return true
+                } catch {
+                    return false
+                }
+            }
+            #expect(await connects(newToken), "the newest users file is not in force")
+            #expect(!(await connects(oldToken)), "an older users file came back")
+            try await server.shutdown()
+        }
+    }
 }

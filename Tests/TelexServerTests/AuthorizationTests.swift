@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import TelexAuth
 import TelexProtocol
@@ -283,6 +284,190 @@ struct AuthorizationTests {
         try Data("{".utf8).write(to: URL(fileURLWithPath: principals.usersFile))
         #expect(throws: UsersFileError.self) { try harness.access.reload() }
         try await harness.finish()
+        principals.remove()
+    }
+
+    @Test("a connection opened with a token whose secret was replaced loses every right; one with the new token has them")
+    func rotatedSecretCutsOffOldSessions() async throws {
+        let principals = try Principals()
+        let leaked = try await HandlerHarness { $0.auth.usersFile = principals.usersFile }
+        try await leaked.hello(token: principals.tokens["sports"]!)
+        try await leaked.send(Self.subscribe(1, "news.sport.*", consumer: "sports-1"), requestID: 2)
+        guard case .subscribed = try await leaked.answer().message else { throw TelexError(.internalError, "not subscribed") }
+
+        // users remove sports; users add sports (same rights, new secret); SIGHUP.
+        try UsersAdministration.remove(file: principals.usersFile, name: "sports")
+        let newToken = try UsersAdministration.add(
+            file: principals.usersFile, name: "sports", publish: ["news.sport.>"], subscribe: ["news.sport.*"],
+            consumers: ["sports-*"])
+        try leaked.access.reload()
+        leaked.channel.pipeline.fireUserInboundEventTriggered(ConnectionHandler.PermissionsChanged())
+        let ended = try await leaked.answer()
+        guard case .error(.notAuthorized, _) = ended.message, ended.requestID == 2 else {
+            throw TelexError(.internalError, "subscription not ended: \(ended)")
+        }
+        #expect(try await leaked.answer().message == .unsubscribed(subscriptionID: 1))
+        try await leaked.send(.publish(topic: "news.sport.football", batch: makeBatch()), requestID: 3)
+        guard case .error(.notAuthorized, _) = try await leaked.answer().message else {
+            throw TelexError(.internalError, "the old token still publishes")
+        }
+        try await leaked.send(Self.subscribe(2, "news.sport.*"), requestID: 4)
+        guard case .error(.notAuthorized, _) = try await leaked.answer().message else {
+            throw TelexError(.internalError, "the old token still subscribes")
+        }
+
+        let renewed = try await HandlerHarness(access: leaked.access) { $0.auth.usersFile = principals.usersFile }
+        try await renewed.hello(token: newToken)
+        try await renewed.send(.publish(topic: "news.sport.football", batch: makeBatch()), requestID: 2)
+        guard case .publishAck = try await renewed.answer().message else { throw TelexError(.internalError, "new token refused") }
+        try await leaked.finish()
+        try await renewed.finish()
+        principals.remove()
+    }
+
+    @Test("before HELLO a connection is unauthenticated, with no right, even on a broker without authentication")
+    func unauthenticatedBeforeHello() async throws {
+        let harness = try await HandlerHarness()
+        let channel = harness.channel
+        let before = try await channel.testingEventLoop.executeInContext {
+            try channel.pipeline.syncOperations.handler(type: ConnectionHandler.self).identity
+        }
+        #expect(before == .unauthenticated)
+        #expect(harness.access.permissions(of: before) == .none)
+        try await harness.hello()
+        let after = try await channel.testingEventLoop.executeInContext {
+            try channel.pipeline.syncOperations.handler(type: ConnectionHandler.self).identity
+        }
+        #expect(after == .anonymous)
+        try await harness.finish()
+    }
+
+    @Test("a failed login's log and audit line never hold a part of the token that is not an existing principal's name")
+    func failedLoginAuditsNoTokenPart() async throws {
+        let principals = try Principals()
+        let auditFile = principals.directory + "/audit.jsonl"
+        let configure: (inout ServerConfiguration) -> Void = {
+            $0.auth.usersFile = principals.usersFile
+            $0.auth.auditLogFile = auditFile
+            $0.authToken = "newsroom.shared.Secret7"
+            $0.auth.failureDelay = .zero
+            $0.auth.maxFailureDelay = .zero
+        }
+        let tokens = [
+            "newsroom.shared.Secret8", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzcG9ydHMifQ.c2lnbmF0dXJlWHk",
+            "sportsdesk.deadbeefcafe", "sports.0123456789abcdef", "Tr0ub4dor",
+        ]
+        var access: AccessControl?
+        for token in tokens {
+            let harness = try await HandlerHarness(access: access, configure: configure)
+            access = harness.access
+            try await harness.send(
+                .hello(minVersion: 1, maxVersion: 1, clientName: "t", authToken: ByteBuffer(string: token)), requestID: 1)
+            guard case .error(.authenticationFailed, _) = try await harness.next().message else {
+                throw TelexError(.internalError, "\(token) accepted")
+            }
+            try await harness.waitForClose()
+            try await harness.finish()
+        }
+        access?.auditLog?.flush()
+        let lines = try String(contentsOfFile: auditFile, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == tokens.count)
+        for (token, line) in zip(tokens, lines) {
+            let record = try JSONDecoder.iso8601.decode(AuditRecord.self, from: Data(line.utf8))
+            #expect(record.event == .authenticationFailed)
+            for part in token.split(separator: ".") where part != "sports" {
+                #expect(!line.contains(part), "\(line) holds '\(part)'")
+            }
+            #expect(record.principal == (token.hasPrefix("sports.") ? "sports" : nil), "\(line)")
+        }
+        principals.remove()
+    }
+
+    @Test("refusals are audited one by one up to the per-connection rate, the rest in one summary")
+    func refusalsAreThrottled() async throws {
+        let principals = try Principals()
+        let auditFile = principals.directory + "/audit.jsonl"
+        let harness = try await HandlerHarness {
+            $0.auth.usersFile = principals.usersFile
+            $0.auth.auditLogFile = auditFile
+            $0.auth.auditedRefusalsPerSecond = 5
+        }
+        try await harness.hello(token: principals.tokens["reader"]!)
+        let refusals = 40
+        for requestID in 2..<UInt32(2 + refusals) {
+            try await harness.send(.publish(topic: "news.world", batch: makeBatch()), requestID: requestID)
+            guard case .error(.notAuthorized, _) = try await harness.answer().message else {
+                throw TelexError(.internalError, "publish not refused")
+            }
+        }
+        let access = harness.access
+        try await harness.finish()
+        access.auditLog?.flush()
+        let records = try String(contentsOfFile: auditFile, encoding: .utf8).split(separator: "\n").map {
+            try JSONDecoder.iso8601.decode(AuditRecord.self, from: Data($0.utf8))
+        }
+        let oneByOne = records.filter { $0.event == .authorizationRefused }
+        let summaries = records.filter { $0.event == .authorizationRefusalsSuppressed }
+        #expect(oneByOne.count + summaries.reduce(0) { $0 + ($1.count ?? 0) } == refusals)
+        #expect(oneByOne.count < refusals && !summaries.isEmpty)
+        #expect(summaries.allSatisfy { $0.principal == "reader" && $0.peer?.contains("127.0.0.1") == true })
+        principals.remove()
+    }
+
+    @Test("the refusal throttle admits its limit per second and reports the rest once the second is over")
+    func refusalThrottle() {
+        var throttle = RefusalAuditThrottle(limit: 2)
+        let start = ContinuousClock.now
+        #expect(throttle.admit(at: start) == (true, 0))
+        #expect(throttle.admit(at: start + .milliseconds(100)) == (true, 0))
+        #expect(throttle.admit(at: start + .milliseconds(200)) == (false, 0))
+        #expect(throttle.admit(at: start + .milliseconds(999)) == (false, 0))
+        #expect(throttle.admit(at: start + .seconds(1)) == (true, 2))
+        #expect(throttle.admit(at: start + .milliseconds(1100)) == (true, 0))
+        #expect(throttle.admit(at: start + .milliseconds(1200)) == (false, 0))
+        #expect(throttle.takeSuppressed() == 1)
+        #expect(throttle.takeSuppressed() == 0)
+    }
+
+    @Test("the audit log's queue is bounded; what it dropped is counted in a records_dropped record")
+    func auditQueueIsBounded() throws {
+        let principals = try Principals()
+        let auditFile = principals.directory + "/audit.jsonl"
+        var logger = Logger(label: "telex.test.audit")
+        logger.logLevel = .critical
+        let auditLog = try AuditLog(path: auditFile, logger: logger, capacity: 2)
+        let total = 20_000
+        for index in 0..<total {
+            auditLog.record(AuditRecord(event: .authorizationRefused, principal: "reader", topic: "news.\(index)"))
+        }
+        auditLog.flush()
+        let records = try String(contentsOfFile: auditFile, encoding: .utf8).split(separator: "\n").map {
+            try JSONDecoder.iso8601.decode(AuditRecord.self, from: Data($0.utf8))
+        }
+        let written = records.filter { $0.event == .authorizationRefused }.count
+        let dropped = records.filter { $0.event == .recordsDropped }.reduce(0) { $0 + ($1.count ?? 0) }
+        #expect(written + dropped == total)
+        #expect(dropped > 0, "20,000 records queued at once never filled a queue of 2")
+        principals.remove()
+    }
+
+    @Test("telexd users add/remove --audit-log records the principal and its permissions, never the token or hash")
+    func usersAuditLog() throws {
+        let principals = try Principals()
+        let auditFile = principals.directory + "/audit.jsonl"
+        let audit = try UsersAuditLog(path: auditFile)
+        try audit.userAdded("desk", permissions: Permissions(publish: ["news.>"], subscribe: [], consumers: ["d-*"]), admin: true)
+        let removed = try UsersAdministration.remove(file: principals.usersFile, name: "sports")
+        try audit.userRemoved(removed)
+        let text = try String(contentsOfFile: auditFile, encoding: .utf8)
+        let records = try text.split(separator: "\n").map { try JSONDecoder.iso8601.decode(AuditRecord.self, from: Data($0.utf8)) }
+        #expect(records.map(\.event) == [.userAdded, .userRemoved])
+        #expect(records[0].principal == "desk" && records[0].publish == ["news.>"] && records[0].consumers == ["d-*"])
+        #expect(records[0].admin == true)
+        #expect(records[1].principal == "sports" && records[1].subscribe == ["news.sport.*"] && records[1].admin == false)
+        #expect(!text.contains(try #require(removed.secretSHA256)))
+        #expect(!text.contains(try #require(Secrets.split(token: principals.tokens["sports"]!)).secret))
+        #expect(text.contains("\"event\":\"user_added\""))
         principals.remove()
     }
 }

@@ -9,14 +9,18 @@ public struct AuthConfiguration: Sendable {
     public var failureDelay: Duration
     /// Largest delay of an AUTHENTICATION_FAILED answer. Default 5 s.
     public var maxFailureDelay: Duration
+    /// Authorization refusals of one connection logged and audited one by one per second; beyond it they are counted
+    /// and reported in one `authorization_refusals_suppressed` record. Default 10.
+    public var auditedRefusalsPerSecond: Int
 
     public init(
         usersFile: String? = nil, auditLogFile: String? = nil, failureDelay: Duration = .milliseconds(250),
-        maxFailureDelay: Duration = .seconds(5)
+        maxFailureDelay: Duration = .seconds(5), auditedRefusalsPerSecond: Int = 10
     ) {
         self.usersFile = usersFile
         self.auditLogFile = auditLogFile
         self.failureDelay = failureDelay
         self.maxFailureDelay = maxFailureDelay
+        self.auditedRefusalsPerSecond = auditedRefusalsPerSecond
     }
 }
