@@ -194,7 +194,7 @@ final class FileDescriptorCache: Sendable {
     }
 
     /// Closes evicted descriptors and records a failed close for its file (EINTR is not one: Linux has released
-    /// the descriptor, and any writeback error is still reported by the next `fdatasync`).
+    /// the descriptor whatever the result, and a retry could close another file's).
     private func closeEvicted(_ evicted: [(FileID, CInt)]) {
         for (file, descriptor) in evicted {
             var failed = close(descriptor) == 0 ? 0 : errno
