@@ -17,6 +17,10 @@ import TelexProtocol
 ///
 /// Thread-safe: one short lock guards the bookkeeping; `open(2)` and `close(2)` run outside it. Only open
 /// files have an entry here, so the cache's memory is bounded by the open count, not by the number of files.
+///
+/// The result of closing an evicted descriptor is kept for its file: on NFS `close(2)` writes back and reports
+/// a writeback error, which a later `fdatasync` through another descriptor would not see (STORAGE.md §11.2).
+/// `closeFailure(of:)` gives it to the file's sync rounds.
 final class FileDescriptorCache: Sendable {
     /// Descriptors kept open when idle; at least 1.
     let budget: Int
@@ -24,26 +28,39 @@ final class FileDescriptorCache: Sendable {
     let syncSlots = DispatchSemaphore(value: FileDescriptorCache.concurrentSyncRounds)
     static let concurrentSyncRounds = 4
     private let state = Mutex(State())
+    private let nextFileID = Atomic<UInt64>(0)
+    /// Test hooks: how many of the next opens (EMFILE), closes of evicted descriptors (EIO) and fsyncs of
+    /// cached files (EIO) fail.
+    private let openFaults = Atomic<Int>(0)
+    private let closeFaults = Atomic<Int>(0)
+    private let syncFaults = Atomic<Int>(0)
+
+    /// A file's identity in the cache, unique for the cache's lifetime (unlike an address, never reused).
+    typealias FileID = UInt64
 
     private struct Entry {
         var descriptor: CInt
         var leases: Int
         /// Neighbours in the idle list (open files without a lease), towards the least and the most recently used.
-        var older: ObjectIdentifier?
-        var newer: ObjectIdentifier?
+        var older: FileID?
+        var newer: FileID?
     }
 
     private struct State {
-        var entries: [ObjectIdentifier: Entry] = [:]
+        var entries: [FileID: Entry] = [:]
+        /// Evicted descriptors of a file being closed outside the lock, by file.
+        var closing: [FileID: Int] = [:]
+        /// The errno of the first failed close of an evicted descriptor, by file, until the file is discarded.
+        var closeFailures: [FileID: Int32] = [:]
         /// Descriptors open or being opened.
         var openCount = 0
         var peakOpenCount = 0
         var opens = 0
-        var oldestIdle: ObjectIdentifier?
-        var newestIdle: ObjectIdentifier?
+        var oldestIdle: FileID?
+        var newestIdle: FileID?
 
         /// Takes a lease on an open file; nil if it is not open.
-        mutating func lease(_ key: ObjectIdentifier) -> CInt? {
+        mutating func lease(_ key: FileID) -> CInt? {
             guard var entry = entries[key] else { return nil }
             if entry.leases == 0 { unlinkIdle(key, entry) }
             entry.leases += 1
@@ -54,7 +71,7 @@ final class FileDescriptorCache: Sendable {
         }
 
         /// Ends a lease; the file becomes the most recently used idle one when it was the last.
-        mutating func release(_ key: ObjectIdentifier) {
+        mutating func release(_ key: FileID) {
             guard var entry = entries[key] else { return }
             entry.leases -= 1
             if entry.leases == 0 {
@@ -67,7 +84,7 @@ final class FileDescriptorCache: Sendable {
         }
 
         /// Forgets an idle file, returning its descriptor to close; nil if it is not open or is leased.
-        mutating func removeIdle(_ key: ObjectIdentifier) -> CInt? {
+        mutating func removeIdle(_ key: FileID) -> CInt? {
             guard let entry = entries[key], entry.leases == 0 else { return nil }
             unlinkIdle(key, entry)
             entries[key] = nil
@@ -75,16 +92,26 @@ final class FileDescriptorCache: Sendable {
             return entry.descriptor
         }
 
-        /// Removes the least recently used idle files while more than `budget` are open; returns their descriptors.
-        mutating func evict(toFit budget: Int) -> [CInt] {
-            var closing: [CInt] = []
+        /// Removes the least recently used idle files while more than `budget` are open; returns them, counted
+        /// as closing until `closed` records the result.
+        mutating func evict(toFit budget: Int) -> [(FileID, CInt)] {
+            var evicted: [(FileID, CInt)] = []
             while openCount > budget, let oldest = oldestIdle, let descriptor = removeIdle(oldest) {
-                closing.append(descriptor)
+                evicted.append((oldest, descriptor))
+                closing[oldest, default: 0] += 1
             }
-            return closing
+            return evicted
         }
 
-        private mutating func unlinkIdle(_ key: ObjectIdentifier, _ entry: Entry) {
+        /// Records that an evicted descriptor of `key` is closed, and its errno if the close failed; dropped
+        /// when the file was discarded meanwhile.
+        mutating func closed(_ key: FileID, failure: Int32?) {
+            guard let count = closing[key] else { return }
+            closing[key] = count > 1 ? count - 1 : nil
+            if let failure, closeFailures[key] == nil { closeFailures[key] = failure }
+        }
+
+        private mutating func unlinkIdle(_ key: FileID, _ entry: Entry) {
             if let older = entry.older { entries[older]!.newer = entry.newer } else { oldestIdle = entry.newer }
             if let newer = entry.newer { entries[newer]!.older = entry.older } else { newestIdle = entry.older }
         }
@@ -105,8 +132,8 @@ final class FileDescriptorCache: Sendable {
     /// A lease on `file`'s descriptor, opening the file (`O_RDWR`, plus `O_CREAT` when `creating`) if it is not
     /// open. Blocking when it opens: one `open(2)`, and the `close(2)`s of the files it evicts.
     fileprivate func lease(_ file: CachedFile, creating: Bool) throws(TelexError) -> FileLease {
-        let key = ObjectIdentifier(file)
-        let (open, evicted) = state.withLock { state -> (CInt?, [CInt]) in
+        let key = file.id
+        let (open, evicted) = state.withLock { state -> (CInt?, [(FileID, CInt)]) in
             if let descriptor = state.lease(key) { return (descriptor, []) }
             state.openCount += 1
             state.opens += 1
@@ -114,10 +141,11 @@ final class FileDescriptorCache: Sendable {
             state.peakOpenCount = max(state.peakOpenCount, state.openCount)
             return (nil, evicted)
         }
-        for descriptor in evicted { close(descriptor) }
+        closeEvicted(evicted)
         if let open { return FileLease(file, descriptor: open) }
         let opened: CInt
-        do {
+        do throws(TelexError) {
+            if Self.take(openFaults) { throw FileIO.failure("open", file.path, errno: EMFILE) }
             opened = try FileIO.open(file.path, flags: creating ? O_RDWR | O_CREAT : O_RDWR)
         } catch {
             state.withLock { $0.openCount -= 1 }
@@ -139,15 +167,82 @@ final class FileDescriptorCache: Sendable {
 
     fileprivate func release(_ file: CachedFile) {
         let evicted = state.withLock { state in
-            state.release(ObjectIdentifier(file))
+            state.release(file.id)
             return state.evict(toFit: budget)
         }
-        for descriptor in evicted { close(descriptor) }
+        closeEvicted(evicted)
     }
 
     /// Closes `file` now if it is open and not leased; a leased file goes on being used and is closed by eviction.
-    fileprivate func closeIfIdle(_ file: ObjectIdentifier) {
-        if let descriptor = state.withLock({ $0.removeIdle(file) }) { close(descriptor) }
+    fileprivate func closeIfIdle(_ file: FileID) {
+        let evicted = state.withLock { state -> [(FileID, CInt)] in
+            guard let descriptor = state.removeIdle(file) else { return [] }
+            state.closing[file, default: 0] += 1
+            return [(file, descriptor)]
+        }
+        closeEvicted(evicted)
+    }
+
+    /// Closes `file`'s idle descriptor and forgets the file (its last reference is going).
+    fileprivate func discard(_ file: FileID) {
+        let descriptor = state.withLock { state -> CInt? in
+            state.closing[file] = nil
+            state.closeFailures[file] = nil
+            return state.removeIdle(file)
+        }
+        if let descriptor { close(descriptor) }
+    }
+
+    /// Closes evicted descriptors and records a failed close for its file (EINTR is not one: Linux has released
+    /// the descriptor whatever the result, and a retry could close another file's).
+    private func closeEvicted(_ evicted: [(FileID, CInt)]) {
+        for (file, descriptor) in evicted {
+            var failed = close(descriptor) == 0 ? 0 : errno
+            if Self.take(closeFaults) { failed = EIO }
+            state.withLock { $0.closed(file, failure: failed == 0 || failed == EINTR ? nil : failed) }
+        }
+    }
+
+    /// The error of a failed close of one of `file`'s evicted descriptors, if any, once every close of it in
+    /// progress is done (on NFS it may report a writeback error of bytes not yet fsynced). Blocking: waits for
+    /// closes still running on other threads.
+    func closeFailure(of file: CachedFile) -> TelexError? {
+        while true {
+            let (pending, failure) = state.withLock { ($0.closing[file.id] != nil, $0.closeFailures[file.id]) }
+            if let failure { return FileIO.failure("close", file.path, errno: failure) }
+            guard pending else { return nil }
+            usleep(100)
+        }
+    }
+
+    /// `fdatasync`s `descriptor`, one of `file`'s.
+    fileprivate func sync(_ descriptor: CInt, of file: CachedFile) throws(TelexError) {
+        if Self.take(syncFaults) { throw FileIO.failure("fdatasync", file.path, errno: EIO) }
+        try FileIO.sync(descriptor, path: file.path)
+    }
+
+    fileprivate func makeFileID() -> FileID {
+        nextFileID.add(1, ordering: .relaxed).newValue
+    }
+
+    /// Test hook: the next `count` opens fail with EMFILE (as when sockets filled the descriptor table).
+    func failOpens(_ count: Int) { openFaults.store(count, ordering: .relaxed) }
+    /// Test hook: the next `count` closes of evicted or idle descriptors report EIO (as NFS may on a failed
+    /// writeback); the descriptors are closed all the same.
+    func failCloses(_ count: Int) { closeFaults.store(count, ordering: .relaxed) }
+    /// Test hook: the next `count` fsyncs through `CachedFile.sync()` fail with EIO.
+    func failSyncs(_ count: Int) { syncFaults.store(count, ordering: .relaxed) }
+
+    /// Takes one injected fault from `faults` if any is left.
+    private static func take(_ faults: borrowing Atomic<Int>) -> Bool {
+        var left = faults.load(ordering: .relaxed)
+        while left > 0 {
+            let (exchanged, original) = faults.compareExchange(
+                expected: left, desired: left - 1, ordering: .relaxed)
+            if exchanged { return true }
+            left = original
+        }
+        return false
     }
 }
 
@@ -157,15 +252,17 @@ final class FileDescriptorCache: Sendable {
 /// under a user.
 final class CachedFile: Sendable {
     let path: String
+    fileprivate let id: FileDescriptorCache.FileID
     private let cache: FileDescriptorCache
 
     init(path: String, cache: FileDescriptorCache) {
         self.path = path
         self.cache = cache
+        id = cache.makeFileID()
     }
 
     deinit {
-        cache.closeIfIdle(ObjectIdentifier(self))
+        cache.discard(id)
     }
 
     /// Borrows the file's descriptor until the lease is dropped; opens the file if the cache closed it.
@@ -181,8 +278,18 @@ final class CachedFile: Sendable {
     /// Closes the descriptor now unless it is leased (then eviction closes it once idle). The file can still
     /// be leased again afterwards: it is opened anew.
     func closeIfIdle() {
-        cache.closeIfIdle(ObjectIdentifier(self))
+        cache.closeIfIdle(id)
     }
+
+    /// `fdatasync`s the file through a lease (opening it if the cache closed it).
+    func sync() throws(TelexError) {
+        let lease = try lease()
+        try lease.withDescriptor { fd throws(TelexError) in try cache.sync(fd, of: self) }
+    }
+
+    /// The error of a failed close of an evicted descriptor of this file, if any (see
+    /// `FileDescriptorCache.closeFailure(of:)`).
+    var closeFailure: TelexError? { cache.closeFailure(of: self) }
 
     fileprivate func released() {
         cache.release(self)

@@ -8,7 +8,19 @@ import TelexProtocol
 /// Thin POSIX wrappers that turn failures into `storageFailure` errors naming the file.
 enum FileIO {
     static func failure(_ operation: String, _ path: String, errno code: Int32 = errno) -> TelexError {
-        TelexError(.storageFailure, "\(operation) \(path): \(String(cString: strerror(code)))")
+        let advice = code == EMFILE || code == ENFILE
+            ? " (raise the open-file limit, ulimit -n, or lower --max-open-files/--max-connections)" : ""
+        return TelexError(.storageFailure, "\(operation) \(path): \(String(cString: strerror(code)))\(advice)")
+    }
+
+    /// Opens a directory for `fsync` or listing.
+    static func openDirectory(_ path: String) throws(TelexError) -> CInt {
+        try open(path, flags: O_RDONLY | O_DIRECTORY)
+    }
+
+    /// fsyncs `fd`, the open directory at `path`.
+    static func syncDirectory(_ fd: CInt, path: String) throws(TelexError) {
+        guard fsync(fd) == 0 else { throw failure("fsync directory", path) }
     }
 
     static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(TelexError) -> CInt {
@@ -89,9 +101,9 @@ enum FileIO {
 
     /// fsyncs a directory so that creations, renames and deletions in it survive a crash.
     static func syncDirectory(_ path: String) throws(TelexError) {
-        let fd = try open(path, flags: O_RDONLY | O_DIRECTORY)
+        let fd = try openDirectory(path)
         defer { close(fd) }
-        guard fsync(fd) == 0 else { throw failure("fsync directory", path) }
+        try syncDirectory(fd, path: path)
     }
 
     static func makeDirectory(_ path: String) throws(TelexError) {

@@ -217,15 +217,13 @@ final class Segment: @unchecked Sendable {
     /// closed and re-opened the file meanwhile): `fdatasync` flushes the file's dirty pages, whichever
     /// descriptor wrote them (Protocol/STORAGE.md §11.2).
     func syncLog() throws(TelexError) {
-        try logFile.withDescriptor { fd throws(TelexError) in try FileIO.sync(fd, path: logPath) }
+        try logFile.sync()
     }
 
     /// Forces the log and both indexes to disk (sealing a rolled segment, `sync()` and close).
     func sync() throws(TelexError) {
         try syncLog()
-        for file in [indexFile, timeIndexFile] {
-            try? file.withDescriptor { fd throws(TelexError) in try FileIO.sync(fd, path: file.path) }
-        }
+        for file in [indexFile, timeIndexFile] { try? file.sync() }
     }
 
     /// Closes the segment's idle descriptors now (a closed log, deleted files); leased ones close when idle.

@@ -141,6 +141,10 @@ public final class TopicLog: Sendable {
         var closed = false
         /// Interval fsync rounds run so far.
         var intervalRounds = 0
+        /// Sync rounds in a row that could not open a file they had to fsync; each retry waits twice as long.
+        var unavailableRounds = 0
+        /// When a round that could not open a file was last logged (ms since the epoch), to log one per 10 s.
+        var lastUnavailableWarning: Int64 = 0
 
         init(segments: [Segment]) {
             self.segments = segments
@@ -201,7 +205,21 @@ public final class TopicLog: Sendable {
         var leases: Result<[FileLease], TelexError>
     }
 
+    /// How a sync round ended.
+    private enum SyncOutcome {
+        /// Every fsync succeeded and every close of an evicted descriptor of the files did.
+        case synced
+        /// A file could not be opened (EMFILE, …): nothing was fsynced and nothing lost; retry the round.
+        case unavailable(TelexError)
+        /// An fsync failed, or closing an evicted descriptor reported a writeback error: the log is failed.
+        case failed(TelexError)
+    }
+
     static let maxProducers = 10_000
+    /// The first retry of a sync round that could not open a file waits this long (ms); each next one twice as
+    /// long, up to `syncRetryMaximumMilliseconds`.
+    static let syncRetryInitialMilliseconds = 50
+    static let syncRetryMaximumMilliseconds = 1000
 
     /// Opens (creating if needed) the log in `directory`, recovering from a crash: the active segment is
     /// CRC-checked to its end and cut at the first torn or corrupt batch; damaged indexes are rebuilt.
@@ -412,11 +430,14 @@ public final class TopicLog: Sendable {
     /// One round on the sync queue: seals rolled segments, fsyncs the directory after them, fsyncs the active
     /// segment's `.log` (not under `.never`), then completes the waiters covered by everything appended before
     /// the round started.
+    ///
+    /// A round that cannot open a file (the process is out of descriptors) keeps its waiters and is retried
+    /// after a backoff from 50 ms doubling to 1 s; only a failed fsync fails the log.
     private func syncRound() {
         // Rounds of all the store's logs share a few slots: each holds leases on its files for the length of its
         // fsyncs, so this bounds how far the store can go over its open-file budget (STORAGE.md §11).
         files.syncSlots.wait()
-        let (unsealed, target, result) = { () -> ([Segment], Int64, Result<Void, TelexError>) in
+        let (unsealed, target, outcome) = { () -> ([Segment], Int64, SyncOutcome) in
             defer { files.syncSlots.signal() }
             let work = state.withLock { state in
                 state.syncScheduled = false
@@ -425,14 +446,46 @@ public final class TopicLog: Sendable {
             // The work (and its leases) ends with this closure, before the slot is given back.
             return (work.unsealed, work.target, perform(work))
         }()
-        let (ready, more) = state.withLock { state in
-            let ready = finish(unsealed: unsealed, target: target, result, &state)
+        if case .unavailable(let error) = outcome { return retryLater(error) }
+        let (ready, more, retries) = state.withLock { state in
+            let ready = finish(unsealed: unsealed, target: target, outcome, &state)
             let more = !state.waiters.isEmpty && !state.syncScheduled
             if more { state.syncScheduled = true }
-            return (ready, more)
+            let retries = state.unavailableRounds
+            state.unavailableRounds = 0
+            return (ready, more, retries)
         }
+        if retries > 0, case .synced = outcome {
+            logger.info("sync round succeeded again after failing to open files", metadata: ["retries": "\(retries)"])
+        }
+        let result: Result<Void, TelexError> =
+            if case .failed(let error) = outcome { .failure(error) } else { .success(()) }
         for callback in ready { callback(result) }
         if more { syncQueue.async { self.syncRound() } }
+    }
+
+    /// After a round that could not open a file: keeps the waiters and the durable offset, logs (at most one
+    /// warning per 10 s) and queues the round again after the backoff if anything waits for it.
+    private func retryLater(_ error: TelexError) {
+        let now = FileIO.nowMilliseconds()
+        let (delay, warn, retry) = state.withLock { state -> (Int, Bool, Bool) in
+            state.unavailableRounds += 1
+            let doublings = min(state.unavailableRounds - 1, 10)
+            let delay = min(Self.syncRetryInitialMilliseconds << doublings, Self.syncRetryMaximumMilliseconds)
+            let warn = now - state.lastUnavailableWarning >= 10_000
+            if warn { state.lastUnavailableWarning = now }
+            // A round is already queued when an appender asked for one since the snapshot.
+            let retry = (!state.waiters.isEmpty || !state.unsealed.isEmpty) && !state.syncScheduled
+            if retry { state.syncScheduled = true }
+            return (delay, warn, retry)
+        }
+        if warn {
+            logger.warning(
+                "sync round could not open a file; acknowledgements wait and the round is retried",
+                metadata: ["error": "\(error)", "retryInMilliseconds": "\(delay)"])
+        }
+        guard retry else { return }
+        syncQueue.asyncAfter(deadline: .now() + .milliseconds(delay)) { self.syncRound() }
     }
 
     /// What a sync must do to cover everything appended so far. Caller holds the lock.
@@ -452,39 +505,54 @@ public final class TopicLog: Sendable {
     }
 
     /// Does the fsyncs of `work`, without the lock: sealed segments first (log and indexes), then the directory
-    /// (their successors' entries), then the active segment.
-    private func perform(_ work: SyncWork, fullActiveSync: Bool = false) -> Result<Void, TelexError> {
+    /// (their successors' entries), then the active segment. Then checks that no close of an evicted descriptor
+    /// of those `.log` files reported an error the fsyncs could not see (NFS, STORAGE.md §11.2).
+    ///
+    /// Every file is opened (leased) before the first fsync, so a failed open leaves nothing half done.
+    private func perform(_ work: SyncWork, fullActiveSync: Bool = false) -> SyncOutcome {
+        let directory: CInt?
         do throws(TelexError) {
             _ = try work.leases.get()
+            directory = work.unsealed.isEmpty ? nil : try FileIO.openDirectory(self.directory)
+        } catch {
+            return .unavailable(error)
+        }
+        defer { if let directory { Glibc.close(directory) } }
+        do throws(TelexError) {
             for segment in work.sealing { try segment.sync() }
-            if !work.unsealed.isEmpty { try FileIO.syncDirectory(directory) }
+            if let directory { try FileIO.syncDirectory(directory, path: self.directory) }
             if fullActiveSync {
                 try work.active.sync()
             } else if work.syncActive {
                 try work.active.syncLog()
             }
-            return .success(())
+            for segment in work.sealing + [work.active] {
+                if let failure = segment.logFile.closeFailure { throw failure }
+            }
         } catch {
-            return .failure(error)
+            return .failed(error)
         }
+        return .synced
     }
 
-    /// Records the outcome of `work`, returning the callbacks to call once the lock is released. Caller holds
-    /// the lock.
+    /// Records the outcome of `work` (synced or failed), returning the callbacks to call once the lock is
+    /// released. Caller holds the lock.
     private func finish(
-        unsealed: [Segment], target: Int64, _ result: Result<Void, TelexError>, _ state: inout State
+        unsealed: [Segment], target: Int64, _ outcome: SyncOutcome, _ state: inout State
     ) -> [@Sendable (Result<Void, TelexError>) -> Void] {
-        switch result {
-        case .success:
+        switch outcome {
+        case .synced:
             state.unsealed.removeAll { segment in unsealed.contains { $0 === segment } }
             return state.markDurable(upTo: target)
-        case .failure(let error):
+        case .failed(let error):
             // After a failed fsync the page cache can no longer be trusted: refuse further appends.
             state.failure = error
             let ready = state.waiters.map(\.callback)
             state.waiters = []
             logger.error("fsync failed; log refuses further appends", metadata: ["error": "\(error)"])
             return ready
+        case .unavailable:
+            return []
         }
     }
 
@@ -643,12 +711,22 @@ public final class TopicLog: Sendable {
 
     /// Fsyncs everything written so far (sealing rolled segments, the directory, the active segment's log and
     /// indexes) and completes durability waiters. Blocking: call it off event loops.
+    ///
+    /// When a file cannot be opened (the process is out of descriptors) it throws without failing the log:
+    /// nothing was fsynced, waiters keep waiting. A failed fsync fails the log.
     public func sync() throws(TelexError) {
         let work = state.withLock { syncWork(&$0, syncActive: true, fullActiveSync: true) }
-        let result = perform(work, fullActiveSync: true)
-        let ready = state.withLock { finish(unsealed: work.unsealed, target: work.target, result, &$0) }
-        for callback in ready { callback(result) }
-        try result.get()
+        let outcome = perform(work, fullActiveSync: true)
+        let ready = state.withLock { finish(unsealed: work.unsealed, target: work.target, outcome, &$0) }
+        switch outcome {
+        case .synced:
+            for callback in ready { callback(.success(())) }
+        case .unavailable(let error):
+            throw error
+        case .failed(let error):
+            for callback in ready { callback(.failure(error)) }
+            throw error
+        }
     }
 
     /// Refuses further appends, stops the interval fsync, seals the time index, fsyncs everything and closes the

@@ -80,7 +80,7 @@ struct Serve: AsyncParsableCommand {
             log.retentionMilliseconds = Int64(hours * 3_600_000)
         }
         log.retentionBytes = try setting(retentionBytes, "TELEX_RETENTION_BYTES", { Int($0) })
-        try files.apply(to: &log, environment: environment)
+        let openFileLimit = try files.apply(to: &log, environment: environment)
         var configuration = ServerConfiguration(log: log)
         configuration.host = try setting(host, "TELEX_HOST", { $0 }) ?? configuration.host
         configuration.port = try setting(port, "TELEX_PORT", { Int($0) }) ?? configuration.port
@@ -103,6 +103,7 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "telexd")
+        openFileLimit?.log(to: logger)
         let server = TelexServer(configuration: configuration, logger: logger)
         do {
             try await server.start()
