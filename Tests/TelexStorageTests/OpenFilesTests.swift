@@ -83,14 +83,14 @@ struct OpenFilesTests {
         }
     }
 
-    @Test("500 topics under a budget of 16: append, read, restart, read again; open files stay within the budget")
+    @Test("150 topics under a budget of 16: append, read, restart, read again; open files stay within the budget")
     func manyTopicsSmallBudget() async throws {
         try await withTemporaryDirectory { directory in
             let budget = 16
             let batchSize = makeBatch(records: 2, seed: 0).readableBytes
             // Three batches per topic over two segments, so sealed segments (loaded from their indexes) are reopened.
             let configuration = budgetConfiguration(budget, segmentBytes: batchSize * 2 + 40)
-            let topics = (0..<500).map { "news.desk\($0)" }
+            let topics = (0..<150).map { "news.desk\($0)" }
             var published: [String: [ByteBuffer]] = [:]
             do {
                 let store = try TopicStore(directory: directory, configuration: configuration, logger: makeLogger())
@@ -112,7 +112,7 @@ struct OpenFilesTests {
             let handler = RecordingLogHandler()
             let reopened = try TopicStore(directory: directory, configuration: configuration, logger: makeLogger(handler))
             #expect(reopened.files.peakOpenCount <= budget)
-            #expect(reopened.topics.count == 500)
+            #expect(reopened.topics.count == 150)
             for topic in topics.reversed() {
                 let log = try #require(reopened.log(topic))
                 #expect(try storedValues(log) == publishedValues(published[topic]!), "\(topic)")
