@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "telex-pub", targets: ["telex-pub"]),
         .executable(name: "telex-sub", targets: ["telex-sub"]),
         .executable(name: "telex-bench", targets: ["telex-bench"]),
+        .executable(name: "telex-admin", targets: ["telex-admin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -117,6 +118,16 @@ let package = Package(
                 "TelexCLI",
                 "TelexClient",
                 "TelexEvents",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "telex-admin",
+            dependencies: [
+                "TelexCLI",
+                "TelexClient",
+                "TelexEvents",
+                "TelexProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

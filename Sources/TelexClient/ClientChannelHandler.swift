@@ -61,7 +61,7 @@ final class ClientChannelHandler: ChannelInboundHandler {
                 forgetRequests(of: sink)
                 sink.push(.ended)
             }
-        case .helloOK, .publishAck, .subscribed, .commitAck, .pong:
+        case .helloOK, .publishAck, .subscribed, .commitAck, .pong, .adminResult:
             pending.removeValue(forKey: requestID)?.succeed(message)
         }
     }

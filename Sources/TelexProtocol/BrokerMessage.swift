@@ -14,6 +14,8 @@ public enum BrokerMessage: Sendable, Equatable {
     case error(code: TelexError.Code, message: String)
     /// Every topic matched at subscribe time has been delivered up to its end offset at that time.
     case caughtUp(subscriptionID: UInt32)
+    /// The answer to an ADMIN request.
+    case adminResult(AdminResult)
 
     /// Longest ERROR text sent, in UTF-8 bytes.
     static let maxErrorTextLength = 60_000
@@ -29,6 +31,7 @@ public enum BrokerMessage: Sendable, Equatable {
         case .pong: .pong
         case .error: .error
         case .caughtUp: .caughtUp
+        case .adminResult: .adminResult
         }
     }
 
@@ -62,6 +65,8 @@ public enum BrokerMessage: Sendable, Equatable {
         case .error(let code, let message):
             buffer.writeInteger(code.rawValue)
             buffer.writeShortString(Self.errorText(message))
+        case .adminResult(let result):
+            result.encode(into: &buffer)
         }
     }
 
@@ -133,7 +138,9 @@ public enum BrokerMessage: Sendable, Equatable {
             message = .error(code: TelexError.Code(rawValue: code), message: text)
         case .caughtUp:
             message = .caughtUp(subscriptionID: try reader.integer("subscriptionID"))
-        case .hello, .publish, .subscribe, .credit, .commit, .unsubscribe, .ping:
+        case .adminResult:
+            message = .adminResult(try AdminResult.read(from: &reader))
+        case .hello, .publish, .subscribe, .credit, .commit, .unsubscribe, .ping, .admin:
             // Decoded first, so a malformed body gets the same error as on the broker.
             _ = try ClientMessage.decode(frame)
             throw TelexError(.malformedFrame, "\(reader.context) is sent by clients, not by the broker",

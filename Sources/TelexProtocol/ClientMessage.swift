@@ -12,6 +12,8 @@ public enum ClientMessage: Sendable, Equatable {
     case commit(subscriptionID: UInt32, topic: String, offset: Int64)
     case unsubscribe(subscriptionID: UInt32)
     case ping(nonce: UInt64)
+    /// An operator's request; only admin principals may send it.
+    case admin(AdminRequest)
 
     public var type: MessageType {
         switch self {
@@ -22,6 +24,7 @@ public enum ClientMessage: Sendable, Equatable {
         case .commit: .commit
         case .unsubscribe: .unsubscribe
         case .ping: .ping
+        case .admin: .admin
         }
     }
 
@@ -56,6 +59,8 @@ public enum ClientMessage: Sendable, Equatable {
             buffer.writeInteger(subscriptionID)
         case .ping(let nonce):
             buffer.writeInteger(nonce)
+        case .admin(let request):
+            request.encode(into: &buffer)
         }
     }
 
@@ -107,7 +112,10 @@ public enum ClientMessage: Sendable, Equatable {
             message = .unsubscribe(subscriptionID: try reader.integer("subscriptionID"))
         case .ping:
             message = .ping(nonce: try reader.integer("nonce"))
-        case .helloOK, .publishAck, .subscribed, .deliver, .commitAck, .unsubscribed, .pong, .error, .caughtUp:
+        case .admin:
+            message = .admin(try AdminRequest.read(from: &reader))
+        case .helloOK, .publishAck, .subscribed, .deliver, .commitAck, .unsubscribed, .pong, .error, .caughtUp,
+            .adminResult:
             // The body must still decode: a malformed one is MALFORMED_FRAME, whatever the type.
             _ = try BrokerMessage.decode(frame)
             throw TelexError(.invalidRequest, "\(reader.context) is sent by the broker, not to it",

@@ -18,6 +18,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case pong = 0x0E
     case error = 0x0F
     case caughtUp = 0x10
+    case admin = 0x11
+    case adminResult = 0x12
 
     public var name: String {
         switch self {
@@ -37,6 +39,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
         case .pong: "PONG"
         case .error: "ERROR"
         case .caughtUp: "CAUGHT_UP"
+        case .admin: "ADMIN"
+        case .adminResult: "ADMIN_RESULT"
         }
     }
 }
@@ -93,16 +97,19 @@ public struct TopicRange: Sendable, Equatable {
 
 
 extension StartPosition {
-    /// Reads the `startKind` and `startValue` fields of SUBSCRIBE; the value is ignored for beginning and end.
-    static func read(from reader: inout FieldReader) throws(TelexError) -> StartPosition {
-        let kind = try reader.integer("startKind", as: UInt8.self)
-        let value = try reader.integer("startValue", as: Int64.self)
+    /// Reads the `startKind` and `startValue` fields of SUBSCRIBE (or ADMIN's `toKind` and `toValue`); the value is
+    /// ignored for beginning and end.
+    static func read(
+        from reader: inout FieldReader, kind kindField: String = "startKind", value valueField: String = "startValue"
+    ) throws(TelexError) -> StartPosition {
+        let kind = try reader.integer(kindField, as: UInt8.self)
+        let value = try reader.integer(valueField, as: Int64.self)
         switch kind {
         case 0: return .beginning
         case 1: return .end
         case 2: return .offset(value)
         case 3: return .timestamp(value)
-        default: throw TelexError(.malformedFrame, "\(reader.context): startKind \(kind) is not 0-3")
+        default: throw TelexError(.malformedFrame, "\(reader.context): \(kindField) \(kind) is not 0-3")
         }
     }
 }

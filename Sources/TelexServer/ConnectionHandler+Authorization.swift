@@ -107,7 +107,7 @@ extension ConnectionHandler {
 
     /// Logs and audits a refused request — at most `auditedRefusalsPerSecond` a second one by one, the rest counted
     /// and reported together — and returns its NOT_AUTHORIZED error.
-    private func refusal(action: String, topic: String, consumer: String? = nil, _ message: String) -> TelexError {
+    func refusal(action: String, topic: String, consumer: String? = nil, _ message: String) -> TelexError {
         let (record, suppressed) = refusalThrottle.admit(at: .now)
         if suppressed > 0 { auditSuppressedRefusals(suppressed) }
         if record {

@@ -35,7 +35,7 @@ extension ConnectionHandler {
         let isPattern = TopicName.isPattern(pattern)
         let topics = isPattern ? store.topics.filter { TopicName.matches(pattern: pattern, topic: $0) } : [pattern]
         let listener = SubscriptionListener(
-            subscriptionID: id, pattern: pattern, connection: NIOLoopBound(self, eventLoop: loop))
+            subscriptionID: id, pattern: pattern, consumer: consumer, connection: NIOLoopBound(self, eventLoop: loop))
         // Register first: a batch made readable from here on triggers a pump, and the pump reads the log itself.
         hub.register(listener, topics: topics)
         let resolver = StartPositionResolver(

@@ -49,6 +49,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     let threadPool: NIOThreadPool
     let access: AccessControl
     let topicCreationLimiter: TopicCreationLimiter
+    /// The broker-wide facts admin commands report (`+Admin`).
+    let adminContext: AdminContext
     var logger: Logger
     /// Who the client is: no one (no right) until HELLO is accepted; its rights are looked up in `access` on every
     /// request.
@@ -94,8 +96,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     init(
         store: TopicStore, hub: TopicHub, configuration: ServerConfiguration, threadPool: NIOThreadPool,
-        access: AccessControl, topicCreationLimiter: TopicCreationLimiter, logger: Logger
+        access: AccessControl, topicCreationLimiter: TopicCreationLimiter, adminContext: AdminContext = AdminContext(),
+        logger: Logger
     ) {
+        self.adminContext = adminContext
         self.store = store
         self.hub = hub
         self.configuration = configuration
@@ -280,6 +284,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
             unsubscribe(subscriptionID, requestID: requestID)
         case .ping(let nonce):
             write(.pong(nonce: nonce), requestID: requestID)
+        case .admin(let adminRequest):
+            admin(adminRequest, requestID: requestID)
         case .hello:
             reply(TelexError(.invalidRequest, "HELLO sent twice on one connection"), requestID)
         }

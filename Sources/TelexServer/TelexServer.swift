@@ -136,6 +136,7 @@ public final class TelexServer: Sendable {
         let logger = self.logger
         let threadPool = self.threadPool
         let topicCreationLimiter = TopicCreationLimiter(limits: configuration.limits, existingTopics: store.topics.count)
+        let adminContext = AdminContext { [connections] in connections.withLockedValue { $0.channels.count } }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -174,7 +175,7 @@ public final class TelexServer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(store: store, hub: hub, configuration: configuration, threadPool: threadPool,
                                           access: access, topicCreationLimiter: topicCreationLimiter,
-                                          logger: logger))
+                                          adminContext: adminContext, logger: logger))
                 }
             }
         return try await bootstrap.bind(host: configuration.host, port: configuration.port).get()

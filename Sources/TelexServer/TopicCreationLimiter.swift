@@ -86,6 +86,11 @@ final class TopicCreationLimiter: Sendable {
         }
     }
 
+    /// A topic was deleted: its place under the cap is free again.
+    func topicDeleted() {
+        state.withLockedValue { $0.topics -= 1 }
+    }
+
     /// Topics existing or being created.
     var topicCount: Int { state.withLockedValue { $0.topics } }
 

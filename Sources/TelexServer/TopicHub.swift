@@ -9,15 +9,22 @@ protocol TopicListener: AnyObject, Sendable {
     func topicReadable(_ topic: String)
     /// Called from any thread when a topic matching the listener's pattern is created.
     func topicCreated(_ topic: String)
+    /// Called from any thread when `topic`, one of the listener's topics, was deleted.
+    func topicDeleted(_ topic: String)
     var pattern: String { get }
+    /// The durable consumer name of the subscription, if it has one.
+    var consumer: String? { get }
 }
 
-/// Routes "new data" and "new topic" notifications from publishers to subscriptions. No data passes
-/// through here: subscriptions read everything from the logs, so replay and live delivery are one path.
+/// Routes "new data", "new topic" and "topic deleted" notifications to subscriptions, and knows which durable
+/// consumers are subscribed. No data passes through here: subscriptions read everything from the logs, so replay
+/// and live delivery are one path.
 final class TopicHub: Sendable {
     private struct Registry {
         var byTopic: [String: [ObjectIdentifier: any TopicListener]] = [:]
         var patterns: [ObjectIdentifier: any TopicListener] = [:]
+        /// Registered subscriptions per durable consumer name, on every connection.
+        var consumers: [String: Int] = [:]
     }
 
     private let registry = NIOLockedValueBox(Registry())
@@ -26,7 +33,9 @@ final class TopicHub: Sendable {
     func register(_ listener: any TopicListener, topics: [String]) {
         let id = ObjectIdentifier(listener)
         registry.withLockedValue { registry in
-            registry.patterns[id] = listener
+            if registry.patterns.updateValue(listener, forKey: id) == nil, let consumer = listener.consumer {
+                registry.consumers[consumer, default: 0] += 1
+            }
             for topic in topics { registry.byTopic[topic, default: [:]][id] = listener }
         }
     }
@@ -39,12 +48,27 @@ final class TopicHub: Sendable {
     func unregister(_ listener: any TopicListener) {
         let id = ObjectIdentifier(listener)
         registry.withLockedValue { registry in
-            registry.patterns[id] = nil
+            if let removed = registry.patterns.removeValue(forKey: id), let consumer = removed.consumer {
+                registry.consumers[consumer, default: 1] -= 1
+                if registry.consumers[consumer] == 0 { registry.consumers[consumer] = nil }
+            }
             for topic in Array(registry.byTopic.keys) {
                 registry.byTopic[topic]?[id] = nil
                 if registry.byTopic[topic]?.isEmpty == true { registry.byTopic[topic] = nil }
             }
         }
+    }
+
+    /// How many subscriptions, on all connections, use the durable consumer name `consumer` (counted from SUBSCRIBE
+    /// until the subscription ends).
+    func subscriptions(ofConsumer consumer: String) -> Int {
+        registry.withLockedValue { $0.consumers[consumer] ?? 0 }
+    }
+
+    /// Tells every subscription reading `topic` that it was deleted.
+    func deleted(_ topic: String) {
+        let listeners = registry.withLockedValue { $0.byTopic[topic].map { Array($0.values) } ?? [] }
+        for listener in listeners { listener.topicDeleted(topic) }
     }
 
     func readable(_ topic: String) {
@@ -65,13 +89,21 @@ final class TopicHub: Sendable {
 final class SubscriptionListener: TopicListener {
     let subscriptionID: UInt32
     let pattern: String
+    let consumer: String?
     private let connection: NIOLoopBound<ConnectionHandler>
     private let pumpScheduled = NIOLockedValueBox(false)
 
-    init(subscriptionID: UInt32, pattern: String, connection: NIOLoopBound<ConnectionHandler>) {
+    init(subscriptionID: UInt32, pattern: String, consumer: String?, connection: NIOLoopBound<ConnectionHandler>) {
         self.subscriptionID = subscriptionID
         self.pattern = pattern
+        self.consumer = consumer
         self.connection = connection
+    }
+
+    func topicDeleted(_ topic: String) {
+        connection.eventLoop.execute {
+            self.connection.value.topicDeleted(topic, listener: self)
+        }
     }
 
     func topicReadable(_ topic: String) {

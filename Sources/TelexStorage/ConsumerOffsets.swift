@@ -14,19 +14,31 @@ import TelexProtocol
 /// event loops), and commits are serialised among themselves.
 public final class ConsumerOffsets: Sendable {
     public let directory: String
-    /// The committed positions, consumer → topic → next offset. Held only to read or update, never across I/O.
-    private let positions: Mutex<[String: [String: Int64]]>
+    /// The committed positions, consumer → topic → position. Held only to read or update, never across I/O.
+    private let positions: Mutex<[String: [String: Position]]>
     /// Serialises commits, so files are written in the order their positions are published; held across I/O.
     private let commits = Mutex(())
 
     /// Longest consumer name, in bytes.
     public static let maxNameLength = 128
 
+    /// One committed position: the next offset to read, and when it was committed.
+    public struct Position: Sendable, Equatable {
+        public var offset: Int64
+        /// Milliseconds since the epoch; 0 when the file did not record it (written by an older broker).
+        public var commitTime: Int64
+
+        public init(offset: Int64, commitTime: Int64) {
+            self.offset = offset
+            self.commitTime = commitTime
+        }
+    }
+
     /// Opens (creating if missing) the directory of offset files and loads them. Blocking.
     public init(directory: String) throws(TelexError) {
         self.directory = directory
         try FileIO.makeDirectory(directory)
-        var positions: [String: [String: Int64]] = [:]
+        var positions: [String: [String: Position]] = [:]
         for name in try FileIO.listDirectory(directory) where name.hasSuffix(".offsets") {
             let consumer = String(name.dropLast(".offsets".count))
             positions[consumer] = try Self.load(directory + "/" + name)
@@ -50,50 +62,78 @@ public final class ConsumerOffsets: Sendable {
 
     /// The committed next-offset per topic for `consumer` (empty if it never committed).
     public func committed(_ consumer: String) -> [String: Int64] {
-        positions.withLock { $0[consumer] ?? [:] }
+        positions.withLock { $0[consumer]?.mapValues(\.offset) ?? [:] }
     }
+
+    /// Every consumer's positions with their commit times, consumer → topic → position.
+    public var all: [String: [String: Position]] { positions.withLock { $0 } }
 
     /// Durably records that `consumer` will next read `offset` in `topic`. Returns once it is on disk.
     public func commit(_ consumer: String, topic: String, offset: Int64) throws(TelexError) {
+        try commit(consumer, offsets: [topic: offset])
+    }
+
+    /// Durably records several of `consumer`'s positions at once (one file write), as `commit` does for one.
+    public func commit(_ consumer: String, offsets: [String: Int64]) throws(TelexError) {
         try Self.validateName(consumer)
         // A tab or newline in the topic would make the file unloadable, and with it the whole data directory.
-        try TopicName.validate(topic)
+        for topic in offsets.keys { try TopicName.validate(topic) }
+        let now = FileIO.nowMilliseconds()
         try commits.withLock { _ throws(TelexError) in
-            var entries = committed(consumer)
-            entries[topic] = offset
-            var text = ByteBuffer()
-            for (topic, offset) in entries.sorted(by: { $0.key < $1.key }) {
-                text.writeString("\(topic)\t\(offset)\n")
-            }
-            let path = directory + "/" + consumer + ".offsets"
-            let temporary = path + ".tmp"
-            let fd = try FileIO.open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC)
-            do throws(TelexError) {
-                try FileIO.write(fd, parts: [text], at: 0, path: temporary)
-                try FileIO.sync(fd, path: temporary)
-                close(fd)
-            } catch {
-                close(fd)
-                throw error
-            }
-            try FileIO.rename(temporary, path)
-            try FileIO.syncDirectory(directory)
-            positions.withLock { $0[consumer] = entries }
+            var entries = positions.withLock { $0[consumer] ?? [:] }
+            for (topic, offset) in offsets { entries[topic] = Position(offset: offset, commitTime: now) }
+            try write(consumer, entries)
         }
     }
 
-    private static func load(_ path: String) throws(TelexError) -> [String: Int64] {
+    /// Durably forgets every consumer's position in `topic` (the topic was deleted). Blocking.
+    public func removeTopic(_ topic: String) throws(TelexError) {
+        try commits.withLock { _ throws(TelexError) in
+            for (consumer, var entries) in positions.withLock({ $0 }) where entries[topic] != nil {
+                entries[topic] = nil
+                try write(consumer, entries)
+            }
+        }
+    }
+
+    /// Replaces `consumer`'s file with `entries` and publishes them; called holding `commits`.
+    private func write(_ consumer: String, _ entries: [String: Position]) throws(TelexError) {
+        var text = ByteBuffer()
+        for (topic, position) in entries.sorted(by: { $0.key < $1.key }) {
+            text.writeString("\(topic)\t\(position.offset)\t\(position.commitTime)\n")
+        }
+        let path = directory + "/" + consumer + ".offsets"
+        let temporary = path + ".tmp"
+        let fd = try FileIO.open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        do throws(TelexError) {
+            try FileIO.write(fd, parts: [text], at: 0, path: temporary)
+            try FileIO.sync(fd, path: temporary)
+            close(fd)
+        } catch {
+            close(fd)
+            throw error
+        }
+        try FileIO.rename(temporary, path)
+        try FileIO.syncDirectory(directory)
+        positions.withLock { $0[consumer] = entries }
+    }
+
+    /// Reads one file: `topic<TAB>offset<TAB>commitTime` lines, or `topic<TAB>offset` as older brokers wrote them.
+    private static func load(_ path: String) throws(TelexError) -> [String: Position] {
         let fd = try FileIO.open(path, flags: O_RDONLY)
         defer { close(fd) }
         var buffer = ByteBuffer()
         _ = try FileIO.read(fd, at: 0, length: try FileIO.size(fd, path: path), into: &buffer, path: path)
-        var entries: [String: Int64] = [:]
+        var entries: [String: Position] = [:]
         for (number, line) in String(buffer: buffer).split(separator: "\n").enumerated() {
             let fields = line.split(separator: "\t")
-            guard fields.count == 2, let offset = Int64(fields[1]) else {
-                throw TelexError(.storageFailure, "\(path) line \(number + 1): expected 'topic<TAB>offset', got '\(line.prefix(80))'")
+            guard fields.count == 2 || fields.count == 3, let offset = Int64(fields[1]),
+                let commitTime = fields.count == 3 ? Int64(fields[2]) : 0
+            else {
+                throw TelexError(.storageFailure,
+                    "\(path) line \(number + 1): expected 'topic<TAB>offset<TAB>commitTime', got '\(line.prefix(80))'")
             }
-            entries[String(fields[0])] = offset
+            entries[String(fields[0])] = Position(offset: offset, commitTime: commitTime)
         }
         return entries
     }

@@ -140,6 +140,20 @@ enum FileIO {
         guard unlink(path) == 0 || errno == ENOENT else { throw failure("unlink", path) }
     }
 
+    static func removeDirectory(_ path: String) throws(TelexError) {
+        guard rmdir(path) == 0 || errno == ENOENT else { throw failure("rmdir", path) }
+    }
+
+    /// Bytes of the regular files under `path`, recursively; what cannot be read counts 0.
+    static func treeSize(_ path: String) -> Int64 {
+        guard isDirectory(path) else {
+            var info = stat()
+            return lstat(path, &info) == 0 ? Int64(info.st_size) : 0
+        }
+        guard let names = try? listDirectory(path) else { return 0 }
+        return names.reduce(0) { $0 + treeSize(path + "/" + $1) }
+    }
+
     static func rename(_ from: String, _ to: String) throws(TelexError) {
         guard Glibc.rename(from, to) == 0 else { throw failure("rename \(from) to", to) }
     }

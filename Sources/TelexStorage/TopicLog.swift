@@ -303,6 +303,8 @@ public final class TopicLog: Sendable {
     /// Bytes of batches across all segments.
     public var sizeInBytes: Int { state.withLock { $0.segments.reduce(0) { $0 + $1.size } } }
     public var segmentCount: Int { state.withLock { $0.segments.count } }
+    /// When the last batch was appended, in milliseconds since the epoch (recovered from the newest segment).
+    public var lastAppendTime: Int64 { state.withLock { $0.lastAppendTime } }
 
     /// Rolled segments still waiting for their sealing fsyncs.
     var unsealedSegmentCount: Int { state.withLock { $0.unsealed.count } }

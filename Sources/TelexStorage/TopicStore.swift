@@ -92,6 +92,36 @@ public final class TopicStore: Sendable {
         }
     }
 
+    /// Deletes `topic`: unregisters its log (later lookups do not find it), closes it, removes its directory and
+    /// every consumer's position in it. Returns false if there was no such topic. Blocking: call it off event loops.
+    ///
+    /// Serialised with topic creation, so the topic cannot be created again halfway through. Readers that still
+    /// hold the log may finish reads they started; appends to it fail (the log is closed).
+    @discardableResult
+    public func deleteLog(_ topic: String) throws(TelexError) -> Bool {
+        try creation.withLock { _ throws(TelexError) -> Bool in
+            guard let log = logs.withLock({ $0.removeValue(forKey: topic) }) else { return false }
+            do {
+                try log.close()
+            } catch {
+                logger.warning("closing a deleted topic failed; removing it anyway", metadata: [
+                    "topic": "\(topic)", "error": "\(error)",
+                ])
+            }
+            for name in try FileIO.listDirectory(log.directory) { try FileIO.remove(log.directory + "/" + name) }
+            try FileIO.removeDirectory(log.directory)
+            try FileIO.syncDirectory(directory + "/topics")
+            try consumerOffsets.removeTopic(topic)
+            logger.info("deleted topic", metadata: ["topic": "\(topic)"])
+            return true
+        }
+    }
+
+    /// Bytes of every file under the data directory. Blocking: call it off event loops.
+    public func dataBytes() -> Int64 {
+        FileIO.treeSize(directory)
+    }
+
     /// Applies retention to every topic; returns how many segments were deleted. Blocking: call it off event loops.
     @discardableResult
     public func applyRetention() -> Int {

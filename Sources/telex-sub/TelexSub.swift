@@ -47,6 +47,9 @@ struct TelexSub: AsyncParsableCommand {
     @Option(help: "With --consumer, commit after this many events (and always at exit).")
     var commitEvery: Int = 100
 
+    @Option(help: "With --consumer, when retention passed a committed position: beginning, end or fail (needs an admin principal to reset).")
+    var onOutOfRange: OutOfRangePolicy = .fail
+
     func validate() throws {
         do { try TopicName.validatePattern(pattern) } catch { throw ValidationError(error.message) }
         if from != nil, since != nil { throw ValidationError("give --from or --since, not both") }
@@ -74,7 +77,7 @@ struct TelexSub: AsyncParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let configuration = try connection.configuration(defaultName: "telex-sub")
         let (pattern, start, consumer, noFollow) = (self.pattern, self.start, self.consumer, self.noFollow)
-        let (limit, commitEvery) = (self.limit, self.commitEvery)
+        let (limit, commitEvery, onOutOfRange) = (self.limit, self.commitEvery, self.onOutOfRange)
         let exitCode = try await TelexClient.withClient(configuration: configuration) { client -> Int32 in
             do {
                 try await client.connect()
@@ -84,7 +87,8 @@ struct TelexSub: AsyncParsableCommand {
             }
             let subscription: TelexSubscription
             do {
-                subscription = try await client.subscribe(pattern, from: start, consumer: consumer, untilCaughtUp: noFollow)
+                subscription = try await Self.subscribe(client, pattern: pattern, start: start, consumer: consumer,
+                                                        untilCaughtUp: noFollow, onOutOfRange: onOutOfRange)
             } catch {
                 printError("telex-sub: \(describe(error))")
                 return 1

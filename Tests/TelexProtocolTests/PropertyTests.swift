@@ -66,6 +66,14 @@ enum RandomWire {
             return .unsubscribe(subscriptionID: integer(&rng))
         case .ping:
             return .ping(nonce: integer(&rng))
+        case .admin:
+            let requests: [AdminRequest] = [
+                .info, .topics(pattern: string(&rng)), .consumers(consumer: string(&rng)),
+                .resetConsumer(consumer: string(&rng), pattern: string(&rng), to: .offset(integer(&rng)),
+                               force: Bool.random(using: &rng)),
+                .deleteTopic(topic: string(&rng)),
+            ]
+            return .admin(requests.randomElement(using: &rng)!)
         default:
             preconditionFailure("not a client-to-broker type")
         }
@@ -97,6 +105,20 @@ enum RandomWire {
             return .error(code: TelexError.Code(rawValue: integer(&rng)), message: string(&rng, scalars: 0...200))
         case .caughtUp:
             return .caughtUp(subscriptionID: integer(&rng))
+        case .adminResult:
+            let results: [AdminResult] = [
+                .topics((0..<Int.random(in: 0...3, using: &rng)).map { _ in
+                    TopicInfo(topic: string(&rng), startOffset: integer(&rng), endOffset: integer(&rng),
+                              bytes: integer(&rng), segmentCount: integer(&rng), lastAppendTime: integer(&rng))
+                }),
+                .consumers((0..<Int.random(in: 0...3, using: &rng)).map { _ in
+                    ConsumerPosition(consumer: string(&rng), topic: string(&rng), committed: integer(&rng),
+                                     endOffset: integer(&rng), lag: integer(&rng), lastCommitTime: integer(&rng))
+                }),
+                .resetConsumer([ConsumerReset(topic: string(&rng), previous: integer(&rng), committed: integer(&rng))]),
+                .deleteTopic(topic: string(&rng)),
+            ]
+            return .adminResult(results.randomElement(using: &rng)!)
         default:
             preconditionFailure("not a broker-to-client type")
         }

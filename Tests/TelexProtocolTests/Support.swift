@@ -91,7 +91,9 @@ enum WireMessage: Sendable, Equatable {
 
 extension MessageType {
     /// The types a client sends; the others only a broker sends.
-    static let sentByClients: Set<MessageType> = [.hello, .publish, .subscribe, .credit, .commit, .unsubscribe, .ping]
+    static let sentByClients: Set<MessageType> = [
+        .hello, .publish, .subscribe, .credit, .commit, .unsubscribe, .ping, .admin,
+    ]
 
     var isSentByClients: Bool { Self.sentByClients.contains(self) }
 }

@@ -102,6 +102,10 @@ enum VectorWriter {
             return .object([
                 ("code", .int(Int64(code.rawValue))), ("codeName", .string(code.name)), ("message", .string(text)),
             ])
+        case .client(.admin(let request)):
+            return AdminVectorCoding.json(request)
+        case .broker(.adminResult(let result)):
+            return AdminVectorCoding.json(result)
         }
     }
 
@@ -277,6 +281,10 @@ enum VectorReader {
             return .broker(.error(code: code, message: try json.string("message")))
         case .caughtUp:
             return .broker(.caughtUp(subscriptionID: try json.integer("subscriptionId")))
+        case .admin:
+            return .client(.admin(try AdminVectorCoding.request(json)))
+        case .adminResult:
+            return .broker(.adminResult(try AdminVectorCoding.result(json)))
         }
     }
 

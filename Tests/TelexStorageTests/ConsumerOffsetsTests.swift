@@ -23,10 +23,30 @@ struct ConsumerOffsetsTests {
             #expect(reopened.committed("archive") == ["news.wire": 25, "news.sport": 3])
             #expect(reopened.committed("web-front_page.v2") == ["news.wire": 7])
             #expect(reopened.committed("nobody").isEmpty)
-            #expect(
-                try String(contentsOfFile: path + "/archive.offsets", encoding: .utf8)
-                    == "news.sport\t3\nnews.wire\t25\n")
+            let lines = try String(contentsOfFile: path + "/archive.offsets", encoding: .utf8).split(separator: "\n")
+            #expect(lines.map { $0.split(separator: "\t").prefix(2).joined(separator: "\t") } == ["news.sport\t3", "news.wire\t25"])
+            #expect(lines.allSatisfy { ($0.split(separator: "\t").last.flatMap { Int64($0) } ?? 0) > 1_700_000_000_000 })
             #expect(!FileManager.default.fileExists(atPath: path + "/archive.offsets.tmp"))
+        }
+    }
+
+    @Test("a file without commit times (an older broker's) loads with commit time 0; new commits record the time")
+    func commitTimes() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/consumers"
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            try "news.wire\t12\n".write(toFile: path + "/old.offsets", atomically: true, encoding: .utf8)
+            let offsets = try ConsumerOffsets(directory: path)
+            #expect(offsets.all["old"] == ["news.wire": .init(offset: 12, commitTime: 0)])
+            let before = Int64(Date().timeIntervalSince1970 * 1000)
+            try offsets.commit("old", offsets: ["news.sport": 4, "news.wire": 13])
+            let position = try #require(ConsumerOffsets(directory: path).all["old"]?["news.sport"])
+            #expect(position.offset == 4 && position.commitTime >= before - 1000)
+            try offsets.commit("other", topic: "news.sport", offset: 2)
+            try offsets.removeTopic("news.sport")
+            let reopened = try ConsumerOffsets(directory: path)
+            #expect(reopened.committed("old") == ["news.wire": 13])
+            #expect(reopened.committed("other").isEmpty)
         }
     }
 

@@ -20,6 +20,8 @@ struct AuditRecord: Codable, Sendable, Equatable {
         case userAdded = "user_added"
         /// `telexd users remove`: the principal and the permissions it had.
         case userRemoved = "user_removed"
+        /// An ADMIN request by an admin principal: the command in `action`, what it changed in `reason`.
+        case admin = "admin"
     }
 
     /// When, in UTC (ISO 8601 in the file).
@@ -29,7 +31,8 @@ struct AuditRecord: Codable, Sendable, Equatable {
     var peer: String?
     /// The principal name: for a failed authentication only an existing principal's name; never a secret.
     var principal: String?
-    /// The refused request: `PUBLISH`, `SUBSCRIBE`, `resume` or `COMMIT`.
+    /// The refused request: `PUBLISH`, `SUBSCRIBE`, `resume`, `COMMIT` or `ADMIN <command>`; for `admin` records
+    /// the command (`info`, `topics`, `consumers`, `reset-consumer`, `delete-topic`).
     var action: String?
     /// The topic or pattern concerned.
     var topic: String?

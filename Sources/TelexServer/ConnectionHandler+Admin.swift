@@ -1,0 +1,252 @@
+import NIOCore
+import TelexAuth
+import TelexProtocol
+import TelexStorage
+
+/// What the admin commands need to know about the whole broker, beyond the store. Thread-safe.
+final class AdminContext: Sendable {
+    /// The broker software's version, reported by `telex-admin info`.
+    static let version = "0.1"
+    /// When the broker started serving.
+    let startedAt: ContinuousClock.Instant
+    /// Open client connections now.
+    let connectionCount: @Sendable () -> Int
+
+    init(startedAt: ContinuousClock.Instant = .now, connectionCount: @escaping @Sendable () -> Int = { 0 }) {
+        self.startedAt = startedAt
+        self.connectionCount = connectionCount
+    }
+}
+
+/// ADMIN requests (PROTOCOL.md §5.17): allowed to admin principals only, audited, answered with ADMIN_RESULT.
+/// Listings are read from memory on the loop; a reset, a deletion and the data directory's size run on the thread
+/// pool, with later requests waiting behind them so that replies stay in order.
+extension ConnectionHandler {
+    /// Whether the connection's principal is an operator: every connection without authentication or with the shared
+    /// token, and a principal marked `admin` in the users file in force (and still accepting the way it logged in).
+    var isAdmin: Bool {
+        switch identity {
+        case .anonymous, .sharedToken:
+            return true
+        case .unauthenticated:
+            return false
+        case .principal(let name, let login):
+            guard let principal = access.authenticator.principals?[name], principal.admin else { return false }
+            switch login {
+            case .certificate: return true
+            case .secret(let sha256): return principal.secretSHA256?.lowercased() == sha256
+            }
+        }
+    }
+
+    func admin(_ request: AdminRequest, requestID: UInt32) {
+        let command = request.command
+        do throws(TelexError) {
+            guard isAdmin else {
+                throw refusal(action: "ADMIN \(command.name)", topic: "",
+                    "principal '\(principalName)' may not send ADMIN \(command.name): it is not an admin principal")
+            }
+            switch request {
+            case .info:
+                let store = self.store
+                runAdmin(request, requestID: requestID) { [adminContext, configuration] in
+                    .info(Self.brokerInfo(store: store, context: adminContext, configuration: configuration))
+                } completeAddress: { info in
+                    guard case .info(var value) = info else { return info }
+                    value.address = self.localAddressText
+                    return .info(value)
+                }
+            case .topics(let pattern):
+                if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
+                try answerAdmin(request, .topics(topicInfos(matching: pattern)), requestID: requestID)
+            case .consumers(let consumer):
+                if !consumer.isEmpty { try ConsumerOffsets.validateName(consumer) }
+                try answerAdmin(request, .consumers(consumerPositions(consumer)), requestID: requestID)
+            case .resetConsumer(let consumer, let pattern, let to, let force):
+                try resetConsumer(consumer, pattern: pattern, to: to, force: force, request: request, requestID: requestID)
+            case .deleteTopic(let topic):
+                try TopicName.validate(topic)
+                deleteTopic(topic, request: request, requestID: requestID)
+            }
+        } catch {
+            reply(error, requestID)
+        }
+    }
+
+    /// The address this connection reached, as `host:port`.
+    private var localAddressText: String {
+        guard let address = context?.channel.localAddress else { return "?" }
+        let host = address.ipAddress ?? "?"
+        let port = address.port.map(String.init) ?? "?"
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    private static func brokerInfo(
+        store: TopicStore, context: AdminContext, configuration: ServerConfiguration
+    ) -> BrokerInfo {
+        let uptime = ContinuousClock.now - context.startedAt
+        return BrokerInfo(
+            serverName: configuration.serverName, version: AdminContext.version,
+            uptimeMilliseconds: uptime.components.seconds * 1000 + uptime.components.attoseconds / 1_000_000_000_000_000,
+            address: "", fsyncPolicy: configuration.log.fsync.description, dataDirectory: store.directory,
+            dataBytes: store.dataBytes(), topicCount: UInt32(clamping: store.topics.count),
+            connectionCount: UInt32(clamping: context.connectionCount()))
+    }
+
+    private func topicInfos(matching pattern: String) -> [TopicInfo] {
+        store.topics.compactMap { topic in
+            guard pattern.isEmpty || TopicName.matches(pattern: pattern, topic: topic), let log = store.log(topic) else {
+                return nil
+            }
+            return TopicInfo(
+                topic: topic, startOffset: log.startOffset, endOffset: log.endOffset, bytes: Int64(log.sizeInBytes),
+                segmentCount: UInt32(clamping: log.segmentCount), lastAppendTime: log.lastAppendTime)
+        }
+    }
+
+    private func consumerPositions(_ only: String) -> [ConsumerPosition] {
+        var positions: [ConsumerPosition] = []
+        for (consumer, topics) in store.consumerOffsets.all.sorted(by: { $0.key < $1.key })
+        where only.isEmpty || consumer == only {
+            for (topic, position) in topics.sorted(by: { $0.key < $1.key }) {
+                let end = store.log(topic)?.readableEndOffset
+                positions.append(ConsumerPosition(
+                    consumer: consumer, topic: topic, committed: position.offset, endOffset: end ?? -1,
+                    lag: end.map { max(0, $0 - position.offset) } ?? 0, lastCommitTime: position.commitTime))
+            }
+        }
+        return positions
+    }
+
+    private func resetConsumer(
+        _ consumer: String, pattern: String, to: StartPosition, force: Bool, request: AdminRequest, requestID: UInt32
+    ) throws(TelexError) {
+        try ConsumerOffsets.validateName(consumer)
+        if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
+        if case .offset(let offset) = to, offset < 0 {
+            throw TelexError(.invalidRequest, "reset-consumer: offset \(offset) is negative")
+        }
+        let active = hub.subscriptions(ofConsumer: consumer)
+        guard active == 0 || force else {
+            throw TelexError(.invalidRequest,
+                "consumer '\(consumer)' is subscribed (\(active) subscription\(active == 1 ? "" : "s")); stop it first, or reset with --force (its running subscriptions then keep their own positions and may commit over the reset)")
+        }
+        let store = self.store
+        let topics = pattern.isEmpty
+            ? store.consumerOffsets.committed(consumer).keys.sorted()
+            : store.topics.filter { TopicName.matches(pattern: pattern, topic: $0) }
+        runAdmin(request, requestID: requestID) {
+            let previous = store.consumerOffsets.committed(consumer)
+            var targets: [String: Int64] = [:]
+            var resets: [ConsumerReset] = []
+            for topic in topics {
+                guard let log = store.log(topic) else { continue }
+                let start = log.startOffset
+                let end = log.readableEndOffset
+                let target: Int64
+                switch to {
+                case .beginning: target = start
+                case .end: target = end
+                case .offset(let offset): target = min(max(offset, start), end)
+                case .timestamp(let time): target = try log.offset(atOrAfter: time)
+                }
+                targets[topic] = target
+                resets.append(ConsumerReset(topic: topic, previous: previous[topic] ?? -1, committed: target))
+            }
+            if !targets.isEmpty { try store.consumerOffsets.commit(consumer, offsets: targets) }
+            return .resetConsumer(resets)
+        }
+    }
+
+    private func deleteTopic(_ topic: String, request: AdminRequest, requestID: UInt32) {
+        let store = self.store
+        let hub = self.hub
+        let limiter = topicCreationLimiter
+        runAdmin(request, requestID: requestID) {
+            guard try store.deleteLog(topic) else {
+                throw TelexError(.topicNotFound, "topic '\(topic)' does not exist", topic: topic)
+            }
+            limiter.topicDeleted()
+            hub.deleted(topic)
+            return .deleteTopic(topic: topic)
+        }
+    }
+
+    /// A subscription reading `topic` ends: the topic was deleted.
+    func topicDeleted(_ topic: String, listener: SubscriptionListener) {
+        guard subscriptions[listener.subscriptionID]?.listener === listener else { return }
+        endSubscription(listener.subscriptionID, error: TelexError(.topicNotFound,
+            "topic '\(topic)' was deleted by an operator; subscribe again (a pattern's other topics are still there)",
+            topic: topic))
+        flushOutbound()
+    }
+
+    /// Runs `work` on the thread pool, later requests waiting behind it, then answers with its result or error.
+    private func runAdmin(
+        _ request: AdminRequest, requestID: UInt32, _ work: @escaping @Sendable () throws -> AdminResult,
+        completeAddress: @escaping (AdminResult) -> AdminResult = { $0 }
+    ) {
+        guard let loop = context?.eventLoop else { return }
+        awaitingStorage = true
+        inFlight += 1
+        threadPool.runIfActive(eventLoop: loop, work).assumeIsolated().whenComplete { result in
+            self.awaitingStorage = false
+            self.inFlight -= 1
+            do {
+                try self.answerAdmin(request, completeAddress(try result.get()), requestID: requestID)
+            } catch {
+                self.reply(Self.storageError(error, doing: "ADMIN \(request.command.name)"), requestID)
+            }
+            self.handleWaitingRequests()
+            self.scheduleFlush()
+            self.closeIfQuiesced()
+        }
+    }
+
+    /// Audits the command and writes its result, or refuses a result too large for one frame.
+    private func answerAdmin(_ request: AdminRequest, _ result: AdminResult, requestID: UInt32) throws(TelexError) {
+        var encoded = ByteBuffer()
+        let size = encoded.writeMessage(BrokerMessage.adminResult(result), requestID: requestID)
+        guard size - 4 <= configuration.maxFrameSize else {
+            throw TelexError(.invalidRequest,
+                "the answer to ADMIN \(request.command.name) would take \(size) bytes, more than one frame (\(configuration.maxFrameSize)); ask with a narrower pattern or name")
+        }
+        logger.info("admin command", metadata: ["command": "\(request.command.name)"])
+        access.auditLog?.record(AuditRecord(
+            event: .admin, peer: context?.channel.remoteAddress?.description, principal: principalName,
+            action: request.command.name, topic: request.auditTopic, consumer: request.auditConsumer,
+            reason: result.auditSummary))
+        write(.adminResult(result), requestID: requestID)
+    }
+}
+
+extension AdminRequest {
+    fileprivate var auditTopic: String? {
+        switch self {
+        case .topics(let pattern), .resetConsumer(_, let pattern, _, _): pattern.isEmpty ? nil : pattern
+        case .deleteTopic(let topic): topic
+        case .info, .consumers: nil
+        }
+    }
+
+    fileprivate var auditConsumer: String? {
+        switch self {
+        case .consumers(let consumer), .resetConsumer(let consumer, _, _, _): consumer.isEmpty ? nil : consumer
+        case .info, .topics, .deleteTopic: nil
+        }
+    }
+}
+
+extension AdminResult {
+    /// What the command changed or returned, in words, for the audit log.
+    fileprivate var auditSummary: String {
+        switch self {
+        case .info: "info"
+        case .topics(let topics): "\(topics.count) topics listed"
+        case .consumers(let positions): "\(positions.count) positions listed"
+        case .resetConsumer(let resets):
+            "reset " + resets.map { "\($0.topic) \($0.previous) -> \($0.committed)" }.joined(separator: ", ")
+        case .deleteTopic(let topic): "deleted topic \(topic)"
+        }
+    }
+}
