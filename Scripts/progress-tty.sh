@@ -11,6 +11,7 @@ scratch=${SCRATCH_PATH:-.build}
 repeat=${REPEAT:-400}
 swift build --scratch-path "$scratch" --product telexd >/dev/null
 swift build --scratch-path "$scratch" --product telex-pub >/dev/null
+swift build --scratch-path "$scratch" --product telex-sub >/dev/null
 bin=$(swift build --scratch-path "$scratch" --show-bin-path)
 data=$(mktemp -d)
 work=$(mktemp -d)
@@ -37,7 +38,10 @@ for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
     sleep 0.1
 done
-(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { cat "$work/telexd.log" >&2; fail "telexd did not listen on $server"; }
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    cat "$work/telexd.log" >&2
+    fail "telexd did not listen on $server"
+fi
 
 # The seeds repeated, each copy with its own event ids, so the run lasts long enough for redraws.
 python3 - "$repeat" seeds/articles.jsonl >"$work/events.jsonl" <<'PY'
@@ -85,7 +89,7 @@ echo "progress-tty: $events events published in ${seconds}s"
 
 # Not a terminal: standard error stays empty; --progress forces the line, and --no-progress hides it on a terminal.
 "$bin/telex-pub" --server "$server" --quiet seeds/articles.jsonl >"$work/summary.txt" 2>"$work/stderr.txt"
-[ ! -s "$work/stderr.txt" ] || fail "standard error is not a terminal, yet telex-pub wrote: $(cat -v "$work/stderr.txt")"
+[ ! -s "$work/stderr.txt" ] || fail "stderr is not a terminal, yet telex-pub wrote: $(cat -v "$work/stderr.txt")"
 grep -q "^published 9 events" "$work/summary.txt" || fail "unexpected summary: $(cat "$work/summary.txt")"
 echo "progress-tty: not a terminal: standard error empty"
 
@@ -98,4 +102,17 @@ script -qfec "'$bin/telex-pub' --server '$server' --quiet --no-progress seeds/ar
     "$work/tty-off.txt" </dev/null >/dev/null || fail "telex-pub --no-progress under script failed"
 ! grep -q "telex-pub:" "$work/tty-off.txt" || fail "--no-progress still drew: $(cat -v "$work/tty-off.txt")"
 echo "progress-tty: --no-progress on a terminal: nothing drawn"
+
+# telex-sub --no-follow with standard output redirected: progress against the snapshot's end offsets.
+stored=$((events + 3 * 9))  # the three runs above published the 9 seeds each
+script -qfec "'$bin/telex-sub' --server '$server' '>' --no-follow >'$work/sub.jsonl'" "$work/sub-tty.txt" \
+    </dev/null >/dev/null || fail "telex-sub under script failed: $(cat "$work/sub-tty.txt")"
+[ "$(wc -l <"$work/sub.jsonl")" -eq "$stored" ] || fail "telex-sub printed $(wc -l <"$work/sub.jsonl") of $stored"
+final=$(tr '\r' '\n' <"$work/sub-tty.txt" | sed 's/\x1b\[K//' | grep '^telex-sub: ' | tail -1)
+[[ "$final" =~ ^telex-sub:\ $stored\ events,\ .*\ events/s,\ .*,\ 100%,\ ETA\ 0:00$ ]] \
+    || fail "telex-sub's final progress line is '$final', expected $stored events, 100%, ETA 0:00"
+echo "progress-tty: telex-sub --no-follow >file: final '$final'"
+"$bin/telex-sub" --server "$server" '>' --no-follow >/dev/null 2>"$work/sub-stderr.txt"
+[ ! -s "$work/sub-stderr.txt" ] || fail "telex-sub wrote to a non-terminal stderr: $(cat -v "$work/sub-stderr.txt")"
+echo "progress-tty: telex-sub, stderr not a terminal: standard error empty"
 echo "progress-tty: OK"

@@ -117,7 +117,9 @@ struct TelexPub: AsyncParsableCommand {
         return total
     }
 
-    private func publishArticles(type: String, client: TelexClient, summary: inout Summary, progress: ProgressReporter) async throws {
+    private func publishArticles(
+        type: String, client: TelexClient, summary: inout Summary, progress: ProgressReporter
+    ) async throws {
         var events: [CloudEvent] = []
         var bytes: Int64 = 0
         for file in files {

@@ -51,7 +51,8 @@ struct ProgressFormatTests {
     @Test("the whole line, with and without a total")
     func line() {
         let known = ProgressCounts(events: 2000, bytes: 3 << 20, done: 1 << 20, total: 4 << 20)
-        #expect(ProgressFormat.line(known, elapsed: .seconds(2)) == "2000 events, 1000 events/s, 3.0 MiB, 25%, ETA 0:06")
+        #expect(
+            ProgressFormat.line(known, elapsed: .seconds(2)) == "2000 events, 1000 events/s, 3.0 MiB, 25%, ETA 0:06")
         let unknown = ProgressCounts(events: 1, bytes: 300)
         #expect(ProgressFormat.line(unknown, elapsed: .milliseconds(500)) == "1 event, 2 events/s, 300 B")
     }
