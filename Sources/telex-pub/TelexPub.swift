@@ -38,6 +38,8 @@ struct TelexPub: AsyncParsableCommand {
     @Flag(help: "Print only a summary instead of a line per event.")
     var quiet = false
 
+    @OptionGroup var progressOptions: ProgressOptions
+
     @Argument(help: "JSON Lines files (or, with --type, ninjs article files). Default: standard input.")
     var files: [String] = []
 
@@ -60,11 +62,14 @@ struct TelexPub: AsyncParsableCommand {
             }
             var summary = Summary()
             var exitCode: Int32 = 0
+            let showProgress = progressOptions.isEnabled(automatic: isTerminal(STDERR_FILENO))
+            let progress = ProgressReporter(label: "telex-pub", enabled: showProgress)
+            progress.update { $0.total = Self.totalSize(of: files) }
             do {
                 if let type {
-                    try await publishArticles(type: type, client: client, summary: &summary)
+                    try await publishArticles(type: type, client: client, summary: &summary, progress: progress)
                 } else {
-                    try await publishLines(client: client, summary: &summary)
+                    try await publishLines(client: client, summary: &summary, progress: progress)
                 }
             } catch let error as TelexError where error.code == .invalidEvent {
                 printError("telex-pub: \(error.message)")
@@ -73,6 +78,7 @@ struct TelexPub: AsyncParsableCommand {
                 printError("telex-pub: \(describe(error))")
                 exitCode = 1
             }
+            progress.finish()
             let report = summary.text
             if quiet || exitCode != 0 {
                 if exitCode != 0 { printError("telex-pub: stopped; \(report)") } else { print(report) }
@@ -98,8 +104,24 @@ struct TelexPub: AsyncParsableCommand {
         }
     }
 
-    private func publishArticles(type: String, client: TelexClient, summary: inout Summary) async throws {
+    /// The total size of the files when all are regular files (so percent and ETA can be shown); nil for stdin.
+    static func totalSize(of files: [String]) -> Int64? {
+        guard !files.isEmpty else { return nil }
+        var total: Int64 = 0
+        for file in files {
+            guard file != "-", let attributes = try? FileManager.default.attributesOfItem(atPath: file),
+                  attributes[.type] as? FileAttributeType == .typeRegular, let size = attributes[.size] as? Int64
+            else { return nil }
+            total += size
+        }
+        return total
+    }
+
+    private func publishArticles(
+        type: String, client: TelexClient, summary: inout Summary, progress: ProgressReporter
+    ) async throws {
         var events: [CloudEvent] = []
+        var bytes: Int64 = 0
         for file in files {
             let data: Data
             do {
@@ -107,6 +129,7 @@ struct TelexPub: AsyncParsableCommand {
             } catch {
                 throw TelexError(.invalidEvent, "\(file): cannot read (\(error.localizedDescription))")
             }
+            bytes += Int64(data.count)
             guard let article = (try? JSONValue(parsing: data))?.objectValue else {
                 throw TelexError(.invalidEvent, "\(file): not a JSON object (a ninjs article)")
             }
@@ -121,9 +144,15 @@ struct TelexPub: AsyncParsableCommand {
             summary.add(topic: result.topic, offset: result.offset)
             if !quiet { print(ackLine(line: nil, file: files[index], id: events[index].id, result)) }
         }
+        progress.update { counts in
+            counts.events += Int64(results.count)
+            (counts.bytes, counts.done) = (bytes, bytes)
+        }
     }
 
-    private func publishLines(client: TelexClient, summary: inout Summary) async throws {
+    private func publishLines(client: TelexClient, summary: inout Summary, progress: ProgressReporter) async throws {
+        // Per-event lines on the same terminal would land in the middle of the progress line: erase it first.
+        let clearsProgress = !quiet && isTerminal(STDOUT_FILENO)
         let reader = LineReader(files: files)
         reader.start()
         while true {
@@ -132,9 +161,11 @@ struct TelexPub: AsyncParsableCommand {
             var events: [CloudEvent] = []
             var lineNumbers: [(String, Int)] = []
             var stop: TelexError?
+            var bytes: Int64 = 0
             for line in chunk {
                 switch line {
                 case .text(let source, let number, let text):
+                    bytes += Int64(text.utf8.count) + 1
                     if text.allSatisfy(\.isWhitespace) { continue }
                     let location = files.count > 1 ? "\(source) line \(number)" : "line \(number)"
                     do {
@@ -156,6 +187,7 @@ struct TelexPub: AsyncParsableCommand {
             // Everything before a bad line is published, so the report says exactly where the run stopped.
             if !events.isEmpty {
                 let results = try await client.publish(events: events, to: topic)
+                if clearsProgress { progress.clear() }
                 for (index, result) in results.enumerated() {
                     summary.add(topic: result.topic, offset: result.offset)
                     if !quiet {
@@ -164,6 +196,11 @@ struct TelexPub: AsyncParsableCommand {
                     }
                 }
                 fflush(nil)  // all output streams: the C `stdout` global is not concurrency-safe to name
+                progress.update { counts in
+                    counts.events += Int64(results.count)
+                    counts.bytes += bytes
+                    counts.done += bytes
+                }
             }
             if let stop { throw stop }
         }

@@ -49,6 +49,7 @@ struct TelexSub: AsyncParsableCommand {
 
     @Option(help: "With --consumer, when retention passed a committed position: beginning, end or fail (needs an admin principal to reset).")
     var onOutOfRange: OutOfRangePolicy = .fail
+    @OptionGroup var progressOptions: ProgressOptions
 
     func validate() throws {
         do { try TopicName.validatePattern(pattern) } catch { throw ValidationError(error.message) }
@@ -78,6 +79,9 @@ struct TelexSub: AsyncParsableCommand {
         let configuration = try connection.configuration(defaultName: "telex-sub")
         let (pattern, start, consumer, noFollow) = (self.pattern, self.start, self.consumer, self.noFollow)
         let (limit, commitEvery, onOutOfRange) = (self.limit, self.commitEvery, self.onOutOfRange)
+        // By default only a --no-follow run whose output goes elsewhere shows progress: on a terminal it would mix.
+        let showProgress = progressOptions.isEnabled(
+            automatic: noFollow && isTerminal(STDERR_FILENO) && !isTerminal(STDOUT_FILENO))
         let exitCode = try await TelexClient.withClient(configuration: configuration) { client -> Int32 in
             do {
                 try await client.connect()
@@ -93,14 +97,22 @@ struct TelexSub: AsyncParsableCommand {
                 printError("telex-sub: \(describe(error))")
                 return 1
             }
+            let progress = ProgressReporter(label: "telex-sub", enabled: showProgress)
+            if noFollow {
+                let total = subscription.topics.reduce(Int64(0)) { $0 + max(0, $1.endOffset - $1.startOffset) }
+                progress.update { $0.total = limit.map { min(Int64($0), total) } ?? total }
+            }
             // SIGINT/SIGTERM cancel the printing task: its iteration ends at once, and what was printed is committed.
             let printing = Task {
-                try await Self.printEvents(subscription, limit: limit, commitEvery: consumer == nil ? nil : commitEvery)
+                try await Self.printEvents(subscription, limit: limit, commitEvery: consumer == nil ? nil : commitEvery,
+                                           progress: progress)
             }
             let stop = StopSignal()
             stop.install { printing.cancel() }
             var exitCode: Int32 = 0
-            switch await printing.result {
+            let result = await printing.result
+            progress.finish()
+            switch result {
             case .success: break
             case .failure(let error):
                 printError("telex-sub: \(describe(error))")
@@ -118,8 +130,11 @@ struct TelexSub: AsyncParsableCommand {
     }
 
     /// Prints events until the subscription ends, `limit` is reached, standard output closes or the task is
-    /// cancelled; commits every `commitEvery` events when given.
-    private static func printEvents(_ subscription: TelexSubscription, limit: Int?, commitEvery: Int?) async throws {
+    /// cancelled; commits every `commitEvery` events when given, and counts each printed event in `progress`.
+    private static func printEvents(
+        _ subscription: TelexSubscription, limit: Int?, commitEvery: Int?, progress: ProgressReporter
+    ) async throws {
+        let clearsProgress = isTerminal(STDOUT_FILENO)
         var printed = 0
         var sinceCommit = 0
         do {
@@ -132,11 +147,17 @@ struct TelexSub: AsyncParsableCommand {
                     printError("telex-sub: skipping \(delivered.topic)@\(delivered.offset): \(error.message)")
                     continue
                 }
+                if clearsProgress { progress.clear() }
                 print(line)
                 // fflush(nil) flushes every output stream (naming the C `stdout` global is not concurrency-safe);
                 // EOF means standard output is gone (a closed pipe).
                 if fflush(nil) != 0 { break }
                 printed += 1
+                progress.update { counts in
+                    counts.events += 1
+                    counts.done += 1
+                    counts.bytes += Int64(line.utf8.count) + 1
+                }
                 sinceCommit += 1
                 if let commitEvery, sinceCommit >= commitEvery {
                     try await subscription.commit()
