@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
+import ServiceLifecycle
 import TelexProtocol
 import TelexStorage
 
@@ -12,7 +13,12 @@ import TelexStorage
 /// accepting, has every connection finish what it accepted, fsyncs and closes every log, and waits for the
 /// connections to close. Blocking file work (recovery, topic creation, commits, retention) runs on one
 /// `NIOThreadPool` owned here. Tests bind port 0 and read `localPort`.
-public final class TelexServer: Sendable {
+///
+/// It is a swift-service-lifecycle `Service`: `run()` starts it, serves until graceful shutdown (SIGTERM/SIGINT in
+/// a `ServiceGroup`) or task cancellation, then shuts down as `shutdown()` does and returns. Retention is not a
+/// service of its own: it is a repeated task of the running server (every `retentionCheckSeconds`), started by
+/// `start()` and cancelled by `shutdown()`, which waits for a run in progress before closing the logs.
+public final class TelexServer: Service, Sendable {
     public let configuration: ServerConfiguration
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
@@ -27,6 +33,8 @@ public final class TelexServer: Sendable {
     private let lastReload = NIOLockedValueBox<Task<Void, any Error>?>(nil)
     /// Set once `shutdown()` has finished; tasks in `waitUntilClosed()` wait here.
     private let closed = NIOLockedValueBox<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    /// Set once a stop was asked for (graceful shutdown, cancellation or `shutdown()`); `run()` waits here.
+    private let stopRequested = NIOLockedValueBox<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     /// How long `shutdown()` waits for connections to answer what they accepted before closing them anyway.
     static let quiesceTimeout = TimeAmount.seconds(10)
@@ -268,6 +276,44 @@ public final class TelexServer: Sendable {
         }
     }
 
+    /// Starts the server, serves until graceful shutdown is triggered or the task is cancelled, then stops it as
+    /// `shutdown()` does (stop accepting, answer accepted publishes and commits, fsync and close every log) and
+    /// returns. If `shutdown()` is called from elsewhere, `run()` returns once the server is closed. Throws what
+    /// `start()` or `shutdown()` throws.
+    public func run() async throws {
+        try await start()
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await waitForStopRequest()
+            } onGracefulShutdown: { [self] in
+                requestStop()
+            }
+        } onCancel: { [self] in
+            requestStop()
+        }
+        logger.info("shutting down")
+        try await shutdown()
+    }
+
+    private func requestStop() {
+        let waiters = stopRequested.withLockedValue { stop in
+            stop.done = true
+            defer { stop.waiters = [] }
+            return stop.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    private func waitForStopRequest() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = stopRequested.withLockedValue { stop -> Bool in
+                if !stop.done { stop.waiters.append(continuation) }
+                return stop.done
+            }
+            if done { continuation.resume() }
+        }
+    }
+
     /// Waits until `shutdown()` has finished.
     public func waitUntilClosed() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -282,6 +328,7 @@ public final class TelexServer: Sendable {
     /// Stops accepting, lets every connection answer the publishes and commits it accepted (later requests get
     /// SHUTTING_DOWN), fsyncs and closes every log, waits for the connections to close, then stops its threads.
     public func shutdown() async throws {
+        requestStop()
         enum Action { case stop(Running), stopThreads, wait }
         let action: Action = state.withLockedValue { state in
             switch state {

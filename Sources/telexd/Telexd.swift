@@ -1,7 +1,7 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import Logging
+import ServiceLifecycle
 import TelexServer
 import TelexStorage
 
@@ -105,27 +105,24 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "telexd")
         openFileLimit?.log(to: logger)
         let server = TelexServer(configuration: configuration, logger: logger)
+        signal(SIGPIPE, SIG_IGN)
+        // Every long-running part of telexd is a Service in this one group: it starts them together, and on
+        // SIGTERM or SIGINT shuts them down gracefully in reverse order (the broker last: it quiesces, fsyncs
+        // and closes its logs, then run() returns). Add further services (a metrics endpoint, say) here.
+        let services: [any Service] = [server]
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [],
+            logger: logger))
+        let hangup = reloadOnHangup(server, logger: logger)
+        defer { hangup.cancel() }
         do {
-            try await server.start()
+            try await group.run()
         } catch {
-            logger.critical("could not start", metadata: ["error": "\(error)"])
+            logger.critical("could not start, or stopped on an error", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGPIPE, SIG_IGN)
-        let signals = [SIGINT, SIGTERM].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
-        for source in signals {
-            source.setEventHandler {
-                logger.info("shutting down", metadata: ["signal": "\(source.handle)"])
-                for other in signals { other.cancel() }
-                Task { try? await server.shutdown() }
-            }
-            source.resume()
-        }
-        let hangup = reloadOnHangup(server, logger: logger)
-        await server.waitUntilClosed()
-        hangup.cancel()
     }
 }
 
