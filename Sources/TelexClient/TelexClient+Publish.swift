@@ -162,7 +162,7 @@ extension TelexClient {
             } catch let error as PublishError {
                 throw error
             } catch {
-                var interrupted = pipeline.interrupted(by: error)
+                var interrupted = await pipeline.interrupted(by: error)
                 interrupted.unsentRecords = groups[index].lowerBound..<records.count
                 throw interrupted
             }
@@ -223,7 +223,7 @@ struct PublishPipeline {
                 error.unacknowledged += batches[index...]
                 throw error
             } catch {
-                throw interrupted(by: error, notSent: Array(batches[index...]))
+                throw await interrupted(by: error, notSent: Array(batches[index...]))
             }
         }
     }
@@ -235,8 +235,16 @@ struct PublishPipeline {
     }
 
     /// The error that reports what was and was not acknowledged when publishing stops.
-    func interrupted(by error: any Error, notSent: [PreparedBatch] = []) -> PublishError {
-        PublishError(underlying: error, acknowledged: acks, unacknowledged: unacked[head...].map(\.batch) + notSent)
+    ///
+    /// Acks that arrived before the failure but were not awaited yet (the window was not full) are collected first,
+    /// in order up to the first batch without one: they count as acknowledged. Their futures are already complete
+    /// when the connection failed, and a cancelled task fails the others at once, so this does not wait long.
+    mutating func interrupted(by error: any Error, notSent: [PreparedBatch] = []) async -> PublishError {
+        while head < unacked.count, let ack = try? await unacked[head].pending.ack() {
+            acks.append(ack)
+            head += 1
+        }
+        return PublishError(underlying: error, acknowledged: acks, unacknowledged: unacked[head...].map(\.batch) + notSent)
     }
 
     private mutating func awaitOldest() async throws {
@@ -250,17 +258,17 @@ struct PublishPipeline {
             }
         } catch let error as TelexError where [.connectionFailed, .timeout, .shuttingDown].contains(error.code) {
             failures += 1
-            guard failures <= client.configuration.maxReconnectAttempts else { throw interrupted(by: error) }
+            guard failures <= client.configuration.maxReconnectAttempts else { throw await interrupted(by: error) }
             client.logger.warning("publish interrupted; re-sending unacknowledged batches", metadata: ["error": "\(error)"])
             // A dead connection, or one that stopped answering or is shutting down, is not used again.
             await client.dropConnection(unacked[head].pending.connection)
             do {
                 _ = try await currentConnection()
             } catch {
-                throw interrupted(by: error)
+                throw await interrupted(by: error)
             }
         } catch {
-            throw interrupted(by: error)
+            throw await interrupted(by: error)
         }
     }
 
