@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -14,6 +15,8 @@ import TelexStorage
 /// `NIOThreadPool` owned here. Tests bind port 0 and read `localPort`.
 public final class TelexServer: Sendable {
     public let configuration: ServerConfiguration
+    /// Where the broker and its store record metrics (see `TelexMetrics`).
+    public let metrics: TelexMetrics
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     let threadPool: NIOThreadPool
@@ -54,8 +57,12 @@ public final class TelexServer: Sendable {
         var channels: [ObjectIdentifier: any Channel] = [:]
     }
 
-    public init(configuration: ServerConfiguration, logger: Logger) {
+    /// `metricsFactory` receives every metric (the global `MetricsSystem.factory` unless given; tests pass their own).
+    public init(
+        configuration: ServerConfiguration, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
+    ) {
         self.configuration = configuration
+        metrics = TelexMetrics(factory: metricsFactory, maxTopics: configuration.metricsMaxTopics)
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         threadPool = NIOThreadPool(numberOfThreads: 2)
@@ -92,9 +99,11 @@ public final class TelexServer: Sendable {
         do {
             let configuration = self.configuration
             let logger = self.logger
+            let metrics = self.metrics
             access = try await threadPool.runIfActive { try AccessControl(configuration: configuration, logger: logger) }
             store = try await threadPool.runIfActive {
-                try TopicStore(directory: configuration.dataDirectory, configuration: configuration.log, logger: logger)
+                try TopicStore(directory: configuration.dataDirectory, configuration: configuration.log, logger: logger,
+                               metrics: metrics)
             }
             try await loadTLSContext()
             channel = try await bind(store: store, access: access)
@@ -240,7 +249,9 @@ public final class TelexServer: Sendable {
             return .accepted
         }
         guard case .accepted = admission else { return admission }
-        channel.closeFuture.whenComplete { [connections] _ in
+        metrics.connections.increment()
+        channel.closeFuture.whenComplete { [connections, metrics] _ in
+            metrics.connections.decrement()
             _ = connections.withLockedValue { $0.channels.removeValue(forKey: id) }
         }
         return .accepted

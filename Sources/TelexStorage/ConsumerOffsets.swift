@@ -53,6 +53,11 @@ public final class ConsumerOffsets: Sendable {
         positions.withLock { $0[consumer] ?? [:] }
     }
 
+    /// Every consumer's committed next-offsets, consumer → topic → offset.
+    public var allCommitted: [String: [String: Int64]] {
+        positions.withLock { $0 }
+    }
+
     /// Durably records that `consumer` will next read `offset` in `topic`. Returns once it is on disk.
     public func commit(_ consumer: String, topic: String, offset: Int64) throws(TelexError) {
         try Self.validateName(consumer)

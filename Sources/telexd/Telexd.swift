@@ -56,6 +56,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup(title: "Limits") var limits: LimitOptions
     @OptionGroup var files: FileOptions
     @OptionGroup var tls: TLSOptions
+    @OptionGroup(title: "Metrics") var metrics: MetricsOptions
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -94,6 +95,8 @@ struct Serve: AsyncParsableCommand {
         auth.apply(to: &configuration)
         configuration.limits = try limits.serverLimits(environment: environment)
         try tls.apply(to: &configuration, environment: environment)
+        let metricsAddress = try metrics.apply(
+            to: &configuration, allowPlaintext: tls.allowsPlaintext(environment: environment), environment: environment)
         let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level '\(levelText)'") }
 
@@ -104,12 +107,28 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "telexd")
         openFileLimit?.log(to: logger)
+        // Without --metrics-address nothing is bootstrapped and every metric is a no-op.
+        let registry = metricsAddress.map { _ in MetricsOptions.bootstrapPrometheus() }
         let server = TelexServer(configuration: configuration, logger: logger)
         do {
             try await server.start()
         } catch {
             logger.critical("could not start", metadata: ["error": "\(error)"])
             throw ExitCode(1)
+        }
+        // The endpoint is a swift-service-lifecycle Service; until telexd runs a ServiceGroup it runs in a task here,
+        // cancelled once the broker has stopped (the lead adds it to the ServiceGroup when reconciling p10-life).
+        let metricsTask = metricsAddress.map { address in
+            let endpoint = MetricsEndpoint(host: address.host, port: address.port, tls: configuration.tls,
+                                           registry: registry!, server: server, logger: logger)
+            return Task {
+                do {
+                    try await endpoint.run()
+                } catch {
+                    logger.critical("metrics endpoint failed", metadata: ["error": "\(error)"])
+                    try? await server.shutdown()
+                }
+            }
         }
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
@@ -125,6 +144,8 @@ struct Serve: AsyncParsableCommand {
         }
         let hangup = reloadOnHangup(server, logger: logger)
         await server.waitUntilClosed()
+        metricsTask?.cancel()
+        await metricsTask?.value
         hangup.cancel()
     }
 }
