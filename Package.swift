@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "telex-pub", targets: ["telex-pub"]),
         .executable(name: "telex-sub", targets: ["telex-sub"]),
         .executable(name: "telex-bench", targets: ["telex-bench"]),
+        .executable(name: "telex-metrics-cost", targets: ["telex-metrics-cost"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -137,9 +138,17 @@ let package = Package(
                 "TelexEvents",
                 "TelexStorage", "TelexProtocol",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "telex-metrics-cost",
+            dependencies: [
+                "TelexStorage", "TelexProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
