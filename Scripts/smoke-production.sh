@@ -3,7 +3,8 @@
 # made with openssl, principals in a users file, telexd with TLS and the users file; then checks that TLS 1.3 is
 # negotiated, a desk's token publishes where it may and is refused (topic named, non-zero exit) where it may not,
 # a client without a token is refused, a principal cannot use another's consumer name, a plaintext client gets
-# a clear error, and telexd refuses to listen beyond loopback in plaintext.
+# a clear error, telexd refuses to listen beyond loopback in plaintext, and /metrics over HTTPS shows the
+# published count and a consumer lag equal to end − committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ bin=$(swift build --show-bin-path)
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 server="127.0.0.1:$port"
+metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 pid=""
 cleanup() {
     if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
@@ -47,7 +49,7 @@ sports=$("$bin/telexd" users add sports-desk --file "$work/users.json" --publish
 push=$("$bin/telexd" users add push-alerts --file "$work/users.json" --subscribe 'news.>' --consumers 'push-*')
 
 "$bin/telexd" --port "$port" --data-dir "$work/data" --tls-cert "$work/server.pem" --tls-key "$work/server.key" \
-    --users "$work/users.json" >>"$work/telexd.log" 2>&1 &
+    --users "$work/users.json" --metrics-address "127.0.0.1:$metrics_port" >>"$work/telexd.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
@@ -99,5 +101,27 @@ status=0
     || status=$?
 [ "$status" -ne 0 ] && grep -qi "tls" "$work/plaintext.txt" || fail "a plaintext client to the TLS port got no clear error"
 echo "smoke-production: plaintext client told: $(head -1 "$work/plaintext.txt")"
+
+# Metrics over HTTPS with the broker's certificate: what was published, and push-alerts' lag (end − committed).
+metric() {
+    python3 - "$work/ca.pem" "$metrics_port" "$1" <<'PY'
+import re, ssl, sys, urllib.request
+context = ssl.create_default_context(cafile=sys.argv[1])
+with urllib.request.urlopen(f"https://127.0.0.1:{sys.argv[2]}/metrics", context=context) as response:
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4"), response.headers["Content-Type"]
+    text = response.read().decode()
+for line in text.splitlines():
+    if line.startswith(sys.argv[3] + " "):
+        print(float(line.split(" ")[1]))
+        break
+PY
+}
+published=$(metric 'telex_published_events_total{topic="news.sport.football"}')
+[ "$published" = "1.0" ] || fail "telex_published_events_total for news.sport.football is '$published', expected 1"
+end=$(metric 'telex_log_end_offset{topic="news.sport.football"}')
+lag=$(metric 'telex_consumer_lag{consumer="push-alerts",topic="news.sport.football"}')
+committed=$(metric 'telex_consumer_committed_offset{consumer="push-alerts",topic="news.sport.football"}')
+[ -n "$lag" ] && python3 -c "assert $lag == $end - $committed" || fail "lag '$lag' is not end '$end' − committed '$committed'"
+echo "smoke-production: /metrics over HTTPS: published $published, push-alerts lag $lag (end $end, committed $committed)"
 
 echo "smoke-production: OK"

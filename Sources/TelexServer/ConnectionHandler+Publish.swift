@@ -75,8 +75,10 @@ extension ConnectionHandler {
         inFlight += 1
         let connection = NIOLoopBound(self, eventLoop: loop)
         let hub = self.hub
+        let appended = NIODeadline.now()
         log.whenDurable(result) { outcome in
             loop.execute {
+                connection.value.countPublished(result, log: log, outcome: outcome, bytes: bytes, appended: appended)
                 connection.value.published(result, topic: topic, outcome: outcome, bytes: bytes, requestID: requestID)
             }
             if case .success = outcome, !result.duplicate { hub.readable(topic) }

@@ -120,6 +120,7 @@ extension ConnectionHandler {
         subscriptions[pending.id] = Subscription(
             requestID: pending.requestID, consumer: pending.consumer, listener: pending.listener, machine: machine,
             logs: Dictionary(logs, uniquingKeysWith: { first, _ in first }))
+        store.metrics.activeSubscriptions.increment()
         logger.debug("subscribed", metadata: [
             "pattern": "\(pending.pattern)", "subscription": "\(pending.id)", "topics": "\(ranges.count)",
         ])
@@ -147,6 +148,7 @@ extension ConnectionHandler {
         guard let subscription = subscriptions.removeValue(forKey: subscriptionID) else {
             return reply(TelexError(.unknownSubscription, "UNSUBSCRIBE for subscription \(subscriptionID), which is not active"), requestID)
         }
+        store.metrics.activeSubscriptions.decrement()
         hub.unregister(subscription.listener)
         write(.unsubscribed(subscriptionID: subscriptionID), requestID: requestID)
     }
@@ -189,6 +191,7 @@ extension ConnectionHandler {
                 guard let slice = try log.read(from: read.offset, maxBytes: configuration.maxDeliverBytes,
                                                maxBatches: read.maxBatches) else { continue }
                 subscriptions[id]?.machine.delivered(topic: read.topic, nextOffset: slice.nextOffset, batchCount: slice.batchCount)
+                countDelivered(slice, log: log)
                 if usesTLS {
                     if wrote { flushOutbound() }
                     return deliverFromThreadPool(slice, topic: read.topic, subscriptionID: id)
@@ -199,6 +202,7 @@ extension ConnectionHandler {
                 return endSubscription(id, error: error)
             }
         }
+        if wrote { countCreditStall(id) }
         if !mayStartDelivery {
             waitForDeliveryTurn(id)
         } else if subscriptions[id]?.machine.shouldSendCaughtUp() == true {
@@ -228,8 +232,10 @@ extension ConnectionHandler {
     /// Ends a subscription the broker can no longer serve, telling the client why.
     func endSubscription(_ id: UInt32, error: TelexError) {
         guard let subscription = subscriptions.removeValue(forKey: id) else { return }
+        store.metrics.activeSubscriptions.decrement()
         logger.warning("subscription ended", metadata: ["subscription": "\(id)", "error": "\(error)"])
         hub.unregister(subscription.listener)
+        store.metrics.errorSent(error.code.name)
         write(.error(code: error.code, message: "subscription \(id) ended: \(error.message)"), requestID: subscription.requestID)
         write(.unsubscribed(subscriptionID: id), requestID: subscription.requestID)
         scheduleFlush()
@@ -237,6 +243,7 @@ extension ConnectionHandler {
 
     func endAllSubscriptions() {
         for subscription in subscriptions.values { hub.unregister(subscription.listener) }
+        if !subscriptions.isEmpty { store.metrics.activeSubscriptions.decrement(by: Double(subscriptions.count)) }
         subscriptions = [:]
     }
 }

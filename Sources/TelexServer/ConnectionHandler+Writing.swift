@@ -12,6 +12,7 @@ extension ConnectionHandler {
     }
 
     func reply(_ error: TelexError, _ requestID: UInt32) {
+        store.metrics.errorSent(error.code.name)
         write(.error(code: error.code, message: error.message), requestID: requestID)
     }
 
@@ -85,6 +86,7 @@ extension ConnectionHandler {
             context.close(promise: nil)
             return
         }
+        store.metrics.errorSent(error.code.name)
         write(.error(code: error.code, message: error.message), requestID: requestID)
         let pending = outbound
         outbound = ByteBuffer()

@@ -34,6 +34,8 @@ public struct ServerConfiguration: Sendable {
     public var limits: ServerLimits
     /// TLS on the listener (certificate, key, client CA). Default nil: plaintext.
     public var tls: ServerTLSConfiguration?
+    /// Most distinct `topic` (and `consumer`) label values in metrics; later ones share `_other`. Default 1000.
+    public var metricsMaxTopics = 1000
 
     public init(
         host: String = "127.0.0.1",

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -20,6 +21,8 @@ import TelexStorage
 /// `start()` and cancelled by `shutdown()`, which waits for a run in progress before closing the logs.
 public final class TelexServer: Service, Sendable {
     public let configuration: ServerConfiguration
+    /// Where the broker and its store record metrics (see `TelexMetrics`).
+    public let metrics: TelexMetrics
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     let threadPool: NIOThreadPool
@@ -62,8 +65,12 @@ public final class TelexServer: Service, Sendable {
         var channels: [ObjectIdentifier: any Channel] = [:]
     }
 
-    public init(configuration: ServerConfiguration, logger: Logger) {
+    /// `metricsFactory` receives every metric (the global `MetricsSystem.factory` unless given; tests pass their own).
+    public init(
+        configuration: ServerConfiguration, logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
+    ) {
         self.configuration = configuration
+        metrics = TelexMetrics(factory: metricsFactory, maxTopics: configuration.metricsMaxTopics)
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         threadPool = NIOThreadPool(numberOfThreads: 2)
@@ -100,9 +107,11 @@ public final class TelexServer: Service, Sendable {
         do {
             let configuration = self.configuration
             let logger = self.logger
+            let metrics = self.metrics
             access = try await threadPool.runIfActive { try AccessControl(configuration: configuration, logger: logger) }
             store = try await threadPool.runIfActive {
-                try TopicStore(directory: configuration.dataDirectory, configuration: configuration.log, logger: logger)
+                try TopicStore(directory: configuration.dataDirectory, configuration: configuration.log, logger: logger,
+                               metrics: metrics)
             }
             try await loadTLSContext()
             channel = try await bind(store: store, access: access)
@@ -249,7 +258,9 @@ public final class TelexServer: Service, Sendable {
             return .accepted
         }
         guard case .accepted = admission else { return admission }
-        channel.closeFuture.whenComplete { [connections] _ in
+        metrics.connections.increment()
+        channel.closeFuture.whenComplete { [connections, metrics] _ in
+            metrics.connections.decrement()
             _ = connections.withLockedValue { $0.channels.removeValue(forKey: id) }
         }
         return .accepted

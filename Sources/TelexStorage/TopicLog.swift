@@ -117,6 +117,9 @@ public final class TopicLog: Sendable {
     public let directory: String
     public let configuration: LogConfiguration
     private let logger: Logger
+    /// Metric handles: this topic's (`metrics.topic`) and the store's fsync ones.
+    public let metrics: TopicMetrics
+    private let storeMetrics: TelexMetrics
     private let files: FileDescriptorCache
     private let syncQueue: DispatchQueue
     private let state: Mutex<State>
@@ -226,18 +229,22 @@ public final class TopicLog: Sendable {
     ///
     /// Blocking: reads, fsyncs and possibly rewrites files. Call it off event loops.
     public convenience init(
-        topic: String, directory: String, configuration: LogConfiguration, logger: Logger
+        topic: String, directory: String, configuration: LogConfiguration, logger: Logger,
+        metrics: TelexMetrics = .disabled
     ) throws(TelexError) {
         try self.init(topic: topic, directory: directory, configuration: configuration, logger: logger,
-                      files: FileDescriptorCache(budget: configuration.maxOpenFiles))
+                      files: FileDescriptorCache(budget: configuration.maxOpenFiles), metrics: metrics)
     }
 
     /// Opens the log with its files in `files`, the cache shared by a store's logs. Each file is released to
     /// the cache once recovered, so opening many logs holds no more than the cache's budget open.
     init(
-        topic: String, directory: String, configuration: LogConfiguration, logger: Logger, files: FileDescriptorCache
+        topic: String, directory: String, configuration: LogConfiguration, logger: Logger, files: FileDescriptorCache,
+        metrics: TelexMetrics = .disabled
     ) throws(TelexError) {
         self.topic = topic
+        self.metrics = metrics.topic(topic)
+        storeMetrics = metrics
         self.directory = directory
         self.configuration = configuration
         self.files = files
@@ -446,17 +453,21 @@ public final class TopicLog: Sendable {
                 return syncWork(&state, syncActive: configuration.fsync != .never)
             }
             // The work (and its leases) ends with this closure, before the slot is given back.
+            let started = DispatchTime.now().uptimeNanoseconds
+            defer { storeMetrics.fsyncDuration.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started) }
             return (work.unsealed, work.target, perform(work))
         }()
         if case .unavailable(let error) = outcome { return retryLater(error) }
-        let (ready, more, retries) = state.withLock { state in
+        let (ready, more, retries, madeDurable) = state.withLock { state in
+            let durableBefore = state.durableOffset
             let ready = finish(unsealed: unsealed, target: target, outcome, &state)
             let more = !state.waiters.isEmpty && !state.syncScheduled
             if more { state.syncScheduled = true }
             let retries = state.unavailableRounds
             state.unavailableRounds = 0
-            return (ready, more, retries)
+            return (ready, more, retries, state.durableOffset - durableBefore)
         }
+        if madeDurable > 0 { storeMetrics.groupCommitRecords.record(madeDurable) }
         if retries > 0, case .synced = outcome {
             logger.info("sync round succeeded again after failing to open files", metadata: ["retries": "\(retries)"])
         }
@@ -692,6 +703,7 @@ public final class TopicLog: Sendable {
             ])
         }
         try FileIO.syncDirectory(directory)
+        metrics.retentionDeletedSegments.increment(by: removed.count)
         return removed.count
     }
 

@@ -15,6 +15,8 @@ public final class TopicStore: Sendable {
     public let directory: String
     public let configuration: LogConfiguration
     public let consumerOffsets: ConsumerOffsets
+    /// The metric handles every log and the broker's connections record into.
+    public let metrics: TelexMetrics
     private let logger: Logger
     /// The open segment and index files of every topic.
     let files: FileDescriptorCache
@@ -31,16 +33,19 @@ public final class TopicStore: Sendable {
     /// Blocking: recovery reads, checks and fsyncs every topic's files. Call it off event loops (for example on
     /// an `NIOThreadPool`).
     public convenience init(
-        directory: String, configuration: LogConfiguration = .init(), logger: Logger
+        directory: String, configuration: LogConfiguration = .init(), logger: Logger,
+        metrics: TelexMetrics = .disabled
     ) throws(TelexError) {
-        try self.init(directory: directory, configuration: configuration, logger: logger, willCreateLog: { _ in })
+        try self.init(directory: directory, configuration: configuration, logger: logger, metrics: metrics,
+                      willCreateLog: { _ in })
     }
 
     init(
-        directory: String, configuration: LogConfiguration, logger: Logger,
+        directory: String, configuration: LogConfiguration, logger: Logger, metrics: TelexMetrics = .disabled,
         willCreateLog: @escaping @Sendable (String) -> Void
     ) throws(TelexError) {
         self.directory = directory
+        self.metrics = metrics
         self.configuration = configuration
         self.logger = logger
         self.willCreateLog = willCreateLog
@@ -57,7 +62,7 @@ public final class TopicStore: Sendable {
                 continue
             }
             logs[name] = try TopicLog(topic: name, directory: directory + "/topics/" + name,
-                                      configuration: configuration, logger: logger, files: files)
+                                      configuration: configuration, logger: logger, files: files, metrics: metrics)
         }
         self.logs = Mutex(logs)
     }
@@ -84,7 +89,7 @@ public final class TopicStore: Sendable {
             }
             willCreateLog(topic)
             let log = try TopicLog(topic: topic, directory: directory + "/topics/" + topic,
-                                   configuration: configuration, logger: logger, files: files)
+                                   configuration: configuration, logger: logger, files: files, metrics: metrics)
             try FileIO.syncDirectory(directory + "/topics")
             logs.withLock { $0[topic] = log }
             logger.info("created topic", metadata: ["topic": "\(topic)"])

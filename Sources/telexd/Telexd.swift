@@ -56,6 +56,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup(title: "Limits") var limits: LimitOptions
     @OptionGroup var files: FileOptions
     @OptionGroup var tls: TLSOptions
+    @OptionGroup(title: "Metrics") var metrics: MetricsOptions
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -94,6 +95,8 @@ struct Serve: AsyncParsableCommand {
         auth.apply(to: &configuration)
         configuration.limits = try limits.serverLimits(environment: environment)
         try tls.apply(to: &configuration, environment: environment)
+        let metricsAddress = try metrics.apply(
+            to: &configuration, allowPlaintext: tls.allowsPlaintext(environment: environment), environment: environment)
         let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level '\(levelText)'") }
 
@@ -104,12 +107,19 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "telexd")
         openFileLimit?.log(to: logger)
+        // Without --metrics-address nothing is bootstrapped and every metric is a no-op.
+        let registry = metricsAddress.map { _ in MetricsOptions.bootstrapPrometheus() }
         let server = TelexServer(configuration: configuration, logger: logger)
         signal(SIGPIPE, SIG_IGN)
         // Every long-running part of telexd is a Service in this one group: it starts them together, and on
         // SIGTERM or SIGINT shuts them down gracefully in reverse order (the broker last: it quiesces, fsyncs
-        // and closes its logs, then run() returns). Add further services (a metrics endpoint, say) here.
-        let services: [any Service] = [server]
+        // and closes its logs, then run() returns). The metrics endpoint, when enabled, is one of them.
+        var services: [any Service] = [server]
+        if let address = metricsAddress, let registry {
+            // After the broker in the list, so it stops first.
+            services.append(MetricsEndpoint(host: address.host, port: address.port, tls: configuration.tls,
+                                            registry: registry, server: server, logger: logger))
+        }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
