@@ -7,98 +7,6 @@ import NIOCore
 import Synchronization
 import TelexProtocol
 
-/// What an append did: the offsets the batch got (or, for a retried duplicate, had already got).
-public struct AppendResult: Sendable, Equatable {
-    public var baseOffset: Int64
-    public var recordCount: UInt32
-    /// True when the batch was a retry of one already stored; nothing was written.
-    public var duplicate: Bool
-    public var nextOffset: Int64 { baseOffset + Int64(recordCount) }
-}
-
-/// A run of whole stored batches in one segment file, ready to send as they are.
-///
-/// A slice holds its segment file open (a lease on the store's file descriptor cache) until the last copy of it
-/// is dropped, so it stays readable even after retention deleted the file: keep slices only while sending them.
-public struct LogSlice: Sendable {
-    let log: FileLease
-    /// Byte position in the segment file.
-    public let position: Int
-    public let length: Int
-    /// Base offset of the first batch; it may be below the offset asked for.
-    public let firstOffset: Int64
-    /// The offset after the last record in the slice.
-    public let nextOffset: Int64
-    public let batchCount: Int
-
-    /// Reads the slice's bytes into memory.
-    public func readBytes() throws(TelexError) -> ByteBuffer {
-        var buffer = ByteBuffer()
-        let path = log.file.path
-        let count = try log.withDescriptor { fd throws(TelexError) in
-            try FileIO.read(fd, at: position, length: length, into: &buffer, path: path)
-        }
-        guard count == length else {
-            throw TelexError(.storageFailure, "\(path): short read at \(position) (\(count) of \(length) bytes)")
-        }
-        return buffer
-    }
-
-    /// A new handle on the segment file, owned by the caller (close it once the slice is sent), for a `FileRegion`.
-    ///
-    /// The handle is a `dup` of the slice's descriptor: it stays valid after the slice is dropped and the cache
-    /// closes its own descriptor, and it is not counted in the store's open-file budget (Protocol/STORAGE.md §11.3).
-    public func makeFileHandle() throws(TelexError) -> NIOFileHandle {
-        let duplicate = log.withDescriptor { dup($0) }
-        guard duplicate >= 0 else { throw FileIO.failure("dup", log.file.path) }
-        return NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: duplicate)
-    }
-}
-
-/// Per-producer memory of recent batches, so a retried batch is answered with its original offsets.
-///
-/// Keyed by sequence, not ordered by it: concurrent publishers sharing one producer id may send batches
-/// out of sequence order, and each is still stored once.
-struct ProducerState {
-    static let remembered = 4096
-    var lastAppendTime: Int64
-    private var offsets: [Int32: (baseOffset: Int64, recordCount: UInt32)] = [:]
-    private var order: [Int32] = []
-    private var orderHead = 0
-
-    init(lastAppendTime: Int64) {
-        self.lastAppendTime = lastAppendTime
-    }
-
-    mutating func remember(_ sequence: Int32, baseOffset: Int64, recordCount: UInt32, appendTime: Int64) {
-        lastAppendTime = appendTime
-        offsets[sequence] = (baseOffset, recordCount)
-        order.append(sequence)
-        if order.count - orderHead > Self.remembered {
-            offsets[order[orderHead]] = nil
-            orderHead += 1
-            if orderHead >= Self.remembered {
-                order.removeFirst(orderHead)
-                orderHead = 0
-            }
-        }
-    }
-
-    func lookup(_ sequence: Int32) -> (baseOffset: Int64, recordCount: UInt32)? {
-        offsets[sequence]
-    }
-
-    /// True when the memory is full and `sequence` is older than everything in it: it cannot be told apart
-    /// from a forgotten batch, so it must not be stored blindly.
-    func isTooOld(_ sequence: Int32) -> Bool {
-        guard order.count - orderHead >= Self.remembered else { return false }
-        return sequence < order[orderHead]
-    }
-
-    /// The sequence remembered longest.
-    var oldestRemembered: Int32? { orderHead < order.count ? order[orderHead] : nil }
-}
-
 /// One topic's append-only log: segments of whole batches, offsets dense from 0, durable by its fsync policy.
 ///
 /// Thread-safe. Appends write to the page cache under the log's lock; every fsync (group commit, interval,
@@ -116,17 +24,17 @@ public final class TopicLog: Sendable {
     public let topic: String
     public let directory: String
     public let configuration: LogConfiguration
-    private let logger: Logger
+    let logger: Logger
     /// Metric handles: this topic's (`metrics.topic`) and the store's fsync ones.
     public let metrics: TopicMetrics
-    private let storeMetrics: TelexMetrics
-    private let files: FileDescriptorCache
-    private let syncQueue: DispatchQueue
-    private let state: Mutex<State>
+    let storeMetrics: TelexMetrics
+    let files: FileDescriptorCache
+    let syncQueue: DispatchQueue
+    let state: Mutex<State>
 
     /// Everything that changes after opening, behind `state`. The `var`s of its segments are guarded by the
     /// same lock (see `Segment`).
-    private struct State {
+    struct State {
         var segments: [Segment]
         var producers: [Int64: ProducerState] = [:]
         var nextOffset: Int64
@@ -195,7 +103,7 @@ public final class TopicLog: Sendable {
     }
 
     /// What one sync round found to do, taken under the lock and done outside it.
-    private struct SyncWork {
+    struct SyncWork {
         /// Every segment rolled away from and not yet sealed; the directory is fsynced after them.
         var unsealed: [Segment]
         /// Those of `unsealed` still in the log, whose files to fsync (retention may have deleted the others).
@@ -209,7 +117,7 @@ public final class TopicLog: Sendable {
     }
 
     /// How a sync round ended.
-    private enum SyncOutcome {
+    enum SyncOutcome {
         /// Every fsync succeeded and every close of an evicted descriptor of the files did.
         case synced
         /// A file could not be opened (EMFILE, …): nothing was fsynced and nothing lost; retry the round.
@@ -318,7 +226,7 @@ public final class TopicLog: Sendable {
     /// Interval fsync rounds run so far; they stop once the log is closed.
     var intervalSyncRounds: Int { state.withLock { $0.intervalRounds } }
 
-    private func readableEnd(_ state: borrowing State) -> Int64 {
+    func readableEnd(_ state: borrowing State) -> Int64 {
         configuration.fsync == .always ? state.durableOffset : state.nextOffset
     }
 
@@ -397,191 +305,6 @@ public final class TopicLog: Sendable {
         state.unsealed.append(old)
         logger.info("rolled segment", metadata: ["baseOffset": "\(state.nextOffset)"])
         return segment
-    }
-
-    /// Calls `callback` once the append that produced `result` is durable under this log's policy
-    /// (at once for `.never` and `.interval`). Called on the fsync queue or the caller's thread.
-    public func whenDurable(_ result: AppendResult, _ callback: @escaping @Sendable (Result<Void, TelexError>) -> Void) {
-        guard configuration.fsync == .always else { return callback(.success(())) }
-        enum Outcome { case now(Result<Void, TelexError>), wait(schedule: Bool) }
-        let outcome = state.withLock { state -> Outcome in
-            if let failure = state.failure { return .now(.failure(failure)) }
-            if state.durableOffset >= result.nextOffset { return .now(.success(())) }
-            state.waiters.append((result.nextOffset, callback))
-            let schedule = !state.syncScheduled
-            state.syncScheduled = true
-            return .wait(schedule: schedule)
-        }
-        switch outcome {
-        case .now(let result): callback(result)
-        case .wait(let schedule): if schedule { syncQueue.async { self.syncRound() } }
-        }
-    }
-
-    /// Appends and waits until the batch is durable under this log's policy.
-    public func appendDurably(_ batch: ByteBuffer) async throws -> AppendResult {
-        let result = try append(batch)
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            whenDurable(result) { continuation.resume(with: $0) }
-        }
-        return result
-    }
-
-    /// Queues a sync round unless one is already queued.
-    private func scheduleSync() {
-        let schedule = state.withLock { state in
-            defer { state.syncScheduled = true }
-            return !state.syncScheduled
-        }
-        if schedule { syncQueue.async { self.syncRound() } }
-    }
-
-    /// One round on the sync queue: seals rolled segments, fsyncs the directory after them, fsyncs the active
-    /// segment's `.log` (not under `.never`), then completes the waiters covered by everything appended before
-    /// the round started.
-    ///
-    /// A round that cannot open a file (the process is out of descriptors) keeps its waiters and is retried
-    /// after a backoff from 50 ms doubling to 1 s; only a failed fsync fails the log.
-    private func syncRound() {
-        // Rounds of all the store's logs share a few slots: each holds leases on its files for the length of its
-        // fsyncs, so this bounds how far the store can go over its open-file budget (STORAGE.md §11).
-        files.syncSlots.wait()
-        let (unsealed, target, outcome) = { () -> ([Segment], Int64, SyncOutcome) in
-            defer { files.syncSlots.signal() }
-            let work = state.withLock { state in
-                state.syncScheduled = false
-                return syncWork(&state, syncActive: configuration.fsync != .never)
-            }
-            // The work (and its leases) ends with this closure, before the slot is given back.
-            let started = DispatchTime.now().uptimeNanoseconds
-            defer { storeMetrics.fsyncDuration.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started) }
-            return (work.unsealed, work.target, perform(work))
-        }()
-        if case .unavailable(let error) = outcome { return retryLater(error) }
-        let (ready, more, retries, madeDurable) = state.withLock { state in
-            let durableBefore = state.durableOffset
-            let ready = finish(unsealed: unsealed, target: target, outcome, &state)
-            let more = !state.waiters.isEmpty && !state.syncScheduled
-            if more { state.syncScheduled = true }
-            let retries = state.unavailableRounds
-            state.unavailableRounds = 0
-            return (ready, more, retries, state.durableOffset - durableBefore)
-        }
-        if madeDurable > 0 { storeMetrics.groupCommitRecords.record(madeDurable) }
-        if retries > 0, case .synced = outcome {
-            logger.info("sync round succeeded again after failing to open files", metadata: ["retries": "\(retries)"])
-        }
-        let result: Result<Void, TelexError> =
-            if case .failed(let error) = outcome { .failure(error) } else { .success(()) }
-        for callback in ready { callback(result) }
-        if more { syncQueue.async { self.syncRound() } }
-    }
-
-    /// After a round that could not open a file: keeps the waiters and the durable offset, logs (at most one
-    /// warning per 10 s) and queues the round again after the backoff if anything waits for it.
-    private func retryLater(_ error: TelexError) {
-        let now = FileIO.nowMilliseconds()
-        let (delay, warn, retry) = state.withLock { state -> (Int, Bool, Bool) in
-            state.unavailableRounds += 1
-            let doublings = min(state.unavailableRounds - 1, 10)
-            let delay = min(Self.syncRetryInitialMilliseconds << doublings, Self.syncRetryMaximumMilliseconds)
-            let warn = now - state.lastUnavailableWarning >= 10_000
-            if warn { state.lastUnavailableWarning = now }
-            // A round is already queued when an appender asked for one since the snapshot.
-            let retry = (!state.waiters.isEmpty || !state.unsealed.isEmpty) && !state.syncScheduled
-            if retry { state.syncScheduled = true }
-            return (delay, warn, retry)
-        }
-        if warn {
-            logger.warning(
-                "sync round could not open a file; acknowledgements wait and the round is retried",
-                metadata: ["error": "\(error)", "retryInMilliseconds": "\(delay)"])
-        }
-        guard retry else { return }
-        syncQueue.asyncAfter(deadline: .now() + .milliseconds(delay)) { self.syncRound() }
-    }
-
-    /// What a sync must do to cover everything appended so far. Caller holds the lock.
-    /// `fullActiveSync` (for `sync()`) fsyncs the active segment even when nothing was appended since the last
-    /// round.
-    private func syncWork(_ state: inout State, syncActive: Bool, fullActiveSync: Bool = false) -> SyncWork {
-        let active = state.segments.last!
-        let syncActive = syncActive && state.nextOffset > state.durableOffset
-        let start = state.segments.first!.baseOffset
-        let sealing = state.unsealed.filter { $0.baseOffset >= start }
-        let syncing = sealing + (syncActive || fullActiveSync ? [active] : [])
-        let leases = Result { () throws(TelexError) -> [FileLease] in
-            try syncing.map { segment throws(TelexError) in try segment.logFile.lease() }
-        }
-        return SyncWork(unsealed: state.unsealed, sealing: sealing, active: active, target: state.nextOffset, syncActive: syncActive,
-                        leases: leases)
-    }
-
-    /// Does the fsyncs of `work`, without the lock: sealed segments first (log and indexes), then the directory
-    /// (their successors' entries), then the active segment. Then checks that no close of an evicted descriptor
-    /// of those `.log` files reported an error the fsyncs could not see (NFS, STORAGE.md §11.2).
-    ///
-    /// Every file is opened (leased) before the first fsync, so a failed open leaves nothing half done.
-    private func perform(_ work: SyncWork, fullActiveSync: Bool = false) -> SyncOutcome {
-        let directory: CInt?
-        do throws(TelexError) {
-            _ = try work.leases.get()
-            directory = work.unsealed.isEmpty ? nil : try FileIO.openDirectory(self.directory)
-        } catch {
-            return .unavailable(error)
-        }
-        defer { if let directory { Glibc.close(directory) } }
-        do throws(TelexError) {
-            for segment in work.sealing { try segment.sync() }
-            if let directory { try FileIO.syncDirectory(directory, path: self.directory) }
-            if fullActiveSync {
-                try work.active.sync()
-            } else if work.syncActive {
-                try work.active.syncLog()
-            }
-            for segment in work.sealing + [work.active] {
-                if let failure = segment.logFile.closeFailure { throw failure }
-            }
-        } catch {
-            return .failed(error)
-        }
-        return .synced
-    }
-
-    /// Records the outcome of `work` (synced or failed), returning the callbacks to call once the lock is
-    /// released. Caller holds the lock.
-    private func finish(
-        unsealed: [Segment], target: Int64, _ outcome: SyncOutcome, _ state: inout State
-    ) -> [@Sendable (Result<Void, TelexError>) -> Void] {
-        switch outcome {
-        case .synced:
-            state.unsealed.removeAll { segment in unsealed.contains { $0 === segment } }
-            return state.markDurable(upTo: target)
-        case .failed(let error):
-            // After a failed fsync the page cache can no longer be trusted: refuse further appends.
-            state.failure = error
-            let ready = state.waiters.map(\.callback)
-            state.waiters = []
-            logger.error("fsync failed; log refuses further appends", metadata: ["error": "\(error)"])
-            return ready
-        case .unavailable:
-            return []
-        }
-    }
-
-    /// Runs a sync round on the sync queue every `milliseconds` until the log is closed.
-    private func scheduleIntervalSync(_ milliseconds: Int) {
-        syncQueue.asyncAfter(deadline: .now() + .milliseconds(milliseconds)) { [weak self] in
-            guard let self else { return }
-            let running = state.withLock { state in
-                guard !state.closed else { return false }
-                state.intervalRounds += 1
-                return true
-            }
-            guard running else { return }
-            syncRound()
-            scheduleIntervalSync(milliseconds)
-        }
     }
 
     /// Whole stored batches starting with the one that holds `offset`, up to `maxBytes` (at least one batch)
