@@ -177,6 +177,25 @@ struct ConnectionHandlerTests {
         try await harness.finish()
     }
 
+    @Test("a COMMIT for a topic the subscription's pattern does not match gets INVALID_REQUEST and stores nothing")
+    func commitOutsidePattern() async throws {
+        let harness = try await HandlerHarness()
+        try await harness.hello()
+        try await harness.send(.subscribe(subscriptionID: 1, pattern: "news.*", start: .beginning, consumerName: "desk",
+                                          initialCredit: 1, resume: []), requestID: 2)
+        _ = try await harness.next()
+        _ = try await harness.next()
+        try await harness.send(.commit(subscriptionID: 1, topic: "sport.c", offset: 3), requestID: 3)
+        let (requestID, message) = try await harness.next()
+        #expect(requestID == 3)
+        guard case .error(let code, let text) = message else { throw TelexError(.internalError, "expected ERROR, got \(message)") }
+        #expect(code == .invalidRequest)
+        #expect(text.contains("'sport.c'") && text.contains("'news.*'"))
+        #expect(harness.channel.isActive)
+        #expect(harness.store.consumerOffsets.committed("desk").isEmpty)
+        try await harness.finish()
+    }
+
     @Test("on shutdown a publish in flight is still acknowledged, later requests get SHUTTING_DOWN, then it closes")
     func quiesce() async throws {
         let harness = try await HandlerHarness()
