@@ -11,12 +11,18 @@ final class Connection: Sendable {
     private let handler: NIOLoopBound<ClientChannelHandler>
     private let nextRequestID = NIOLockedValueBox<UInt32>(1)
     let serverName: String
+    /// The largest frame the broker accepts, in bytes, from its HELLO_OK.
+    let brokerMaxFrameSize: Int
     private let requestTimeout: TimeAmount
 
-    private init(channel: any Channel, handler: NIOLoopBound<ClientChannelHandler>, serverName: String, requestTimeout: TimeAmount) {
+    private init(
+        channel: any Channel, handler: NIOLoopBound<ClientChannelHandler>, serverName: String, brokerMaxFrameSize: Int,
+        requestTimeout: TimeAmount
+    ) {
         self.channel = channel
         self.handler = handler
         self.serverName = serverName
+        self.brokerMaxFrameSize = brokerMaxFrameSize
         self.requestTimeout = requestTimeout
     }
 
@@ -56,7 +62,7 @@ final class Connection: Sendable {
             throw TelexError(.connectionFailed,
                 "cannot reach the Telex broker at \(address) (\(error)); is telexd running? Start it with `swift run telexd`, or pass --server HOST:PORT")
         }
-        let provisional = Connection(channel: channel, handler: handler, serverName: "",
+        let provisional = Connection(channel: channel, handler: handler, serverName: "", brokerMaxFrameSize: Int(UInt32.max),
                                      requestTimeout: TimeAmount(configuration.connectTimeout))
         let reply: BrokerMessage
         do {
@@ -79,12 +85,12 @@ final class Connection: Sendable {
             }
             throw error
         }
-        guard case .helloOK(_, let serverName, _) = reply else {
+        guard case .helloOK(_, let serverName, let maxFrameSize) = reply else {
             try? await channel.close()
             throw TelexError(.malformedFrame, "expected HELLO_OK from \(address), got \(reply.type.name)")
         }
         return Connection(channel: channel, handler: handler, serverName: serverName,
-                          requestTimeout: TimeAmount(configuration.requestTimeout))
+                          brokerMaxFrameSize: Int(maxFrameSize), requestTimeout: TimeAmount(configuration.requestTimeout))
     }
 
     func makeRequestID() -> UInt32 {
@@ -96,13 +102,22 @@ final class Connection: Sendable {
 
     /// Sends a request; the future completes with its reply, an ERROR, a timeout or the connection's failure.
     /// Requests are written in call order. With `subscriptionSink`, deliveries for that id go to the sink.
+    /// A PUBLISH larger than the broker's `maxFrameSize` fails at once with FRAME_TOO_LARGE and is not sent.
     func send(
         _ message: ClientMessage, requestID: UInt32? = nil, subscriptionSink: (UInt32, SubscriptionSink)? = nil
     ) -> EventLoopFuture<BrokerMessage> {
         let requestID = requestID ?? makeRequestID()
         let loop = channel.eventLoop
-        let promise = loop.makePromise(of: BrokerMessage.self)
         let (header, batch) = encode(message, requestID: requestID)
+        if case .publish(let topic, _) = message, let batch {
+            let frameSize = header.readableBytes + batch.readableBytes
+            guard frameSize <= brokerMaxFrameSize else {
+                return loop.makeFailedFuture(TelexError(.frameTooLarge,
+                    "PUBLISH to '\(topic)' is a \(frameSize)-byte frame, above the broker's maximum of \(brokerMaxFrameSize) bytes; publish fewer or smaller records per batch",
+                    requestID: requestID, topic: topic))
+            }
+        }
+        let promise = loop.makePromise(of: BrokerMessage.self)
         let bound = self.handler
         let channel = self.channel
         let timeout = requestTimeout

@@ -267,6 +267,21 @@ struct BadInputTests {
         }
     }
 
+    @Test("the client refuses a PUBLISH above the broker's maxFrameSize without sending it")
+    func publishAboveBrokerFrameSize() async throws {
+        try await withServer(configure: { $0.maxFrameSize = 4096 }) { _, client in
+            var generator = SystemRandomNumberGenerator()
+            let noise = ByteBuffer(bytes: (0..<8192).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            let large = Record(timestamp: 1, key: ByteBuffer(string: "big"), value: noise)
+            let error = await #expect(throws: PublishError.self) { try await client.publish([large], to: "news.big") }
+            let telexError = try #require(error?.telexError)
+            #expect(telexError.code == .frameTooLarge)
+            #expect(telexError.message.contains("'news.big'") && telexError.message.contains("4096"))
+            let acks = try await client.publish(records(0..<1), to: "news.big")
+            #expect(acks.first?.baseOffset == 0)
+        }
+    }
+
     @Test("a batch with a bad CRC or an invalid topic is refused; the connection and the log stay good")
     func badBatchAndTopic() async throws {
         try await withServer { server, client in
