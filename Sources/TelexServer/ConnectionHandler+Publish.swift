@@ -112,15 +112,15 @@ extension ConnectionHandler {
         guard offset >= 0 else {
             return reply(TelexError(.invalidRequest, "COMMIT offset \(offset) is negative"), requestID)
         }
-        let pattern = subscription.listener.pattern
-        guard TopicName.matches(pattern: pattern, topic: topic) else {
-            return reply(TelexError(.invalidRequest,
-                "COMMIT for topic '\(topic)' on subscription \(subscriptionID), whose pattern '\(pattern)' does not match it; commit only topics the subscription covers"), requestID)
-        }
         do throws(TelexError) {
             try authorizeCommit(consumer: consumer, topic: topic)
         } catch {
             return reply(error, requestID)
+        }
+        let pattern = subscription.listener.pattern
+        guard TopicName.matches(pattern: pattern, topic: topic) else {
+            return reply(TelexError(.invalidRequest,
+                "COMMIT for topic '\(topic)' on subscription \(subscriptionID), whose pattern '\(pattern)' does not match it; commit only topics the subscription covers"), requestID)
         }
         guard let loop = context?.eventLoop else { return }
         inFlight += 1
