@@ -27,8 +27,11 @@ public final class TopicStore: Sendable {
     private let creation = Mutex(false)
     /// Called while holding `creation`, before a new topic's files are made; lets tests slow creation down.
     private let willCreateLog: @Sendable (String) -> Void
+    /// Keeps other brokers out of the directory until `close()`.
+    private let lock: DataDirectoryLock
 
-    /// Opens the data directory (creating it if missing) and recovers every topic in it.
+    /// Opens the data directory (creating it if missing) and recovers every topic in it. Throws if another
+    /// store, in this process or another, has it open (`DATA/.lock` names the holder's pid).
     ///
     /// Blocking: recovery reads, checks and fsyncs every topic's files. Call it off event loops (for example on
     /// an `NIOThreadPool`).
@@ -44,6 +47,8 @@ public final class TopicStore: Sendable {
         directory: String, configuration: LogConfiguration, logger: Logger, metrics: TelexMetrics = .disabled,
         willCreateLog: @escaping @Sendable (String) -> Void
     ) throws(TelexError) {
+        try FileIO.makeDirectory(directory)
+        lock = try DataDirectoryLock(directory: directory)
         self.directory = directory
         self.metrics = metrics
         self.configuration = configuration
@@ -141,7 +146,7 @@ public final class TopicStore: Sendable {
         return deleted
     }
 
-    /// Fsyncs and closes every log. Blocking: call it off event loops.
+    /// Fsyncs and closes every log, then releases the data directory. Blocking: call it off event loops.
     /// Topic creation stops first (a creation in progress finishes and is closed too).
     public func close() throws(TelexError) {
         creation.withLock { $0 = true }
@@ -149,6 +154,7 @@ public final class TopicStore: Sendable {
         for log in logs.withLock({ Array($0.values) }) {
             do { try log.close() } catch { firstError = firstError ?? error }
         }
+        lock.release()
         if let firstError { throw firstError }
     }
 }
