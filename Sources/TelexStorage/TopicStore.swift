@@ -28,7 +28,8 @@ public final class TopicStore: Sendable {
     /// Called while holding `creation`, before a new topic's files are made; lets tests slow creation down.
     private let willCreateLog: @Sendable (String) -> Void
 
-    /// Opens the data directory (creating it if missing) and recovers every topic in it.
+    /// Opens the data directory (creating it if missing) and recovers every topic in it. A directory of a newer
+    /// storage format than this code reads is refused (`StorageFormat`).
     ///
     /// Blocking: recovery reads, checks and fsyncs every topic's files. Call it off event loops (for example on
     /// an `NIOThreadPool`).
@@ -51,6 +52,7 @@ public final class TopicStore: Sendable {
         self.willCreateLog = willCreateLog
         let files = FileDescriptorCache(budget: configuration.maxOpenFiles)
         self.files = files
+        try StorageFormat.prepare(directory)
         try FileIO.makeDirectory(directory + "/topics")
         consumerOffsets = try ConsumerOffsets(directory: directory + "/consumers")
         var logs: [String: TopicLog] = [:]
