@@ -18,8 +18,9 @@ public enum StorageFormat {
     /// Checks the format of the data directory `directory` before the store opens it, creating the directory if
     /// missing. Returns the directory's format version (always `current` once this returns).
     ///
-    /// - A missing `FORMAT` in a new or empty directory is written with `current`; a missing one in a non-empty
-    ///   directory (written before the file existed) is version 1 and gets its file written.
+    /// - A missing `FORMAT` in a new or empty directory (hidden files and `FORMAT.tmp` aside) is written with
+    ///   `current`; a missing one in a non-empty directory (written before the file existed) is version 1 and gets
+    ///   its file written.
     /// - A newer version, or a file that does not parse, throws `storageFailure` and changes nothing.
     ///
     /// Blocking: reads and may write and fsync one small file.
@@ -31,7 +32,9 @@ public enum StorageFormat {
         if FileIO.exists(path) {
             found = try read(path)
         } else {
-            found = try FileIO.listDirectory(directory).isEmpty ? current : 1
+            // Hidden files (such as a lock file) and a leftover FORMAT.tmp do not make a directory old.
+            let contents = try FileIO.listDirectory(directory).filter { !$0.hasPrefix(".") && $0 != fileName + ".tmp" }
+            found = contents.isEmpty ? current : 1
         }
         guard found <= current else {
             throw TelexError(.storageFailure, """
