@@ -31,7 +31,8 @@ public final class TopicStore: Sendable {
     private let lock: DataDirectoryLock
 
     /// Opens the data directory (creating it if missing) and recovers every topic in it. Throws if another
-    /// store, in this process or another, has it open (`DATA/.lock` names the holder's pid).
+    /// store, in this process or another, has it open (`DATA/.lock` names the holder's pid), and refuses a
+    /// directory of a newer storage format than this code reads (`StorageFormat`).
     ///
     /// Blocking: recovery reads, checks and fsyncs every topic's files. Call it off event loops (for example on
     /// an `NIOThreadPool`).
@@ -56,6 +57,7 @@ public final class TopicStore: Sendable {
         self.willCreateLog = willCreateLog
         let files = FileDescriptorCache(budget: configuration.maxOpenFiles)
         self.files = files
+        try StorageFormat.prepare(directory)
         try FileIO.makeDirectory(directory + "/topics")
         consumerOffsets = try ConsumerOffsets(directory: directory + "/consumers")
         var logs: [String: TopicLog] = [:]
