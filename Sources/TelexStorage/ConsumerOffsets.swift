@@ -106,19 +106,7 @@ public final class ConsumerOffsets: Sendable {
         for (topic, position) in entries.sorted(by: { $0.key < $1.key }) {
             text.writeString("\(topic)\t\(position.offset)\t\(position.commitTime)\n")
         }
-        let path = directory + "/" + consumer + ".offsets"
-        let temporary = path + ".tmp"
-        let fd = try FileIO.open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC)
-        do throws(TelexError) {
-            try FileIO.write(fd, parts: [text], at: 0, path: temporary)
-            try FileIO.sync(fd, path: temporary)
-            close(fd)
-        } catch {
-            close(fd)
-            throw error
-        }
-        try FileIO.rename(temporary, path)
-        try FileIO.syncDirectory(directory)
+        try FileIO.replaceAtomically(directory + "/" + consumer + ".offsets", in: directory, with: text)
         positions.withLock { $0[consumer] = entries }
     }
 

@@ -158,6 +158,23 @@ enum FileIO {
         guard Glibc.rename(from, to) == 0 else { throw failure("rename \(from) to", to) }
     }
 
+    /// Replaces the file at `path` in `directory` with `contents` so that a crash leaves the old or the new
+    /// file, never a mix: `PATH.tmp`, fdatasync, rename, fsync of the directory.
+    static func replaceAtomically(_ path: String, in directory: String, with contents: ByteBuffer) throws(TelexError) {
+        let temporary = path + ".tmp"
+        let fd = try open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        do throws(TelexError) {
+            try write(fd, parts: [contents], at: 0, path: temporary)
+            try sync(fd, path: temporary)
+        } catch {
+            close(fd)
+            throw error
+        }
+        close(fd)
+        try rename(temporary, path)
+        try syncDirectory(directory)
+    }
+
     static func nowMilliseconds() -> Int64 {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)

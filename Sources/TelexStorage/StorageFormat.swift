@@ -70,18 +70,7 @@ public enum StorageFormat {
 
     /// Writes `FORMAT` atomically: `FORMAT.tmp`, fdatasync, rename, fsync the directory.
     static func write(_ version: Int, to directory: String) throws(TelexError) {
-        let path = directory + "/" + fileName
-        let temporary = path + ".tmp"
-        let fd = try FileIO.open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC)
-        do throws(TelexError) {
-            try FileIO.append(fd, ByteBuffer(string: "\(magic) \(version)\n"), path: temporary)
-            try FileIO.sync(fd, path: temporary)
-        } catch {
-            close(fd)
-            throw error
-        }
-        close(fd)
-        try FileIO.rename(temporary, path)
-        try FileIO.syncDirectory(directory)
+        try FileIO.replaceAtomically(
+            directory + "/" + fileName, in: directory, with: ByteBuffer(string: "\(magic) \(version)\n"))
     }
 }
