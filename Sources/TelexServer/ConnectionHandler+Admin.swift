@@ -109,10 +109,10 @@ extension ConnectionHandler {
         for (consumer, topics) in store.consumerOffsets.all.sorted(by: { $0.key < $1.key })
         where only.isEmpty || consumer == only {
             for (topic, position) in topics.sorted(by: { $0.key < $1.key }) {
-                let end = store.log(topic)?.readableEndOffset
+                let log = store.log(topic)
                 positions.append(ConsumerPosition(
-                    consumer: consumer, topic: topic, committed: position.offset, endOffset: end ?? -1,
-                    lag: end.map { max(0, $0 - position.offset) } ?? 0, lastCommitTime: position.commitTime))
+                    consumer: consumer, topic: topic, committed: position.offset, endOffset: log?.readableEndOffset ?? -1,
+                    lag: log?.lag(ofCommitted: position.offset) ?? 0, lastCommitTime: position.commitTime))
             }
         }
         return positions

@@ -2,7 +2,8 @@ import TelexStorage
 
 extension TelexServer {
     /// Sets the gauges that describe state rather than count events: per topic the log's start and end offsets,
-    /// bytes and segments; per durable consumer and topic the committed offset and the lag (end − committed).
+    /// bytes and segments; per durable consumer and topic the committed offset and the lag
+    /// (`TopicLog.lag(ofCommitted:)`, the same as telex-admin's).
     /// Topics and consumers beyond `configuration.metricsMaxTopics` are summed under `_other`. Takes only short
     /// locks (no file I/O): the metrics endpoint calls it before every scrape.
     public func updateMetrics() {
@@ -15,14 +16,13 @@ extension TelexServer {
             var segments = 0
         }
         var totals: [String: Totals] = [:]
-        var ends: [String: (end: Int64, label: String)] = [:]
+        var logs: [String: TopicLog] = [:]
         for topic in store.topics {
             guard let log = store.log(topic) else { continue }
-            let end = log.endOffset
             let label = log.metrics.label
-            ends[topic] = (end, label)
+            logs[topic] = log
             totals[label, default: Totals(metrics: log.metrics)].start += log.startOffset
-            totals[label]!.end += end
+            totals[label]!.end += log.endOffset
             totals[label]!.bytes += log.sizeInBytes
             totals[label]!.segments += log.segmentCount
         }
@@ -33,13 +33,13 @@ extension TelexServer {
             total.metrics.segments.record(total.segments)
         }
         var consumers: [ObjectIdentifier: (metrics: ConsumerMetrics, committed: Int64, lag: Int64)] = [:]
-        for (consumer, positions) in store.consumerOffsets.allCommitted {
-            for (topic, committed) in positions {
-                guard let (end, label) = ends[topic] else { continue }
-                let series = metrics.consumer(consumer, topicLabel: label)
+        for (consumer, positions) in store.consumerOffsets.all {
+            for (topic, position) in positions {
+                guard let log = logs[topic] else { continue }
+                let series = metrics.consumer(consumer, topicLabel: log.metrics.label)
                 let id = ObjectIdentifier(series)
-                consumers[id, default: (series, 0, 0)].committed += committed
-                consumers[id]!.lag += end - committed
+                consumers[id, default: (series, 0, 0)].committed += position.offset
+                consumers[id]!.lag += log.lag(ofCommitted: position.offset)
             }
         }
         for series in consumers.values {

@@ -67,10 +67,6 @@ public final class ConsumerOffsets: Sendable {
 
     /// Every consumer's positions with their commit times, consumer → topic → position.
     public var all: [String: [String: Position]] { positions.withLock { $0 } }
-    /// Every consumer's committed next-offsets, consumer → topic → offset.
-    public var allCommitted: [String: [String: Int64]] {
-        positions.withLock { $0.mapValues { $0.mapValues(\.offset) } }
-    }
 
     /// Durably records that `consumer` will next read `offset` in `topic`. Returns once it is on disk.
     public func commit(_ consumer: String, topic: String, offset: Int64) throws(TelexError) {

@@ -220,6 +220,10 @@ public final class TopicLog: Sendable {
     public var segmentCount: Int { state.withLock { $0.segments.count } }
     /// When the last batch was appended, in milliseconds since the epoch (recovered from the newest segment).
     public var lastAppendTime: Int64 { state.withLock { $0.lastAppendTime } }
+    /// How far a consumer whose committed position is `committed` is behind: the records it can read but has not,
+    /// `readableEndOffset − committed`, at least 0. The one definition `telex-admin consumers` and
+    /// `telex_consumer_lag` share.
+    public func lag(ofCommitted committed: Int64) -> Int64 { max(0, readableEndOffset - committed) }
 
     /// Rolled segments still waiting for their sealing fsyncs.
     var unsealedSegmentCount: Int { state.withLock { $0.unsealed.count } }
