@@ -305,12 +305,3 @@ public struct ConsumerReset: Sendable, Equatable, Codable {
         self.committed = committed
     }
 }
-
-extension FieldReader {
-    /// Reads a `u8` that must be 0 or 1.
-    mutating func flag(_ field: String) throws(TelexError) -> Bool {
-        let value = try integer(field, as: UInt8.self)
-        guard value <= 1 else { throw TelexError(.malformedFrame, "\(context): \(field) \(value) is not 0 or 1") }
-        return value == 1
-    }
-}

@@ -102,12 +102,8 @@ public enum BrokerMessage: Sendable, Equatable {
             let topic = try reader.shortString("topic")
             let baseOffset = try reader.integer("baseOffset", as: Int64.self)
             let recordCount = try reader.integer("recordCount", as: UInt32.self)
-            let duplicate = try reader.integer("duplicate", as: UInt8.self)
-            guard duplicate <= 1 else {
-                throw TelexError(.malformedFrame, "\(reader.context): duplicate flag \(duplicate) is not 0 or 1")
-            }
-            message = .publishAck(topic: topic, baseOffset: baseOffset, recordCount: recordCount,
-                                  duplicate: duplicate == 1)
+            let duplicate = try reader.flag("duplicate")
+            message = .publishAck(topic: topic, baseOffset: baseOffset, recordCount: recordCount, duplicate: duplicate)
         case .subscribed:
             let subscriptionID = try reader.integer("subscriptionID", as: UInt32.self)
             let count = Int(try reader.integer("topicCount", as: UInt16.self))

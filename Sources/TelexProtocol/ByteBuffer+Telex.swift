@@ -54,6 +54,13 @@ public struct FieldReader {
         return value
     }
 
+    /// Reads a `u8` flag that must be 0 or 1.
+    public mutating func flag(_ field: String) throws(TelexError) -> Bool {
+        let value = try integer(field, as: UInt8.self)
+        guard value <= 1 else { throw TelexError(.malformedFrame, "\(context): \(field) flag \(value) is not 0 or 1") }
+        return value == 1
+    }
+
     public mutating func shortString(_ field: @autoclosure () -> String) throws(TelexError) -> String {
         let length = Int(try integer(field() + " length", as: UInt16.self))
         guard let bytes = buffer.readSlice(length: length) else { throw truncated(field(), needed: length) }
