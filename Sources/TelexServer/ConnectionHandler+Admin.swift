@@ -186,20 +186,12 @@ extension ConnectionHandler {
         _ request: AdminRequest, requestID: UInt32, _ work: @escaping @Sendable () throws -> AdminResult,
         completeAddress: @escaping (AdminResult) -> AdminResult = { $0 }
     ) {
-        guard let loop = context?.eventLoop else { return }
-        awaitingStorage = true
-        inFlight += 1
-        threadPool.runIfActive(eventLoop: loop, work).assumeIsolated().whenComplete { result in
-            self.awaitingStorage = false
-            self.inFlight -= 1
+        runBlocking(work) { result in
             do {
                 try self.answerAdmin(request, completeAddress(try result.get()), requestID: requestID)
             } catch {
                 self.reply(Self.storageError(error, doing: "ADMIN \(request.command.name)"), requestID)
             }
-            self.handleWaitingRequests()
-            self.scheduleFlush()
-            self.closeIfQuiesced()
         }
     }
 

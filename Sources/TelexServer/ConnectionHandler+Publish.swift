@@ -34,18 +34,13 @@ extension ConnectionHandler {
     private func createTopic(
         _ topic: String, reservation: TopicCreationLimiter.Reservation, thenAppend batch: ByteBuffer, requestID: UInt32
     ) {
-        guard let loop = context?.eventLoop else { return topicCreationLimiter.release(reservation) }
-        awaitingStorage = true
-        inFlight += 1
         let store = self.store
         let hub = self.hub
-        threadPool.runIfActive(eventLoop: loop) { () throws -> (TopicLog, Bool) in
+        let started = runBlocking({ () throws -> (TopicLog, Bool) in
             let (log, isNew) = try store.createLog(topic)
             if isNew { hub.created(topic) }
             return (log, isNew)
-        }.assumeIsolated().whenComplete { result in
-            self.awaitingStorage = false
-            self.inFlight -= 1
+        }, then: { result in
             switch result {
             case .success((let log, let isNew)):
                 if !isNew { self.topicCreationLimiter.release(reservation) }
@@ -56,10 +51,8 @@ extension ConnectionHandler {
                 self.reply(Self.storageError(error, doing: "creating topic '\(topic)'"), requestID)
                 self.publishAnswered(bytes: batch.readableBytes)
             }
-            self.handleWaitingRequests()
-            self.scheduleFlush()
-            self.closeIfQuiesced()
-        }
+        })
+        if !started { topicCreationLimiter.release(reservation) }
     }
 
     private func append(_ batch: ByteBuffer, to log: TopicLog, topic: String, requestID: UInt32) {

@@ -49,15 +49,11 @@ extension ConnectionHandler {
         guard !lookups.isEmpty else { return finishSubscribing(pending, logs: logs, timestampOffsets: [:]) }
         // Finding a time means reading batch headers from the segments: on the thread pool, with later requests
         // waiting behind it so that replies stay in order.
-        awaitingStorage = true
-        inFlight += 1
-        threadPool.runIfActive(eventLoop: loop) { () throws -> [String: Int64] in
+        runBlocking({ () throws -> [String: Int64] in
             var offsets: [String: Int64] = [:]
             for (topic, log, time) in lookups { offsets[topic] = try log.offset(atOrAfter: time) }
             return offsets
-        }.assumeIsolated().whenComplete { result in
-            self.awaitingStorage = false
-            self.inFlight -= 1
+        }, then: { result in
             switch result {
             case .success(let offsets):
                 if case .closed = self.state {
@@ -69,10 +65,7 @@ extension ConnectionHandler {
                 self.hub.unregister(listener)
                 self.reply(Self.storageError(error, doing: "finding the start time for '\(pattern)'"), requestID)
             }
-            self.handleWaitingRequests()
-            self.scheduleFlush()
-            self.closeIfQuiesced()
-        }
+        })
     }
 
     /// What SUBSCRIBE established before its start positions could be resolved.

@@ -291,6 +291,27 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Runs blocking `work` (file I/O) on the thread pool while later requests on this connection wait behind it,
+    /// so replies stay in request order; then, on the loop, hands its result to `completion` and goes on with the
+    /// waiting requests. False (and nothing runs) when the handler has left its channel.
+    @discardableResult
+    func runBlocking<Value: Sendable>(
+        _ work: @escaping @Sendable () throws -> Value, then completion: @escaping (Result<Value, any Error>) -> Void
+    ) -> Bool {
+        guard let loop = context?.eventLoop else { return false }
+        awaitingStorage = true
+        inFlight += 1
+        threadPool.runIfActive(eventLoop: loop, work).assumeIsolated().whenComplete { result in
+            self.awaitingStorage = false
+            self.inFlight -= 1
+            completion(result)
+            self.handleWaitingRequests()
+            self.scheduleFlush()
+            self.closeIfQuiesced()
+        }
+        return true
+    }
+
     /// Handles the requests that waited behind work on the thread pool, until more such work blocks them again.
     func handleWaitingRequests() {
         while !awaitingStorage, let (request, requestID) = waitingRequests.popFirst() {
