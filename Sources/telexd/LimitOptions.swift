@@ -28,10 +28,7 @@ struct LimitOptions: ParsableArguments {
     /// The limits the flags and `environment` ask for, on top of the defaults.
     func serverLimits(environment: [String: String]) throws -> ServerLimits {
         func setting<T>(_ flag: T?, _ name: String, _ parse: (String) -> T?) throws -> T? {
-            if let flag { return flag }
-            guard let raw = environment[name] else { return nil }
-            guard let value = parse(raw) else { throw ValidationError("\(name)=\(raw) is not a valid value") }
-            return value
+            try environmentSetting(flag, name, environment, parse)
         }
         func atLeast<T: Comparable>(_ value: T?, _ minimum: T, _ flag: String) throws -> T? {
             guard let value else { return nil }

@@ -49,10 +49,3 @@ struct MetricsOptions: ParsableArguments {
         return registry
     }
 }
-
-extension TLSOptions {
-    /// Whether plaintext beyond loopback is allowed (`--allow-plaintext` or `TELEX_ALLOW_PLAINTEXT=true`).
-    func allowsPlaintext(environment: [String: String]) -> Bool {
-        allowPlaintext || environment["TELEX_ALLOW_PLAINTEXT"].flatMap(Bool.init) == true
-    }
-}

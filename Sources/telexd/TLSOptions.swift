@@ -30,13 +30,7 @@ struct TLSOptions: ParsableArguments {
         let key = keyPath ?? environment["TELEX_TLS_KEY"]
         let clientCA = clientCAPath ?? environment["TELEX_TLS_CA"]
         let authText = clientAuthentication ?? environment["TELEX_TLS_CLIENT_AUTH"]
-        var allow = allowPlaintext
-        if !allow, let raw = environment["TELEX_ALLOW_PLAINTEXT"] {
-            guard let value = Bool(raw) else {
-                throw ValidationError("TELEX_ALLOW_PLAINTEXT=\(raw) is not true or false")
-            }
-            allow = value
-        }
+        let allow = try allowsPlaintext(environment: environment)
         switch (certificate, key) {
         case (let certificate?, let key?):
             let authentication: ServerTLSConfiguration.ClientAuthentication
@@ -64,5 +58,16 @@ struct TLSOptions: ParsableArguments {
             FileHandle.standardError.write(Data((refusal + "\n").utf8))
             throw ExitCode(64)
         }
+    }
+}
+
+extension TLSOptions {
+    /// Whether plaintext beyond loopback is allowed (`--allow-plaintext`, or `TELEX_ALLOW_PLAINTEXT` true or false),
+    /// for the broker and the metrics endpoint alike.
+    func allowsPlaintext(environment: [String: String]) throws -> Bool {
+        if allowPlaintext { return true }
+        guard let raw = environment["TELEX_ALLOW_PLAINTEXT"] else { return false }
+        guard let value = Bool(raw) else { throw ValidationError("TELEX_ALLOW_PLAINTEXT=\(raw) is not true or false") }
+        return value
     }
 }

@@ -61,10 +61,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         func setting<T>(_ flag: T?, _ name: String, _ parse: (String) -> T?) throws -> T? {
-            if let flag { return flag }
-            guard let raw = environment[name] else { return nil }
-            guard let value = parse(raw) else { throw ValidationError("\(name)=\(raw) is not a valid value") }
-            return value
+            try environmentSetting(flag, name, environment, parse)
         }
         var log = LogConfiguration()
         if let fsyncText = try setting(fsync, "TELEX_FSYNC", { $0 }) {
@@ -96,7 +93,7 @@ struct Serve: AsyncParsableCommand {
         configuration.limits = try limits.serverLimits(environment: environment)
         try tls.apply(to: &configuration, environment: environment)
         let metricsAddress = try metrics.apply(
-            to: &configuration, allowPlaintext: tls.allowsPlaintext(environment: environment), environment: environment)
+            to: &configuration, allowPlaintext: try tls.allowsPlaintext(environment: environment), environment: environment)
         let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level '\(levelText)'") }
 
@@ -154,4 +151,15 @@ struct Inspect: ParsableCommand {
             throw ExitCode(1)
         }
     }
+}
+
+/// A flag's value, or else the environment variable `name` parsed, or nil when neither is set. A variable that does
+/// not parse is a `ValidationError` naming it.
+func environmentSetting<T>(
+    _ flag: T?, _ name: String, _ environment: [String: String], _ parse: (String) -> T?
+) throws -> T? {
+    if let flag { return flag }
+    guard let raw = environment[name] else { return nil }
+    guard let value = parse(raw) else { throw ValidationError("\(name)=\(raw) is not a valid value") }
+    return value
 }
