@@ -7,10 +7,11 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check every batch, index and offsets file of a data directory (read-only; the broker may run).",
         discussion: """
-            Prints each problem on its own line (topic, file, byte position, offset), then a summary line.
+            Prints each problem on its own line (topic, file, byte position, offset), then a summary line. \
             Exit status: 0 no problem, 1 problems found, 2 bad arguments or a directory that cannot be read.
-            It takes no lock: beside a running broker, the active segment's last batch may be caught mid-write
-            and reported as truncated; run it again, or on a stopped broker, to tell.
+
+            It takes no lock: beside a running broker, a topic's newest segment may be caught mid-write (its \
+            last batch truncated, an index not yet written); run it again, or on a stopped broker, to tell.
 
             Example: telexd verify /var/lib/telex
             """)
