@@ -80,7 +80,7 @@ public enum StorageVerifier {
     }
 
     /// The state of one run: the report so far and the reusable inflate buffers.
-    private struct Run {
+    struct Run {
         let limits: RecordBatchLimits
         let found: (Finding) -> Void
         var report = Report()
@@ -160,174 +160,6 @@ public enum StorageVerifier {
             verifyTimeIndex(topic, timeIndexName, timeIndex, baseOffset: baseOffset, walk: walk)
         }
 
-        /// Walks every batch of a `.log`; nil if the file is gone.
-        mutating func walkLog(
-            _ topic: String, path: String, baseOffset: Int64, chain: inout TopicChain
-        ) throws(TelexError) -> LogWalk? {
-            let file = String(path.split(separator: "/").last!)
-            let fd: CInt
-            do {
-                fd = try FileIO.open(path, flags: O_RDONLY)
-            } catch {
-                if !FileIO.exists(path) { return nil }
-                throw error
-            }
-            defer { close(fd) }
-            var window = try FileWindow(fd: fd, path: path)
-            let size = window.size
-            if let previousEnd = chain.previousEnd, baseOffset < previousEnd {
-                add(topic, file, nil, baseOffset,
-                    "segment starts at offset \(baseOffset) but the previous segment ends at \(previousEnd); the broker refuses to open this topic")
-            }
-            var walk = LogWalk(size: size)
-            var position = 0
-            var expected = baseOffset
-            // After a batch whose base offset was wrong, the next may follow either the chain or that batch.
-            var alternative: Int64?
-            // After a corrupt batch its record count is not trusted, so the next base offset is taken as found.
-            var chainTrusted = true
-            while position < size {
-                guard let headerBytes = try window.slice(at: position, length: RecordBatchHeader.size),
-                    let header = RecordBatchHeader.peek(headerBytes, at: headerBytes.readerIndex)
-                else {
-                    add(topic, file, position, expected,
-                        "truncated: \(size - position) bytes at the end of the file are less than a batch header")
-                    break
-                }
-                guard header.totalSize >= RecordBatchHeader.size else {
-                    add(topic, file, position, expected,
-                        "batchLength \(header.batchLength) is below the minimum; the \(size - position) bytes from here are not checked")
-                    break
-                }
-                guard let batch = try window.slice(at: position, length: header.totalSize) else {
-                    add(topic, file, position, expected,
-                        "truncated: the batch declares \(header.totalSize) bytes but \(size - position) remain")
-                    break
-                }
-                report.batches += 1
-                var next = header.nextOffset
-                if chainTrusted, header.baseOffset != expected, header.baseOffset != alternative {
-                    add(topic, file, position, header.baseOffset,
-                        "base offset \(header.baseOffset) where \(expected) was expected (offset chain broken)")
-                    alternative = next
-                    next = expected + Int64(header.recordCount)
-                } else {
-                    alternative = nil
-                }
-                chainTrusted = checkBatch(topic, file, batch, header: header, position: position)
-                if let last = chain.lastAppendTime, header.appendTime < last {
-                    add(topic, file, position, header.baseOffset,
-                        "append time \(header.appendTime) is earlier than the previous batch's \(last)")
-                }
-                chain.lastAppendTime = max(chain.lastAppendTime ?? header.appendTime, header.appendTime)
-                walk.batchAtPosition[position] = header
-                walk.batchAtOffset[header.baseOffset] = header
-                expected = next
-                position += header.totalSize
-            }
-            walk.checkedBytes = position
-            chain.previousEnd = expected
-            return walk
-        }
-
-        /// CRC first (the message names both values), then the broker's validation and, for a compressed
-        /// batch, inflating and walking its records. Returns whether the batch is intact.
-        mutating func checkBatch(
-            _ topic: String, _ file: String, _ batch: ByteBuffer, header: RecordBatchHeader, position: Int
-        ) -> Bool {
-            let crc = CRC32.checksum(batch.getSlice(at: batch.readerIndex + RecordBatchHeader.crcStart,
-                                                    length: header.totalSize - RecordBatchHeader.crcStart)!)
-            guard crc == header.crc else {
-                add(topic, file, position, header.baseOffset,
-                    "CRC mismatch (stored \(RecordBatch.hex(header.crc)), computed \(RecordBatch.hex(crc)))")
-                return false
-            }
-            do {
-                _ = try RecordBatch.validate(batch, limits: limits, context: "batch")
-                if header.codec != Codec.none {
-                    _ = try RecordBatch.decodeRecords(
-                        batch, limits: limits, decompressor: decompressor, context: "batch", scratch: &scratch)
-                }
-                return true
-            } catch {
-                add(topic, file, position, header.baseOffset, error.message)
-                return false
-            }
-        }
-
-        mutating func verifyOffsetIndex(
-            _ topic: String, _ file: String, _ bytes: ByteBuffer?, baseOffset: Int64, walk: LogWalk
-        ) {
-            guard var bytes else {
-                return add(topic, file, nil, nil, "missing (the broker rebuilds it on open)")
-            }
-            let whole = bytes.readableBytes / OffsetIndexEntry.size * OffsetIndexEntry.size
-            if whole != bytes.readableBytes {
-                add(topic, file, whole, nil, "a partial entry of \(bytes.readableBytes - whole) bytes at the end")
-            }
-            if whole == 0, walk.size > 0 { add(topic, file, nil, nil, "empty, but the log holds batches") }
-            var previous: (relative: UInt32, position: UInt32)?
-            var entryPosition = 0
-            while let (relative, position) = bytes.readMultipleIntegers(as: (UInt32, UInt32).self) {
-                defer { entryPosition += OffsetIndexEntry.size }
-                let offset = baseOffset + Int64(relative)
-                let entry = "entry (\(relative), \(position))"
-                if previous == nil, relative != 0 || position != 0 {
-                    add(topic, file, entryPosition, offset, "the first \(entry) must be (0, 0)")
-                }
-                if let previous, relative <= previous.relative || position <= previous.position {
-                    add(topic, file, entryPosition, offset,
-                        "\(entry) does not increase on the previous (\(previous.relative), \(previous.position))")
-                }
-                previous = (relative, position)
-                if let header = walk.batchAtPosition[Int(position)] {
-                    if header.baseOffset != offset {
-                        add(topic, file, entryPosition, offset,
-                            "\(entry) points at byte \(position), which holds the batch at offset \(header.baseOffset)")
-                    }
-                } else if Int(position) >= walk.size {
-                    add(topic, file, entryPosition, offset,
-                        "\(entry) points at byte \(position), past the end of the log (\(walk.size) bytes)")
-                } else if Int(position) < walk.checkedBytes {
-                    add(topic, file, entryPosition, offset, "\(entry) points at byte \(position), where no batch starts")
-                }
-                // Entries inside a part of the log the walk could not read are not checkable; the log's finding says why.
-            }
-        }
-
-        mutating func verifyTimeIndex(
-            _ topic: String, _ file: String, _ bytes: ByteBuffer?, baseOffset: Int64, walk: LogWalk
-        ) {
-            guard var bytes else {
-                return add(topic, file, nil, nil, "missing (the broker rebuilds it on open)")
-            }
-            let whole = bytes.readableBytes / TimeIndexEntry.size * TimeIndexEntry.size
-            if whole != bytes.readableBytes {
-                add(topic, file, whole, nil, "a partial entry of \(bytes.readableBytes - whole) bytes at the end")
-            }
-            if whole == 0, walk.size > 0 { add(topic, file, nil, nil, "empty, but the log holds batches") }
-            var previous: (timestamp: Int64, relative: UInt32)?
-            var entryPosition = 0
-            while let (timestamp, relative) = bytes.readMultipleIntegers(as: (Int64, UInt32).self) {
-                defer { entryPosition += TimeIndexEntry.size }
-                let offset = baseOffset + Int64(relative)
-                let entry = "entry (\(timestamp), \(relative))"
-                if let previous, timestamp <= previous.timestamp || relative < previous.relative {
-                    add(topic, file, entryPosition, offset,
-                        "\(entry) does not follow the previous (\(previous.timestamp), \(previous.relative)) in order")
-                }
-                previous = (timestamp, relative)
-                if let header = walk.batchAtOffset[offset] {
-                    if header.appendTime != timestamp {
-                        add(topic, file, entryPosition, offset,
-                            "\(entry) names the batch at offset \(offset), appended at \(header.appendTime)")
-                    }
-                } else if walk.checkedBytes == walk.size {
-                    add(topic, file, entryPosition, offset, "\(entry) names offset \(offset), where no batch starts")
-                }
-            }
-        }
-
         /// The whole file, or nil if it does not exist.
         func readIfPresent(_ path: String) throws(TelexError) -> ByteBuffer? {
             let fd: CInt
@@ -345,7 +177,7 @@ public enum StorageVerifier {
     }
 
     /// What carries over from one segment of a topic to the next.
-    private struct TopicChain {
+    struct TopicChain {
         /// The offset after the previous segment's last batch.
         var previousEnd: Int64?
         /// The newest append time so far; append times never decrease within a topic.
@@ -353,46 +185,17 @@ public enum StorageVerifier {
     }
 
     /// What the walk of one `.log` found, for checking its indexes.
-    private struct LogWalk {
+    struct LogWalk {
         /// The file's size when the walk began (a live broker may append after it).
         var size: Int
         /// Bytes from the start that were walked batch by batch; less than `size` when the walk stopped early.
         var checkedBytes = 0
         var batchAtPosition: [Int: RecordBatchHeader] = [:]
         var batchAtOffset: [Int64: RecordBatchHeader] = [:]
+        /// Byte ranges skipped as damaged, and the offsets they held; index entries inside them are not checked.
+        var damagedBytes: [Range<Int>] = []
+        var damagedOffsets: [Range<Int64>] = []
 
         init(size: Int) { self.size = size }
-    }
-
-    /// Reads a file through a 1 MiB window, so a walk over small batches costs one `pread` per window.
-    private struct FileWindow {
-        static let windowBytes = 1 << 20
-        let fd: CInt
-        let path: String
-        /// The size when opened; nothing past it is read.
-        let size: Int
-        private var buffer = ByteBuffer()
-        /// File position of the buffer's first readable byte.
-        private var start = 0
-
-        init(fd: CInt, path: String) throws(TelexError) {
-            self.fd = fd
-            self.path = path
-            size = try FileIO.size(fd, path: path)
-        }
-
-        /// `length` bytes at `position`; nil if they run past `size`.
-        mutating func slice(at position: Int, length: Int) throws(TelexError) -> ByteBuffer? {
-            guard position + length <= size else { return nil }
-            if position < start || position + length > start + buffer.readableBytes {
-                buffer.clear()
-                start = position
-                let wanted = min(max(length, Self.windowBytes), size - position)
-                let count = try FileIO.read(fd, at: position, length: wanted, into: &buffer, path: path)
-                // The file shrank under us (a truncating recovery): treat the rest as absent.
-                guard count >= length else { return nil }
-            }
-            return buffer.getSlice(at: buffer.readerIndex + position - start, length: length)
-        }
     }
 }

@@ -140,6 +140,43 @@ struct VerifierTests {
         }
     }
 
+    @Test("a damaged batch length is stepped over to the next valid batch, reported once, and the walk goes on")
+    func damagedLengthIsSteppedOver() async throws {
+        try await withTemporaryDirectory { directory in
+            let batchSize = try makeStore(directory)
+            // Segment 0, batch at offset 2: a length far past the end of the file.
+            let first = wirePath(directory, 0, ".log")
+            var contents = try readFile(first)
+            contents[batchSize + 8] = 0x7f
+            try writeFile(first, contents)
+            // Segment 8, batch at offset 10: a length one byte short, which still fits but breaks the CRC and
+            // puts the next header in the wrong place.
+            let second = wirePath(directory, 8, ".log")
+            contents = try readFile(second)
+            add(-1, to: &contents, at: batchSize + 8, length: 4)
+            try writeFile(second, contents)
+
+            let report = try StorageVerifier.verify(dataDirectory: directory)
+            #expect(report.findings.count == 2)
+            let tooLong = try #require(report.findings.first)
+            #expect(tooLong.file == "00000000000000000000.log")
+            #expect(tooLong.position == batchSize)
+            #expect(tooLong.offset == 2)
+            #expect(tooLong.problem.hasPrefix("the batch declares"))
+            #expect(tooLong.problem.hasSuffix(
+                "bytes \(batchSize)..<\(2 * batchSize) are damaged, the next valid batch is at byte \(2 * batchSize) (offset 4)"))
+            let tooShort = try #require(report.findings.last)
+            #expect(tooShort.file == "00000000000000000008.log")
+            #expect(tooShort.position == batchSize)
+            #expect(tooShort.offset == 10)
+            #expect(tooShort.problem.hasPrefix("CRC mismatch"))
+            #expect(tooShort.problem.contains("the next valid batch is at byte \(2 * batchSize) (offset 12)"))
+            // Every other batch was checked, and the index entries naming the damaged ones are not reported again.
+            #expect(report.batches == 9)
+            #expect(report.bytes == Int64(10 * batchSize) + Int64(try fileSize(directory + "/topics/news.sport/" + Segment.fileName(0, ".log"))))
+        }
+    }
+
     @Test("a truncated tail is reported at the batch it cuts")
     func truncatedTail() async throws {
         try await withTemporaryDirectory { directory in
