@@ -121,7 +121,7 @@ extension StorageVerifier.Run {
         return try soundBatch(&window, at: position, notBelow: offset) != nil
     }
 
-    /// The first sound batch after `position`, found byte by byte as recovery scans past damage.
+    /// The first sound batch after `position`, looked for byte by byte.
     func nextSoundBatch(
         _ window: inout StorageVerifier.FileWindow, after position: Int, notBelow offset: Int64
     ) throws(TelexError) -> (position: Int, header: RecordBatchHeader)? {
