@@ -129,9 +129,17 @@ public enum StorageVerifier {
         }
 
         mutating func verifyTopic(_ topic: String, directory: String) throws(TelexError) {
+            let names: [String]
+            do {
+                names = try FileIO.listDirectory(directory)
+            } catch {
+                // Deleted (telex-admin delete-topic) since the listing of topics/: nothing left to check.
+                if !FileIO.isDirectory(directory) { return }
+                throw error
+            }
             report.topics += 1
-            // Only `<20 digits>.log` files define segments, as in the store; `damaged/` and other entries are not.
-            let bases = try FileIO.listDirectory(directory).compactMap { name -> Int64? in
+            // Only `.log` files named by a base offset are segments, as in the store; `damaged/` and others are not.
+            let bases = names.compactMap { name -> Int64? in
                 guard name.hasSuffix(".log"), !FileIO.isDirectory(directory + "/" + name) else { return nil }
                 return Int64(name.dropLast(4))
             }.sorted()
