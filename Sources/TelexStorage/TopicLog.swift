@@ -279,7 +279,7 @@ public final class TopicLog: Sendable {
                 || now - (active.firstAppendTime ?? now) >= configuration.segmentAgeMilliseconds
                 || baseOffset + Int64(header.recordCount) - active.baseOffset > Int64(UInt32.max)
         {
-            active = try roll(&state)
+            active = try writingAppend { () throws(TelexError) in try roll(&state) }
             rolled = true
         }
         // The broker-assigned fields sit in the first 20 bytes; the rest is written as received.
@@ -289,7 +289,9 @@ public final class TopicLog: Sendable {
         var stampedHeader = header
         stampedHeader.baseOffset = baseOffset
         stampedHeader.appendTime = appendTime
-        try active.append([stamped, rest], header: stampedHeader, indexInterval: configuration.indexIntervalBytes)
+        try writingAppend { () throws(TelexError) in
+            try active.append([stamped, rest], header: stampedHeader, indexInterval: configuration.indexIntervalBytes)
+        }
         state.nextOffset = stampedHeader.nextOffset
         state.lastAppendTime = appendTime
         if header.producerID != 0 {
