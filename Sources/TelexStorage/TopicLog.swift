@@ -172,7 +172,9 @@ public final class TopicLog: Sendable {
             try FileIO.syncDirectory(directory)
         }
         for (index, segment) in segments.enumerated() {
-            let isActive = index == segments.count - 1
+            // The segment before the active one may have been rolled away from without its sealing fsyncs (a
+            // crash before the sync round): its tail is scanned and CRC-checked like the active one's (§6).
+            let isActive = index >= segments.count - 2
             if index > 0, segment.baseOffset < segments[index - 1].nextOffset {
                 throw TelexError(.storageFailure,
                     "\(segment.logPath) starts at offset \(segment.baseOffset) but the previous segment ends at \(segments[index - 1].nextOffset); move one aside")
