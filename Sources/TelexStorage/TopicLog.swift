@@ -172,17 +172,17 @@ public final class TopicLog: Sendable {
             try FileIO.syncDirectory(directory)
         }
         for (index, segment) in segments.enumerated() {
+            let isActive = index == segments.count - 1
             // The segment before the active one may have been rolled away from without its sealing fsyncs (a
-            // crash before the sync round): its tail is scanned and CRC-checked like the active one's (§6).
-            let isActive = index >= segments.count - 2
+            // crash before the sync round): even with sound indexes it is scanned and CRC-checked (§6).
+            let mayBeUnsealed = index == segments.count - 2
             if index > 0, segment.baseOffset < segments[index - 1].nextOffset {
                 throw TelexError(.storageFailure,
                     "\(segment.logPath) starts at offset \(segment.baseOffset) but the previous segment ends at \(segments[index - 1].nextOffset); move one aside")
             }
             if !isActive, try segment.loadIndexes(), try segment.loadTail(indexInterval: configuration.indexIntervalBytes) {
-                continue
-            }
-            if !isActive {
+                if !mayBeUnsealed { continue }
+            } else if !isActive {
                 logger.warning("rebuilding index", metadata: ["segment": "\(segment.logPath)"])
             }
             let scan = try segment.recover(indexInterval: configuration.indexIntervalBytes, limits: configuration.batchLimits)
