@@ -68,7 +68,8 @@ EOF
 failures=0
 published=0
 for file in $(seq 1 25); do
-    if "$bin/telex-pub" --server "$server" "$work/batch$file.jsonl" >"$work/acks$file.jsonl" 2>"$work/error$file.txt"; then
+    if "$bin/telex-pub" --server "$server" "$work/batch$file.jsonl" \
+        >"$work/acks$file.jsonl" 2>"$work/error$file.txt"; then
         python3 -c 'import json,sys; [print(json.loads(l)["id"]) for l in open(sys.argv[1]) if l.strip()]' \
             "$work/acks$file.jsonl" >>"$work/acked.txt"
         published=$file
@@ -77,7 +78,8 @@ for file in $(seq 1 25); do
     failures=$((failures + 1))
     grep -q "STORAGE_FAILURE: no space left on device writing $topic" "$work/error$file.txt" \
         || fail "publish $file failed with another error: $(head -1 "$work/error$file.txt")"
-    partial=$(sed -n 's/.*(\([0-9]*\) records were acknowledged before it stopped).*/\1/p' "$work/error$file.txt" | head -1)
+    partial=$(sed -n 's/.*(\([0-9]*\) records were acknowledged before it stopped).*/\1/p' \
+        "$work/error$file.txt" | head -1)
     [ -n "$partial" ] && [ "$partial" -gt 0 ] && head -n "$partial" "$work/batch$file.jsonl" \
         | python3 -c 'import json,sys; [print(json.loads(l)["id"]) for l in sys.stdin]' >>"$work/acked.txt"
     [ "$failures" -ge 3 ] && break

@@ -6,6 +6,10 @@ import NIOCore
 import TelexProtocol
 
 /// Thin POSIX wrappers that turn failures into `storageFailure` errors naming the file.
+///
+/// Every call that touches a file goes to the `FileSystem` installed for its path (`FileSystemSeam`: the
+/// kernel's, unless a test replaced it for a directory tree), so tests can inject faults or record writes.
+/// EINTR is retried and short reads and writes are continued here, at every call site.
 enum FileIO {
     static func failure(_ operation: String, _ path: String, errno code: Int32 = errno) -> TelexError {
         let advice = code == EMFILE || code == ENFILE
@@ -128,7 +132,8 @@ enum FileIO {
         for component in path.split(separator: "/") {
             let parent = partial.isEmpty ? "/" : partial
             partial += "/" + component
-            let result = retryingInterrupts { FileSystemSeam.fileSystem(for: partial).makeDirectory(partial, mode: 0o755) }
+            let fileSystem = FileSystemSeam.fileSystem(for: partial)
+            let result = retryingInterrupts { fileSystem.makeDirectory(partial, mode: 0o755) }
             if result == -Int(EEXIST) { continue }
             guard result >= 0 else { throw failure("mkdir", partial, errno: Int32(-result)) }
             try syncDirectory(parent)

@@ -15,7 +15,7 @@ enum FileOperation: String, CaseIterable, Sendable {
 /// A file system that forwards to the real one, except for the faults a test asks for: an errno for some calls
 /// of one operation on matching paths, short reads and writes, and EINTR before every other call.
 ///
-/// An fsync failing with EIO or ENOSPC also cuts the file back to its size at its last successful fsync, as a
+/// A failing fsync also cuts the file back to its size at its last successful fsync, as a
 /// kernel that drops the dirty pages it could not write leaves it after a restart.
 final class FaultInjectingFileSystem: FileSystem {
     struct Fault {

@@ -31,7 +31,8 @@ struct FaultInjectionTests {
                 fileSystem.fail(.sync, on: ".log", with: code)
                 let covered = try log.append(makeBatch(seed: 3))
                 let error = await #expect(throws: TelexError.self) { try await waitUntilDurable(log, covered) }
-                #expect(error?.message.contains(String(cString: strerror(code))) == true, "\(String(describing: error))")
+                let reason = String(cString: strerror(code))
+                #expect(error?.message.contains(reason) == true, "\(String(describing: error))")
                 #expect(log.readableEndOffset == 3, "nothing the failed fsync covered became readable")
 
                 // Fail closed: the next fsync would succeed, but neither acks nor appends trust it.
@@ -167,7 +168,9 @@ struct FaultInjectionTests {
                 let fileSystem = FaultInjectingFileSystem()
                 fileSystem.shortenTransfers()
                 fileSystem.interruptCalls()
-                let observed = try await withFileSystem(fileSystem, under: faulty) { try await runStoreWorkload(faulty) }
+                let observed = try await withFileSystem(fileSystem, under: faulty) {
+                    try await runStoreWorkload(faulty)
+                }
                 #expect(observed == expected)
                 let interrupted = fileSystem.interrupted
                 for operation in FileOperation.allCases {

@@ -61,7 +61,8 @@ enum PowerLoss {
                 guard let (log, batch) = lastIdempotent else { continue }
                 #expect(try log.append(batch).duplicate)
             case 7, 8:
-                let offset = max(committed[log.topic] ?? 0, log.readableEndOffset - Int64.random(in: 0...2, using: &random))
+                let behind = Int64.random(in: 0...2, using: &random)
+                let offset = max(committed[log.topic] ?? 0, log.readableEndOffset - behind)
                 committed[log.topic] = offset
                 recorder.record(.acknowledged(.commitRequested(topic: log.topic, offset: offset)))
                 try store.consumerOffsets.commit(consumer, topic: log.topic, offset: offset)
@@ -120,7 +121,9 @@ enum PowerLoss {
             let acknowledged = promises.batches[topic] ?? []
             let required = acknowledged.filter { $0.offset >= promises.requiredStart[topic] ?? 0 }
             guard let log = store.log(topic) else {
-                if !required.isEmpty { problems.append("topic \(topic) lost with \(required.count) acknowledged batches") }
+                if !required.isEmpty {
+                    problems.append("topic \(topic) lost with \(required.count) acknowledged batches")
+                }
                 continue
             }
             do {
@@ -149,8 +152,8 @@ enum PowerLoss {
                 let promisedEnd = acknowledged.map { $0.offset + Int64($0.recordCount) }.max() ?? 0
                 let next = try log.append(makeBatch(records: 1, seed: 999_999))
                 if next.baseOffset < max(promisedEnd, served) {
-                    problems.append(
-                        "\(topic) reused offset \(next.baseOffset): acknowledged up to \(promisedEnd), served up to \(served)")
+                    problems.append("\(topic) reused offset \(next.baseOffset): acknowledged up to \(promisedEnd), "
+                                    + "served up to \(served)")
                 }
             } catch {
                 problems.append("\(topic): \(error)")
@@ -160,7 +163,8 @@ enum PowerLoss {
             let returned = promises.newestCommitReturned[topic]
             if let recovered {
                 if !requested.contains(recovered) {
-                    problems.append("\(topic) committed offset \(recovered) was never requested (\(requested.sorted()))")
+                    problems.append(
+                        "\(topic) committed offset \(recovered) was never requested (\(requested.sorted()))")
                 }
                 if let returned, recovered < returned {
                     problems.append("\(topic) committed offset \(recovered) is older than the acknowledged \(returned)")
