@@ -67,6 +67,7 @@ EOF
 : >"$work/acked.txt"
 failures=0
 published=0
+error=""
 for file in $(seq 1 25); do
     if "$bin/telex-pub" --server "$server" "$work/batch$file.jsonl" \
         >"$work/acks$file.jsonl" 2>"$work/error$file.txt"; then
@@ -76,6 +77,7 @@ for file in $(seq 1 25); do
         continue
     fi
     failures=$((failures + 1))
+    [ -n "$error" ] || error=$(head -1 "$work/error$file.txt")
     grep -q "STORAGE_FAILURE: no space left on device writing $topic" "$work/error$file.txt" \
         || fail "publish $file failed with another error: $(head -1 "$work/error$file.txt")"
     partial=$(sed -n 's/.*(\([0-9]*\) records were acknowledged before it stopped).*/\1/p' \
@@ -85,7 +87,6 @@ for file in $(seq 1 25); do
     [ "$failures" -ge 3 ] && break
 done
 [ "$failures" -ge 3 ] || fail "25 files published without filling the disk (published $published)"
-error=$(head -1 "$work/error$((published + 1)).txt" 2>/dev/null || true)
 kill -0 "$pid" 2>/dev/null || fail "telexd exited on a full disk"
 
 # Every acknowledged event reads back, once: the broker still serves reads.
