@@ -26,4 +26,28 @@ struct PowerLossTests {
         let (problems, _) = try await PowerLoss.run(seeds: [7], statesPerSeed: 100, lyingSync: true)
         #expect(problems.contains { $0.contains("acknowledged batch lost") }, "\(problems.prefix(5))")
     }
+
+    @Test("crash images keep what was synced, may drop everything else, and lose entries without a directory sync")
+    func crashImageRules() {
+        let root = "/r"
+        let events: [DiskEvent] = [
+            .makeDirectory("/r/d"), .syncDirectory("/r"),
+            .create("/r/d/a"), .write("/r/d/a", offset: 0, bytes: Array("hello".utf8)), .sync("/r/d/a"),
+            .create("/r/d/t"), .write("/r/d/t", offset: 0, bytes: [7]), .sync("/r/d/t"), .syncDirectory("/r/d"),
+            .write("/r/d/a", offset: 5, bytes: Array("world".utf8)),
+            .rename("/r/d/t", to: "/r/d/c"), .create("/r/d/b"),
+        ]
+        var random = SeededGenerator(seed: 1)
+        let none = CrashImage(events, root: root, crashPoint: events.count, keepChance: 0, tearChance: 0,
+                              random: &random)
+        #expect(none.directories == ["/d"])
+        #expect(none.files == ["/d/a": Array("hello".utf8), "/d/t": [7]])
+        let all = CrashImage(events, root: root, crashPoint: events.count, keepChance: 1, tearChance: 0,
+                             random: &random)
+        #expect(all.files == ["/d/a": Array("helloworld".utf8), "/d/c": [7], "/d/b": []])
+        // Before `d` was synced, its file need not be there, although the file's data was synced.
+        let early = CrashImage(events, root: root, crashPoint: 5, keepChance: 0, tearChance: 0, random: &random)
+        #expect(early.directories == ["/d"])
+        #expect(early.files.isEmpty)
+    }
 }
