@@ -146,6 +146,8 @@ extension TopicLog {
     ///
     /// Every file is opened (leased) before the first fsync, so a failed open leaves nothing half done.
     func perform(_ work: SyncWork, fullActiveSync: Bool = false) -> SyncOutcome {
+        // A failed log fsyncs nothing more: one that succeeds now proves nothing about what the failed one lost.
+        if let failure = state.withLock({ $0.failure }) { return .failed(failure) }
         let directory: CInt?
         do throws(TelexError) {
             _ = try work.leases.get()
@@ -185,9 +187,10 @@ extension TopicLog {
             return state.markDurable(upTo: target)
         case .failed(let error):
             // After a failed fsync the page cache can no longer be trusted: refuse further appends.
-            state.failure = error
             let ready = state.waiters.map(\.callback)
             state.waiters = []
+            guard state.failure == nil else { return ready }
+            state.failure = error
             logger.error("fsync failed; log refuses further appends", metadata: ["error": "\(error)"])
             return ready
         case .unavailable:

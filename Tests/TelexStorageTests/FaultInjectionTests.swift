@@ -42,10 +42,11 @@ struct FaultInjectionTests {
                 #expect(refused?.message.hasSuffix(String(cString: strerror(code))) == true)
                 let late = await #expect(throws: TelexError.self) { try await waitUntilDurable(log, covered) }
                 #expect(late?.code == .storageFailure)
-                try log.sync()
-                #expect(log.readableEndOffset == 3, "a later fsync that succeeds does not make the batch durable")
+                // No fsync is made again and trusted: sync() and close() report the failure.
+                #expect(#expect(throws: TelexError.self) { try log.sync() } == error)
+                #expect(log.readableEndOffset == 3)
                 #expect(try storedValues(log) == publishedValues(durable))
-                try? log.close()
+                #expect(#expect(throws: TelexError.self) { try log.close() } == error)
 
                 let reopened = try openWorldLog(directory, configuration)
                 #expect(try storedValues(reopened) == publishedValues(durable))
