@@ -102,14 +102,20 @@ public final class ConsumerOffsets: Sendable {
         for (topic, position) in entries.sorted(by: { $0.key < $1.key }) {
             text.writeString("\(topic)\t\(position.offset)\t\(position.commitTime)\n")
         }
-        try FileIO.replaceAtomically(directory + "/" + consumer + ".offsets", in: directory, with: text)
+        do throws(TelexError) {
+            try FileIO.replaceAtomically(directory + "/" + consumer + ".offsets", in: directory, with: text)
+        } catch {
+            // Not published: readers go on seeing the previous positions, the ones a reopen finds (unless only
+            // the directory fsync failed, after the rename: then a reopen may find either).
+            throw TelexError(.storageFailure, "committing the offsets of consumer \(consumer) failed: \(error.message)")
+        }
         positions.withLock { $0[consumer] = entries }
     }
 
     /// Reads one file: `topic<TAB>offset<TAB>commitTime` lines, or `topic<TAB>offset` as older brokers wrote them.
     static func load(_ path: String) throws(TelexError) -> [String: Position] {
         let fd = try FileIO.open(path, flags: O_RDONLY)
-        defer { close(fd) }
+        defer { FileIO.close(fd, path: path) }
         var buffer = ByteBuffer()
         _ = try FileIO.read(fd, at: 0, length: try FileIO.size(fd, path: path), into: &buffer, path: path)
         var entries: [String: Position] = [:]

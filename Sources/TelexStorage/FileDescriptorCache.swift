@@ -40,6 +40,8 @@ final class FileDescriptorCache: Sendable {
 
     private struct Entry {
         var descriptor: CInt
+        /// The file's path, for closing the descriptor through `FileIO`.
+        var path: String
         var leases: Int
         /// Neighbours in the idle list (open files without a lease), towards the least and the most recently used.
         var older: FileID?
@@ -83,21 +85,21 @@ final class FileDescriptorCache: Sendable {
             entries[key] = entry
         }
 
-        /// Forgets an idle file, returning its descriptor to close; nil if it is not open or is leased.
-        mutating func removeIdle(_ key: FileID) -> CInt? {
+        /// Forgets an idle file, returning its descriptor (and path) to close; nil if it is not open or is leased.
+        mutating func removeIdle(_ key: FileID) -> (CInt, String)? {
             guard let entry = entries[key], entry.leases == 0 else { return nil }
             unlinkIdle(key, entry)
             entries[key] = nil
             openCount -= 1
-            return entry.descriptor
+            return (entry.descriptor, entry.path)
         }
 
         /// Removes the least recently used idle files while more than `budget` are open; returns them, counted
         /// as closing until `closed` records the result.
-        mutating func evict(toFit budget: Int) -> [(FileID, CInt)] {
-            var evicted: [(FileID, CInt)] = []
-            while openCount > budget, let oldest = oldestIdle, let descriptor = removeIdle(oldest) {
-                evicted.append((oldest, descriptor))
+        mutating func evict(toFit budget: Int) -> [(FileID, CInt, String)] {
+            var evicted: [(FileID, CInt, String)] = []
+            while openCount > budget, let oldest = oldestIdle, let (descriptor, path) = removeIdle(oldest) {
+                evicted.append((oldest, descriptor, path))
                 closing[oldest, default: 0] += 1
             }
             return evicted
@@ -133,7 +135,7 @@ final class FileDescriptorCache: Sendable {
     /// open. Blocking when it opens: one `open(2)`, and the `close(2)`s of the files it evicts.
     fileprivate func lease(_ file: CachedFile, creating: Bool) throws(TelexError) -> FileLease {
         let key = file.id
-        let (open, evicted) = state.withLock { state -> (CInt?, [(FileID, CInt)]) in
+        let (open, evicted) = state.withLock { state -> (CInt?, [(FileID, CInt, String)]) in
             if let descriptor = state.lease(key) { return (descriptor, []) }
             state.openCount += 1
             state.opens += 1
@@ -157,11 +159,11 @@ final class FileDescriptorCache: Sendable {
                 state.openCount -= 1
                 return descriptor
             }
-            state.entries[key] = Entry(descriptor: opened, leases: 1)
+            state.entries[key] = Entry(descriptor: opened, path: file.path, leases: 1)
             return nil
         }
         guard let raced else { return FileLease(file, descriptor: opened) }
-        close(opened)
+        FileIO.close(opened, path: file.path)
         return FileLease(file, descriptor: raced)
     }
 
@@ -175,29 +177,29 @@ final class FileDescriptorCache: Sendable {
 
     /// Closes `file` now if it is open and not leased; a leased file goes on being used and is closed by eviction.
     fileprivate func closeIfIdle(_ file: FileID) {
-        let evicted = state.withLock { state -> [(FileID, CInt)] in
-            guard let descriptor = state.removeIdle(file) else { return [] }
+        let evicted = state.withLock { state -> [(FileID, CInt, String)] in
+            guard let (descriptor, path) = state.removeIdle(file) else { return [] }
             state.closing[file, default: 0] += 1
-            return [(file, descriptor)]
+            return [(file, descriptor, path)]
         }
         closeEvicted(evicted)
     }
 
     /// Closes `file`'s idle descriptor and forgets the file (its last reference is going).
     fileprivate func discard(_ file: FileID) {
-        let descriptor = state.withLock { state -> CInt? in
+        let open = state.withLock { state -> (CInt, String)? in
             state.closing[file] = nil
             state.closeFailures[file] = nil
             return state.removeIdle(file)
         }
-        if let descriptor { close(descriptor) }
+        if let (descriptor, path) = open { FileIO.close(descriptor, path: path) }
     }
 
     /// Closes evicted descriptors and records a failed close for its file (EINTR is not one: Linux has released
     /// the descriptor whatever the result, and a retry could close another file's).
-    private func closeEvicted(_ evicted: [(FileID, CInt)]) {
-        for (file, descriptor) in evicted {
-            var failed = close(descriptor) == 0 ? 0 : errno
+    private func closeEvicted(_ evicted: [(FileID, CInt, String)]) {
+        for (file, descriptor, path) in evicted {
+            var failed = FileIO.close(descriptor, path: path)
             if Self.take(closeFaults) { failed = EIO }
             state.withLock { $0.closed(file, failure: failed == 0 || failed == EINTR ? nil : failed) }
         }

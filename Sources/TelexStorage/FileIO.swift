@@ -6,6 +6,10 @@ import NIOCore
 import TelexProtocol
 
 /// Thin POSIX wrappers that turn failures into `storageFailure` errors naming the file.
+///
+/// Every call that touches a file goes to the `FileSystem` installed for its path (`FileSystemSeam`: the
+/// kernel's, unless a test replaced it for a directory tree), so tests can inject faults or record writes.
+/// EINTR is retried and short reads and writes are continued here, at every call site.
 enum FileIO {
     static func failure(_ operation: String, _ path: String, errno code: Int32 = errno) -> TelexError {
         let advice = code == EMFILE || code == ENFILE
@@ -20,13 +24,33 @@ enum FileIO {
 
     /// fsyncs `fd`, the open directory at `path`.
     static func syncDirectory(_ fd: CInt, path: String) throws(TelexError) {
-        guard fsync(fd) == 0 else { throw failure("fsync directory", path) }
+        let result = retryingInterrupts { FileSystemSeam.fileSystem(for: path).syncDirectory(fd, path: path) }
+        guard result >= 0 else { throw failure("fsync directory", path, errno: Int32(-result)) }
     }
 
     static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(TelexError) -> CInt {
-        let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw failure("open", path) }
-        return fd
+        let result = retryingInterrupts {
+            FileSystemSeam.fileSystem(for: path).open(path, flags: flags | O_CLOEXEC, mode: mode)
+        }
+        guard result >= 0 else { throw failure("open", path, errno: Int32(-result)) }
+        return CInt(result)
+    }
+
+    /// Closes `fd`, opened on `path`; returns the errno of a failed close (0 when it succeeded). Never retried
+    /// on EINTR: Linux has released the descriptor whatever the result, and a retry could close another file's.
+    @discardableResult
+    static func close(_ fd: CInt, path: String) -> Int32 {
+        let result = FileSystemSeam.fileSystem(for: path).close(fd, path: path)
+        return result >= 0 ? 0 : Int32(-result)
+    }
+
+    /// Calls `call` again while it fails with EINTR (interrupted by a signal before doing anything: not an I/O
+    /// error, so even an interrupted fsync reports no lost writeback and is simply made again).
+    private static func retryingInterrupts(_ call: () -> Int) -> Int {
+        while true {
+            let result = call()
+            if result != -Int(EINTR) { return result }
+        }
     }
 
     static func size(_ fd: CInt, path: String) throws(TelexError) -> Int {
@@ -37,14 +61,16 @@ enum FileIO {
 
     /// Reads exactly `length` bytes at `offset`, or fewer only at end of file.
     static func read(_ fd: CInt, at offset: Int, length: Int, into buffer: inout ByteBuffer, path: String) throws(TelexError) -> Int {
+        let fileSystem = FileSystemSeam.fileSystem(for: path)
         var total = 0
         var failed: Int32 = 0
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { bytes in
             while total < length {
-                let count = pread(fd, bytes.baseAddress! + total, length - total, off_t(offset + total))
+                let count = fileSystem.read(fd, into: bytes.baseAddress! + total, count: length - total,
+                                            at: offset + total, path: path)
                 if count < 0 {
-                    if errno == EINTR { continue }
-                    failed = errno
+                    if count == -Int(EINTR) { continue }
+                    failed = Int32(-count)
                     break
                 }
                 if count == 0 { break }
@@ -56,61 +82,61 @@ enum FileIO {
         return total
     }
 
-    /// Writes every byte of `parts` at `offset`, in order.
+    /// Writes every byte of `parts` at `offset`, in order, whatever the number of short writes and EINTRs.
     static func write(_ fd: CInt, parts: [ByteBuffer], at offset: Int, path: String) throws(TelexError) {
+        let fileSystem = FileSystemSeam.fileSystem(for: path)
         var position = offset
+        var failed: Int32 = 0
         for part in parts {
-            let start = position
-            try writeFully(part, path: path) { pwrite(fd, $0, $1, off_t(start + $2)) }
+            part.withUnsafeReadableBytes { bytes in
+                var done = 0
+                while done < bytes.count {
+                    let count = fileSystem.write(fd, from: bytes.baseAddress! + done, count: bytes.count - done,
+                                                 at: position + done, path: path)
+                    if count < 0 {
+                        if count == -Int(EINTR) { continue }
+                        failed = Int32(-count)
+                        return
+                    }
+                    done += count
+                }
+            }
+            if failed != 0 { throw failure("write", path, errno: failed) }
             position += part.readableBytes
         }
     }
 
-    /// Writes every byte of `buffer` at the file's current position.
-    static func append(_ fd: CInt, _ buffer: ByteBuffer, path: String) throws(TelexError) {
-        try writeFully(buffer, path: path) { pointer, count, _ in Glibc.write(fd, pointer, count) }
-    }
-
-    /// Calls `write(pointer, count, alreadyWritten)` until every byte is written, retrying on EINTR.
-    private static func writeFully(
-        _ buffer: ByteBuffer, path: String, _ write: (UnsafeRawPointer, Int, Int) -> Int
-    ) throws(TelexError) {
-        var failed: Int32 = 0
-        buffer.withUnsafeReadableBytes { bytes in
-            var done = 0
-            while done < bytes.count {
-                let count = write(bytes.baseAddress! + done, bytes.count - done, done)
-                if count < 0 {
-                    if errno == EINTR { continue }
-                    failed = errno
-                    return
-                }
-                done += count
-            }
-        }
-        if failed != 0 { throw failure("write", path, errno: failed) }
-    }
-
     static func truncate(_ fd: CInt, to length: Int, path: String) throws(TelexError) {
-        guard ftruncate(fd, off_t(length)) == 0 else { throw failure("truncate", path) }
+        let result = retryingInterrupts { FileSystemSeam.fileSystem(for: path).truncate(fd, to: length, path: path) }
+        guard result >= 0 else { throw failure("truncate", path, errno: Int32(-result)) }
     }
 
+    /// fdatasyncs `fd`, the file at `path`. A failure is final: the caller must not retry it and trust the
+    /// retry (the kernel may have dropped the dirty pages it could not write, STORAGE.md §13).
     static func sync(_ fd: CInt, path: String) throws(TelexError) {
-        guard fdatasync(fd) == 0 else { throw failure("fdatasync", path) }
+        let result = retryingInterrupts { FileSystemSeam.fileSystem(for: path).sync(fd, path: path) }
+        guard result >= 0 else { throw failure("fdatasync", path, errno: Int32(-result)) }
     }
 
     /// fsyncs a directory so that creations, renames and deletions in it survive a crash.
     static func syncDirectory(_ path: String) throws(TelexError) {
         let fd = try openDirectory(path)
-        defer { close(fd) }
+        defer { close(fd, path: path) }
         try syncDirectory(fd, path: path)
     }
 
+    /// Creates `path` and its missing parents; each directory it creates is made durable in its parent (the
+    /// parent is fsynced), so a crash cannot take away a directory whose files were fsynced.
     static func makeDirectory(_ path: String) throws(TelexError) {
         var partial = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
+            let parent = partial.isEmpty ? "/" : partial
             partial += "/" + component
-            if mkdir(partial, 0o755) != 0, errno != EEXIST { throw failure("mkdir", partial) }
+            let fileSystem = FileSystemSeam.fileSystem(for: partial)
+            let result = retryingInterrupts { fileSystem.makeDirectory(partial, mode: 0o755) }
+            if result == -Int(EEXIST) { continue }
+            guard result >= 0 else { throw failure("mkdir", partial, errno: Int32(-result)) }
+            try syncDirectory(parent)
         }
     }
 
@@ -137,11 +163,13 @@ enum FileIO {
     }
 
     static func remove(_ path: String) throws(TelexError) {
-        guard unlink(path) == 0 || errno == ENOENT else { throw failure("unlink", path) }
+        let result = retryingInterrupts { FileSystemSeam.fileSystem(for: path).unlink(path) }
+        guard result >= 0 || result == -Int(ENOENT) else { throw failure("unlink", path, errno: Int32(-result)) }
     }
 
     static func removeDirectory(_ path: String) throws(TelexError) {
-        guard rmdir(path) == 0 || errno == ENOENT else { throw failure("rmdir", path) }
+        let result = retryingInterrupts { FileSystemSeam.fileSystem(for: path).removeDirectory(path) }
+        guard result >= 0 || result == -Int(ENOENT) else { throw failure("rmdir", path, errno: Int32(-result)) }
     }
 
     /// Bytes of the regular files under `path`, recursively; what cannot be read counts 0.
@@ -155,7 +183,13 @@ enum FileIO {
     }
 
     static func rename(_ from: String, _ to: String) throws(TelexError) {
-        guard Glibc.rename(from, to) == 0 else { throw failure("rename \(from) to", to) }
+        let result = retryingInterrupts { FileSystemSeam.fileSystem(for: to).rename(from, to: to) }
+        guard result >= 0 else { throw failure("rename \(from) to", to, errno: Int32(-result)) }
+    }
+
+    /// Whether `error` reports a full file system (ENOSPC), from a write, truncate, open or fsync.
+    static func isOutOfSpace(_ error: TelexError) -> Bool {
+        error.message.hasSuffix(": " + String(cString: strerror(ENOSPC)))
     }
 
     /// Replaces the file at `path` in `directory` with `contents` so that a crash leaves the old or the new
@@ -167,11 +201,18 @@ enum FileIO {
             try write(fd, parts: [contents], at: 0, path: temporary)
             try sync(fd, path: temporary)
         } catch {
-            close(fd)
+            close(fd, path: temporary)
+            // Give back the space (the disk may be full); the old file is untouched.
+            try? remove(temporary)
             throw error
         }
-        close(fd)
-        try rename(temporary, path)
+        close(fd, path: temporary)
+        do throws(TelexError) {
+            try rename(temporary, path)
+        } catch {
+            try? remove(temporary)
+            throw error
+        }
         try syncDirectory(directory)
     }
 

@@ -37,6 +37,19 @@ extension TopicLog {
         return result
     }
 
+    /// Runs `body`, a write of an append (the batch, or a new segment's files), turning a full file system into
+    /// the error publishers see: `no space left on device writing TOPIC (write PATH)`. Such a failure does not
+    /// fail the log: the batch was cut back, took no offset, and the next append goes where it would have gone.
+    func writingAppend<T>(_ body: () throws(TelexError) -> T) throws(TelexError) -> T {
+        do throws(TelexError) {
+            return try body()
+        } catch {
+            guard FileIO.isOutOfSpace(error) else { throw error }
+            let operation = error.message.dropLast(String(cString: strerror(ENOSPC)).count + 2)
+            throw TelexError(.storageFailure, "no space left on device writing \(topic) (\(operation))", topic: topic)
+        }
+    }
+
     /// Queues a sync round unless one is already queued.
     func scheduleSync() {
         let schedule = state.withLock { state in
@@ -133,6 +146,8 @@ extension TopicLog {
     ///
     /// Every file is opened (leased) before the first fsync, so a failed open leaves nothing half done.
     func perform(_ work: SyncWork, fullActiveSync: Bool = false) -> SyncOutcome {
+        // A failed log fsyncs nothing more: one that succeeds now proves nothing about what the failed one lost.
+        if let failure = state.withLock({ $0.failure }) { return .failed(failure) }
         let directory: CInt?
         do throws(TelexError) {
             _ = try work.leases.get()
@@ -140,7 +155,7 @@ extension TopicLog {
         } catch {
             return .unavailable(error)
         }
-        defer { if let directory { Glibc.close(directory) } }
+        defer { if let directory { FileIO.close(directory, path: self.directory) } }
         do throws(TelexError) {
             for segment in work.sealing { try segment.sync() }
             if let directory { try FileIO.syncDirectory(directory, path: self.directory) }
@@ -165,13 +180,17 @@ extension TopicLog {
     ) -> [@Sendable (Result<Void, TelexError>) -> Void] {
         switch outcome {
         case .synced:
+            // Once an fsync failed, a later one that succeeds proves nothing about the pages the failed one
+            // dropped: nothing becomes durable any more.
+            guard state.failure == nil else { return [] }
             state.unsealed.removeAll { segment in unsealed.contains { $0 === segment } }
             return state.markDurable(upTo: target)
         case .failed(let error):
             // After a failed fsync the page cache can no longer be trusted: refuse further appends.
-            state.failure = error
             let ready = state.waiters.map(\.callback)
             state.waiters = []
+            guard state.failure == nil else { return ready }
+            state.failure = error
             logger.error("fsync failed; log refuses further appends", metadata: ["error": "\(error)"])
             return ready
         case .unavailable:

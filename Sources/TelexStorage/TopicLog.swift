@@ -173,14 +173,16 @@ public final class TopicLog: Sendable {
         }
         for (index, segment) in segments.enumerated() {
             let isActive = index == segments.count - 1
+            // The segment before the active one may have been rolled away from without its sealing fsyncs (a
+            // crash before the sync round): even with sound indexes it is scanned and CRC-checked (§6).
+            let mayBeUnsealed = index == segments.count - 2
             if index > 0, segment.baseOffset < segments[index - 1].nextOffset {
                 throw TelexError(.storageFailure,
                     "\(segment.logPath) starts at offset \(segment.baseOffset) but the previous segment ends at \(segments[index - 1].nextOffset); move one aside")
             }
             if !isActive, try segment.loadIndexes(), try segment.loadTail(indexInterval: configuration.indexIntervalBytes) {
-                continue
-            }
-            if !isActive {
+                if !mayBeUnsealed { continue }
+            } else if !isActive {
                 logger.warning("rebuilding index", metadata: ["segment": "\(segment.logPath)"])
             }
             let scan = try segment.recover(indexInterval: configuration.indexIntervalBytes, limits: configuration.batchLimits)
@@ -279,7 +281,7 @@ public final class TopicLog: Sendable {
                 || now - (active.firstAppendTime ?? now) >= configuration.segmentAgeMilliseconds
                 || baseOffset + Int64(header.recordCount) - active.baseOffset > Int64(UInt32.max)
         {
-            active = try roll(&state)
+            active = try writingAppend { () throws(TelexError) in try roll(&state) }
             rolled = true
         }
         // The broker-assigned fields sit in the first 20 bytes; the rest is written as received.
@@ -289,7 +291,9 @@ public final class TopicLog: Sendable {
         var stampedHeader = header
         stampedHeader.baseOffset = baseOffset
         stampedHeader.appendTime = appendTime
-        try active.append([stamped, rest], header: stampedHeader, indexInterval: configuration.indexIntervalBytes)
+        try writingAppend { () throws(TelexError) in
+            try active.append([stamped, rest], header: stampedHeader, indexInterval: configuration.indexIntervalBytes)
+        }
         state.nextOffset = stampedHeader.nextOffset
         state.lastAppendTime = appendTime
         if header.producerID != 0 {
