@@ -7,6 +7,8 @@ import TelexStorage
 struct Subscription {
     let requestID: UInt32
     let consumer: String?
+    /// The client asked to be delivered on after damaged stored ranges instead of DATA_LOSS.
+    let skipDamaged: Bool
     let listener: SubscriptionListener
     var machine: SubscriptionStateMachine
     var logs: [String: TopicLog]
@@ -17,7 +19,7 @@ struct Subscription {
 extension ConnectionHandler {
     func subscribe(
         id: UInt32, pattern: String, start: StartPosition, consumerName: String, credit: UInt32,
-        resume: [TopicOffset], requestID: UInt32
+        resume: [TopicOffset], options: SubscribeOptions = [], requestID: UInt32
     ) throws(TelexError) {
         try TopicName.validatePattern(pattern)
         guard subscriptions[id] == nil else {
@@ -43,7 +45,7 @@ extension ConnectionHandler {
             resume: resume)
         let pending = PendingSubscription(
             id: id, pattern: pattern, isPattern: isPattern, consumer: consumer, resuming: !resume.isEmpty, credit: credit,
-            requestID: requestID, listener: listener, resolver: resolver)
+            skipDamaged: options.contains(.skipDamaged), requestID: requestID, listener: listener, resolver: resolver)
         let logs = topics.compactMap { topic in store.log(topic).map { (topic, $0) } }
         let lookups = logs.compactMap { topic, log in resolver.timestampToLookUp(for: topic).map { (topic, log, $0) } }
         guard !lookups.isEmpty else { return finishSubscribing(pending, logs: logs, timestampOffsets: [:]) }
@@ -76,6 +78,7 @@ extension ConnectionHandler {
         let consumer: String?
         let resuming: Bool
         let credit: UInt32
+        let skipDamaged: Bool
         let requestID: UInt32
         let listener: SubscriptionListener
         let resolver: StartPositionResolver
@@ -111,7 +114,8 @@ extension ConnectionHandler {
             machine.topicAdded(range.topic, from: range.startOffset, caughtUpAt: range.endOffset)
         }
         subscriptions[pending.id] = Subscription(
-            requestID: pending.requestID, consumer: pending.consumer, listener: pending.listener, machine: machine,
+            requestID: pending.requestID, consumer: pending.consumer, skipDamaged: pending.skipDamaged,
+            listener: pending.listener, machine: machine,
             logs: Dictionary(logs, uniquingKeysWith: { first, _ in first }))
         store.metrics.activeSubscriptions.increment()
         logger.debug("subscribed", metadata: [
@@ -181,8 +185,10 @@ extension ConnectionHandler {
         while mayStartDelivery, let read = subscriptions[id]?.machine.nextRead(writable: context.channel.isWritable) {
             let log = subscriptions[id]!.logs[read.topic]!
             do throws(TelexError) {
+                // A damaged stored range ends the subscription with DATA_LOSS, or is stepped over if asked.
                 guard let slice = try log.read(from: read.offset, maxBytes: configuration.maxDeliverBytes,
-                                               maxBatches: read.maxBatches) else { continue }
+                                               maxBatches: read.maxBatches,
+                                               skipDamaged: subscriptions[id]!.skipDamaged) else { continue }
                 subscriptions[id]?.machine.delivered(topic: read.topic, nextOffset: slice.nextOffset, batchCount: slice.batchCount)
                 countDelivered(slice, log: log)
                 if usesTLS {

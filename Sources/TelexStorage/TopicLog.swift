@@ -133,7 +133,8 @@ public final class TopicLog: Sendable {
     static let syncRetryMaximumMilliseconds = 1000
 
     /// Opens (creating if needed) the log in `directory`, recovering from a crash: the active segment is
-    /// CRC-checked to its end and cut at the first torn or corrupt batch; damaged indexes are rebuilt.
+    /// CRC-checked to its end; a torn tail is cut, damaged ranges followed by valid batches are kept and served
+    /// around (`recoverSegments`); damaged indexes are rebuilt.
     ///
     /// Blocking: reads, fsyncs and possibly rewrites files. Call it off event loops.
     public convenience init(
@@ -171,30 +172,8 @@ public final class TopicLog: Sendable {
             segments.append(try Segment(directory: directory, baseOffset: 0, files: files))
             try FileIO.syncDirectory(directory)
         }
-        for (index, segment) in segments.enumerated() {
-            let isActive = index == segments.count - 1
-            if index > 0, segment.baseOffset < segments[index - 1].nextOffset {
-                throw TelexError(.storageFailure,
-                    "\(segment.logPath) starts at offset \(segment.baseOffset) but the previous segment ends at \(segments[index - 1].nextOffset); move one aside")
-            }
-            if !isActive, try segment.loadIndexes(), try segment.loadTail(indexInterval: configuration.indexIntervalBytes) {
-                continue
-            }
-            if !isActive {
-                logger.warning("rebuilding index", metadata: ["segment": "\(segment.logPath)"])
-            }
-            let scan = try segment.recover(indexInterval: configuration.indexIntervalBytes, limits: configuration.batchLimits)
-            if let reason = scan.reason {
-                logger.warning("cut damaged log tail", metadata: [
-                    "segment": "\(segment.logPath)", "position": "\(scan.validBytes)",
-                    "droppedBytes": "\(segment.size - scan.validBytes)", "keptBatches": "\(scan.batches)",
-                    "reason": "\(reason)",
-                ])
-                try segment.truncate(to: scan.validBytes)
-                try segment.syncLog()
-            }
-            try segment.rewriteIndexes()
-        }
+        try Self.recoverSegments(segments, directory: directory, configuration: configuration, logger: logger,
+                                 metrics: self.metrics)
         // After a process crash the tail may still be only in the page cache — the active segment's, and, since
         // rolled segments are sealed later on the sync queue, a just-rolled one's and its successor's directory
         // entry: make them durable before counting them as durable, so `.always` readers never see a batch a
@@ -314,13 +293,20 @@ public final class TopicLog: Sendable {
     /// Whole stored batches starting with the one that holds `offset`, up to `maxBytes` (at least one batch)
     /// and `maxBatches`; nil when `offset` is at or past the readable end. Offsets below the log start throw.
     ///
-    /// Reads batch headers from the page cache (a 64 KiB window at a time), not the batches themselves.
-    public func read(from offset: Int64, maxBytes: Int, maxBatches: Int = .max) throws(TelexError) -> LogSlice? {
+    /// Never walks through a damaged range: a read reaching one gets the batches before it; one starting in it
+    /// throws `DATA_LOSS` naming the lost offsets, or with `skipDamaged` continues after it. Batches of a segment
+    /// not CRC-checked yet (sealed before the log opened) are checked when first read, once.
+    ///
+    /// Reads batch headers from the page cache (a 64 KiB window at a time), not the batches themselves, except for
+    /// that first check.
+    public func read(
+        from offset: Int64, maxBytes: Int, maxBatches: Int = .max, skipDamaged: Bool = false
+    ) throws(TelexError) -> LogSlice? {
         var offset = offset
         while true {
             // The lease is taken under the lock, while the segment is still in the log: retention may unlink its
             // files as soon as the lock is released, and the lease keeps them readable.
-            let located = try state.withLock { state throws(TelexError) -> (FileLease, Int, Int, Int64, Int64?)? in
+            let located = try state.withLock { state throws(TelexError) -> Located? in
                 let start = state.segments.first!.baseOffset
                 guard offset >= start else {
                     throw TelexError(.offsetOutOfRange,
@@ -331,20 +317,55 @@ public final class TopicLog: Sendable {
                 guard offset < end else { return nil }
                 let index = state.segmentIndex(containing: offset)
                 let segment = state.segments[index]
-                let following = index + 1 < state.segments.count ? state.segments[index + 1].baseOffset : nil
-                let lease = try segment.logFile.lease()
-                return (lease, segment.indexedPosition(atOrBefore: offset).position, segment.size, end, following)
+                return Located(
+                    segment: segment, lease: try segment.logFile.lease(),
+                    position: segment.indexedPosition(atOrBefore: offset).position, limit: segment.size, end: end,
+                    following: index + 1 < state.segments.count ? state.segments[index + 1].baseOffset : nil,
+                    damaged: segment.damaged, verifiedBytes: segment.verified.bytes)
             }
-            guard let (lease, position, limit, end, following) = located else { return nil }
-            var headers = HeaderWindow(lease, limit: limit)
-            if let slice = try collect(&headers, from: position, offset: offset, end: end,
+            guard let located else { return nil }
+            if let damage = located.damaged.first(where: { $0.contains(offset) }) {
+                guard skipDamaged else { throw dataLoss(damage, in: located.segment) }
+                offset = damage.nextOffset
+                continue
+            }
+            // Start after any damage between the indexed batch and `offset`, and stop before the next damage.
+            var position = located.position
+            for damage in located.damaged where damage.nextOffset <= offset && damage.end > position {
+                position = damage.end
+            }
+            let walkLimit = located.damaged.first { $0.position >= position }?.position ?? located.limit
+            var headers = HeaderWindow(located.lease, limit: walkLimit)
+            if let slice = try collect(&headers, from: position, offset: offset, end: located.end,
                                        maxBytes: maxBytes, maxBatches: maxBatches) {
+                let sliceEnd = slice.position + slice.length
+                if sliceEnd > located.verifiedBytes,
+                    try verify(located.segment, through: sliceEnd, limit: located.limit, following: located.following)
+                {
+                    continue
+                }
                 return slice
             }
             // The offset fell in a gap left by a cut segment: continue at the next one.
-            guard let following, following > offset else { return nil }
+            guard let following = located.following, following > offset else { return nil }
             offset = following
         }
+    }
+
+    /// Where a read found `offset`, taken under the lock.
+    private struct Located {
+        var segment: Segment
+        var lease: FileLease
+        /// Position of the indexed batch at or before the offset.
+        var position: Int
+        /// The segment's size.
+        var limit: Int
+        /// The readable end of the log.
+        var end: Int64
+        /// The next segment's base offset, if any.
+        var following: Int64?
+        var damaged: [DamagedRange]
+        var verifiedBytes: Int
     }
 
     private func collect(
@@ -377,9 +398,9 @@ public final class TopicLog: Sendable {
     /// The first offset appended at or after `timestamp` (ms since the epoch), or the readable end if none.
     public func offset(atOrAfter timestamp: Int64) throws(TelexError) -> Int64 {
         let (snapshot, end) = state.withLock { state in
-            (state.segments.map { ($0, $0.lastAppendTime, $0.size) }, readableEnd(state))
+            (state.segments.map { ($0, $0.lastAppendTime, $0.size, $0.damaged) }, readableEnd(state))
         }
-        for (segment, last, size) in snapshot {
+        for (segment, last, size, damaged) in snapshot {
             guard let last, last >= timestamp else { continue }
             // Leased under the lock while the segment is still in the log (segments leave from the front); one
             // that retention took away since the snapshot is skipped.
@@ -390,8 +411,8 @@ public final class TopicLog: Sendable {
             }
             guard let (lease, indexed) = located else { continue }
             var position = indexed
-            var headers = HeaderWindow(lease, limit: size)
-            while let header = try headers.header(at: position) {
+            var headers = HeaderWindow(lease, limit: size, damaged: damaged)
+            while let header = try headers.header(skippingDamageAt: &position) {
                 if header.appendTime >= timestamp { return min(header.baseOffset, end) }
                 position += header.totalSize
             }
@@ -437,9 +458,9 @@ public final class TopicLog: Sendable {
     /// Rebuilds producer memory from the batch headers of the newest two segments.
     private static func rebuildProducerState(_ state: inout State) throws(TelexError) {
         for segment in state.segments.suffix(2) {
-            var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size)
+            var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size, damaged: segment.damaged)
             var position = 0
-            while let header = try headers.header(at: position) {
+            while let header = try headers.header(skippingDamageAt: &position) {
                 if header.producerID != 0 {
                     state.rememberProducer(header.producerID, sequence: header.producerSequence,
                                            baseOffset: header.baseOffset, recordCount: header.recordCount,

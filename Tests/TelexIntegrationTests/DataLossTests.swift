@@ -1,0 +1,68 @@
+import Foundation
+import NIOCore
+import TelexClient
+import TelexProtocol
+import Testing
+
+/// A bit flipped in a stored batch while the broker was stopped: subscribers get DATA_LOSS naming the topic and
+/// the lost offsets, or, having asked to skip damaged ranges, the records after the gap.
+@Suite("Data loss", .timeLimit(.minutes(1)))
+struct DataLossTests {
+    static let topic = "news.world"
+
+    /// Publishes 20 records, one batch each, stops the broker, and flips a bit inside batch 10's records.
+    static func damagedDirectory(_ directory: String) async throws {
+        try await withServer(directory: directory) { _, client in
+            for record in plainRecords(0..<20) { _ = try await client.publish([record], to: topic) }
+        }
+        let path = directory + "/topics/\(topic)/00000000000000000000.log"
+        var contents = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let buffer = ByteBuffer(bytes: contents)
+        var position = 0
+        while let header = RecordBatchHeader.peek(buffer, at: position), header.baseOffset < 10 {
+            position += header.totalSize
+        }
+        contents[position + RecordBatchHeader.size + 10] ^= 0x04
+        try Data(contents).write(to: URL(fileURLWithPath: path))
+    }
+
+    @Test("without skip-damaged the subscription ends with DATA_LOSS after the records before the damage")
+    func dataLossEndsTheSubscription() async throws {
+        try await withTemporaryDirectory { directory in
+            try await Self.damagedDirectory(directory)
+            try await withServer(directory: directory) { _, client in
+                let subscription = try await client.subscribe(Self.topic, from: .beginning)
+                var offsets: [Int64] = []
+                var failure: TelexError?
+                do {
+                    for try await delivered in subscription { offsets.append(delivered.offset) }
+                } catch let error as TelexError {
+                    failure = error
+                }
+                #expect(offsets == Array(0..<10))
+                #expect(failure?.code == .dataLoss)
+                #expect(failure?.message.contains("offset 10 of news.world are lost") == true)
+                #expect(subscription.isEnded)
+            }
+        }
+    }
+
+    @Test("with skip-damaged the subscriber gets every record after the gap, and the gap is reported")
+    func skipDamagedDeliversAfterTheGap() async throws {
+        try await withTemporaryDirectory { directory in
+            try await Self.damagedDirectory(directory)
+            try await withServer(directory: directory) { server, client in
+                let subscription = try await client.subscribe(Self.topic, from: .beginning, skipDamaged: true)
+                let received = try await collect(subscription, count: 19)
+                #expect(received.map(\.offset) == Array(0..<10) + Array(11..<20))
+                #expect(received.compactMap(\.skippedBefore) == [10..<11])
+                #expect(received.first { $0.offset == 11 }?.skippedBefore == 10..<11)
+
+                // Publishing goes on after the last offset ever stored.
+                let acks = try await client.publish(plainRecords(20..<21), to: Self.topic)
+                #expect(acks.first?.baseOffset == 20)
+                #expect(server.topicStore?.log(Self.topic)?.endOffset == 21)
+            }
+        }
+    }
+}
