@@ -58,8 +58,11 @@ extension ConnectionHandler {
                         self.writeDeliver(subscriptionID: id, topic: topic, batches: checked.intact)
                     }
                     if let corrupt = checked.corrupt.first, !skipDamaged {
+                        let lost = corrupt.count == 1
+                            ? "offset \(corrupt.lowerBound) of \(topic) is"
+                            : "offsets \(corrupt.lowerBound)-\(corrupt.upperBound - 1) of \(topic) are"
                         self.endSubscription(id, error: TelexError(.dataLoss,
-                            "offsets \(corrupt.lowerBound)-\(corrupt.upperBound - 1) of \(topic) are lost: the stored batch failed its CRC when read for delivery; subscribe with skip-damaged to read on after it",
+                            "\(lost) lost: the stored batch failed its CRC when read for delivery; subscribe with skip-damaged to read on from offset \(corrupt.upperBound)",
                             topic: topic, offset: corrupt.lowerBound))
                         break
                     }

@@ -93,9 +93,9 @@ extension TopicLog {
     /// The error for a read that starts in `damage`: the lost offsets, where the bytes were, and what to do.
     func dataLoss(_ damage: DamagedRange, in segment: Segment) -> TelexError {
         let lost = damage.nextOffset - damage.firstOffset == 1
-            ? "offset \(damage.firstOffset)" : "offsets \(damage.firstOffset)-\(damage.nextOffset - 1)"
+            ? "offset \(damage.firstOffset) of \(topic) is" : "offsets \(damage.firstOffset)-\(damage.nextOffset - 1) of \(topic) are"
         return TelexError(.dataLoss,
-            "\(lost) of \(topic) are lost: bytes \(damage.position)-\(damage.end - 1) of \(segment.logPath) are damaged (copied to \(Self.asidePath(damage, in: segment, directory: directory))); subscribe with skip-damaged to read on from offset \(damage.nextOffset)",
+            "\(lost) lost: bytes \(damage.position)-\(damage.end - 1) of \(segment.logPath) are damaged (copied to \(Self.asidePath(damage, in: segment, directory: directory))); subscribe with skip-damaged to read on from offset \(damage.nextOffset)",
             topic: topic, offset: damage.firstOffset)
     }
 

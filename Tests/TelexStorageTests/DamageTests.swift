@@ -84,7 +84,7 @@ struct DamageTests {
             #expect(before.nextOffset == Int64(damaged))
             let error = try #require(throws: TelexError.self) { _ = try log.read(from: Int64(damaged), maxBytes: .max) }
             #expect(error.code == .dataLoss)
-            #expect(error.message.contains("offset \(damaged) of news.wire are lost"))
+            #expect(error.message.contains("offset \(damaged) of news.wire is lost"))
             #expect(error.topic == "news.wire" && error.offset == Int64(damaged))
             let skipped = try #require(try log.read(from: Int64(damaged), maxBytes: 1, skipDamaged: true))
             #expect(skipped.firstOffset == Int64(damaged) + 1)
@@ -188,7 +188,7 @@ struct DamageTests {
             #expect(try log.read(from: 0, maxBytes: .max)?.nextOffset == 10)
             let error = try #require(throws: TelexError.self) { _ = try log.read(from: 10, maxBytes: .max) }
             #expect(error.code == .dataLoss)
-            #expect(error.message.contains("offset 10 of news.wire are lost"))
+            #expect(error.message.contains("offset 10 of news.wire is lost"))
             #expect(handler.errorMessages == ["damaged batches in log: serving around them"])
             #expect(try log.read(from: 10, maxBytes: 1, skipDamaged: true)?.firstOffset == 11)
             #expect(try log.read(from: 11, maxBytes: 1)?.firstOffset == 11)
