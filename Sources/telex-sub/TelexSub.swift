@@ -22,6 +22,7 @@ struct TelexSub: AsyncParsableCommand {
               telex-sub 'sport.*' --since 2024-03-06T00:00:00Z
               telex-sub 'news.>' --consumer search-indexer        resume where this consumer stopped
               telex-sub 'news.>' --no-follow | telex-pub --server other:7420 --quiet
+              telex-sub news.world --from beginning --skip-damaged   read on past records damaged on the broker's disk
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -144,7 +145,9 @@ struct TelexSub: AsyncParsableCommand {
         do {
             for try await delivered in subscription {
                 if let skipped = delivered.skippedBefore {
-                    printError("telex-sub: skipped offsets \(skipped.lowerBound)-\(skipped.upperBound - 1) of \(delivered.topic): the broker could not read them (damaged on its disk; --skip-damaged)")
+                    let offsets = skipped.count == 1
+                        ? "offset \(skipped.lowerBound)" : "offsets \(skipped.lowerBound)-\(skipped.upperBound - 1)"
+                    printError("telex-sub: skipped \(offsets) of \(delivered.topic): the broker could not read them (damaged on its disk; --skip-damaged)")
                 }
                 let line: String
                 do {
