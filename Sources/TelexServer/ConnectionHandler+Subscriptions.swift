@@ -12,6 +12,8 @@ struct Subscription {
     let listener: SubscriptionListener
     var machine: SubscriptionStateMachine
     var logs: [String: TopicLog]
+    /// A segment is being CRC-checked on the thread pool before it is read (`checkBeforeReading`); no pump meanwhile.
+    var checking = false
 }
 
 /// Subscriptions: SUBSCRIBE resolves start positions and builds the state machine; the pump performs the reads
@@ -180,10 +182,15 @@ extension ConnectionHandler {
     /// On TLS connections each slice is read on the thread pool and the pump resumes once it is written. While the
     /// connection's delivery budget is spent (`mayStartDelivery`), the subscription waits for its turn.
     func pump(_ id: UInt32) {
-        guard let context, subscriptions[id] != nil else { return }
+        guard let context, let subscription = subscriptions[id], !subscription.checking else { return }
         var wrote = false
         while mayStartDelivery, let read = subscriptions[id]?.machine.nextRead(writable: context.channel.isWritable) {
             let log = subscriptions[id]!.logs[read.topic]!
+            if log.needsCheck(at: read.offset) {
+                subscriptions[id]?.machine.readPostponed()
+                if wrote { flushOutbound() }
+                return checkBeforeReading(id, log: log, topic: read.topic, offset: read.offset)
+            }
             do throws(TelexError) {
                 // A damaged stored range ends the subscription with DATA_LOSS, or is stepped over if asked.
                 guard let slice = try log.read(from: read.offset, maxBytes: configuration.maxDeliverBytes,
@@ -209,6 +216,25 @@ extension ConnectionHandler {
             wrote = true
         }
         if wrote { flushOutbound() }
+    }
+
+    /// CRC-checks, on the thread pool, the segment of `topic` that a read at `offset` would first have to check
+    /// (one sealed before the broker started: Protocol/STORAGE.md §4), then pumps again. The subscription waits
+    /// meanwhile; the check is remembered by the log, so it happens once per segment.
+    private func checkBeforeReading(_ id: UInt32, log: TopicLog, topic: String, offset: Int64) {
+        guard let context, let listener = subscriptions[id]?.listener else { return }
+        subscriptions[id]?.checking = true
+        threadPool.runIfActive(eventLoop: context.eventLoop) { () throws in
+            try log.checkSegment(containing: offset)
+        }.assumeIsolated().whenComplete { result in
+            guard self.subscriptions[id]?.listener === listener else { return }
+            self.subscriptions[id]?.checking = false
+            switch result {
+            case .success: self.pump(id)
+            case .failure(let error):
+                self.endSubscription(id, error: Self.storageError(error, doing: "checking \(topic) before delivering it"))
+            }
+        }
     }
 
     /// Whether the connection may start another DELIVER: over TLS while no slice is being read (one slice in

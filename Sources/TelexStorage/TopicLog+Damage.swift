@@ -99,6 +99,30 @@ extension TopicLog {
             topic: topic, offset: damage.firstOffset)
     }
 
+    /// Whether reading `offset` would first CRC-check batches nobody has checked yet (in a segment that was sealed
+    /// when the log opened). A caller on an event loop runs `checkSegment(containing:)` on a thread pool first, so
+    /// that `read` finds nothing left to check. Cheap: looks at in-memory state only.
+    public func needsCheck(at offset: Int64) -> Bool {
+        state.withLock { state in
+            guard offset >= state.segments.first!.baseOffset, offset < readableEnd(state) else { return false }
+            let segment = state.segments[state.segmentIndex(containing: offset)]
+            return segment.verified.bytes < segment.size
+        }
+    }
+
+    /// CRC-checks what is left unchecked of the segment holding `offset`, recording any damage (see `verify`).
+    /// Blocking: reads up to a whole segment. Call it off event loops.
+    public func checkSegment(containing offset: Int64) throws(TelexError) {
+        let located = state.withLock { state -> (Segment, Int, Int64?)? in
+            guard offset >= state.segments.first!.baseOffset else { return nil }
+            let index = state.segmentIndex(containing: offset)
+            let following = index + 1 < state.segments.count ? state.segments[index + 1].baseOffset : nil
+            return (state.segments[index], state.segments[index].size, following)
+        }
+        guard let (segment, size, following) = located else { return }
+        _ = try verify(segment, through: size, limit: size, following: following)
+    }
+
     /// CRC-checks the batches of `segment` from where earlier checks stopped through file position `target`
     /// (segments loaded from their indexes on open were not checked). Returns true if it found damage not known
     /// before, which it records, copies aside, logs and counts. `following` is the next segment's base offset:

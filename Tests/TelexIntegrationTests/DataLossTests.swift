@@ -119,4 +119,45 @@ struct DataLossTests {
             }
         }
     }
+
+    @Test("a bit flipped in a segment sealed before the broker started is found when first delivered: DATA_LOSS")
+    func sealedSegmentCheckedBeforeDelivery() async throws {
+        try await withTemporaryDirectory { directory in
+            // About four batches per segment: offset 10 lands in a sealed one.
+            let small: (inout ServerConfiguration) -> Void = { $0.log.segmentBytes = 1000 }
+            try await withServer(directory: directory, configure: small) { _, client in
+                for record in plainRecords(0..<20) { _ = try await client.publish([record], to: Self.topic) }
+            }
+            let topicDirectory = directory + "/topics/\(Self.topic)"
+            let bases = try FileManager.default.contentsOfDirectory(atPath: topicDirectory)
+                .filter { $0.hasSuffix(".log") }.map { Int64($0.dropLast(4))! }.sorted()
+            let base = try #require(bases.last { $0 <= 10 })
+            try #require(base < bases.last!)
+            let path = topicDirectory + "/" + String(repeating: "0", count: 20 - String(base).count) + "\(base).log"
+            var contents = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+            let buffer = ByteBuffer(bytes: contents)
+            var position = 0
+            while let header = RecordBatchHeader.peek(buffer, at: position), header.baseOffset < 10 {
+                position += header.totalSize
+            }
+            contents[position + RecordBatchHeader.size + 10] ^= 0x04
+            try Data(contents).write(to: URL(fileURLWithPath: path))
+
+            try await withServer(directory: directory, configure: small) { _, client in
+                let subscription = try await client.subscribe(Self.topic, from: .beginning)
+                var offsets: [Int64] = []
+                var failure: TelexError?
+                do {
+                    for try await delivered in subscription { offsets.append(delivered.offset) }
+                } catch let error as TelexError {
+                    failure = error
+                }
+                #expect(offsets == Array(0..<10))
+                #expect(failure?.code == .dataLoss)
+                #expect(failure?.message.contains("offset 10 of news.world is lost") == true)
+                let skipping = try await client.subscribe(Self.topic, from: .beginning, skipDamaged: true)
+                #expect(try await collect(skipping, count: 19).map(\.offset) == Array(0..<10) + Array(11..<20))
+            }
+        }
+    }
 }

@@ -214,6 +214,23 @@ struct DamageTests {
         }
     }
 
+    @Test("checkSegment checks a sealed segment ahead of reads (the broker runs it off its event loops)")
+    func checkSegmentAheadOfReads() async throws {
+        try await withTemporaryDirectory { directory in
+            let batchSize = makeBatch(records: 1, seed: 0).readableBytes
+            let configuration = testConfiguration(segmentBytes: batchSize * 40)
+            let fixture = try ThreeHundredEvents(directory, configuration: configuration)
+            try fixture.flipBit(at: fixture.positions[10] + 80)
+            let (log, handler, _) = try openObserved(directory, configuration)
+            #expect(log.needsCheck(at: 0) && log.needsCheck(at: 10))
+            #expect(!log.needsCheck(at: 299))
+            try log.checkSegment(containing: 0)
+            #expect(!log.needsCheck(at: 10))
+            #expect(handler.errorMessages == ["damaged batches in log: serving around them"])
+            #expect(throws: TelexError.self) { _ = try log.read(from: 10, maxBytes: 1) }
+        }
+    }
+
     @Test("time lookups and producer memory step over damaged ranges")
     func walksStepOverDamage() async throws {
         try await withTemporaryDirectory { directory in
