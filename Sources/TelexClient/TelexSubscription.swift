@@ -385,9 +385,17 @@ enum BatchDecoder {
                 var decoded: Decoded = []
                 decoded.reserveCapacity(slice.count)
                 for (index, batch) in slice.enumerated() {
-                    decoded.append(try RecordBatch.decodeRecords(
-                        batch, decompressor: inflater.decompressor, context: "batch from \(topic)",
-                        scratch: &inflater.scratch[index]))
+                    do throws(TelexError) {
+                        // Checks the CRC before any record is decoded: a damaged batch ends the iteration with
+                        // CORRUPT_BATCH naming topic and offset, never records made of garbage.
+                        decoded.append(try RecordBatch.decodeRecords(
+                            batch, decompressor: inflater.decompressor, context: "batch from \(topic)",
+                            scratch: &inflater.scratch[index]))
+                    } catch {
+                        var error = error
+                        error.topic = topic
+                        throw error
+                    }
                 }
                 return decoded
             }

@@ -107,7 +107,7 @@ public final class ConsumerOffsets: Sendable {
     }
 
     /// Reads one file: `topic<TAB>offset<TAB>commitTime` lines, or `topic<TAB>offset` as older brokers wrote them.
-    private static func load(_ path: String) throws(TelexError) -> [String: Position] {
+    static func load(_ path: String) throws(TelexError) -> [String: Position] {
         let fd = try FileIO.open(path, flags: O_RDONLY)
         defer { close(fd) }
         var buffer = ByteBuffer()

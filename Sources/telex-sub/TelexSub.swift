@@ -121,6 +121,9 @@ struct TelexSub: AsyncParsableCommand {
             case .success: break
             case .failure(let error):
                 printError("telex-sub: \(describe(error))")
+                if (error as? TelexError)?.code == .corruptBatch {
+                    printError("telex-sub: nothing of that delivery was printed; 'telexd verify' on the broker finds stored damage")
+                }
                 exitCode = 1
             }
             if consumer != nil {

@@ -5,7 +5,7 @@ import ServiceLifecycle
 import TelexServer
 import TelexStorage
 
-/// `telexd`: the Telex broker, and `telexd inspect` for an offline dump of a data directory.
+/// `telexd`: the Telex broker, `telexd inspect` for an offline dump of a data directory, `telexd verify` to check one.
 @main
 struct Telexd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,8 +21,9 @@ struct Telexd: AsyncParsableCommand {
               telexd --host 0.0.0.0 --tls-cert server.pem --tls-key server.key
               TELEX_RETENTION_HOURS=72 telexd
               telexd inspect ./telex-data | jq .
+              telexd verify ./telex-data
             """,
-        subcommands: [Serve.self, Inspect.self, Users.self],
+        subcommands: [Serve.self, Inspect.self, Verify.self, Users.self],
         defaultSubcommand: Serve.self)
 }
 

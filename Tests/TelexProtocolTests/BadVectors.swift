@@ -121,8 +121,10 @@ enum BadVectors {
         return [
             Vector(
                 name: "truncated_frame",
-                description: "A PING frame missing its last 3 bytes, then end of stream.",
-                bytes: pingFrame, stage: .frame, code: .malformedFrame, mentions: ["connection closed inside frame 1"]),
+                description:
+                    "A PING frame missing its last 3 bytes, then end of stream. (The frame number in the message counts the frames before it on the connection, so it is not checked.)",
+                bytes: pingFrame, stage: .frame, code: .malformedFrame,
+                mentions: ["connection closed inside frame", "bytes of an incomplete frame"]),
             Vector(
                 name: "frame_too_large",
                 description:

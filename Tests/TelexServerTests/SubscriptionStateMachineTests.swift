@@ -44,6 +44,22 @@ struct SubscriptionStateMachineTests {
         #expect(none.creditAdded(0) == .none)
     }
 
+    @Test("the cap bounds the unused credit, not the total granted: remaining = min(cap, remaining + batches)")
+    func creditCapBoundsUnusedCredit() {
+        var machine = SubscriptionStateMachine(credit: 10, maxCredit: 10)
+        machine.topicAdded("a", from: 0, caughtUpAt: nil)
+        machine.delivered(topic: "a", nextOffset: 4, batchCount: 4)
+        #expect(machine.credit == 6)
+        // 14 batches granted in all, above the cap, and all usable: only the 6 unused plus 4 count.
+        #expect(machine.creditAdded(4) == .pump)
+        #expect(machine.credit == 10)
+        // What would go above the cap is dropped, not saved for later.
+        #expect(machine.creditAdded(5) == .pump)
+        #expect(machine.credit == 10)
+        machine.delivered(topic: "a", nextOffset: 14, batchCount: 10)
+        #expect(machine.credit == 0)
+    }
+
     @Test("a batch count larger than the credit left does not underflow")
     func oversizedBatchCount() {
         var machine = SubscriptionStateMachine(credit: 2, maxCredit: 10)
