@@ -231,6 +231,29 @@ struct DamageTests {
         }
     }
 
+    @Test("deleting a topic removes its copies of damaged bytes too")
+    func deleteTopicWithDamage() async throws {
+        try await withTemporaryDirectory { directory in
+            let configuration = testConfiguration()
+            do {
+                let store = try TopicStore(directory: directory, configuration: configuration, logger: makeLogger())
+                let log = try store.createLog("news.world").log
+                for seed in 0..<3 { _ = try log.append(makeBatch(records: 1, seed: seed)) }
+                try store.close()
+            }
+            let topicDirectory = directory + "/topics/news.world"
+            let path = topicDirectory + "/" + Segment.fileName(0, ".log")
+            var contents = try readFile(path)
+            contents[RecordBatchHeader.size + 10] ^= 0x01
+            try writeFile(path, contents)
+            let store = try TopicStore(directory: directory, configuration: configuration, logger: makeLogger())
+            #expect(FileManager.default.fileExists(atPath: topicDirectory + "/damaged"))
+            #expect(try store.deleteLog("news.world"))
+            #expect(!FileManager.default.fileExists(atPath: topicDirectory))
+            try store.close()
+        }
+    }
+
     @Test("time lookups and producer memory step over damaged ranges")
     func walksStepOverDamage() async throws {
         try await withTemporaryDirectory { directory in
