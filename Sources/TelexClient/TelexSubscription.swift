@@ -9,6 +9,9 @@ public struct DeliveredRecord: Sendable {
     /// Broker append time of the record's batch, milliseconds since the epoch.
     public var brokerTime: Int64
     public var record: Record
+    /// With `skipDamaged`: the offsets of this topic the broker stepped over right before this record (damaged on
+    /// its disk, or never stored); nil when the record follows on from the previous one.
+    public var skippedBefore: Range<Int64>? = nil
 }
 
 /// A live subscription: an `AsyncSequence` of delivered records, in offset order per topic.
@@ -27,6 +30,9 @@ public final class TelexSubscription: AsyncSequence, Sendable {
     public let start: StartPosition
     public let consumer: String?
     public let untilCaughtUp: Bool
+    /// Whether the broker delivers on after damaged stored ranges (reported in `DeliveredRecord.skippedBefore`)
+    /// instead of ending the subscription with DATA_LOSS.
+    public let skipDamaged: Bool
     let client: TelexClient
     let credit: UInt32
     private let state = NIOLockedValueBox(State())
@@ -49,8 +55,12 @@ public final class TelexSubscription: AsyncSequence, Sendable {
         }
     }
 
-    init(client: TelexClient, pattern: String, start: StartPosition, consumer: String?, untilCaughtUp: Bool, credit: UInt32) {
+    init(
+        client: TelexClient, pattern: String, start: StartPosition, consumer: String?, untilCaughtUp: Bool,
+        skipDamaged: Bool = false, credit: UInt32
+    ) {
         self.client = client
+        self.skipDamaged = skipDamaged
         self.pattern = pattern
         self.start = start
         self.consumer = consumer
@@ -94,7 +104,8 @@ public final class TelexSubscription: AsyncSequence, Sendable {
             reply = try await connection.request(
                 .subscribe(subscriptionID: id, pattern: pattern, start: start, consumerName: consumer ?? "",
                            initialCredit: credit, resume: resume.map { TopicOffset(topic: $0.key, offset: $0.value) }
-                            .sorted { $0.topic < $1.topic }),
+                            .sorted { $0.topic < $1.topic },
+                           options: skipDamaged ? .skipDamaged : []),
                 subscriptionSink: (id, sink))
         } catch {
             // A SUBSCRIBE that was cancelled or timed out may still succeed on the broker: end it there too (an
@@ -312,13 +323,19 @@ public final class TelexSubscription: AsyncSequence, Sendable {
             let decoded = try await BatchDecoder.decode(batches, topic: topic, codecs: subscription.client.codecs)
             let from = subscription.position(topic)
             let until = subscription.snapshotEnd(topic)
+            // Batches follow on from the expected offset unless the broker stepped over a range (skip-damaged).
+            var expected = from
             for (header, records) in decoded {
+                var skipped = expected.flatMap { $0 < header.baseOffset ? $0..<header.baseOffset : nil }
                 for (index, record) in records.enumerated() {
                     let offset = header.baseOffset + Int64(index)
                     if let from, offset < from { continue }
                     if let until, offset >= until { break }
-                    pending.append(DeliveredRecord(topic: topic, offset: offset, brokerTime: header.appendTime, record: record))
+                    pending.append(DeliveredRecord(topic: topic, offset: offset, brokerTime: header.appendTime,
+                                                   record: record, skippedBefore: skipped))
+                    skipped = nil
                 }
+                expected = expected.map { Swift.max($0, header.nextOffset) }
             }
         }
     }

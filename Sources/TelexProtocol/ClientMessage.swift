@@ -7,7 +7,7 @@ public enum ClientMessage: Sendable, Equatable {
     case publish(topic: String, batch: ByteBuffer)
     case subscribe(
         subscriptionID: UInt32, pattern: String, start: StartPosition, consumerName: String, initialCredit: UInt32,
-        resume: [TopicOffset])
+        resume: [TopicOffset], options: SubscribeOptions = [])
     case credit(subscriptionID: UInt32, batches: UInt32)
     case commit(subscriptionID: UInt32, topic: String, offset: Int64)
     case unsubscribe(subscriptionID: UInt32)
@@ -38,7 +38,8 @@ public enum ClientMessage: Sendable, Equatable {
         case .publish(let topic, let batch):
             buffer.writeShortString(topic)
             buffer.writeImmutableBuffer(batch)
-        case .subscribe(let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume):
+        case .subscribe(
+            let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume, let options):
             buffer.writeInteger(subscriptionID)
             buffer.writeShortString(pattern)
             buffer.writeMultipleIntegers(start.kind, start.value)
@@ -49,6 +50,8 @@ public enum ClientMessage: Sendable, Equatable {
                 buffer.writeShortString(entry.topic)
                 buffer.writeInteger(entry.offset)
             }
+            // Absent means none: a SUBSCRIBE without options is byte for byte what brokers before the field expect.
+            if !options.isEmpty { buffer.writeInteger(options.rawValue) }
         case .credit(let subscriptionID, let batches):
             buffer.writeMultipleIntegers(subscriptionID, batches)
         case .commit(let subscriptionID, let topic, let offset):
@@ -97,8 +100,10 @@ public enum ClientMessage: Sendable, Equatable {
                 let offset = try reader.integer("resume[\(index)].offset", as: Int64.self)
                 resume.append(TopicOffset(topic: topic, offset: offset))
             }
+            let options = reader.remaining > 0 ? try SubscribeOptions.read(from: &reader) : []
             message = .subscribe(subscriptionID: subscriptionID, pattern: pattern, start: start,
-                                 consumerName: consumerName, initialCredit: initialCredit, resume: resume)
+                                 consumerName: consumerName, initialCredit: initialCredit, resume: resume,
+                                 options: options)
         case .credit:
             let subscriptionID = try reader.integer("subscriptionID", as: UInt32.self)
             let batches = try reader.integer("batches", as: UInt32.self)
@@ -123,6 +128,24 @@ public enum ClientMessage: Sendable, Equatable {
         }
         try reader.expectEnd()
         return message
+    }
+}
+
+/// SUBSCRIBE's optional trailing `options` byte (Protocol/PROTOCOL.md §5.6); absent means none.
+public struct SubscribeOptions: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// Bit 0: deliver on after damaged stored ranges instead of ending the subscription with DATA_LOSS.
+    public static let skipDamaged = SubscribeOptions(rawValue: 1)
+
+    /// Reads the byte; a bit this version does not define is MALFORMED_FRAME, so none is silently ignored.
+    static func read(from reader: inout FieldReader) throws(TelexError) -> SubscribeOptions {
+        let raw = try reader.integer("options", as: UInt8.self)
+        guard raw & ~SubscribeOptions.skipDamaged.rawValue == 0 else {
+            throw TelexError(.malformedFrame, "\(reader.context): options \(raw) sets bits other than 0 (skip damaged)")
+        }
+        return SubscribeOptions(rawValue: raw)
     }
 }
 

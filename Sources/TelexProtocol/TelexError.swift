@@ -59,6 +59,9 @@ public struct TelexError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let rateLimited = Code(rawValue: 24)
         /// The connection already has the broker's maximum number of subscriptions.
         public static let tooManySubscriptions = Code(rawValue: 25)
+        /// Stored records the read needed are damaged on the broker's disk; the message names the topic and the
+        /// lost offsets. A subscription that asked to skip damaged ranges gets the records after them instead.
+        public static let dataLoss = Code(rawValue: 26)
 
         /// Client-side: the connection could not be made or was lost.
         public static let connectionFailed = Code(rawValue: 1000)
@@ -100,6 +103,7 @@ public struct TelexError: Error, Sendable, Equatable, CustomStringConvertible {
             case .tooManyTopics: "TOO_MANY_TOPICS"
             case .rateLimited: "RATE_LIMITED"
             case .tooManySubscriptions: "TOO_MANY_SUBSCRIPTIONS"
+            case .dataLoss: "DATA_LOSS"
             case .connectionFailed: "CONNECTION_FAILED"
             case .timeout: "TIMEOUT"
             case .invalidEvent: "INVALID_EVENT"

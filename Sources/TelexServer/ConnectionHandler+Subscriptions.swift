@@ -7,9 +7,13 @@ import TelexStorage
 struct Subscription {
     let requestID: UInt32
     let consumer: String?
+    /// The client asked to be delivered on after damaged stored ranges instead of DATA_LOSS.
+    let skipDamaged: Bool
     let listener: SubscriptionListener
     var machine: SubscriptionStateMachine
     var logs: [String: TopicLog]
+    /// A segment is being CRC-checked on the thread pool before it is read (`checkBeforeReading`); no pump meanwhile.
+    var checking = false
 }
 
 /// Subscriptions: SUBSCRIBE resolves start positions and builds the state machine; the pump performs the reads
@@ -17,7 +21,7 @@ struct Subscription {
 extension ConnectionHandler {
     func subscribe(
         id: UInt32, pattern: String, start: StartPosition, consumerName: String, credit: UInt32,
-        resume: [TopicOffset], requestID: UInt32
+        resume: [TopicOffset], options: SubscribeOptions = [], requestID: UInt32
     ) throws(TelexError) {
         try TopicName.validatePattern(pattern)
         guard subscriptions[id] == nil else {
@@ -43,7 +47,7 @@ extension ConnectionHandler {
             resume: resume)
         let pending = PendingSubscription(
             id: id, pattern: pattern, isPattern: isPattern, consumer: consumer, resuming: !resume.isEmpty, credit: credit,
-            requestID: requestID, listener: listener, resolver: resolver)
+            skipDamaged: options.contains(.skipDamaged), requestID: requestID, listener: listener, resolver: resolver)
         let logs = topics.compactMap { topic in store.log(topic).map { (topic, $0) } }
         let lookups = logs.compactMap { topic, log in resolver.timestampToLookUp(for: topic).map { (topic, log, $0) } }
         guard !lookups.isEmpty else { return finishSubscribing(pending, logs: logs, timestampOffsets: [:]) }
@@ -76,6 +80,7 @@ extension ConnectionHandler {
         let consumer: String?
         let resuming: Bool
         let credit: UInt32
+        let skipDamaged: Bool
         let requestID: UInt32
         let listener: SubscriptionListener
         let resolver: StartPositionResolver
@@ -111,7 +116,8 @@ extension ConnectionHandler {
             machine.topicAdded(range.topic, from: range.startOffset, caughtUpAt: range.endOffset)
         }
         subscriptions[pending.id] = Subscription(
-            requestID: pending.requestID, consumer: pending.consumer, listener: pending.listener, machine: machine,
+            requestID: pending.requestID, consumer: pending.consumer, skipDamaged: pending.skipDamaged,
+            listener: pending.listener, machine: machine,
             logs: Dictionary(logs, uniquingKeysWith: { first, _ in first }))
         store.metrics.activeSubscriptions.increment()
         logger.debug("subscribed", metadata: [
@@ -176,13 +182,20 @@ extension ConnectionHandler {
     /// On TLS connections each slice is read on the thread pool and the pump resumes once it is written. While the
     /// connection's delivery budget is spent (`mayStartDelivery`), the subscription waits for its turn.
     func pump(_ id: UInt32) {
-        guard let context, subscriptions[id] != nil else { return }
+        guard let context, let subscription = subscriptions[id], !subscription.checking else { return }
         var wrote = false
         while mayStartDelivery, let read = subscriptions[id]?.machine.nextRead(writable: context.channel.isWritable) {
             let log = subscriptions[id]!.logs[read.topic]!
+            if log.needsCheck(at: read.offset) {
+                subscriptions[id]?.machine.readPostponed()
+                if wrote { flushOutbound() }
+                return checkBeforeReading(id, log: log, topic: read.topic, offset: read.offset)
+            }
             do throws(TelexError) {
+                // A damaged stored range ends the subscription with DATA_LOSS, or is stepped over if asked.
                 guard let slice = try log.read(from: read.offset, maxBytes: configuration.maxDeliverBytes,
-                                               maxBatches: read.maxBatches) else { continue }
+                                               maxBatches: read.maxBatches,
+                                               skipDamaged: subscriptions[id]!.skipDamaged) else { continue }
                 subscriptions[id]?.machine.delivered(topic: read.topic, nextOffset: slice.nextOffset, batchCount: slice.batchCount)
                 countDelivered(slice, log: log)
                 if usesTLS {
@@ -203,6 +216,25 @@ extension ConnectionHandler {
             wrote = true
         }
         if wrote { flushOutbound() }
+    }
+
+    /// CRC-checks, on the thread pool, the segment of `topic` that a read at `offset` would first have to check
+    /// (one sealed before the broker started: Protocol/STORAGE.md §4), then pumps again. The subscription waits
+    /// meanwhile; the check is remembered by the log, so it happens once per segment.
+    private func checkBeforeReading(_ id: UInt32, log: TopicLog, topic: String, offset: Int64) {
+        guard let context, let listener = subscriptions[id]?.listener else { return }
+        subscriptions[id]?.checking = true
+        threadPool.runIfActive(eventLoop: context.eventLoop) { () throws in
+            try log.checkSegment(containing: offset)
+        }.assumeIsolated().whenComplete { result in
+            guard self.subscriptions[id]?.listener === listener else { return }
+            self.subscriptions[id]?.checking = false
+            switch result {
+            case .success: self.pump(id)
+            case .failure(let error):
+                self.endSubscription(id, error: Self.storageError(error, doing: "checking \(topic) before delivering it"))
+            }
+        }
     }
 
     /// Whether the connection may start another DELIVER: over TLS while no slice is being read (one slice in

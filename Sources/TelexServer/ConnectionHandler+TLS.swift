@@ -38,17 +38,39 @@ extension ConnectionHandler {
     /// the connection holds at most one slice (`maxDeliverBytes`) in memory beyond its unsent output; the state
     /// machine has already counted the batches as delivered. If the subscription ends meanwhile, the bytes are
     /// dropped.
+    ///
+    /// The bytes are in memory here, so each batch's CRC is checked again (storage checked it once before): a batch
+    /// that changed on disk since is never sent. Without skip-damaged the batches before it are sent and the
+    /// subscription ends with DATA_LOSS; with it, only that batch is left out (the client sees the offsets jump).
     func deliverFromThreadPool(_ slice: LogSlice, topic: String, subscriptionID id: UInt32) {
-        guard let context, let listener = subscriptions[id]?.listener else { return }
+        guard let context, let subscription = subscriptions[id] else { return }
+        let listener = subscription.listener
+        let skipDamaged = subscription.skipDamaged
         tlsReadsInFlight += 1
-        threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> ByteBuffer in
-            try slice.readBytes()
+        threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> DeliveryCheck in
+            DeliveryCheck(try slice.readBytes(), skipDamaged: skipDamaged)
         }.assumeIsolated().whenComplete { result in
             self.tlsReadsInFlight -= 1
             if self.subscriptions[id]?.listener === listener {
                 switch result {
-                case .success(let bytes):
-                    self.writeDeliver(subscriptionID: id, topic: topic, batches: bytes)
+                case .success(let checked):
+                    if checked.intact.readableBytes > 0 {
+                        self.writeDeliver(subscriptionID: id, topic: topic, batches: checked.intact)
+                    }
+                    if let corrupt = checked.corrupt.first, !skipDamaged {
+                        let lost = corrupt.count == 1
+                            ? "offset \(corrupt.lowerBound) of \(topic) is"
+                            : "offsets \(corrupt.lowerBound)-\(corrupt.upperBound - 1) of \(topic) are"
+                        self.endSubscription(id, error: TelexError(.dataLoss,
+                            "\(lost) lost: the stored batch failed its CRC when read for delivery; subscribe with skip-damaged to read on from offset \(corrupt.upperBound)",
+                            topic: topic, offset: corrupt.lowerBound))
+                        break
+                    }
+                    for range in checked.corrupt {
+                        self.logger.error("stored batch failed its CRC when read for delivery; skipped", metadata: [
+                            "topic": "\(topic)", "firstOffset": "\(range.lowerBound)", "nextOffset": "\(range.upperBound)",
+                        ])
+                    }
                     // To the back of the line: the other subscriptions waiting read first.
                     self.waitForDeliveryTurn(id)
                 case .failure(let error):
@@ -57,6 +79,31 @@ extension ConnectionHandler {
             }
             self.passDeliveryTurns()
             self.flushOutbound()
+        }
+    }
+}
+
+/// Whole stored batches read for delivery, checked by their CRCs: the ones to send, and the offsets of those that
+/// failed. Without `skipDamaged` the batches to send stop at the first failure.
+struct DeliveryCheck: Sendable {
+    var intact = ByteBuffer()
+    var corrupt: [Range<Int64>] = []
+
+    init(_ bytes: ByteBuffer, skipDamaged: Bool) {
+        var position = bytes.readerIndex
+        while let header = RecordBatchHeader.peek(bytes, at: position), header.totalSize >= RecordBatchHeader.size,
+            position + header.totalSize <= bytes.writerIndex
+        {
+            let batch = bytes.getSlice(at: position, length: header.totalSize)!
+            let covered = batch.getSlice(at: batch.readerIndex + RecordBatchHeader.crcStart,
+                                         length: header.totalSize - RecordBatchHeader.crcStart)!
+            if CRC32.checksum(covered) == header.crc {
+                if corrupt.isEmpty || skipDamaged { intact.writeImmutableBuffer(batch) }
+            } else {
+                corrupt.append(header.baseOffset..<header.nextOffset)
+                if !skipDamaged { return }
+            }
+            position += header.totalSize
         }
     }
 }

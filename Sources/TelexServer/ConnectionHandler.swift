@@ -269,10 +269,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
         switch message {
         case .publish(let topic, let batch):
             publish(topic: topic, batch: batch, requestID: requestID)
-        case .subscribe(let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume):
+        case .subscribe(
+            let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume, let options):
             do {
                 try subscribe(id: subscriptionID, pattern: pattern, start: start, consumerName: consumerName,
-                              credit: initialCredit, resume: resume, requestID: requestID)
+                              credit: initialCredit, resume: resume, options: options, requestID: requestID)
             } catch {
                 reply(error, requestID)
             }

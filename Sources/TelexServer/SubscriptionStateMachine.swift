@@ -81,6 +81,12 @@ struct SubscriptionStateMachine {
         progressedInPass = true
     }
 
+    /// The handler put off the read it was given (it first waits for work on another thread) and ends the pump
+    /// here; the next pump starts a fresh pass, so that the topic is tried again.
+    mutating func readPostponed() {
+        _ = endPump()
+    }
+
     /// The client granted `batches` more; credit is capped at `maxCredit`.
     mutating func creditAdded(_ batches: UInt32) -> CreditAction {
         credit = UInt32(min(UInt64(credit) + UInt64(batches), UInt64(maxCredit)))

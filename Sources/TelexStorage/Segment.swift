@@ -55,6 +55,18 @@ final class Segment: @unchecked Sendable {
     /// The time index, entry for entry as in the `.timeindex` file.
     var timeIndex: [TimeIndexEntry] = []
     private var bytesSinceIndexEntry = 0
+    /// Damaged ranges found by recovery or while serving, in file order (Protocol/STORAGE.md §6.2).
+    var damaged: [DamagedRange] = []
+    /// How far the batches have been CRC-checked from the start of the file (by recovery, on append, or when
+    /// first served): a segment loaded from its indexes starts unchecked.
+    var verified: Verified
+
+    /// The CRC-checked prefix of the file and what the scan knew at its end.
+    struct Verified {
+        var bytes: Int
+        var nextOffset: Int64
+        var lastAppendTime: Int64?
+    }
 
     static func fileName(_ baseOffset: Int64, _ suffix: String) -> String {
         let digits = String(baseOffset)
@@ -77,6 +89,7 @@ final class Segment: @unchecked Sendable {
         _ = try indexFile.lease(creating: true)
         _ = try timeIndexFile.lease(creating: true)
         nextOffset = baseOffset
+        verified = Verified(bytes: 0, nextOffset: baseOffset, lastAppendTime: nil)
     }
 
     /// Appends one stamped batch at the end of the file. On a failed write the file is cut back.
@@ -109,6 +122,11 @@ final class Segment: @unchecked Sendable {
             bytesSinceIndexEntry = 0
         }
         bytesSinceIndexEntry += header.totalSize
+        // An appended batch was validated, CRC and all, before it was written.
+        if persist, verified.bytes == position {
+            verified = Verified(bytes: position + header.totalSize, nextOffset: header.nextOffset,
+                                lastAppendTime: header.appendTime)
+        }
         nextOffset = header.nextOffset
         lastBatchOffset = header.baseOffset
         if firstAppendTime == nil { firstAppendTime = header.appendTime }
@@ -316,12 +334,10 @@ final class Segment: @unchecked Sendable {
         return position == size
     }
 
-    /// Scans every batch from the start, checking CRCs, and rebuilds the indexes from what is valid.
-    /// Returns the byte position where valid data ends and why it ended there, if early.
-    func recover(indexInterval: Int, limits: RecordBatchLimits) throws(TelexError)
-        -> (validBytes: Int, batches: Int, reason: String?)
-    {
-        let log = try logFile.lease()
+    /// Scans every batch from the start, checking CRCs, and rebuilds the indexes from what is valid, stepping over
+    /// damaged ranges (kept in `damaged`). The scan's `end` is where valid data ends; with a `tornReason`, the bytes
+    /// after it are a torn tail.
+    func recover(indexInterval: Int, limits: RecordBatchLimits) throws(TelexError) -> SegmentScan {
         offsetIndex = []
         timeIndex = []
         bytesSinceIndexEntry = 0
@@ -329,42 +345,15 @@ final class Segment: @unchecked Sendable {
         firstAppendTime = nil
         lastAppendTime = nil
         lastBatchOffset = nil
-        var position = 0
-        var batches = 0
-        var reason: String?
-        var buffer = ByteBuffer()
-        while position < size {
-            guard let header = try header(in: log, at: position, limit: size) else {
-                reason = "a torn batch header (\(size - position) bytes)"
-                break
-            }
-            guard header.totalSize >= RecordBatchHeader.size, position + header.totalSize <= size else {
-                reason = "a batch of \(header.totalSize) bytes with only \(size - position) bytes in the file"
-                break
-            }
-            guard header.baseOffset == nextOffset else {
-                reason = "base offset \(header.baseOffset) where \(nextOffset) was expected"
-                break
-            }
-            buffer.clear()
-            _ = try log.withDescriptor { fd throws(TelexError) in
-                try FileIO.read(fd, at: position, length: header.totalSize, into: &buffer, path: logPath)
-            }
-            do {
-                _ = try RecordBatch.validate(buffer, limits: limits, context: "batch at offset \(header.baseOffset)")
-            } catch {
-                reason = error.message
-                break
-            }
-            if let last = lastAppendTime, header.appendTime < last {
-                reason = "append time going backwards at offset \(header.baseOffset)"
-                break
-            }
+        verified = Verified(bytes: 0, nextOffset: baseOffset, lastAppendTime: nil)
+        let scan = try scan(from: 0, offset: baseOffset, lastAppendTime: nil, target: size, limit: size,
+                            limits: limits) { header, position in
+            // Only valid batches get index entries, so none points into damage.
             recordAppended(header, at: position, indexInterval: indexInterval, persist: false)
-            position += header.totalSize
-            batches += 1
         }
-        return (position, batches, reason)
+        damaged = scan.damaged
+        verified = Verified(bytes: scan.end, nextOffset: scan.nextOffset, lastAppendTime: scan.lastAppendTime)
+        return scan
     }
 
     /// Cuts the file to `length` bytes.
@@ -398,17 +387,27 @@ struct HeaderWindow {
     let log: FileLease
     let limit: Int
     let windowBytes: Int
+    /// The segment's damaged ranges, which `header(skippingDamageAt:)` steps over.
+    let damaged: [DamagedRange]
     private var buffer = ByteBuffer()
     /// File position of the buffer's first byte.
     private var start = 0
     /// Position of the last header returned, to tell how far the walk jumped.
     private var previous: Int?
 
-    init(_ log: FileLease, limit: Int, windowBytes: Int = HeaderWindow.defaultBytes) {
+    init(_ log: FileLease, limit: Int, windowBytes: Int = HeaderWindow.defaultBytes, damaged: [DamagedRange] = []) {
         precondition(windowBytes >= RecordBatchHeader.size, "a header window must hold one header")
         self.log = log
         self.limit = limit
         self.windowBytes = windowBytes
+        self.damaged = damaged
+    }
+
+    /// The batch header at `position`, first moving `position` past any damaged range starting there; for walks
+    /// over a whole segment, which must never read a header inside damage.
+    mutating func header(skippingDamageAt position: inout Int) throws(TelexError) -> RecordBatchHeader? {
+        while let damage = damaged.first(where: { $0.position == position }) { position = damage.end }
+        return try header(at: position)
     }
 
     /// The batch header at `position`; nil when fewer than a header's bytes remain below `limit`.

@@ -115,6 +115,9 @@ public final class TopicMetrics: Sendable {
     public let deliveredBytes: Counter
     /// `telex_retention_deleted_segments_total`: segments retention deleted.
     public let retentionDeletedSegments: Counter
+    /// `telex_storage_damaged_ranges_total`: damaged ranges found in the topic's segments (corrupt bytes followed
+    /// by valid batches), on open or while serving; a range is counted again on each open that finds it.
+    public let damagedRanges: Counter
     /// `telex_log_start_offset`: the first offset still stored.
     public let startOffset: Gauge
     /// `telex_log_end_offset`: the offset the next record gets.
@@ -136,6 +139,7 @@ public final class TopicMetrics: Sendable {
         deliveredBatches = counter("telex_delivered_batches_total")
         deliveredBytes = counter("telex_delivered_bytes_total")
         retentionDeletedSegments = counter("telex_retention_deleted_segments_total")
+        damagedRanges = counter("telex_storage_damaged_ranges_total")
         startOffset = gauge("telex_log_start_offset")
         endOffset = gauge("telex_log_end_offset")
         bytesOnDisk = gauge("telex_log_bytes")

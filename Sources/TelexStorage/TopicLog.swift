@@ -133,7 +133,8 @@ public final class TopicLog: Sendable {
     static let syncRetryMaximumMilliseconds = 1000
 
     /// Opens (creating if needed) the log in `directory`, recovering from a crash: the active segment is
-    /// CRC-checked to its end and cut at the first torn or corrupt batch; damaged indexes are rebuilt.
+    /// CRC-checked to its end; a torn tail is cut, damaged ranges followed by valid batches are kept and served
+    /// around (`recoverSegments`); damaged indexes are rebuilt.
     ///
     /// Blocking: reads, fsyncs and possibly rewrites files. Call it off event loops.
     public convenience init(
@@ -171,32 +172,8 @@ public final class TopicLog: Sendable {
             segments.append(try Segment(directory: directory, baseOffset: 0, files: files))
             try FileIO.syncDirectory(directory)
         }
-        for (index, segment) in segments.enumerated() {
-            let isActive = index == segments.count - 1
-            // The segment before the active one may have been rolled away from without its sealing fsyncs (a
-            // crash before the sync round): even with sound indexes it is scanned and CRC-checked (§6).
-            let mayBeUnsealed = index == segments.count - 2
-            if index > 0, segment.baseOffset < segments[index - 1].nextOffset {
-                throw TelexError(.storageFailure,
-                    "\(segment.logPath) starts at offset \(segment.baseOffset) but the previous segment ends at \(segments[index - 1].nextOffset); move one aside")
-            }
-            if !isActive, try segment.loadIndexes(), try segment.loadTail(indexInterval: configuration.indexIntervalBytes) {
-                if !mayBeUnsealed { continue }
-            } else if !isActive {
-                logger.warning("rebuilding index", metadata: ["segment": "\(segment.logPath)"])
-            }
-            let scan = try segment.recover(indexInterval: configuration.indexIntervalBytes, limits: configuration.batchLimits)
-            if let reason = scan.reason {
-                logger.warning("cut damaged log tail", metadata: [
-                    "segment": "\(segment.logPath)", "position": "\(scan.validBytes)",
-                    "droppedBytes": "\(segment.size - scan.validBytes)", "keptBatches": "\(scan.batches)",
-                    "reason": "\(reason)",
-                ])
-                try segment.truncate(to: scan.validBytes)
-                try segment.syncLog()
-            }
-            try segment.rewriteIndexes()
-        }
+        try Self.recoverSegments(segments, directory: directory, configuration: configuration, logger: logger,
+                                 metrics: self.metrics)
         // After a process crash the tail may still be only in the page cache — the active segment's, and, since
         // rolled segments are sealed later on the sync queue, a just-rolled one's and its successor's directory
         // entry: make them durable before counting them as durable, so `.always` readers never see a batch a
@@ -315,75 +292,12 @@ public final class TopicLog: Sendable {
         return segment
     }
 
-    /// Whole stored batches starting with the one that holds `offset`, up to `maxBytes` (at least one batch)
-    /// and `maxBatches`; nil when `offset` is at or past the readable end. Offsets below the log start throw.
-    ///
-    /// Reads batch headers from the page cache (a 64 KiB window at a time), not the batches themselves.
-    public func read(from offset: Int64, maxBytes: Int, maxBatches: Int = .max) throws(TelexError) -> LogSlice? {
-        var offset = offset
-        while true {
-            // The lease is taken under the lock, while the segment is still in the log: retention may unlink its
-            // files as soon as the lock is released, and the lease keeps them readable.
-            let located = try state.withLock { state throws(TelexError) -> (FileLease, Int, Int, Int64, Int64?)? in
-                let start = state.segments.first!.baseOffset
-                guard offset >= start else {
-                    throw TelexError(.offsetOutOfRange,
-                                     "offset \(offset) is out of range for \(topic) (log starts at \(start))",
-                                     topic: topic, offset: offset)
-                }
-                let end = readableEnd(state)
-                guard offset < end else { return nil }
-                let index = state.segmentIndex(containing: offset)
-                let segment = state.segments[index]
-                let following = index + 1 < state.segments.count ? state.segments[index + 1].baseOffset : nil
-                let lease = try segment.logFile.lease()
-                return (lease, segment.indexedPosition(atOrBefore: offset).position, segment.size, end, following)
-            }
-            guard let (lease, position, limit, end, following) = located else { return nil }
-            var headers = HeaderWindow(lease, limit: limit)
-            if let slice = try collect(&headers, from: position, offset: offset, end: end,
-                                       maxBytes: maxBytes, maxBatches: maxBatches) {
-                return slice
-            }
-            // The offset fell in a gap left by a cut segment: continue at the next one.
-            guard let following, following > offset else { return nil }
-            offset = following
-        }
-    }
-
-    private func collect(
-        _ headers: inout HeaderWindow, from position: Int, offset: Int64, end: Int64, maxBytes: Int, maxBatches: Int
-    ) throws(TelexError) -> LogSlice? {
-        var position = position
-        var header = try headers.header(at: position)
-        while let current = header, current.nextOffset <= offset {
-            position += current.totalSize
-            header = try headers.header(at: position)
-        }
-        guard let first = header, first.baseOffset < end else { return nil }
-        let startPosition = position
-        var bytes = 0
-        var count = 0
-        var next = first.baseOffset
-        while let current = header, current.baseOffset < end,
-            count == 0 || (bytes + current.totalSize <= maxBytes && count < maxBatches)
-        {
-            bytes += current.totalSize
-            count += 1
-            next = current.nextOffset
-            position += current.totalSize
-            header = try headers.header(at: position)
-        }
-        return LogSlice(log: headers.log, position: startPosition, length: bytes,
-                        firstOffset: first.baseOffset, nextOffset: next, batchCount: count)
-    }
-
     /// The first offset appended at or after `timestamp` (ms since the epoch), or the readable end if none.
     public func offset(atOrAfter timestamp: Int64) throws(TelexError) -> Int64 {
         let (snapshot, end) = state.withLock { state in
-            (state.segments.map { ($0, $0.lastAppendTime, $0.size) }, readableEnd(state))
+            (state.segments.map { ($0, $0.lastAppendTime, $0.size, $0.damaged) }, readableEnd(state))
         }
-        for (segment, last, size) in snapshot {
+        for (segment, last, size, damaged) in snapshot {
             guard let last, last >= timestamp else { continue }
             // Leased under the lock while the segment is still in the log (segments leave from the front); one
             // that retention took away since the snapshot is skipped.
@@ -394,8 +308,8 @@ public final class TopicLog: Sendable {
             }
             guard let (lease, indexed) = located else { continue }
             var position = indexed
-            var headers = HeaderWindow(lease, limit: size)
-            while let header = try headers.header(at: position) {
+            var headers = HeaderWindow(lease, limit: size, damaged: damaged)
+            while let header = try headers.header(skippingDamageAt: &position) {
                 if header.appendTime >= timestamp { return min(header.baseOffset, end) }
                 position += header.totalSize
             }
@@ -441,9 +355,9 @@ public final class TopicLog: Sendable {
     /// Rebuilds producer memory from the batch headers of the newest two segments.
     private static func rebuildProducerState(_ state: inout State) throws(TelexError) {
         for segment in state.segments.suffix(2) {
-            var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size)
+            var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size, damaged: segment.damaged)
             var position = 0
-            while let header = try headers.header(at: position) {
+            while let header = try headers.header(skippingDamageAt: &position) {
                 if header.producerID != 0 {
                     state.rememberProducer(header.producerID, sequence: header.producerSequence,
                                            baseOffset: header.baseOffset, recordCount: header.recordCount,

@@ -120,7 +120,16 @@ public final class TopicStore: Sendable {
                     "topic": "\(topic)", "error": "\(error)",
                 ])
             }
-            for name in try FileIO.listDirectory(log.directory) { try FileIO.remove(log.directory + "/" + name) }
+            for name in try FileIO.listDirectory(log.directory) {
+                let path = log.directory + "/" + name
+                // Copies of damaged bytes sit in a directory of their own (Protocol/STORAGE.md §6.2).
+                if FileIO.isDirectory(path) {
+                    for copy in try FileIO.listDirectory(path) { try FileIO.remove(path + "/" + copy) }
+                    try FileIO.removeDirectory(path)
+                } else {
+                    try FileIO.remove(path)
+                }
+            }
             try FileIO.removeDirectory(log.directory)
             try FileIO.syncDirectory(directory + "/topics")
             try consumerOffsets.removeTopic(topic)

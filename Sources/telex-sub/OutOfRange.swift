@@ -18,10 +18,11 @@ extension TelexSub {
     /// lie outside their logs as `policy` asks (an ADMIN request: the principal must be an admin) and subscribes again.
     static func subscribe(
         _ client: TelexClient, pattern: String, start: StartPosition, consumer: String?, untilCaughtUp: Bool,
-        onOutOfRange policy: OutOfRangePolicy
+        skipDamaged: Bool, onOutOfRange policy: OutOfRangePolicy
     ) async throws -> TelexSubscription {
         do {
-            return try await client.subscribe(pattern, from: start, consumer: consumer, untilCaughtUp: untilCaughtUp)
+            return try await client.subscribe(pattern, from: start, consumer: consumer, untilCaughtUp: untilCaughtUp,
+                                              skipDamaged: skipDamaged)
         } catch let error as TelexError where error.code == .offsetOutOfRange {
             guard let consumer else { throw error }
             let advice = "telex-admin reset-consumer \(consumer) --to beginning|end --topic TOPIC"
@@ -40,7 +41,8 @@ extension TelexSub {
             for reset in resets {
                 printError("telex-sub: consumer '\(consumer)': \(reset.topic) position \(reset.previous) was not in the log; reset to \(reset.committed) (--on-out-of-range \(policy.rawValue))")
             }
-            return try await client.subscribe(pattern, from: start, consumer: consumer, untilCaughtUp: untilCaughtUp)
+            return try await client.subscribe(pattern, from: start, consumer: consumer, untilCaughtUp: untilCaughtUp,
+                                              skipDamaged: skipDamaged)
         }
     }
 

@@ -22,6 +22,7 @@ struct TelexSub: AsyncParsableCommand {
               telex-sub 'sport.*' --since 2024-03-06T00:00:00Z
               telex-sub 'news.>' --consumer search-indexer        resume where this consumer stopped
               telex-sub 'news.>' --no-follow | telex-pub --server other:7420 --quiet
+              telex-sub news.world --from beginning --skip-damaged   read on past records damaged on the broker's disk
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -49,6 +50,9 @@ struct TelexSub: AsyncParsableCommand {
 
     @Option(help: "With --consumer, when retention passed a committed position: beginning, end or fail (needs an admin principal to reset).")
     var onOutOfRange: OutOfRangePolicy = .fail
+    @Flag(help: "Read on past records the broker finds damaged on its disk, logging each skipped range on stderr. Without it telex-sub stops with an error naming the topic and the lost offsets.")
+    var skipDamaged = false
+
     @OptionGroup var progressOptions: ProgressOptions
 
     func validate() throws {
@@ -78,7 +82,7 @@ struct TelexSub: AsyncParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         let configuration = try connection.configuration(defaultName: "telex-sub")
         let (pattern, start, consumer, noFollow) = (self.pattern, self.start, self.consumer, self.noFollow)
-        let (limit, commitEvery, onOutOfRange) = (self.limit, self.commitEvery, self.onOutOfRange)
+        let (limit, commitEvery, onOutOfRange, skipDamaged) = (self.limit, self.commitEvery, self.onOutOfRange, self.skipDamaged)
         // By default only a --no-follow run whose output goes elsewhere shows progress: on a terminal it would mix.
         let showProgress = progressOptions.isEnabled(
             automatic: noFollow && isTerminal(STDERR_FILENO) && !isTerminal(STDOUT_FILENO))
@@ -92,7 +96,8 @@ struct TelexSub: AsyncParsableCommand {
             let subscription: TelexSubscription
             do {
                 subscription = try await Self.subscribe(client, pattern: pattern, start: start, consumer: consumer,
-                                                        untilCaughtUp: noFollow, onOutOfRange: onOutOfRange)
+                                                        untilCaughtUp: noFollow, skipDamaged: skipDamaged,
+                                                        onOutOfRange: onOutOfRange)
             } catch {
                 printError("telex-sub: \(describe(error))")
                 return 1
@@ -142,6 +147,11 @@ struct TelexSub: AsyncParsableCommand {
         var sinceCommit = 0
         do {
             for try await delivered in subscription {
+                if let skipped = delivered.skippedBefore {
+                    let offsets = skipped.count == 1
+                        ? "offset \(skipped.lowerBound)" : "offsets \(skipped.lowerBound)-\(skipped.upperBound - 1)"
+                    printError("telex-sub: skipped \(offsets) of \(delivered.topic): the broker could not read them (damaged on its disk; --skip-damaged)")
+                }
                 let line: String
                 do {
                     line = try CloudEvent.outputLine(value: delivered.record.value, topic: delivered.topic,

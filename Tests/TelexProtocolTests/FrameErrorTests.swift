@@ -90,8 +90,11 @@ struct FrameErrorTests {
         expectTelexError(.unknownMessageType, mentioning: ["frame 2", "0x77"]) { _ = try decodeStream(bytes) }
     }
 
-    /// Every message except PUBLISH and DELIVER has a fixed end; one more byte is an error.
-    @Test(arguments: Newsroom.vectors.filter { $0.message.type != .publish && $0.message.type != .deliver })
+    /// Every message except PUBLISH and DELIVER has a fixed end; one more byte is an error. (A SUBSCRIBE without
+    /// its optional options byte is not at its end yet: see `subscribeOptionsByteIsOptional`.)
+    @Test(arguments: Newsroom.vectors.filter {
+        $0.message.type != .publish && $0.message.type != .deliver && !$0.message.endsBeforeSubscribeOptions
+    })
     func trailingBodyByteIsMalformed(_ vector: Newsroom.Vector) throws {
         var bytes = ByteBuffer()
         bytes.writeFrame(type: vector.message.type, requestID: vector.requestID) {
@@ -104,6 +107,28 @@ struct FrameErrorTests {
         }
     }
 
+    /// SUBSCRIBE's trailing options byte: absent or 0 is no options, bit 0 is skip damaged, other bits are refused.
+    @Test func subscribeOptionsByteIsOptional() throws {
+        let plain = ClientMessage.subscribe(
+            subscriptionID: 1, pattern: "news.world", start: .beginning, consumerName: "", initialCredit: 8, resume: [])
+        func decoded(optionsByte: UInt8?) throws -> ClientMessage {
+            var bytes = ByteBuffer()
+            bytes.writeFrame(type: .subscribe, requestID: 3) {
+                plain.encodeBody(into: &$0)
+                if let optionsByte { $0.writeInteger(optionsByte) }
+            }
+            return try ClientMessage.decode(try decodeOneFrame(bytes))
+        }
+        #expect(try decoded(optionsByte: nil) == plain)
+        #expect(try decoded(optionsByte: 0) == plain)
+        guard case .subscribe(_, _, _, _, _, _, let options) = try decoded(optionsByte: 1) else {
+            Issue.record("not a SUBSCRIBE")
+            return
+        }
+        #expect(options == .skipDamaged)
+        expectTelexError(.malformedFrame, mentioning: ["SUBSCRIBE", "options 2"]) { _ = try decoded(optionsByte: 2) }
+    }
+
     /// Cutting a body short anywhere inside its fields is an error naming the message and a field.
     @Test(arguments: Newsroom.vectors)
     func truncatedBodyIsMalformed(_ vector: Newsroom.Vector) throws {
@@ -113,6 +138,8 @@ struct FrameErrorTests {
         switch vector.message {
         case .client(.publish(let topic, _)): fixedPart = 2 + topic.utf8.count
         case .broker(.deliver(_, let topic, _)): fixedPart = 4 + 2 + topic.utf8.count
+        // Without its optional last byte a SUBSCRIBE is whole.
+        case .client(.subscribe(_, _, _, _, _, _, let options)) where !options.isEmpty: fixedPart -= 1
         default: break
         }
         for length in 0..<fixedPart {
@@ -183,4 +210,12 @@ struct FrameErrorTests {
 
 extension Newsroom.Vector: CustomTestStringConvertible {
     var testDescription: String { name }
+}
+
+extension WireMessage {
+    /// A SUBSCRIBE encoded without its optional trailing options byte.
+    var endsBeforeSubscribeOptions: Bool {
+        if case .client(.subscribe(_, _, _, _, _, _, let options)) = self { return options.isEmpty }
+        return false
+    }
 }

@@ -57,7 +57,8 @@ enum RandomWire {
                 initialCredit: integer(&rng),
                 resume: (0..<Int.random(in: 0...5, using: &rng)).map { _ in
                     TopicOffset(topic: string(&rng), offset: integer(&rng))
-                })
+                },
+                options: Bool.random(using: &rng) ? .skipDamaged : [])
         case .credit:
             return .credit(subscriptionID: integer(&rng), batches: integer(&rng))
         case .commit:

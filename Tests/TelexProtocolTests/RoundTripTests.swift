@@ -123,7 +123,7 @@ extension WireMessage: CustomTestStringConvertible {
         case .client(.publish(let topic, let batch)): "PUBLISH \(topic) (\(batch.readableBytes) batch bytes)"
         case .broker(.deliver(let id, let topic, let batches)):
             "DELIVER \(id) \(topic) (\(batches.readableBytes) bytes)"
-        case .client(.subscribe(let id, let pattern, _, _, _, let resume)) where resume.count > 5:
+        case .client(.subscribe(let id, let pattern, _, _, _, let resume, _)) where resume.count > 5:
             "SUBSCRIBE \(id) \(pattern) (\(resume.count) resume)"
         case .broker(.error(let code, let message)) where message.utf8.count > 200:
             "ERROR \(code.name) (\(message.utf8.count) bytes)"

@@ -49,7 +49,8 @@ enum VectorWriter {
                 ("duplicate", .bool(duplicate)),
             ])
         case .client(
-            .subscribe(let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume)):
+            .subscribe(
+                let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume, let options)):
             let (kind, name, value): (Int64, String, Int64) =
                 switch start {
                 case .beginning: (0, "beginning", 0)
@@ -65,7 +66,7 @@ enum VectorWriter {
                     "resume",
                     .array(resume.map { .object([("topic", .string($0.topic)), ("offset", .int($0.offset))]) })
                 ),
-            ])
+            ] + (options.isEmpty ? [] : [("options", .int(Int64(options.rawValue)))]))
         case .broker(.subscribed(let subscriptionID, let topics)):
             return .object([
                 ("subscriptionId", .int(Int64(subscriptionID))),
@@ -239,7 +240,8 @@ enum VectorReader {
                 consumerName: try json.string("consumerName"), initialCredit: try json.integer("initialCredit"),
                 resume: try json.array("resume").map {
                     TopicOffset(topic: try $0.string("topic"), offset: try $0.integer("offset"))
-                }))
+                },
+                options: SubscribeOptions(rawValue: json["options"] == nil ? 0 : try json.integer("options"))))
         case .subscribed:
             return .broker(.subscribed(
                 subscriptionID: try json.integer("subscriptionId"),

@@ -79,6 +79,15 @@ struct SubscriptionStateMachineTests {
         #expect(pump(&machine, ends: ["a": 100, "b": 100, "c": 1]).map(\.topic) == ["b", "a"])
     }
 
+    @Test("a read put off ends the pump, and the next pump offers the same topic again")
+    func postponedRead() {
+        var machine = SubscriptionStateMachine(credit: 10, maxCredit: 100)
+        machine.topicAdded("a", from: 0, caughtUpAt: 5)
+        #expect(machine.nextRead(writable: true)?.topic == "a")
+        machine.readPostponed()
+        #expect(machine.nextRead(writable: true) == .init(topic: "a", offset: 0, maxBatches: 10))
+    }
+
     @Test("a pump ends after one pass in which no topic had anything")
     func pumpEndsWhenIdle() {
         var machine = SubscriptionStateMachine(credit: 10, maxCredit: 100)

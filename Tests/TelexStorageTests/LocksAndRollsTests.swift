@@ -73,7 +73,7 @@ struct LocksAndRollsTests {
             let reopenHandler = RecordingLogHandler()
             let reopened = try openLog(directory, configuration, handler: reopenHandler)
             #expect(!reopenHandler.messages.contains("rebuilding index"))
-            #expect(!reopenHandler.messages.contains("cut damaged log tail"))
+            #expect(!reopenHandler.messages.contains("cut torn log tail"))
             #expect(reopened.readableEndOffset == acknowledged.last!.nextOffset)
             let stored = try readAllBatches(reopened)
             #expect(stored.map { header($0).baseOffset } == acknowledged.map(\.baseOffset))

@@ -69,6 +69,9 @@ final class RecordingLogHandler: LogHandler, @unchecked Sendable {
 
     var messages: [String] { lock.withLock { recorded.map(\.message) } }
 
+    /// Messages logged at error level or above.
+    var errorMessages: [String] { lock.withLock { recorded.filter { $0.level >= .error }.map(\.message) } }
+
     func clear() { lock.withLock { recorded.removeAll() } }
 }
 

@@ -1,0 +1,179 @@
+import NIOCore
+import TelexProtocol
+
+/// Bytes of a segment that hold no valid batch but are followed by valid ones: corruption, not a torn tail.
+/// They stay in the file (Protocol/STORAGE.md §6.2); readers are served around them.
+public struct DamagedRange: Sendable, Equatable {
+    /// File position of the first damaged byte.
+    public var position: Int
+    /// Damaged bytes: up to the next valid batch (or the end of a sealed segment).
+    public var length: Int
+    /// The first offset lost: the one after the last valid batch before the damage.
+    public var firstOffset: Int64
+    /// The first offset after the damage: the base offset of the next valid batch (or the next segment's base).
+    public var nextOffset: Int64
+
+    /// File position after the last damaged byte.
+    public var end: Int { position + length }
+
+    /// Whether `offset` was stored in the damaged bytes.
+    func contains(_ offset: Int64) -> Bool { offset >= firstOffset && offset < nextOffset }
+}
+
+/// What a scan of a segment's batches found.
+struct SegmentScan {
+    /// File position where the scan stopped: after the last valid batch (the target or a torn tail).
+    var end: Int
+    /// The offset after the last valid batch.
+    var nextOffset: Int64
+    /// Append time of the last valid batch.
+    var lastAppendTime: Int64?
+    var batches = 0
+    /// Damaged ranges found, in file order.
+    var damaged: [DamagedRange] = []
+    /// Why the bytes from `end` on are not a batch, when no valid batch follows them (a torn tail).
+    var tornReason: String?
+}
+
+/// File bytes read a window at a time, for scans that look at every byte position.
+private struct ScanWindow {
+    static let bytes = 1 << 20
+    let log: FileLease
+    let limit: Int
+    private(set) var buffer = ByteBuffer()
+    /// File position of `buffer`'s first byte.
+    private(set) var start = 0
+
+    init(_ log: FileLease, limit: Int) {
+        self.log = log
+        self.limit = limit
+    }
+
+    /// Makes `length` bytes at `position` available (fewer near `limit`) and returns the buffer index of `position`.
+    mutating func load(_ position: Int, length: Int) throws(TelexError) -> Int? {
+        let wanted = min(length, limit - position)
+        guard wanted > 0 else { return nil }
+        if position < start || position + wanted > start + buffer.readableBytes {
+            buffer.clear()
+            start = position
+            let count = try log.withDescriptor { fd throws(TelexError) in
+                try FileIO.read(fd, at: position, length: min(max(length, Self.bytes), limit - position),
+                                into: &buffer, path: log.file.path)
+            }
+            guard count >= wanted else { return nil }
+        }
+        return position - start
+    }
+}
+
+extension Segment {
+    /// Walks whole batches from `position`, where offset `offset` is expected, checking each one as recovery does
+    /// (whole, the expected base offset, append times not going backwards, `RecordBatch.validate` with its CRC),
+    /// until `target` (at a batch boundary) or `limit`. `onBatch` gets each valid batch and its position.
+    ///
+    /// A bad batch is followed by a search, byte by byte up to `limit`, for a valid batch with a plausible base
+    /// offset (at or above the expected one, within this segment's u32 range): if one is found, the bytes in between
+    /// are a `DamagedRange` and the walk goes on from there; if none, the scan ends with `tornReason` (a torn
+    /// tail). `tailNextOffset` closes a damaged range that runs to `limit` instead (a sealed segment's tail, known
+    /// to end where the next segment starts); nil means such a range is a torn tail.
+    func scan(
+        from position: Int, offset: Int64, lastAppendTime: Int64?, target: Int, limit: Int,
+        tailNextOffset: Int64? = nil, limits: RecordBatchLimits,
+        onBatch: (RecordBatchHeader, Int) -> Void = { _, _ in }
+    ) throws(TelexError) -> SegmentScan {
+        var window = ScanWindow(try logFile.lease(), limit: limit)
+        var scan = SegmentScan(end: position, nextOffset: offset, lastAppendTime: lastAppendTime)
+        var position = position
+        while position < target, position < limit {
+            var reason: String?
+            if let header = try validBatch(at: position, in: &window, expected: scan.nextOffset, exact: true,
+                                           after: scan.lastAppendTime, limits: limits, reason: &reason) {
+                accept(header, at: position, into: &scan, onBatch: onBatch)
+                position += header.totalSize
+                continue
+            }
+            var candidate = position + 1
+            var found: RecordBatchHeader?
+            var ignored: String?
+            while candidate + RecordBatchHeader.size <= limit {
+                found = try validBatch(at: candidate, in: &window, expected: scan.nextOffset, exact: false,
+                                       after: scan.lastAppendTime, limits: limits, reason: &ignored)
+                if found != nil { break }
+                candidate += 1
+            }
+            if let found {
+                scan.damaged.append(DamagedRange(position: position, length: candidate - position,
+                                                 firstOffset: scan.nextOffset, nextOffset: found.baseOffset))
+                accept(found, at: candidate, into: &scan, onBatch: onBatch)
+                position = candidate + found.totalSize
+            } else if let tailNextOffset {
+                scan.damaged.append(DamagedRange(position: position, length: limit - position,
+                                                 firstOffset: scan.nextOffset, nextOffset: max(tailNextOffset, scan.nextOffset)))
+                scan.nextOffset = max(tailNextOffset, scan.nextOffset)
+                position = limit
+            } else {
+                scan.tornReason = reason ?? "bytes that are not a batch"
+                return scan
+            }
+        }
+        scan.end = position
+        return scan
+    }
+
+    private func accept(
+        _ header: RecordBatchHeader, at position: Int, into scan: inout SegmentScan,
+        onBatch: (RecordBatchHeader, Int) -> Void
+    ) {
+        onBatch(header, position)
+        scan.nextOffset = header.nextOffset
+        scan.lastAppendTime = header.appendTime
+        scan.batches += 1
+        scan.end = position + header.totalSize
+    }
+
+    /// The header of the valid batch at `position`, or nil with `reason` saying why there is none. With `exact`
+    /// its base offset must be `expected`; otherwise at or above it (a candidate after damage).
+    private func validBatch(
+        at position: Int, in window: inout ScanWindow, expected: Int64, exact: Bool, after lastAppendTime: Int64?,
+        limits: RecordBatchLimits, reason: inout String?
+    ) throws(TelexError) -> RecordBatchHeader? {
+        let remaining = window.limit - position
+        guard let index = try window.load(position, length: RecordBatchHeader.size),
+            window.buffer.readableBytes - index >= RecordBatchHeader.size
+        else {
+            reason = "a torn batch header (\(remaining) bytes)"
+            return nil
+        }
+        // Most positions inside damage fail here, before a header is parsed.
+        guard exact || window.buffer.getInteger(at: index + RecordBatchHeader.crcStart, as: UInt8.self)
+            == RecordBatchHeader.currentMagic
+        else { return nil }
+        let header = RecordBatchHeader.peek(window.buffer, at: index)!
+        guard header.totalSize >= RecordBatchHeader.size, header.totalSize <= remaining else {
+            reason = "a batch of \(header.totalSize) bytes with only \(remaining) bytes in the file"
+            return nil
+        }
+        guard exact ? header.baseOffset == expected
+            : header.baseOffset >= expected && header.baseOffset - baseOffset <= Int64(UInt32.max)
+        else {
+            reason = "base offset \(header.baseOffset) where \(expected) was expected"
+            return nil
+        }
+        if let lastAppendTime, header.appendTime < lastAppendTime {
+            reason = "append time going backwards at offset \(header.baseOffset)"
+            return nil
+        }
+        guard let start = try window.load(position, length: header.totalSize) else {
+            reason = "a short read at \(position)"
+            return nil
+        }
+        let batch = window.buffer.getSlice(at: start, length: header.totalSize)!
+        do {
+            _ = try RecordBatch.validate(batch, limits: limits, context: "batch at offset \(header.baseOffset)")
+        } catch {
+            reason = error.message
+            return nil
+        }
+        return header
+    }
+}

@@ -1,0 +1,109 @@
+import TelexProtocol
+
+/// Reading: whole stored batches for delivery, served around damaged ranges (Protocol/STORAGE.md §4).
+extension TopicLog {
+    /// Whole stored batches starting with the one that holds `offset`, up to `maxBytes` (at least one batch)
+    /// and `maxBatches`; nil when `offset` is at or past the readable end. Offsets below the log start throw.
+    ///
+    /// Never walks through a damaged range: a read reaching one gets the batches before it; one starting in it
+    /// throws `DATA_LOSS` naming the lost offsets, or with `skipDamaged` continues after it. Batches of a segment
+    /// not CRC-checked yet (sealed before the log opened) are checked when first read, once.
+    ///
+    /// Reads batch headers from the page cache (a 64 KiB window at a time), not the batches themselves, except for
+    /// that first check.
+    public func read(
+        from offset: Int64, maxBytes: Int, maxBatches: Int = .max, skipDamaged: Bool = false
+    ) throws(TelexError) -> LogSlice? {
+        var offset = offset
+        while true {
+            // The lease is taken under the lock, while the segment is still in the log: retention may unlink its
+            // files as soon as the lock is released, and the lease keeps them readable.
+            let located = try state.withLock { state throws(TelexError) -> Located? in
+                let start = state.segments.first!.baseOffset
+                guard offset >= start else {
+                    throw TelexError(.offsetOutOfRange,
+                                     "offset \(offset) is out of range for \(topic) (log starts at \(start))",
+                                     topic: topic, offset: offset)
+                }
+                let end = readableEnd(state)
+                guard offset < end else { return nil }
+                let index = state.segmentIndex(containing: offset)
+                let segment = state.segments[index]
+                return Located(
+                    segment: segment, lease: try segment.logFile.lease(),
+                    position: segment.indexedPosition(atOrBefore: offset).position, limit: segment.size, end: end,
+                    following: index + 1 < state.segments.count ? state.segments[index + 1].baseOffset : nil,
+                    damaged: segment.damaged, verifiedBytes: segment.verified.bytes)
+            }
+            guard let located else { return nil }
+            if let damage = located.damaged.first(where: { $0.contains(offset) }) {
+                guard skipDamaged else { throw dataLoss(damage, in: located.segment) }
+                offset = damage.nextOffset
+                continue
+            }
+            // Start after any damage between the indexed batch and `offset`, and stop before the next damage.
+            var position = located.position
+            for damage in located.damaged where damage.nextOffset <= offset && damage.end > position {
+                position = damage.end
+            }
+            let walkLimit = located.damaged.first { $0.position >= position }?.position ?? located.limit
+            var headers = HeaderWindow(located.lease, limit: walkLimit)
+            if let slice = try collect(&headers, from: position, offset: offset, end: located.end,
+                                       maxBytes: maxBytes, maxBatches: maxBatches) {
+                let sliceEnd = slice.position + slice.length
+                if sliceEnd > located.verifiedBytes,
+                    try verify(located.segment, through: sliceEnd, limit: located.limit, following: located.following)
+                {
+                    continue
+                }
+                return slice
+            }
+            // The offset fell in a gap left by a cut segment: continue at the next one.
+            guard let following = located.following, following > offset else { return nil }
+            offset = following
+        }
+    }
+
+    /// Where a read found `offset`, taken under the lock.
+    private struct Located {
+        var segment: Segment
+        var lease: FileLease
+        /// Position of the indexed batch at or before the offset.
+        var position: Int
+        /// The segment's size.
+        var limit: Int
+        /// The readable end of the log.
+        var end: Int64
+        /// The next segment's base offset, if any.
+        var following: Int64?
+        var damaged: [DamagedRange]
+        var verifiedBytes: Int
+    }
+
+    private func collect(
+        _ headers: inout HeaderWindow, from position: Int, offset: Int64, end: Int64, maxBytes: Int, maxBatches: Int
+    ) throws(TelexError) -> LogSlice? {
+        var position = position
+        var header = try headers.header(at: position)
+        while let current = header, current.nextOffset <= offset {
+            position += current.totalSize
+            header = try headers.header(at: position)
+        }
+        guard let first = header, first.baseOffset < end else { return nil }
+        let startPosition = position
+        var bytes = 0
+        var count = 0
+        var next = first.baseOffset
+        while let current = header, current.baseOffset < end,
+            count == 0 || (bytes + current.totalSize <= maxBytes && count < maxBatches)
+        {
+            bytes += current.totalSize
+            count += 1
+            next = current.nextOffset
+            position += current.totalSize
+            header = try headers.header(at: position)
+        }
+        return LogSlice(log: headers.log, position: startPosition, length: bytes,
+                        firstOffset: first.baseOffset, nextOffset: next, batchCount: count)
+    }
+}
