@@ -11,13 +11,15 @@ extension TopicLog {
     /// The directory, inside the topic's, where damaged bytes are copied.
     static let damagedDirectoryName = "damaged"
 
-    /// Checks and repairs `segments` (oldest first) as the log opens. A sealed segment whose indexes load and agree
-    /// with its headers is trusted, unless damage was copied aside from it before: then it is scanned again, so the
-    /// damaged ranges are known on every open. The active segment is always scanned to its end. A torn tail (bad
-    /// bytes with no valid batch after them) is cut; damaged ranges stay.
+    /// Checks and repairs `segments` (oldest first) as the log opens. A sealed segment below `unsealedFrom` (the
+    /// recovery point) whose indexes load and agree with its headers is trusted, unless damage was copied aside from
+    /// it before: then it is scanned again, so the damaged ranges are known on every open. The active segment is always scanned to its end. A torn tail (bad
+    /// bytes with no valid batch after them) is cut; damaged ranges stay. Returns how many segments it scanned.
     static func recoverSegments(
-        _ segments: [Segment], directory: String, configuration: LogConfiguration, logger: Logger, metrics: TopicMetrics
-    ) throws(TelexError) {
+        _ segments: [Segment], directory: String, configuration: LogConfiguration, logger: Logger, metrics: TopicMetrics,
+        unsealedFrom: Int64
+    ) throws(TelexError) -> Int {
+        var scanned = 0
         let asideNames = (try? FileIO.listDirectory(directory + "/" + damagedDirectoryName)) ?? []
         for (index, segment) in segments.enumerated() {
             let isActive = index == segments.count - 1
@@ -27,9 +29,9 @@ extension TopicLog {
             }
             let prefix = Segment.fileName(segment.baseOffset, "-")
             let wasDamaged = asideNames.contains { $0.hasPrefix(prefix) }
-            // The segment before the active one may have been rolled away from without its sealing fsyncs (a
-            // crash before the sync round): even with sound indexes it is scanned and CRC-checked (§6).
-            let mayBeUnsealed = index == segments.count - 2
+            // A segment at or above the recovery point may have been rolled away from without its sealing fsyncs
+            // (a crash before the sync round): even with sound indexes it is scanned and CRC-checked (§6).
+            let mayBeUnsealed = segment.baseOffset >= unsealedFrom
             if !isActive, !wasDamaged, try segment.loadIndexes(),
                 try segment.loadTail(indexInterval: configuration.indexIntervalBytes)
             {
@@ -37,6 +39,7 @@ extension TopicLog {
             } else if !isActive, !wasDamaged {
                 logger.warning("rebuilding index", metadata: ["segment": "\(segment.logPath)"])
             }
+            scanned += 1
             let scan = try segment.recover(indexInterval: configuration.indexIntervalBytes,
                                            limits: configuration.batchLimits)
             for damage in scan.damaged {
@@ -53,6 +56,7 @@ extension TopicLog {
             }
             try segment.rewriteIndexes()
         }
+        return scanned
     }
 
     /// Where the bytes of `damage` in `segment` are copied: `damaged/<segment base>-<position>.bin`.

@@ -69,7 +69,7 @@ extension TopicLog {
         // Rounds of all the store's logs share a few slots: each holds leases on its files for the length of its
         // fsyncs, so this bounds how far the store can go over its open-file budget (STORAGE.md §11).
         files.syncSlots.wait()
-        let (unsealed, target, outcome) = { () -> ([Segment], Int64, SyncOutcome) in
+        let (unsealed, activeBase, target, outcome) = { () -> ([Segment], Int64, Int64, SyncOutcome) in
             defer { files.syncSlots.signal() }
             let work = state.withLock { state in
                 state.syncScheduled = false
@@ -78,7 +78,7 @@ extension TopicLog {
             // The work (and its leases) ends with this closure, before the slot is given back.
             let started = DispatchTime.now().uptimeNanoseconds
             defer { storeMetrics.fsyncDuration.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started) }
-            return (work.unsealed, work.target, perform(work))
+            return (work.unsealed, work.active.baseOffset, work.target, perform(work))
         }()
         if case .unavailable(let error) = outcome { return retryLater(error) }
         let (ready, more, retries, madeDurable) = state.withLock { state in
@@ -97,6 +97,8 @@ extension TopicLog {
         let result: Result<Void, TelexError> =
             if case .failed(let error) = outcome { .failure(error) } else { .success(()) }
         for callback in ready { callback(result) }
+        // Sealed segments are trusted by their indexes at the next open (after the acks: this costs two fsyncs).
+        if case .synced = outcome, !unsealed.isEmpty { writeRecoveryPoint(activeBase) }
         if more { syncQueue.async { self.syncRound() } }
     }
 

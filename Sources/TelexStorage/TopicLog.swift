@@ -31,6 +31,8 @@ public final class TopicLog: Sendable {
     let files: FileDescriptorCache
     let syncQueue: DispatchQueue
     let state: Mutex<State>
+    /// Segments recovery scanned batch by batch when the log opened (the others were trusted by their indexes).
+    let segmentsScannedAtOpen: Int
 
     /// Everything that changes after opening, behind `state`. The `var`s of its segments are guarded by the
     /// same lock (see `Segment`).
@@ -172,8 +174,9 @@ public final class TopicLog: Sendable {
             segments.append(try Segment(directory: directory, baseOffset: 0, files: files))
             try FileIO.syncDirectory(directory)
         }
-        try Self.recoverSegments(segments, directory: directory, configuration: configuration, logger: logger,
-                                 metrics: self.metrics)
+        let recoveryPoint = Self.readRecoveryPoint(directory: directory, logger: logger)
+        segmentsScannedAtOpen = try Self.recoverSegments(segments, directory: directory, configuration: configuration, logger: logger,
+                                 metrics: self.metrics, unsealedFrom: recoveryPoint ?? 0)
         // After a process crash the tail may still be only in the page cache — the active segment's, and, since
         // rolled segments are sealed later on the sync queue, a just-rolled one's and its successor's directory
         // entry: make them durable before counting them as durable, so `.always` readers never see a batch a
@@ -185,6 +188,17 @@ public final class TopicLog: Sendable {
         var initial = State(segments: segments)
         try Self.rebuildProducerState(&initial)
         state = Mutex(initial)
+        // Every segment before the active one is now checked; once they are durable, record it so the next open
+        // trusts them by their indexes.
+        if let active = segments.last, segments.count > 1, (recoveryPoint ?? -1) < active.baseOffset {
+            if configuration.fsync != .always {
+                for segment in segments.dropLast() where segment.baseOffset >= (recoveryPoint ?? 0) {
+                    try segment.syncLog()
+                }
+                try FileIO.syncDirectory(directory)
+            }
+            writeRecoveryPoint(active.baseOffset)
+        }
         if case .interval(let milliseconds) = configuration.fsync { scheduleIntervalSync(milliseconds) }
     }
 
@@ -220,17 +234,18 @@ public final class TopicLog: Sendable {
     /// seal the old one to the log's queue.
     public func append(_ batch: ByteBuffer) throws(TelexError) -> AppendResult {
         let header = try RecordBatch.validate(batch, limits: configuration.batchLimits, context: "batch for \(topic)")
-        let (result, rolled) = try state.withLock { state throws(TelexError) -> (AppendResult, Bool) in
-            try append(batch, header: header, to: &state)
+        // Set once a roll queued a segment to seal, even if the write into the new segment then fails.
+        var rolled = false
+        defer { if rolled { scheduleSync() } }
+        return try state.withLock { state throws(TelexError) -> AppendResult in
+            try append(batch, header: header, to: &state, rolled: &rolled)
         }
-        if rolled { scheduleSync() }
-        return result
     }
 
-    /// The locked part of `append`; also returns whether it rolled and so queued a segment to seal.
+    /// The locked part of `append`; sets `rolled` when it rolled and so queued a segment to seal.
     private func append(
-        _ batch: ByteBuffer, header: RecordBatchHeader, to state: inout State
-    ) throws(TelexError) -> (AppendResult, Bool) {
+        _ batch: ByteBuffer, header: RecordBatchHeader, to state: inout State, rolled: inout Bool
+    ) throws(TelexError) -> AppendResult {
         if state.closed { throw TelexError(.shuttingDown, "log \(topic) is closed", topic: topic) }
         if let failure = state.failure {
             throw TelexError(.storageFailure, "log \(topic) is failed: \(failure.message)", topic: topic)
@@ -239,7 +254,7 @@ public final class TopicLog: Sendable {
             if let original = producer.lookup(header.producerSequence) {
                 let result = AppendResult(
                     baseOffset: original.baseOffset, recordCount: original.recordCount, duplicate: true)
-                return (result, false)
+                return result
             }
             if producer.isTooOld(header.producerSequence) {
                 throw TelexError(.sequenceOutOfOrder,
@@ -251,12 +266,11 @@ public final class TopicLog: Sendable {
         let appendTime = max(now, state.lastAppendTime)
         let baseOffset = state.nextOffset
         var active = state.segments.last!
-        var rolled = false
         // Index entries hold offsets relative to the segment base as u32, so a segment also rolls before that overflows.
+        let mustRoll = baseOffset + Int64(header.recordCount) - active.baseOffset > Int64(UInt32.max)
         if active.size > 0,
-            active.size + batch.readableBytes > configuration.segmentBytes
+            mustRoll || active.size + batch.readableBytes > configuration.segmentBytes
                 || now - (active.firstAppendTime ?? now) >= configuration.segmentAgeMilliseconds
-                || baseOffset + Int64(header.recordCount) - active.baseOffset > Int64(UInt32.max)
         {
             active = try writingAppend { () throws(TelexError) in try roll(&state) }
             rolled = true
@@ -277,14 +291,24 @@ public final class TopicLog: Sendable {
             state.rememberProducer(header.producerID, sequence: header.producerSequence, baseOffset: baseOffset,
                                    recordCount: header.recordCount, appendTime: appendTime)
         }
-        return (AppendResult(baseOffset: baseOffset, recordCount: header.recordCount, duplicate: false), rolled)
+        return AppendResult(baseOffset: baseOffset, recordCount: header.recordCount, duplicate: false)
     }
 
     /// Starts a new active segment and queues the old one for sealing (its fsyncs, then the directory fsync)
     /// on the sync queue; the durable offset does not move until that is done. Caller holds the lock.
     private func roll(_ state: inout State) throws(TelexError) -> Segment {
         let old = state.segments.last!
-        let segment = try Segment(directory: directory, baseOffset: state.nextOffset, files: files)
+        let segment: Segment
+        do throws(TelexError) {
+            segment = try Segment(directory: directory, baseOffset: state.nextOffset, files: files)
+        } catch {
+            // Leave no file of the failed segment behind: the old segment keeps growing past this offset, and a
+            // segment named by it would lie inside the old one at the next open ("move one aside").
+            for suffix in [".log", ".index", ".timeindex"] {
+                try? FileIO.remove(directory + "/" + Segment.fileName(state.nextOffset, suffix))
+            }
+            throw error
+        }
         old.sealTimeIndex()
         state.segments.append(segment)
         state.unsealed.append(old)
@@ -374,9 +398,15 @@ public final class TopicLog: Sendable {
     /// When a file cannot be opened (the process is out of descriptors) it throws without failing the log:
     /// nothing was fsynced, waiters keep waiting. A failed fsync fails the log.
     public func sync() throws(TelexError) {
-        let work = state.withLock { syncWork(&$0, syncActive: true, fullActiveSync: true) }
-        let outcome = perform(work, fullActiveSync: true)
-        let ready = state.withLock { finish(unsealed: work.unsealed, target: work.target, outcome, &$0) }
+        // On the sync queue, never beside a sync round: after a round's fdatasync reported EIO (and so cleared the
+        // error), a concurrent fdatasync here would succeed and mark the lost pages durable.
+        let (outcome, ready) = syncQueue.sync {
+            let work = state.withLock { syncWork(&$0, syncActive: true, fullActiveSync: true) }
+            let outcome = perform(work, fullActiveSync: true)
+            let ready = state.withLock { finish(unsealed: work.unsealed, target: work.target, outcome, &$0) }
+            if case .synced = outcome, !work.unsealed.isEmpty { writeRecoveryPoint(work.active.baseOffset) }
+            return (outcome, ready)
+        }
         switch outcome {
         case .synced:
             for callback in ready { callback(.success(())) }

@@ -108,6 +108,10 @@ struct FaultInjectionTests {
                 #expect(error?.message.hasPrefix("no space left on device writing news.world (open ") == true,
                         "\(String(describing: error))")
                 #expect(log.segmentCount == 1)
+                for suffix in [".log", ".index", ".timeindex"] {
+                    #expect(!FileManager.default.fileExists(atPath: segmentPath(directory, 1, suffix)),
+                            "the failed roll left \(suffix) behind")
+                }
                 #expect(try storedValues(log) == publishedValues([batches[0]]))
 
                 for (index, batch) in batches.enumerated().dropFirst() {
