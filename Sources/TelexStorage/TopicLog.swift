@@ -399,13 +399,33 @@ public final class TopicLog: Sendable {
         return end
     }
 
-    /// Deletes whole old segments past the retention age or size; the active segment is never deleted.
+    /// Rolls a non-empty active segment that no append rolled although its first batch is `segmentAgeMilliseconds`
+    /// old or its newest is past the retention age, so that retention can delete it (an idle topic's data would
+    /// otherwise stay forever). Returns whether it rolled. Blocking (opens the new segment's files).
+    @discardableResult
+    func rollIfIdle(now: Int64) throws(TelexError) -> Bool {
+        let rolled = try state.withLock { state throws(TelexError) -> Bool in
+            let active = state.segments.last!
+            guard !state.closed, state.failure == nil, active.size > 0 else { return false }
+            let aged = now - (active.firstAppendTime ?? now) >= configuration.segmentAgeMilliseconds
+            let expired = configuration.retentionMilliseconds.map { (active.lastAppendTime ?? now) < now - $0 } ?? false
+            guard aged || expired else { return false }
+            _ = try roll(&state)
+            return true
+        }
+        if rolled { scheduleSync() }
+        return rolled
+    }
+
+    /// Deletes whole old segments past the retention age or size; the active segment is never deleted, but an
+    /// idle one old enough is rolled first (`rollIfIdle`).
     ///
     /// Segments leave the log under its lock; their files are unlinked and the directory fsynced after it is
     /// released. Readers holding a slice of a deleted segment can still read it. Blocking: call it off event loops.
     @discardableResult
     public func applyRetention(now: Int64? = nil) throws(TelexError) -> Int {
         let now = now ?? FileIO.nowMilliseconds()
+        try rollIfIdle(now: now)
         let removed = state.withLock { state -> [(segment: Segment, byAge: Bool)] in
             var total = state.segments.reduce(0) { $0 + $1.size }
             var removed: [(Segment, Bool)] = []
