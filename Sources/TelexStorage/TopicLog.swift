@@ -204,7 +204,7 @@ public final class TopicLog: Sendable {
             try FileIO.syncDirectory(directory)
         }
         var initial = State(segments: segments)
-        try Self.rebuildProducerState(&initial)
+        try Self.restoreProducerState(&initial, directory: directory, logger: logger)
         state = Mutex(initial)
         if case .interval(let milliseconds) = configuration.fsync { scheduleIntervalSync(milliseconds) }
     }
@@ -307,6 +307,7 @@ public final class TopicLog: Sendable {
         old.sealTimeIndex()
         state.segments.append(segment)
         state.unsealed.append(old)
+        queueProducerSnapshot(state)
         logger.info("rolled segment", metadata: ["baseOffset": "\(state.nextOffset)"])
         return segment
     }
@@ -454,22 +455,6 @@ public final class TopicLog: Sendable {
         return removed.count
     }
 
-    /// Rebuilds producer memory from the batch headers of the newest two segments.
-    private static func rebuildProducerState(_ state: inout State) throws(TelexError) {
-        for segment in state.segments.suffix(2) {
-            var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size)
-            var position = 0
-            while let header = try headers.header(at: position) {
-                if header.producerID != 0 {
-                    state.rememberProducer(header.producerID, sequence: header.producerSequence,
-                                           baseOffset: header.baseOffset, recordCount: header.recordCount,
-                                           appendTime: header.appendTime)
-                }
-                position += header.totalSize
-            }
-        }
-    }
-
     /// Fsyncs everything written so far (sealing rolled segments, the directory, the active segment's log and
     /// indexes) and completes durability waiters. Blocking: call it off event loops.
     ///
@@ -499,5 +484,6 @@ public final class TopicLog: Sendable {
         }
         defer { for segment in state.withLock({ $0.segments }) { segment.closeFiles() } }
         try sync()
+        writeProducerSnapshotNow()
     }
 }
