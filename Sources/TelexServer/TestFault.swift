@@ -25,8 +25,11 @@ public enum TestFault: String, Sendable {
     /// One serial queue, so delayed writes happen in the order their offsets were predicted.
     private static let queue = DispatchQueue(label: "telex.test-fault")
 
-    /// Returns the offset `batch` will be written at and writes it after a delay; nil if the batch is invalid.
-    static func acknowledgeBeforeWriting(_ batch: ByteBuffer, to log: TopicLog) -> (offset: Int64, count: UInt32)? {
+    /// Returns the offset `batch` will be written at and writes it after a delay, calling `durable` once it is
+    /// durable; nil if the batch is invalid.
+    static func acknowledgeBeforeWriting(
+        _ batch: ByteBuffer, to log: TopicLog, durable: @escaping @Sendable () -> Void
+    ) -> (offset: Int64, count: UInt32)? {
         guard let header = try? RecordBatch.validate(batch, limits: log.configuration.batchLimits, context: "test fault") else {
             return nil
         }
@@ -37,8 +40,7 @@ public enum TestFault: String, Sendable {
         }
         queue.asyncAfter(deadline: .now() + .milliseconds(50)) {
             unwritten.withLock { unwritten in
-                // Queues the fsync that lets readers see it (nothing waits for it).
-                if let result = try? log.append(batch) { log.whenDurable(result) { _ in } }
+                if let result = try? log.append(batch) { log.whenDurable(result) { _ in durable() } }
                 unwritten[log.topic, default: 0] -= count
             }
         }
