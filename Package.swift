@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "telex-bench", targets: ["telex-bench"]),
         .executable(name: "telex-admin", targets: ["telex-admin"]),
         .executable(name: "telex-metrics-cost", targets: ["telex-metrics-cost"]),
+        .executable(name: "telex-crash", targets: ["telex-crash"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -150,6 +151,17 @@ let package = Package(
                 "TelexEvents",
                 "TelexStorage", "TelexProtocol",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "telex-crash",
+            dependencies: [
+                "TelexCLI",
+                "TelexClient",
+                "TelexProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

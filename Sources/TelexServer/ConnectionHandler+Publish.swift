@@ -59,6 +59,14 @@ extension ConnectionHandler {
         guard let loop = context?.eventLoop else { return }
         let result: AppendResult
         let bytes = batch.readableBytes
+        if TestFault.active == .ackBeforeWrite,
+            let early = TestFault.acknowledgeBeforeWriting(batch, to: log, durable: { [hub] in hub.readable(topic) })
+        {
+            write(.publishAck(topic: topic, baseOffset: early.offset, recordCount: early.count, duplicate: false),
+                  requestID: requestID)
+            publishAnswered(bytes: bytes)
+            return scheduleFlush()
+        }
         do {
             result = try log.append(batch)
         } catch {

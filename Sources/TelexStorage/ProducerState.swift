@@ -40,6 +40,13 @@ struct ProducerState {
         return sequence < order[orderHead]
     }
 
+    /// The newest `limit` remembered batches, oldest first (for a snapshot).
+    func recent(_ limit: Int) -> [(sequence: Int32, baseOffset: Int64, recordCount: UInt32)] {
+        order[max(orderHead, order.count - limit)...].compactMap { sequence in
+            offsets[sequence].map { (sequence, $0.baseOffset, $0.recordCount) }
+        }
+    }
+
     /// The sequence remembered longest.
     var oldestRemembered: Int32? { orderHead < order.count ? order[orderHead] : nil }
 }

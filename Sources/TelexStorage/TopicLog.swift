@@ -186,7 +186,7 @@ public final class TopicLog: Sendable {
             try FileIO.syncDirectory(directory)
         }
         var initial = State(segments: segments)
-        try Self.rebuildProducerState(&initial)
+        try Self.restoreProducerState(&initial, directory: directory, logger: logger)
         state = Mutex(initial)
         // Every segment before the active one is now checked; once they are durable, record it so the next open
         // trusts them by their indexes.
@@ -312,6 +312,7 @@ public final class TopicLog: Sendable {
         old.sealTimeIndex()
         state.segments.append(segment)
         state.unsealed.append(old)
+        queueProducerSnapshot(state)
         logger.info("rolled segment", metadata: ["baseOffset": "\(state.nextOffset)"])
         return segment
     }
@@ -341,13 +342,33 @@ public final class TopicLog: Sendable {
         return end
     }
 
-    /// Deletes whole old segments past the retention age or size; the active segment is never deleted.
+    /// Rolls a non-empty active segment that no append rolled although its first batch is `segmentAgeMilliseconds`
+    /// old or its newest is past the retention age, so that retention can delete it (an idle topic's data would
+    /// otherwise stay forever). Returns whether it rolled. Blocking (opens the new segment's files).
+    @discardableResult
+    func rollIfIdle(now: Int64) throws(TelexError) -> Bool {
+        let rolled = try state.withLock { state throws(TelexError) -> Bool in
+            let active = state.segments.last!
+            guard !state.closed, state.failure == nil, active.size > 0 else { return false }
+            let aged = now - (active.firstAppendTime ?? now) >= configuration.segmentAgeMilliseconds
+            let expired = configuration.retentionMilliseconds.map { (active.lastAppendTime ?? now) < now - $0 } ?? false
+            guard aged || expired else { return false }
+            _ = try roll(&state)
+            return true
+        }
+        if rolled { scheduleSync() }
+        return rolled
+    }
+
+    /// Deletes whole old segments past the retention age or size; the active segment is never deleted, but an
+    /// idle one old enough is rolled first (`rollIfIdle`).
     ///
     /// Segments leave the log under its lock; their files are unlinked and the directory fsynced after it is
     /// released. Readers holding a slice of a deleted segment can still read it. Blocking: call it off event loops.
     @discardableResult
     public func applyRetention(now: Int64? = nil) throws(TelexError) -> Int {
         let now = now ?? FileIO.nowMilliseconds()
+        try rollIfIdle(now: now)
         let removed = state.withLock { state -> [(segment: Segment, byAge: Bool)] in
             var total = state.segments.reduce(0) { $0 + $1.size }
             var removed: [(Segment, Bool)] = []
@@ -374,22 +395,6 @@ public final class TopicLog: Sendable {
         try FileIO.syncDirectory(directory)
         metrics.retentionDeletedSegments.increment(by: removed.count)
         return removed.count
-    }
-
-    /// Rebuilds producer memory from the batch headers of the newest two segments.
-    private static func rebuildProducerState(_ state: inout State) throws(TelexError) {
-        for segment in state.segments.suffix(2) {
-            var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size, damaged: segment.damaged)
-            var position = 0
-            while let header = try headers.header(skippingDamageAt: &position) {
-                if header.producerID != 0 {
-                    state.rememberProducer(header.producerID, sequence: header.producerSequence,
-                                           baseOffset: header.baseOffset, recordCount: header.recordCount,
-                                           appendTime: header.appendTime)
-                }
-                position += header.totalSize
-            }
-        }
     }
 
     /// Fsyncs everything written so far (sealing rolled segments, the directory, the active segment's log and
@@ -427,5 +432,6 @@ public final class TopicLog: Sendable {
         }
         defer { for segment in state.withLock({ $0.segments }) { segment.closeFiles() } }
         try sync()
+        writeProducerSnapshotNow()
     }
 }

@@ -104,6 +104,10 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "telexd")
+        if let fault = TestFault.requested {
+            guard TestFault.active != nil else { throw ValidationError("TELEX_TEST_FAULT='\(fault)' is not a test fault (ack-before-write)") }
+            logger.critical("TEST FAULT \(fault) ENABLED by TELEX_TEST_FAULT: acknowledged publishes can be lost; for Scripts/crash-test.sh only")
+        }
         openFileLimit?.log(to: logger)
         // Without --metrics-address nothing is bootstrapped and every metric is a no-op.
         let registry = metricsAddress.map { _ in MetricsOptions.bootstrapPrometheus() }

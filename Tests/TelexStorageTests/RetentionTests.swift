@@ -65,36 +65,39 @@ struct RetentionTests {
         }
     }
 
-    @Test("retention by age deletes whole segments whose newest batch is too old, never the active one")
+    @Test("retention by age deletes whole segments whose newest batch is too old; an idle active one is rolled first")
     func byAge() async throws {
         try await withTemporaryDirectory { directory in
             let retention: Int64 = 60_000
-            let configuration = testConfiguration(segmentAgeMilliseconds: 0, retentionMilliseconds: retention)
-            let log = try openLog(directory, configuration)
+            let configuration = testConfiguration(segmentAgeMilliseconds: 3_600_000, retentionMilliseconds: retention)
+            let log = try openLog(directory, testConfiguration(segmentAgeMilliseconds: 0))
             let appended = try appendWithDistinctTimes(log, (0..<6).map { makeBatch(records: 1, seed: $0) })
             #expect(log.segmentCount == 6)
             let times = appended.map(\.appendTime)
-
-            #expect(try log.applyRetention() == 0)
-            #expect(try log.applyRetention(now: times[0] + retention) == 0)
-            // Segments 0-2 have their newest batch more than the retention before `now`; 3 is exactly at it.
-            #expect(try log.applyRetention(now: times[3] + retention) == 3)
-            #expect(log.startOffset == 3)
-            #expect(try segmentBases(directory) == [3, 4, 5])
-            expectOutOfRange(log, below: 3)
-            #expect(try log.read(from: 3, maxBytes: 1)?.firstOffset == 3)
-
-            // Far in the future everything is too old, but the active segment stays.
-            #expect(try log.applyRetention(now: times[5] + retention * 100) == 2)
-            #expect(log.segmentCount == 1)
-            #expect(log.startOffset == 5)
-            #expect(log.endOffset == 6)
-            #expect(try readAllBatches(log).count == 1)
-            expectOutOfRange(log, below: 5)
             try log.close()
+            let aged = try openLog(directory, configuration)
+
+            #expect(try aged.applyRetention() == 0)
+            #expect(try aged.applyRetention(now: times[0] + retention) == 0)
+            // Segments 0-2 have their newest batch more than the retention before `now`; 3 is exactly at it.
+            #expect(try aged.applyRetention(now: times[3] + retention) == 3)
+            #expect(aged.startOffset == 3)
+            #expect(try segmentBases(directory) == [3, 4, 5])
+            expectOutOfRange(aged, below: 3)
+            #expect(try aged.read(from: 3, maxBytes: 1)?.firstOffset == 3)
+
+            // Far in the future everything is too old: the active segment is rolled and deleted too, and the
+            // log is empty at its end offset.
+            #expect(try aged.applyRetention(now: times[5] + retention * 100) == 3)
+            #expect(aged.segmentCount == 1)
+            #expect(aged.startOffset == 6)
+            #expect(aged.endOffset == 6)
+            #expect(try readAllBatches(aged).isEmpty)
+            expectOutOfRange(aged, below: 6)
+            try aged.close()
 
             let reopened = try openLog(directory, configuration)
-            #expect(reopened.startOffset == 5)
+            #expect(reopened.startOffset == 6)
             #expect(reopened.endOffset == 6)
         }
     }
@@ -107,7 +110,8 @@ struct RetentionTests {
             _ = try log.append(first)
             _ = try log.append(makeBatch(records: 2, seed: 2))
             let slice = try #require(try log.read(from: 0, maxBytes: .max))
-            #expect(try log.applyRetention() == 1)
+            // Segment age 0: the pass rolls the active segment too, so both segments go.
+            #expect(try log.applyRetention() == 2)
             #expect(!FileManager.default.fileExists(atPath: segmentPath(directory, 0, ".log")))
             #expect(sameExceptStampedFields(try slice.readBytes(), first))
         }

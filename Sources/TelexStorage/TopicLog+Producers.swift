@@ -1,0 +1,70 @@
+import Logging
+import TelexProtocol
+
+/// Producer memory across restarts: written to `producers.snapshot` at each roll and on close, and rebuilt on
+/// open from the snapshot plus the batch headers after it (Protocol/STORAGE.md §8).
+extension TopicLog {
+    /// Rebuilds producer memory while opening: loads the snapshot, then reads the batch headers of the segments
+    /// after its offset. A snapshot that is missing, damaged or newer than the log (its tail was cut; then it is
+    /// deleted) is ignored with a warning, and every segment is read instead.
+    static func restoreProducerState(_ state: inout State, directory: String, logger: Logger) throws(TelexError) {
+        var from = state.segments.first!.baseOffset
+        do {
+            if let snapshot = try ProducerSnapshot.load(directory: directory) {
+                if snapshot.offset <= state.nextOffset {
+                    state.producers = snapshot.producers
+                    from = snapshot.offset
+                } else {
+                    logger.warning("ignoring producer snapshot newer than the log; reading every segment instead", metadata: [
+                        "snapshotOffset": "\(snapshot.offset)", "logEndOffset": "\(state.nextOffset)",
+                    ])
+                    // Once the log grows past its offset again it would look valid while describing cut batches.
+                    try FileIO.remove(directory + "/" + ProducerSnapshot.fileName)
+                    try FileIO.syncDirectory(directory)
+                }
+            }
+        } catch {
+            logger.warning("ignoring unreadable producer snapshot; reading every segment instead", metadata: [
+                "error": "\(error.message)",
+            ])
+        }
+        for segment in state.segments where segment.nextOffset > from {
+            var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size, damaged: segment.damaged)
+            var position = 0
+            while let header = try headers.header(skippingDamageAt: &position) {
+                if header.producerID != 0, header.baseOffset >= from {
+                    state.rememberProducer(header.producerID, sequence: header.producerSequence,
+                                           baseOffset: header.baseOffset, recordCount: header.recordCount,
+                                           appendTime: header.appendTime)
+                }
+                position += header.totalSize
+            }
+        }
+    }
+
+    /// Queues a snapshot of the producer memory as of the log's next offset on the sync queue (a roll calls it
+    /// under the lock; copying the memory is copy-on-write, the encoding and writing happen on the queue).
+    func queueProducerSnapshot(_ state: borrowing State) {
+        guard !state.producers.isEmpty else { return }
+        let snapshot = ProducerSnapshot(offset: state.nextOffset, producers: state.producers)
+        syncQueue.async { self.writeProducerSnapshot(snapshot) }
+    }
+
+    /// Writes a snapshot as of now, after every queued one. Blocking: for `close()`.
+    func writeProducerSnapshotNow() {
+        let snapshot = state.withLock { state in
+            state.producers.isEmpty ? nil : ProducerSnapshot(offset: state.nextOffset, producers: state.producers)
+        }
+        guard let snapshot else { return }
+        syncQueue.sync { writeProducerSnapshot(snapshot) }
+    }
+
+    /// A failed write only costs a longer scan on the next open (the old snapshot, if any, stays whole).
+    private func writeProducerSnapshot(_ snapshot: ProducerSnapshot) {
+        do {
+            try snapshot.write(directory: directory)
+        } catch {
+            logger.warning("could not write the producer snapshot", metadata: ["error": "\(error.message)"])
+        }
+    }
+}
