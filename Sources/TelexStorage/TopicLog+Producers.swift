@@ -44,10 +44,23 @@ extension TopicLog {
 
     /// Queues a snapshot of the producer memory as of the log's next offset on the sync queue (a roll calls it
     /// under the lock; copying the memory is copy-on-write, the encoding and writing happen on the queue).
-    func queueProducerSnapshot(_ state: borrowing State) {
+    func queueProducerSnapshot(_ state: inout State) {
         guard !state.producers.isEmpty else { return }
-        let snapshot = ProducerSnapshot(offset: state.nextOffset, producers: state.producers)
-        syncQueue.async { self.writeProducerSnapshot(snapshot) }
+        // Written by the sync round that seals the segment rolled away from, not now: a snapshot must never
+        // describe batches a crash could still take away, or a retry of one would be answered as a duplicate with
+        // an offset whose batch is gone.
+        state.pendingProducerSnapshot = ProducerSnapshot(offset: state.nextOffset, producers: state.producers)
+    }
+
+    /// Writes the snapshot queued by a roll once every segment below its offset is sealed (`sealed` is the base
+    /// of the segment that was active when the sealing round started). Blocking: on the sync queue.
+    func writeProducerSnapshot(sealedBelow sealed: Int64) {
+        let snapshot = state.withLock { state -> ProducerSnapshot? in
+            guard let pending = state.pendingProducerSnapshot, pending.offset <= sealed else { return nil }
+            state.pendingProducerSnapshot = nil
+            return pending
+        }
+        if let snapshot { writeProducerSnapshot(snapshot) }
     }
 
     /// Writes a snapshot as of now, after every queued one. Blocking: for `close()`.

@@ -54,4 +54,11 @@ extension TopicLog {
                            metadata: ["offset": "\(offset)", "error": "\(error)"])
         }
     }
+
+    /// After a round sealed every segment below `sealed`: writes the producer snapshot a roll queued and moves
+    /// the recovery point. Blocking: on the sync queue, after the round's acknowledgements.
+    func recordSealing(below sealed: Int64) {
+        writeProducerSnapshot(sealedBelow: sealed)
+        writeRecoveryPoint(sealed)
+    }
 }

@@ -97,8 +97,8 @@ extension TopicLog {
         let result: Result<Void, TelexError> =
             if case .failed(let error) = outcome { .failure(error) } else { .success(()) }
         for callback in ready { callback(result) }
-        // Sealed segments are trusted by their indexes at the next open (after the acks: this costs two fsyncs).
-        if case .synced = outcome, !unsealed.isEmpty { writeRecoveryPoint(activeBase) }
+        // After the acks: the producer snapshot and the recovery point cost a few fsyncs.
+        if case .synced = outcome, !unsealed.isEmpty { recordSealing(below: activeBase) }
         if more { syncQueue.async { self.syncRound() } }
     }
 

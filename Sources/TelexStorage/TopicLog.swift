@@ -50,6 +50,8 @@ public final class TopicLog: Sendable {
         /// directory is fsynced after them, which also makes the new segments' directory entries durable.
         var unsealed: [Segment] = []
         var failure: TelexError?
+        /// Producer memory as of the last roll, written once the sync round has sealed the segments below it.
+        var pendingProducerSnapshot: ProducerSnapshot?
         /// Set by `close()`: appends are refused and the interval fsync stops.
         var closed = false
         /// Interval fsync rounds run so far.
@@ -312,7 +314,7 @@ public final class TopicLog: Sendable {
         old.sealTimeIndex()
         state.segments.append(segment)
         state.unsealed.append(old)
-        queueProducerSnapshot(state)
+        queueProducerSnapshot(&state)
         logger.info("rolled segment", metadata: ["baseOffset": "\(state.nextOffset)"])
         return segment
     }
@@ -409,7 +411,7 @@ public final class TopicLog: Sendable {
             let work = state.withLock { syncWork(&$0, syncActive: true, fullActiveSync: true) }
             let outcome = perform(work, fullActiveSync: true)
             let ready = state.withLock { finish(unsealed: work.unsealed, target: work.target, outcome, &$0) }
-            if case .synced = outcome, !work.unsealed.isEmpty { writeRecoveryPoint(work.active.baseOffset) }
+            if case .synced = outcome, !work.unsealed.isEmpty { recordSealing(below: work.active.baseOffset) }
             return (outcome, ready)
         }
         switch outcome {
