@@ -29,7 +29,7 @@ struct Soak: AsyncParsableCommand {
     func run() async throws {
         let configuration = try patientConfiguration(connection, name: "soak", attempts: 8)
         let period = NIOLockedValueBox(Period())
-        let end = ContinuousClock.now + .seconds(minutes * 60)
+        let reports = max(1, Int((minutes * 60 / reportSeconds).rounded()))
         let rate = self.rate
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<publishers {
@@ -42,7 +42,7 @@ struct Soak: AsyncParsableCommand {
             try await TelexClient.withClient(configuration: configuration) { admin in
                 var next = ContinuousClock.now + .seconds(reportSeconds)
                 let started = ContinuousClock.now
-                while next <= end {
+                for _ in 0..<reports {
                     try await Task.sleep(until: next)
                     next += .seconds(reportSeconds)
                     let taken = period.withLockedValue { period in defer { period = Period() }; return period }
