@@ -15,27 +15,32 @@ extension TopicLog {
                     state.producers = snapshot.producers
                     from = snapshot.offset
                 } else {
-                    logger.warning("ignoring producer snapshot newer than the log; reading every segment instead", metadata: [
-                        "snapshotOffset": "\(snapshot.offset)", "logEndOffset": "\(state.nextOffset)",
-                    ])
+                    logger.warning(
+                        "ignoring producer snapshot newer than the log; reading every segment instead",
+                        metadata: [
+                            "snapshotOffset": "\(snapshot.offset)", "logEndOffset": "\(state.nextOffset)",
+                        ])
                     // Once the log grows past its offset again it would look valid while describing cut batches.
                     try FileIO.remove(directory + "/" + ProducerSnapshot.fileName)
                     try FileIO.syncDirectory(directory)
                 }
             }
         } catch {
-            logger.warning("ignoring unreadable producer snapshot; reading every segment instead", metadata: [
-                "error": "\(error.message)",
-            ])
+            logger.warning(
+                "ignoring unreadable producer snapshot; reading every segment instead",
+                metadata: [
+                    "error": "\(error.message)"
+                ])
         }
         for segment in state.segments where segment.nextOffset > from {
             var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size)
             var position = 0
             while let header = try headers.header(at: position) {
                 if header.producerID != 0, header.baseOffset >= from {
-                    state.rememberProducer(header.producerID, sequence: header.producerSequence,
-                                           baseOffset: header.baseOffset, recordCount: header.recordCount,
-                                           appendTime: header.appendTime)
+                    state.rememberProducer(
+                        header.producerID, sequence: header.producerSequence,
+                        baseOffset: header.baseOffset, recordCount: header.recordCount,
+                        appendTime: header.appendTime)
                 }
                 position += header.totalSize
             }
