@@ -55,13 +55,12 @@ extension TopicLog {
         syncQueue.async { self.writeProducerSnapshot(snapshot) }
     }
 
-    /// Writes a snapshot as of now, after every queued one. Blocking: for `close()`.
+    /// Writes a snapshot as of now (none if no producer), after every queued one. Blocking: for `close()`.
     func writeProducerSnapshotNow() {
         let snapshot = state.withLock { state in
             state.producers.isEmpty ? nil : ProducerSnapshot(offset: state.nextOffset, producers: state.producers)
         }
-        guard let snapshot else { return }
-        syncQueue.sync { writeProducerSnapshot(snapshot) }
+        syncQueue.sync { if let snapshot { writeProducerSnapshot(snapshot) } }
     }
 
     /// A failed write only costs a longer scan on the next open (the old snapshot, if any, stays whole).

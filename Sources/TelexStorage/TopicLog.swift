@@ -483,7 +483,9 @@ public final class TopicLog: Sendable {
             state.segments.last!.sealTimeIndex()
         }
         defer { for segment in state.withLock({ $0.segments }) { segment.closeFiles() } }
+        // Also when the sync fails: no snapshot write may still be queued once close returns (deleteLog then
+        // removes the directory).
+        defer { writeProducerSnapshotNow() }
         try sync()
-        writeProducerSnapshotNow()
     }
 }
