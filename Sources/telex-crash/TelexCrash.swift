@@ -139,13 +139,21 @@ struct Drive: AsyncParsableCommand {
                 number += batchSize
                 var pending = try await client.prepare(ids.map(record), topic: topic)
                 var acks: [PublishAck] = []
-                while !pending.isEmpty {
+                var failures = 0
+                var gaveUp = false
+                while !pending.isEmpty, !gaveUp {
                     do {
                         acks += try await client.publish(prepared: pending)
                         pending = []
                     } catch let error as PublishError {
                         acks += error.acknowledged
                         pending = error.unacknowledged
+                        failures += 1
+                        // A broker that keeps refusing (not just restarting) must not hang the run.
+                        gaveUp = failures >= 500
+                        if gaveUp {
+                            seen.withLockedValue { $0.problems.append("publisher \(index) gave up: \(error)") }
+                        }
                         try await Task.sleep(for: .milliseconds(20))
                     }
                 }
@@ -154,11 +162,12 @@ struct Drive: AsyncParsableCommand {
                 seen.withLockedValue { seen in
                     seen.duplicateAcks += acks.filter(\.duplicate).count
                     for (id, offset) in zip(ids, offsets) { seen.acknowledged.append((topic, offset, id)) }
-                    if offsets.count != ids.count {
+                    if offsets.count != ids.count, !gaveUp {
                         seen.problems.append(
                             "publisher \(index): \(ids.count) events acknowledged with \(offsets.count) offsets")
                     }
                 }
+                if gaveUp { return }
                 try await Task.sleep(for: pause)
             }
         }
