@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Dispatch
 import NIOCore
 import Synchronization
 import TelexProtocol
 import TelexStorage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A deliberate bug for Scripts/crash-test.sh to prove it catches lost acknowledged events. Enabled only by the
 /// environment variable `TELEX_TEST_FAULT=ack-before-write`; telexd refuses any other value and logs the fault
@@ -30,7 +31,9 @@ public enum TestFault: String, Sendable {
     static func acknowledgeBeforeWriting(
         _ batch: ByteBuffer, to log: TopicLog, durable: @escaping @Sendable () -> Void
     ) -> (offset: Int64, count: UInt32)? {
-        guard let header = try? RecordBatch.validate(batch, limits: log.configuration.batchLimits, context: "test fault") else {
+        guard
+            let header = try? RecordBatch.validate(batch, limits: log.configuration.batchLimits, context: "test fault")
+        else {
             return nil
         }
         let count = Int64(header.recordCount)

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import NIOCore
 import TelexProtocol
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A topic's producer memory as of an offset, kept in `<topic>/producers.snapshot` (Protocol/STORAGE.md §8), so
 /// that a retry is still recognised after a restart however many segments ago its producer last wrote.
@@ -44,8 +45,9 @@ struct ProducerSnapshot {
         let stored = bytes.getInteger(at: bytes.readerIndex + bytes.readableBytes - 4, as: UInt32.self)!
         guard CRC32.checksum(body) == stored else { throw damaged("CRC mismatch") }
         var reader = body
-        guard let (magic, version, _, offset, count) = reader.readMultipleIntegers(
-            as: (UInt32, UInt16, UInt16, Int64, UInt32).self), magic == Self.magic
+        guard
+            let (magic, version, _, offset, count) = reader.readMultipleIntegers(
+                as: (UInt32, UInt16, UInt16, Int64, UInt32).self), magic == Self.magic
         else { throw damaged("bad magic") }
         guard version == Self.version else { throw damaged("version \(version), this code reads \(Self.version)") }
         var producers: [Int64: ProducerState] = [:]
@@ -54,9 +56,12 @@ struct ProducerSnapshot {
             else { throw damaged("truncated producer") }
             var producer = ProducerState(lastAppendTime: lastAppendTime)
             for _ in 0..<entryCount {
-                guard let (sequence, baseOffset, recordCount) = reader.readMultipleIntegers(as: (Int32, Int64, UInt32).self)
+                guard
+                    let (sequence, baseOffset, recordCount) = reader.readMultipleIntegers(
+                        as: (Int32, Int64, UInt32).self)
                 else { throw damaged("truncated entry of producer \(id)") }
-                producer.remember(sequence, baseOffset: baseOffset, recordCount: recordCount, appendTime: lastAppendTime)
+                producer.remember(
+                    sequence, baseOffset: baseOffset, recordCount: recordCount, appendTime: lastAppendTime)
             }
             producers[id] = producer
         }

@@ -15,27 +15,32 @@ extension TopicLog {
                     state.producers = snapshot.producers
                     from = snapshot.offset
                 } else {
-                    logger.warning("ignoring producer snapshot newer than the log; reading every segment instead", metadata: [
-                        "snapshotOffset": "\(snapshot.offset)", "logEndOffset": "\(state.nextOffset)",
-                    ])
+                    logger.warning(
+                        "ignoring producer snapshot newer than the log; reading every segment instead",
+                        metadata: [
+                            "snapshotOffset": "\(snapshot.offset)", "logEndOffset": "\(state.nextOffset)",
+                        ])
                     // Once the log grows past its offset again it would look valid while describing cut batches.
                     try FileIO.remove(directory + "/" + ProducerSnapshot.fileName)
                     try FileIO.syncDirectory(directory)
                 }
             }
         } catch {
-            logger.warning("ignoring unreadable producer snapshot; reading every segment instead", metadata: [
-                "error": "\(error.message)",
-            ])
+            logger.warning(
+                "ignoring unreadable producer snapshot; reading every segment instead",
+                metadata: [
+                    "error": "\(error.message)"
+                ])
         }
         for segment in state.segments where segment.nextOffset > from {
             var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size, damaged: segment.damaged)
             var position = 0
             while let header = try headers.header(skippingDamageAt: &position) {
                 if header.producerID != 0, header.baseOffset >= from {
-                    state.rememberProducer(header.producerID, sequence: header.producerSequence,
-                                           baseOffset: header.baseOffset, recordCount: header.recordCount,
-                                           appendTime: header.appendTime)
+                    state.rememberProducer(
+                        header.producerID, sequence: header.producerSequence,
+                        baseOffset: header.baseOffset, recordCount: header.recordCount,
+                        appendTime: header.appendTime)
                 }
                 position += header.totalSize
             }
@@ -63,13 +68,12 @@ extension TopicLog {
         if let snapshot { writeProducerSnapshot(snapshot) }
     }
 
-    /// Writes a snapshot as of now, after every queued one. Blocking: for `close()`.
+    /// Writes a snapshot as of now (none if no producer), after every queued one. Blocking: for `close()`.
     func writeProducerSnapshotNow() {
         let snapshot = state.withLock { state in
             state.producers.isEmpty ? nil : ProducerSnapshot(offset: state.nextOffset, producers: state.producers)
         }
-        guard let snapshot else { return }
-        syncQueue.sync { writeProducerSnapshot(snapshot) }
+        syncQueue.sync { if let snapshot { writeProducerSnapshot(snapshot) } }
     }
 
     /// A failed write only costs a longer scan on the next open (the old snapshot, if any, stays whole).

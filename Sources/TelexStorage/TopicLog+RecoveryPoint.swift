@@ -58,6 +58,7 @@ extension TopicLog {
     /// After a round sealed every segment below `sealed`: writes the producer snapshot a roll queued and moves
     /// the recovery point. Blocking: on the sync queue, after the round's acknowledgements.
     func recordSealing(below sealed: Int64) {
+        guard !state.withLock({ $0.closedFiles }) else { return }
         writeProducerSnapshot(sealedBelow: sealed)
         writeRecoveryPoint(sealed)
     }

@@ -52,6 +52,8 @@ public final class TopicLog: Sendable {
         var failure: TelexError?
         /// Producer memory as of the last roll, written once the sync round has sealed the segments below it.
         var pendingProducerSnapshot: ProducerSnapshot?
+        /// Set as `close()` returns: a round still queued (a retry) writes no snapshot or recovery point.
+        var closedFiles = false
         /// Set by `close()`: appends are refused and the interval fsync stops.
         var closed = false
         /// Interval fsync rounds run so far.
@@ -432,8 +434,13 @@ public final class TopicLog: Sendable {
             state.closed = true
             state.segments.last!.sealTimeIndex()
         }
-        defer { for segment in state.withLock({ $0.segments }) { segment.closeFiles() } }
+        defer {
+            // No later round may write into the directory (deleteLog removes it once close returns).
+            syncQueue.sync { state.withLock { $0.closedFiles = true } }
+            for segment in state.withLock({ $0.segments }) { segment.closeFiles() }
+        }
         try sync()
+        // Only after a successful final fsync: a snapshot must not remember batches a crash could still take away.
         writeProducerSnapshotNow()
     }
 }

@@ -29,11 +29,14 @@ struct Soak: AsyncParsableCommand {
     func run() async throws {
         let configuration = try patientConfiguration(connection, name: "soak", attempts: 8)
         let period = NIOLockedValueBox(Period())
-        let end = ContinuousClock.now + .seconds(minutes * 60)
+        let reports = max(1, Int((minutes * 60 / reportSeconds).rounded()))
         let rate = self.rate
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<publishers {
-                group.addTask { try await Self.publish(rate: rate, topic: "soak.\(index)", configuration: configuration, period: period) }
+                group.addTask {
+                    try await Self.publish(
+                        rate: rate, topic: "soak.\(index)", configuration: configuration, period: period)
+                }
             }
             for index in 0..<(subscribers + consumers) {
                 let consumer = index < subscribers ? nil : "soak-consumer-\(index - subscribers)"
@@ -42,22 +45,28 @@ struct Soak: AsyncParsableCommand {
             try await TelexClient.withClient(configuration: configuration) { admin in
                 var next = ContinuousClock.now + .seconds(reportSeconds)
                 let started = ContinuousClock.now
-                while next <= end {
+                for _ in 0..<reports {
                     try await Task.sleep(until: next)
                     next += .seconds(reportSeconds)
-                    let taken = period.withLockedValue { period in defer { period = Period() }; return period }
+                    let taken = period.withLockedValue { period in
+                        defer { period = Period() }
+                        return period
+                    }
                     let lag = try await admin.consumerPositions().reduce(Int64(0)) { $0 + $1.lag }
                     let sorted = taken.latencies.sorted()
                     func percentile(_ p: Double) -> String {
-                        sorted.isEmpty ? "-" : String(format: "%.1f", sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))])
+                        sorted.isEmpty
+                            ? "-" : String(format: "%.1f", sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))])
                     }
                     let elapsed = (ContinuousClock.now - started).components.seconds
-                    FileHandle.standardOutput.write(Data("""
-                        soak: t=\(elapsed)s rss_kb=\(brokerRSS()) open_files=\(brokerOpenFiles()) \
-                        published=\(taken.published) consumed=\(taken.consumed) \
-                        ack_p50_ms=\(percentile(0.5)) ack_p99_ms=\(percentile(0.99)) consumer_lag=\(lag)
+                    FileHandle.standardOutput.write(
+                        Data(
+                            """
+                            soak: t=\(elapsed)s rss_kb=\(brokerRSS()) open_files=\(brokerOpenFiles()) \
+                            published=\(taken.published) consumed=\(taken.consumed) \
+                            ack_p50_ms=\(percentile(0.5)) ack_p99_ms=\(percentile(0.99)) consumer_lag=\(lag)
 
-                        """.utf8))
+                            """.utf8))
                 }
             }
             group.cancelAll()
@@ -65,7 +74,9 @@ struct Soak: AsyncParsableCommand {
     }
 
     /// Publishes `rate` events a second in batches of 10, one batch in flight, timing each publish→ack.
-    private static func publish(rate: Int, topic: String, configuration: ClientConfiguration, period: NIOLockedValueBox<Period>) async throws {
+    private static func publish(
+        rate: Int, topic: String, configuration: ClientConfiguration, period: NIOLockedValueBox<Period>
+    ) async throws {
         try await TelexClient.withClient(configuration: configuration) { client in
             let clock = ContinuousClock()
             let interval = Duration.seconds(10.0 / Double(rate))
@@ -83,7 +94,10 @@ struct Soak: AsyncParsableCommand {
                     return
                 }
                 let milliseconds = Double((clock.now - start) / .microseconds(1)) / 1000
-                period.withLockedValue { $0.latencies.append(milliseconds); $0.published += records.count }
+                period.withLockedValue {
+                    $0.latencies.append(milliseconds)
+                    $0.published += records.count
+                }
                 next += interval
                 if next > clock.now { try? await Task.sleep(until: next) } else { next = clock.now }
             }
@@ -91,7 +105,9 @@ struct Soak: AsyncParsableCommand {
     }
 
     /// A live subscriber (no consumer) or a durable consumer committing every 100 events.
-    private static func read(consumer: String?, configuration: ClientConfiguration, period: NIOLockedValueBox<Period>) async throws {
+    private static func read(consumer: String?, configuration: ClientConfiguration, period: NIOLockedValueBox<Period>)
+        async throws
+    {
         try await TelexClient.withClient(configuration: configuration) { client in
             let subscription = try await client.subscribe("soak.>", from: .beginning, consumer: consumer)
             var uncommitted = 0
@@ -109,7 +125,9 @@ struct Soak: AsyncParsableCommand {
     private func brokerRSS() -> String {
         let status = (try? String(contentsOfFile: "/proc/\(serverPid)/status", encoding: .utf8)) ?? ""
         let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
-        return line.map { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.map(String.init) ?? "?" } ?? "?"
+        return line.map {
+            $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.map(String.init) ?? "?"
+        } ?? "?"
     }
 
     private func brokerOpenFiles() -> Int {

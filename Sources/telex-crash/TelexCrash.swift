@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import NIOCore
 import NIOConcurrencyHelpers
+import NIOCore
 import TelexCLI
 import TelexClient
 import TelexProtocol
@@ -20,7 +20,9 @@ struct TelexCrash: AsyncParsableCommand {
 let crashTopics = ["crash.a", "crash.b"]
 
 /// A client configuration that keeps reconnecting while the broker is down (it comes back within seconds).
-func patientConfiguration(_ options: ConnectionOptions, name: String, attempts: Int = 1_000_000) throws -> ClientConfiguration {
+func patientConfiguration(_ options: ConnectionOptions, name: String, attempts: Int = 1_000_000) throws
+    -> ClientConfiguration
+{
     var configuration = try options.configuration(defaultName: name)
     configuration.maxReconnectAttempts = attempts
     configuration.initialReconnectDelay = .milliseconds(20)
@@ -58,7 +60,9 @@ struct Observations {
     var readersCaughtUp: Bool {
         var ends: [String: Int64] = [:]
         for event in acknowledged { ends[event.topic] = max(ends[event.topic, default: 0], event.offset + 1) }
-        return ends.allSatisfy { subscriberNext[$0.key, default: 0] >= $0.value && consumerNext[$0.key, default: 0] >= $0.value }
+        return ends.allSatisfy {
+            subscriberNext[$0.key, default: 0] >= $0.value && consumerNext[$0.key, default: 0] >= $0.value
+        }
     }
 }
 
@@ -88,14 +92,20 @@ struct Drive: AsyncParsableCommand {
         let commitEvery = self.commitEvery
         try await withThrowingTaskGroup(of: Void.self) { readers in
             readers.addTask { try await Self.subscribe(configuration: readConfiguration, seen: seen) }
-            readers.addTask { try await Self.consume(configuration: consumerConfiguration, commitEvery: commitEvery, seen: seen) }
+            readers.addTask {
+                try await Self.consume(configuration: consumerConfiguration, commitEvery: commitEvery, seen: seen)
+            }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in 0..<publishers {
                     group.addTask {
-                        try await Self.publish(index: index, batchSize: batchSize, pause: pause, configuration: publishConfiguration, seen: seen, stopping: stopping)
+                        try await Self.publish(
+                            index: index, batchSize: batchSize, pause: pause, configuration: publishConfiguration,
+                            seen: seen, stopping: stopping)
                     }
                 }
-                while !FileManager.default.fileExists(atPath: stopPath) { try await Task.sleep(for: .milliseconds(100)) }
+                while !FileManager.default.fileExists(atPath: stopPath) {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
                 stopping.withLockedValue { $0 = true }
                 try await group.waitForAll()
             }
@@ -105,7 +115,9 @@ struct Drive: AsyncParsableCommand {
                 try await Task.sleep(for: .milliseconds(50))
             }
             seen.withLockedValue { seen in
-                if !seen.readersCaughtUp { seen.problems.append("the readers did not catch up within 30 s of the stop") }
+                if !seen.readersCaughtUp {
+                    seen.problems.append("the readers did not catch up within 30 s of the stop")
+                }
             }
             readers.cancelAll()
         }
@@ -114,8 +126,11 @@ struct Drive: AsyncParsableCommand {
 
     /// Publishes batches of `batch` events, one at a time, and records each acknowledged event. A batch is
     /// re-sent unchanged until acknowledged, so a retry after a crash is answered as a duplicate.
-    private static func publish(index: Int, batchSize: Int, pause: Duration, configuration: ClientConfiguration, seen: NIOLockedValueBox<Observations>,
-                         stopping: NIOLockedValueBox<Bool>) async throws {
+    private static func publish(
+        index: Int, batchSize: Int, pause: Duration, configuration: ClientConfiguration,
+        seen: NIOLockedValueBox<Observations>,
+        stopping: NIOLockedValueBox<Bool>
+    ) async throws {
         let topic = crashTopics[index % crashTopics.count]
         try await TelexClient.withClient(configuration: configuration) { client in
             var number = 0
@@ -124,13 +139,21 @@ struct Drive: AsyncParsableCommand {
                 number += batchSize
                 var pending = try await client.prepare(ids.map(record), topic: topic)
                 var acks: [PublishAck] = []
-                while !pending.isEmpty {
+                var failures = 0
+                var gaveUp = false
+                while !pending.isEmpty, !gaveUp {
                     do {
                         acks += try await client.publish(prepared: pending)
                         pending = []
                     } catch let error as PublishError {
                         acks += error.acknowledged
                         pending = error.unacknowledged
+                        failures += 1
+                        // A broker that keeps refusing (not just restarting) must not hang the run.
+                        gaveUp = failures >= 500
+                        if gaveUp {
+                            seen.withLockedValue { $0.problems.append("publisher \(index) gave up: \(error)") }
+                        }
                         try await Task.sleep(for: .milliseconds(20))
                     }
                 }
@@ -139,10 +162,12 @@ struct Drive: AsyncParsableCommand {
                 seen.withLockedValue { seen in
                     seen.duplicateAcks += acks.filter(\.duplicate).count
                     for (id, offset) in zip(ids, offsets) { seen.acknowledged.append((topic, offset, id)) }
-                    if offsets.count != ids.count {
-                        seen.problems.append("publisher \(index): \(ids.count) events acknowledged with \(offsets.count) offsets")
+                    if offsets.count != ids.count, !gaveUp {
+                        seen.problems.append(
+                            "publisher \(index): \(ids.count) events acknowledged with \(offsets.count) offsets")
                     }
                 }
+                if gaveUp { return }
                 try await Task.sleep(for: pause)
             }
         }
@@ -150,7 +175,9 @@ struct Drive: AsyncParsableCommand {
 
     /// The live subscriber: one subscription that resumes by itself after each reconnect; within it every
     /// topic's offsets must follow on one by one. Runs until cancelled.
-    private static func subscribe(configuration: ClientConfiguration, seen: NIOLockedValueBox<Observations>) async throws {
+    private static func subscribe(configuration: ClientConfiguration, seen: NIOLockedValueBox<Observations>)
+        async throws
+    {
         try await TelexClient.withClient(configuration: configuration) { client in
             var next: [String: Int64] = [:]
             while !Task.isCancelled {
@@ -183,13 +210,16 @@ struct Drive: AsyncParsableCommand {
     /// from the committed positions; it must be at or after the last commit acknowledged (and not past the
     /// newest sent). A session ends when the connection drops (one connection attempt); the next begins once the
     /// broker is back. Commits every `commitEvery` events; runs until cancelled.
-    private static func consume(configuration: ClientConfiguration, commitEvery: Int, seen: NIOLockedValueBox<Observations>) async throws {
+    private static func consume(
+        configuration: ClientConfiguration, commitEvery: Int, seen: NIOLockedValueBox<Observations>
+    ) async throws {
         var acknowledged: [String: Int64] = [:]
         var sent: [String: Int64] = [:]
         while !Task.isCancelled {
             do {
                 try await TelexClient.withClient(configuration: configuration) { client in
-                    let subscription = try await client.subscribe("crash.>", from: .beginning, consumer: "crash-durable")
+                    let subscription = try await client.subscribe(
+                        "crash.>", from: .beginning, consumer: "crash-durable")
                     seen.withLockedValue { $0.consumerSessions += 1 }
                     var next: [String: Int64] = [:]
                     for range in subscription.topics {
@@ -198,21 +228,27 @@ struct Drive: AsyncParsableCommand {
                         if range.startOffset < committed || range.startOffset > newest {
                             seen.withLockedValue {
                                 $0.consumerResumeViolations += 1
-                                $0.problems.append("durable consumer resumed \(range.topic) at \(range.startOffset); last commit acknowledged \(committed), newest sent \(newest)")
+                                $0.problems.append(
+                                    "durable consumer resumed \(range.topic) at \(range.startOffset); last commit acknowledged \(committed), newest sent \(newest)"
+                                )
                             }
                         }
                         next[range.topic] = range.startOffset
                     }
                     var uncommitted = 0
                     for try await delivered in subscription {
-                        if delivered.offset != next[delivered.topic, default: 0] { seen.withLockedValue { $0.consumerGaps += 1 } }
+                        if delivered.offset != next[delivered.topic, default: 0] {
+                            seen.withLockedValue { $0.consumerGaps += 1 }
+                        }
                         next[delivered.topic] = delivered.offset + 1
                         uncommitted += 1
                         if uncommitted >= commitEvery {
                             let offsets = subscription.nextOffsets
                             for (topic, offset) in offsets { sent[topic] = max(sent[topic, default: 0], offset) }
                             try await subscription.commit()
-                            for (topic, offset) in offsets { acknowledged[topic] = max(acknowledged[topic, default: 0], offset) }
+                            for (topic, offset) in offsets {
+                                acknowledged[topic] = max(acknowledged[topic, default: 0], offset)
+                            }
                             seen.withLockedValue { $0.commitsAcknowledged += 1 }
                             uncommitted = 0
                         }
@@ -248,7 +284,8 @@ struct Drive: AsyncParsableCommand {
 /// exits 1 if anything acknowledged is missing or any check failed.
 struct Verify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "verify", abstract: "Check the broker's log against DIR/acks.txt, DIR/delivered.txt and DIR/live.txt.")
+        commandName: "verify",
+        abstract: "Check the broker's log against DIR/acks.txt, DIR/delivered.txt and DIR/live.txt.")
 
     @OptionGroup var connection: ConnectionOptions
     @Option(help: "Directory the drive command wrote its results to.") var dir: String
@@ -272,13 +309,15 @@ struct Verify: AsyncParsableCommand {
         let live = try String(contentsOfFile: dir + "/live.txt", encoding: .utf8)
         let liveLine = live.split(separator: "\n").first.map(String.init) ?? ""
         let liveFailures = ["subscriber_duplicates", "subscriber_gaps", "consumer_resume_violations", "consumer_gaps"]
-            .filter { name in liveLine.split(separator: " ").contains { $0.hasPrefix(name + "=") && $0 != name + "=0" } }
+            .filter { name in liveLine.split(separator: " ").contains { $0.hasPrefix(name + "=") && $0 != name + "=0" }
+            }
         for event in lost.prefix(10) {
             let found = stored[event.topic]?[event.offset] ?? "nothing"
             printError("lost: \(event.id) acknowledged at \(event.topic)@\(event.offset), stored there: \(found)")
         }
         for line in live.split(separator: "\n").dropFirst() { printError(String(line)) }
-        print("""
+        print(
+            """
             crashes=\(crashes) acknowledged=\(acknowledged.count) lost=\(lost.count) \
             stored=\(stored.values.reduce(0) { $0 + $1.count }) stored_twice=\(storedTwice) \
             delivered_not_stored=\(deliveredLost.count) \(liveLine.replacingOccurrences(of: "acknowledged=\(acknowledged.count) ", with: ""))
@@ -292,7 +331,9 @@ struct Verify: AsyncParsableCommand {
     private func events(in file: String) throws -> [(topic: String, offset: Int64, id: String)] {
         try String(contentsOfFile: dir + "/" + file, encoding: .utf8).split(separator: "\n").map { line in
             let fields = line.split(separator: " ")
-            guard fields.count == 3, let offset = Int64(fields[1]) else { throw ValidationError("bad line in \(file): \(line)") }
+            guard fields.count == 3, let offset = Int64(fields[1]) else {
+                throw ValidationError("bad line in \(file): \(line)")
+            }
             return (String(fields[0]), offset, String(fields[2]))
         }
     }

@@ -23,17 +23,21 @@ struct ProducerSnapshotTests {
     /// The retries of every batch written by `writeOldProducer` are answered with their original offsets.
     func expectRetriesRecognised(_ log: TopicLog) throws {
         let end = log.endOffset
-        #expect(try log.append(makeBatch(records: 2, seed: 1, producerID: Self.producer, sequence: 0))
-            == AppendResult(baseOffset: 0, recordCount: 2, duplicate: true))
-        #expect(try log.append(makeBatch(records: 2, seed: 2, producerID: Self.producer, sequence: 1))
-            == AppendResult(baseOffset: 2, recordCount: 2, duplicate: true))
-        #expect(try log.append(makeBatch(records: 1, seed: 3, producerID: Self.other, sequence: 0))
-            == AppendResult(baseOffset: 4, recordCount: 1, duplicate: true))
+        #expect(
+            try log.append(makeBatch(records: 2, seed: 1, producerID: Self.producer, sequence: 0))
+                == AppendResult(baseOffset: 0, recordCount: 2, duplicate: true))
+        #expect(
+            try log.append(makeBatch(records: 2, seed: 2, producerID: Self.producer, sequence: 1))
+                == AppendResult(baseOffset: 2, recordCount: 2, duplicate: true))
+        #expect(
+            try log.append(makeBatch(records: 1, seed: 3, producerID: Self.other, sequence: 0))
+                == AppendResult(baseOffset: 4, recordCount: 1, duplicate: true))
         #expect(log.endOffset == end)
     }
 
     func smallSegments() -> LogConfiguration {
-        testConfiguration(segmentBytes: makeBatch(records: 2, seed: 1, producerID: Self.producer, sequence: 0).readableBytes)
+        testConfiguration(
+            segmentBytes: makeBatch(records: 2, seed: 1, producerID: Self.producer, sequence: 0).readableBytes)
     }
 
     @Test("a producer seen only in old segments is remembered after a clean reopen")
@@ -96,10 +100,13 @@ struct ProducerSnapshotTests {
             try ProducerSnapshot(offset: 4, producers: producers).write(directory: logDirectory(directory))
             let handler = RecordingLogHandler()
             let reopened = try openLog(directory, testConfiguration(), handler: handler)
-            #expect(handler.messages.contains("ignoring producer snapshot newer than the log; reading every segment instead"))
+            #expect(
+                handler.messages.contains(
+                    "ignoring producer snapshot newer than the log; reading every segment instead"))
             #expect(!FileManager.default.fileExists(atPath: logDirectory(directory) + "/" + ProducerSnapshot.fileName))
-            #expect(try reopened.append(makeBatch(records: 2, producerID: Self.producer, sequence: 1))
-                == AppendResult(baseOffset: 2, recordCount: 2, duplicate: false))
+            #expect(
+                try reopened.append(makeBatch(records: 2, producerID: Self.producer, sequence: 1))
+                    == AppendResult(baseOffset: 2, recordCount: 2, duplicate: false))
             #expect(try reopened.append(makeBatch(records: 2, producerID: Self.producer, sequence: 0)).duplicate)
             try reopened.close()
         }
@@ -108,7 +115,9 @@ struct ProducerSnapshotTests {
     @Test("a snapshot round-trips keeping each producer's newest batches; a truncated one is refused, naming the file")
     func encoding() throws {
         var state = ProducerState(lastAppendTime: 5)
-        for sequence in 0..<200 { state.remember(Int32(sequence), baseOffset: Int64(sequence) * 3, recordCount: 3, appendTime: 5) }
+        for sequence in 0..<200 {
+            state.remember(Int32(sequence), baseOffset: Int64(sequence) * 3, recordCount: 3, appendTime: 5)
+        }
         let snapshot = ProducerSnapshot(offset: 600, producers: [1: state, 2: ProducerState(lastAppendTime: 9)])
         let decoded = try ProducerSnapshot(decoding: snapshot.encoded(), path: "p")
         #expect(decoded.offset == 600)
@@ -119,7 +128,9 @@ struct ProducerSnapshotTests {
         #expect(decoded.producers[1]?.lookup(Int32(199 - ProducerSnapshot.entriesPerProducer)) == nil)
         var truncated = snapshot.encoded()
         truncated.moveWriterIndex(to: truncated.writerIndex - 1)
-        let error = #expect(throws: TelexError.self) { try ProducerSnapshot(decoding: truncated, path: "/d/producers.snapshot") }
+        let error = #expect(throws: TelexError.self) {
+            try ProducerSnapshot(decoding: truncated, path: "/d/producers.snapshot")
+        }
         #expect(error?.message.contains("/d/producers.snapshot is not a valid producer snapshot") == true)
     }
 
