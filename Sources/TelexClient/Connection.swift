@@ -35,7 +35,15 @@ final class Connection: Sendable {
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
+        let channel: any Channel
+        let handler: NIOLoopBound<ClientChannelHandler>
+        do {
+            // The initializer hands out the handler it adds: a broker that closes at once (a refused TLS
+            // handshake) may tear the pipeline down before the connect's result is seen, and a lookup then would
+            // lose the handler, and the reason it holds, with it.
+            (channel, handler) = try await bootstrap.connect(
+                host: configuration.host, port: configuration.port
+            ) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tlsContext {
                         try channel.pipeline.syncOperations.addHandler(TLSReplyGuard(address: address))
@@ -45,19 +53,11 @@ final class Connection: Sendable {
                             TLSErrorTranslator(address: address, verifiedName: verifiedName ?? configuration.host))
                     }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(limits: limits)))
-                    try channel.pipeline.syncOperations.addHandler(ClientChannelHandler(logger: logger))
+                    let handler = ClientChannelHandler(logger: logger)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                    return (channel, NIOLoopBound(handler, eventLoop: channel.eventLoop))
                 }
             }
-        let channel: any Channel
-        let handler: NIOLoopBound<ClientChannelHandler>
-        do {
-            // The handler is looked up as the connect completes, before anything is read: a broker that closes
-            // at once (a refused TLS handshake) would otherwise take the handler, and the reason, with it.
-            (channel, handler) = try await bootstrap.connect(host: configuration.host, port: configuration.port)
-                .flatMapThrowing { channel in
-                    let handler = try channel.pipeline.syncOperations.handler(type: ClientChannelHandler.self)
-                    return (channel, NIOLoopBound(handler, eventLoop: channel.eventLoop))
-                }.get()
         } catch {
             throw TelexError(.connectionFailed,
                 "cannot reach the Telex broker at \(address) (\(error)); is telexd running? Start it with `swift run telexd`, or pass --server HOST:PORT")

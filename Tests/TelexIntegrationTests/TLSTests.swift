@@ -2,6 +2,7 @@ import Foundation
 import InMemoryLogging
 import Logging
 import NIOCore
+import NIOPosix
 import TelexClient
 import TelexProtocol
 import TelexServer
@@ -81,6 +82,51 @@ private func connectError(_ configuration: ClientConfiguration) async throws -> 
         return (error, clock.now - start)
     }
     throw TelexError(.internalError, "connecting to \(configuration.host):\(configuration.port) succeeded")
+}
+
+/// A TLS port on 127.0.0.1 that refuses every client as it accepts it: with `alert`, a fatal handshake_failure
+/// alert and the end of its output; else a plain close. The client's TCP connect succeeds, and its channel may
+/// be torn down before the client sees the connect complete.
+private func withRefusingServer<T>(alert: Bool, _ body: (Int) async throws -> T) async throws -> T {
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(TLSRefuser(alert: alert))
+            }
+        }
+        .bind(host: "127.0.0.1", port: 0).get()
+    do {
+        let result = try await body(channel.localAddress!.port!)
+        try await channel.close()
+        return result
+    } catch {
+        try? await channel.close()
+        throw error
+    }
+}
+
+/// The accepted side of `withRefusingServer`.
+private final class TLSRefuser: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// A TLS record holding a fatal (2) handshake_failure (40) alert.
+    private static let handshakeFailureAlert: [UInt8] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]
+    private let alert: Bool
+
+    init(alert: Bool) {
+        self.alert = alert
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        guard alert else { return context.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: Self.handshakeFailureAlert)), promise: nil)
+        // Only the output: the ClientHello is then read and dropped, not answered with a reset.
+        context.close(mode: .output, promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
 @Suite("TLS", .serialized, .timeLimit(.minutes(1)))
@@ -215,6 +261,30 @@ struct TLSTests {
             } catch {
                 try? await server.shutdown()
                 throw error
+            }
+        }
+    }
+
+    @Test("a broker that refuses the TLS handshake as it accepts is never reported unreachable")
+    func refusedAtOnce() async throws {
+        try await withTLSFixture { fixture, _ in
+            for alert in [true, false] {
+                try await withRefusingServer(alert: alert) { port in
+                    var configuration = ClientConfiguration(port: port, clientName: "integration-test")
+                    configuration.tls = fixture.clientTLS()
+                    configuration.connectTimeout = .seconds(3)
+                    for _ in 0..<50 {
+                        let (error, _) = try await connectError(configuration)
+                        #expect(!error.message.contains("cannot reach"), "\(error)")
+                        if alert {
+                            #expect(error.code == .tlsFailure, "\(error)")
+                            #expect(error.message.contains("valid for 127.0.0.1 (else pass --tls-server-name)"))
+                        } else {
+                            // An end of stream or a reset during the handshake, as the close happens to arrive.
+                            #expect([.tlsFailure, .connectionFailed].contains(error.code), "\(error)")
+                        }
+                    }
+                }
             }
         }
     }
