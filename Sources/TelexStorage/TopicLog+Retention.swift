@@ -1,0 +1,62 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import TelexProtocol
+
+/// Retention: idle segments rolled so they can expire, and old segments deleted (Protocol/STORAGE.md §7).
+extension TopicLog {
+    /// Rolls a non-empty active segment that no append rolled although its first batch is `segmentAgeMilliseconds`
+    /// old or its newest is past the retention age, so that retention can delete it (an idle topic's data would
+    /// otherwise stay forever). Returns whether it rolled. Blocking (opens the new segment's files).
+    @discardableResult
+    func rollIfIdle(now: Int64) throws(TelexError) -> Bool {
+        let rolled = try state.withLock { state throws(TelexError) -> Bool in
+            let active = state.segments.last!
+            guard !state.closed, state.failure == nil, active.size > 0 else { return false }
+            let aged = now - (active.firstAppendTime ?? now) >= configuration.segmentAgeMilliseconds
+            let expired = configuration.retentionMilliseconds.map { (active.lastAppendTime ?? now) < now - $0 } ?? false
+            guard aged || expired else { return false }
+            _ = try roll(&state)
+            return true
+        }
+        if rolled { scheduleSync() }
+        return rolled
+    }
+
+    /// Deletes whole old segments past the retention age or size; the active segment is never deleted, but an
+    /// idle one old enough is rolled first (`rollIfIdle`).
+    ///
+    /// Segments leave the log under its lock; their files are unlinked and the directory fsynced after it is
+    /// released. Readers holding a slice of a deleted segment can still read it. Blocking: call it off event loops.
+    @discardableResult
+    public func applyRetention(now: Int64? = nil) throws(TelexError) -> Int {
+        let now = now ?? FileIO.nowMilliseconds()
+        try rollIfIdle(now: now)
+        let removed = state.withLock { state -> [(segment: Segment, byAge: Bool)] in
+            var total = state.segments.reduce(0) { $0 + $1.size }
+            var removed: [(Segment, Bool)] = []
+            while state.segments.count > 1 {
+                let oldest = state.segments[0]
+                let tooOld = configuration.retentionMilliseconds.map { (oldest.lastAppendTime ?? now) < now - $0 } ?? false
+                let tooBig = configuration.retentionBytes.map { total > $0 } ?? false
+                guard tooOld || tooBig else { break }
+                state.segments.removeFirst()
+                total -= oldest.size
+                removed.append((oldest, tooOld))
+            }
+            return removed
+        }
+        guard !removed.isEmpty else { return 0 }
+        let logStartOffset = startOffset
+        for (segment, byAge) in removed {
+            try segment.deleteFiles()
+            logger.info("retention deleted segment", metadata: [
+                "segment": "\(segment.logPath)", "reason": "\(byAge ? "age" : "size")",
+                "logStartOffset": "\(logStartOffset)",
+            ])
+        }
+        try FileIO.syncDirectory(directory)
+        metrics.retentionDeletedSegments.increment(by: removed.count)
+        return removed.count
+    }
+}
