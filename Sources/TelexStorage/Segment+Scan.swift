@@ -26,9 +26,12 @@ struct SegmentScan {
     var end: Int
     /// The offset after the last valid batch.
     var nextOffset: Int64
-    /// Append time of the last valid batch.
+    /// The newest append time of the valid batches (the maximum: a time going backwards is only a warning).
     var lastAppendTime: Int64?
     var batches = 0
+    /// Valid batches whose append time is before an earlier batch's: the time is outside the CRC, so a bit flip
+    /// can move one forward and make every later batch look older. Logged as warnings, never a failure.
+    var appendTimesGoingBackwards: [(offset: Int64, appendTime: Int64, newest: Int64)] = []
     /// Damaged ranges found, in file order.
     var damaged: [DamagedRange] = []
     /// Why the bytes from `end` on are not a batch, when no valid batch follows them (a torn tail).
@@ -68,8 +71,9 @@ private struct ScanWindow {
 
 extension Segment {
     /// Walks whole batches from `position`, where offset `offset` is expected, checking each one as recovery does
-    /// (whole, the expected base offset, append times not going backwards, `RecordBatch.validate` with its CRC),
-    /// until `target` (at a batch boundary) or `limit`. `onBatch` gets each valid batch and its position.
+    /// (whole, the expected base offset, `RecordBatch.validate` with its CRC), until `target` (at a batch boundary)
+    /// or `limit`. `onBatch` gets each valid batch and its position. An append time going backwards is recorded in
+    /// `appendTimesGoingBackwards`, not a failure (bytes 12-19 are outside the CRC).
     ///
     /// A bad batch is followed by a search, byte by byte up to `limit`, for a valid batch with a plausible base
     /// offset (at or above the expected one, within this segment's u32 range): if one is found, the bytes in between
@@ -87,7 +91,7 @@ extension Segment {
         while position < target, position < limit {
             var reason: String?
             if let header = try validBatch(at: position, in: &window, expected: scan.nextOffset, exact: true,
-                                           after: scan.lastAppendTime, limits: limits, reason: &reason) {
+                                           limits: limits, reason: &reason) {
                 accept(header, at: position, into: &scan, onBatch: onBatch)
                 position += header.totalSize
                 continue
@@ -97,7 +101,7 @@ extension Segment {
             var ignored: String?
             while candidate + RecordBatchHeader.size <= limit {
                 found = try validBatch(at: candidate, in: &window, expected: scan.nextOffset, exact: false,
-                                       after: scan.lastAppendTime, limits: limits, reason: &ignored)
+                                       limits: limits, reason: &ignored)
                 if found != nil { break }
                 candidate += 1
             }
@@ -126,7 +130,10 @@ extension Segment {
     ) {
         onBatch(header, position)
         scan.nextOffset = header.nextOffset
-        scan.lastAppendTime = header.appendTime
+        if let newest = scan.lastAppendTime, header.appendTime < newest {
+            scan.appendTimesGoingBackwards.append((header.baseOffset, header.appendTime, newest))
+        }
+        scan.lastAppendTime = max(scan.lastAppendTime ?? header.appendTime, header.appendTime)
         scan.batches += 1
         scan.end = position + header.totalSize
     }
@@ -134,8 +141,8 @@ extension Segment {
     /// The header of the valid batch at `position`, or nil with `reason` saying why there is none. With `exact`
     /// its base offset must be `expected`; otherwise at or above it (a candidate after damage).
     private func validBatch(
-        at position: Int, in window: inout ScanWindow, expected: Int64, exact: Bool, after lastAppendTime: Int64?,
-        limits: RecordBatchLimits, reason: inout String?
+        at position: Int, in window: inout ScanWindow, expected: Int64, exact: Bool, limits: RecordBatchLimits,
+        reason: inout String?
     ) throws(TelexError) -> RecordBatchHeader? {
         let remaining = window.limit - position
         guard let index = try window.load(position, length: RecordBatchHeader.size),
@@ -157,10 +164,6 @@ extension Segment {
             : header.baseOffset >= expected && header.baseOffset - baseOffset <= Int64(UInt32.max)
         else {
             reason = "base offset \(header.baseOffset) where \(expected) was expected"
-            return nil
-        }
-        if let lastAppendTime, header.appendTime < lastAppendTime {
-            reason = "append time going backwards at offset \(header.baseOffset)"
             return nil
         }
         guard let start = try window.load(position, length: header.totalSize) else {

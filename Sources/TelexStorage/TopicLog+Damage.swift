@@ -39,6 +39,7 @@ extension TopicLog {
             }
             let scan = try segment.recover(indexInterval: configuration.indexIntervalBytes,
                                            limits: configuration.batchLimits)
+            logAppendTimesGoingBackwards(scan, in: segment, logger: logger)
             for damage in scan.damaged {
                 reportDamage(damage, in: segment, directory: directory, logger: logger, metrics: metrics, found: "on open")
             }
@@ -52,6 +53,16 @@ extension TopicLog {
                 try segment.syncLog()
             }
             try segment.rewriteIndexes()
+        }
+    }
+
+    /// Logs each valid batch whose append time is before an earlier one's (a warning: the time is outside the CRC).
+    static func logAppendTimesGoingBackwards(_ scan: SegmentScan, in segment: Segment, logger: Logger) {
+        for (offset, appendTime, newest) in scan.appendTimesGoingBackwards {
+            logger.warning("append time going backwards", metadata: [
+                "segment": "\(segment.logPath)", "offset": "\(offset)", "appendTime": "\(appendTime)",
+                "newestBefore": "\(newest)",
+            ])
         }
     }
 
@@ -135,6 +146,7 @@ extension TopicLog {
         let scan = try segment.scan(from: from.bytes, offset: from.nextOffset, lastAppendTime: from.lastAppendTime,
                                     target: target, limit: limit, tailNextOffset: tailNextOffset,
                                     limits: configuration.batchLimits)
+        Self.logAppendTimesGoingBackwards(scan, in: segment, logger: logger)
         let found = state.withLock { _ -> [DamagedRange] in
             let new = scan.damaged.filter { damage in !segment.damaged.contains { $0.position == damage.position } }
             segment.damaged = (segment.damaged + new).sorted { $0.position < $1.position }
