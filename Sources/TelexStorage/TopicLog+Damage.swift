@@ -14,7 +14,8 @@ extension TopicLog {
     /// Checks and repairs `segments` (oldest first) as the log opens. A sealed segment whose indexes load and agree
     /// with its headers is trusted, unless damage was copied aside from it before: then it is scanned again, so the
     /// damaged ranges are known on every open. The active segment is always scanned to its end. A torn tail (bad
-    /// bytes with no valid batch after them) is cut; damaged ranges stay.
+    /// bytes with no valid batch after them) of the active segment is cut; a sealed segment's bad tail is a damaged
+    /// range up to the next segment's base offset, never cut; damaged ranges stay.
     static func recoverSegments(
         _ segments: [Segment], directory: String, configuration: LogConfiguration, logger: Logger, metrics: TopicMetrics
     ) throws(TelexError) {
@@ -38,7 +39,8 @@ extension TopicLog {
                 logger.warning("rebuilding index", metadata: ["segment": "\(segment.logPath)"])
             }
             let scan = try segment.recover(indexInterval: configuration.indexIntervalBytes,
-                                           limits: configuration.batchLimits)
+                                           limits: configuration.batchLimits,
+                                           following: isActive ? nil : segments[index + 1].baseOffset)
             logAppendTimesGoingBackwards(scan, in: segment, logger: logger)
             for damage in scan.damaged {
                 reportDamage(damage, in: segment, directory: directory, logger: logger, metrics: metrics, found: "on open")

@@ -6,7 +6,8 @@ extension TopicLog {
     /// and `maxBatches`; nil when `offset` is at or past the readable end. Offsets below the log start throw.
     ///
     /// Never walks through a damaged range: a read reaching one gets the batches before it; one starting in it
-    /// throws `DATA_LOSS` naming the lost offsets, or with `skipDamaged` continues after it. Batches of a segment
+    /// throws `DATA_LOSS` naming the lost offsets, or with `skipDamaged` continues after it. A gap between
+    /// segments (offsets no segment holds) is handled the same way. Batches of a segment
     /// not CRC-checked yet (sealed before the log opened) are checked when first read, once.
     ///
     /// Reads batch headers from the page cache (a 64 KiB window at a time), not the batches themselves, except for
@@ -33,7 +34,7 @@ extension TopicLog {
                     segment: segment, lease: try segment.logFile.lease(),
                     position: segment.indexedPosition(atOrBefore: offset).position, limit: segment.size, end: end,
                     following: index + 1 < state.segments.count ? state.segments[index + 1].baseOffset : nil,
-                    damaged: segment.damaged, verifiedBytes: segment.verified.bytes)
+                    segmentEnd: segment.nextOffset, damaged: segment.damaged, verifiedBytes: segment.verified.bytes)
             }
             guard let located else { return nil }
             if let damage = located.damaged.first(where: { $0.contains(offset) }) {
@@ -58,10 +59,21 @@ extension TopicLog {
                 }
                 return slice
             }
-            // The offset fell in a gap left by a cut segment: continue at the next one.
+            // The offset fell in a gap between segments (bytes lost from a segment's end): the offsets are lost.
             guard let following = located.following, following > offset else { return nil }
+            guard skipDamaged else { throw gapLoss(from: located.segmentEnd, to: following, at: offset) }
             offset = following
         }
+    }
+
+    /// The error for a read that starts in a gap between segments: offsets `first` up to `next` are in no file.
+    private func gapLoss(from first: Int64, to next: Int64, at offset: Int64) -> TelexError {
+        let first = min(first, offset)
+        let lost = next - first == 1
+            ? "offset \(first) of \(topic) is" : "offsets \(first)-\(next - 1) of \(topic) are"
+        return TelexError(.dataLoss,
+            "\(lost) lost: no segment holds them (the next segment starts at offset \(next)); subscribe with skip-damaged to read on from offset \(next)",
+            topic: topic, offset: offset)
     }
 
     /// Where a read found `offset`, taken under the lock.
@@ -76,6 +88,8 @@ extension TopicLog {
         var end: Int64
         /// The next segment's base offset, if any.
         var following: Int64?
+        /// The segment's next offset: where a gap before `following` starts.
+        var segmentEnd: Int64
         var damaged: [DamagedRange]
         var verifiedBytes: Int
     }

@@ -38,4 +38,71 @@ struct TailDamageTests {
             #expect(try log.append(makeBatch(records: 1)).baseOffset == Int64(ThreeHundredEvents.count))
         }
     }
+    @Test("a bad tail of a sealed segment found while serving stays a damaged range up to the next segment")
+    func sealedTailDamageIsNeverCut() async throws {
+        try await withTemporaryDirectory { directory in
+            let fixture = try CrashFixture(directory)
+            // Segment 0 holds offsets 0-5 in three batches; its last one (4-5) is flipped.
+            let path = segmentPath(directory, 0, ".log")
+            let size = try fileSize(path)
+            let batch = fixture.stored[0].readableBytes
+            var contents = try readFile(path)
+            contents[2 * batch + 80] ^= 0x10
+            try writeFile(path, contents)
+
+            let log = try openLog(directory, fixture.configuration)
+            expectDataLoss { try log.read(from: 4, maxBytes: .max) }
+            try log.close()
+            for _ in 0..<2 {
+                let handler = RecordingLogHandler()
+                let reopened = try openLog(directory, fixture.configuration, handler: handler)
+                #expect(!handler.messages.contains("cut torn log tail"))
+                #expect(try fileSize(path) == size)
+                #expect(try reopened.read(from: 2, maxBytes: .max)?.nextOffset == 4)
+                expectDataLoss { try reopened.read(from: 4, maxBytes: .max) }
+                expectDataLoss { try reopened.read(from: 5, maxBytes: .max) }
+                #expect(try reopened.read(from: 4, maxBytes: 1, skipDamaged: true)?.firstOffset == 6)
+                try reopened.close()
+            }
+        }
+    }
+
+    @Test("the segment before the active one: a bad last batch is a damaged range, not a torn tail")
+    func segmentBeforeActiveTailIsDamage() async throws {
+        try await withTemporaryDirectory { directory in
+            let fixture = try CrashFixture(directory)
+            let path = segmentPath(directory, 6, ".log")
+            let size = try fileSize(path)
+            var contents = try readFile(path)
+            contents[size - 20] ^= 0x10
+            try writeFile(path, contents)
+
+            let handler = RecordingLogHandler()
+            let log = try openLog(directory, fixture.configuration, handler: handler)
+            #expect(!handler.messages.contains("cut torn log tail"))
+            #expect(handler.errorMessages == ["damaged batches in log: serving around them"])
+            #expect(try fileSize(path) == size)
+            expectDataLoss { try log.read(from: 10, maxBytes: .max) }
+            #expect(try log.read(from: 10, maxBytes: 1, skipDamaged: true)?.firstOffset == 12)
+            #expect(log.endOffset == fixture.lastBase + 1)
+        }
+    }
+
+    @Test("a gap between segments is DATA_LOSS for a reader, or skipped with skip-damaged; never jumped silently")
+    func gapBetweenSegments() async throws {
+        try await withTemporaryDirectory { directory in
+            let fixture = try CrashFixture(directory)
+            // Segment 0 loses its last batch (offsets 4-5) from its end.
+            let batch = fixture.stored[0].readableBytes
+            truncateFile(segmentPath(directory, 0, ".log"), to: 2 * batch)
+
+            let log = try openLog(directory, fixture.configuration)
+            #expect(try log.read(from: 2, maxBytes: .max)?.nextOffset == 4)
+            for offset in Int64(4)...5 {
+                expectDataLoss({ try log.read(from: offset, maxBytes: .max) }, "offset \(offset)")
+                #expect(try log.read(from: offset, maxBytes: 1, skipDamaged: true)?.firstOffset == 6)
+            }
+            #expect(try log.read(from: 6, maxBytes: 1)?.firstOffset == 6)
+        }
+    }
 }
