@@ -77,9 +77,10 @@ extension Segment {
     ///
     /// A bad batch is followed by a search, byte by byte up to `limit`, for a valid batch with a plausible base
     /// offset (at or above the expected one, within this segment's u32 range): if one is found, the bytes in between
-    /// are a `DamagedRange` and the walk goes on from there; if none, the scan ends with `tornReason` (a torn
-    /// tail). `tailNextOffset` closes a damaged range that runs to `limit` instead (a sealed segment's tail, known
-    /// to end where the next segment starts); nil means such a range is a torn tail.
+    /// are a `DamagedRange` and the walk goes on from there. If none, `tailNextOffset` (a sealed segment's tail,
+    /// known to end where the next segment starts) makes the bytes up to `limit` a damaged range; without it (the
+    /// active segment) a whole batch with a plausible header and no zero sector that fails its CRC is a damaged
+    /// range (its offsets kept), and anything else is an incomplete write: the scan ends with `tornReason`.
     func scan(
         from position: Int, offset: Int64, lastAppendTime: Int64?, target: Int, limit: Int,
         tailNextOffset: Int64? = nil, limits: RecordBatchLimits,
@@ -115,13 +116,47 @@ extension Segment {
                                                  firstOffset: scan.nextOffset, nextOffset: max(tailNextOffset, scan.nextOffset)))
                 scan.nextOffset = max(tailNextOffset, scan.nextOffset)
                 position = limit
+            } else if let header = try wholeDamagedBatch(at: position, in: &window, expected: scan.nextOffset,
+                                                         limits: limits) {
+                scan.damaged.append(DamagedRange(position: position, length: header.totalSize,
+                                                 firstOffset: scan.nextOffset, nextOffset: header.nextOffset))
+                scan.nextOffset = header.nextOffset
+                position += header.totalSize
+                scan.end = position
             } else {
+                scan.end = position
                 scan.tornReason = reason ?? "bytes that are not a batch"
                 return scan
             }
         }
         scan.end = position
         return scan
+    }
+
+    /// The header of the bad batch at `position` if it is whole and was written whole: a plausible header (magic,
+    /// known codec, the expected base offset, 1...max records, a length that fits) and no 512-byte-aligned block of
+    /// zeros (a sector never written: segment files are append-only, so a lost write reads as zeros). Such a batch
+    /// failing its CRC is corruption, not an incomplete write (Protocol/STORAGE.md §6.1).
+    private func wholeDamagedBatch(
+        at position: Int, in window: inout ScanWindow, expected: Int64, limits: RecordBatchLimits
+    ) throws(TelexError) -> RecordBatchHeader? {
+        guard let index = try window.load(position, length: RecordBatchHeader.size),
+            window.buffer.readableBytes - index >= RecordBatchHeader.size,
+            let header = RecordBatchHeader.peek(window.buffer, at: index),
+            header.magic == RecordBatchHeader.currentMagic, header.codec != nil, header.baseOffset == expected,
+            header.recordCount >= 1, Int(header.recordCount) <= limits.maxRecordCount,
+            header.totalSize >= RecordBatchHeader.size, position + header.totalSize <= window.limit,
+            let start = try window.load(position, length: header.totalSize)
+        else { return nil }
+        var block = (position + 511) / 512 * 512
+        while block + 512 <= position + header.totalSize {
+            let from = start + block - position
+            if window.buffer.withUnsafeReadableBytes({ bytes in bytes[from..<(from + 512)].allSatisfy { $0 == 0 } }) {
+                return nil
+            }
+            block += 512
+        }
+        return header
     }
 
     private func accept(

@@ -14,8 +14,7 @@ extension TopicLog {
     /// Checks and repairs `segments` (oldest first) as the log opens. A sealed segment whose indexes load and agree
     /// with its headers is trusted, unless damage was copied aside from it before: then it is scanned again, so the
     /// damaged ranges are known on every open. The active segment is always scanned to its end. A torn tail (bad
-    /// bytes with no valid batch after them) of the active segment is cut; a sealed segment's bad tail is a damaged
-    /// range up to the next segment's base offset, never cut; damaged ranges stay.
+    /// bytes with no valid batch after them) is cut; damaged ranges stay.
     static func recoverSegments(
         _ segments: [Segment], directory: String, configuration: LogConfiguration, logger: Logger, metrics: TopicMetrics
     ) throws(TelexError) {
@@ -27,7 +26,7 @@ extension TopicLog {
                     "\(segment.logPath) starts at offset \(segment.baseOffset) but the previous segment ends at \(segments[index - 1].nextOffset); move one aside")
             }
             let prefix = Segment.fileName(segment.baseOffset, "-")
-            let wasDamaged = asideNames.contains { $0.hasPrefix(prefix) }
+            let wasDamaged = asideNames.contains { $0.hasPrefix(prefix) && !$0.hasSuffix("-torn.bin") }
             // The segment before the active one may have been rolled away from without its sealing fsyncs (a
             // crash before the sync round): even with sound indexes it is scanned and CRC-checked (§6).
             let mayBeUnsealed = index == segments.count - 2
@@ -46,10 +45,18 @@ extension TopicLog {
                 reportDamage(damage, in: segment, directory: directory, logger: logger, metrics: metrics, found: "on open")
             }
             if let reason = scan.tornReason {
+                let copy = tornPath(segment, at: scan.end, directory: directory)
+                do throws(TelexError) {
+                    try copyAside(scan.end, length: segment.size - scan.end, from: segment, to: copy,
+                                  directory: directory + "/" + damagedDirectoryName)
+                } catch {
+                    // The tail is cut anyway: it was never acknowledged, and keeping it would stop the log opening.
+                    logger.error("could not copy torn log tail aside", metadata: ["path": "\(copy)", "error": "\(error)"])
+                }
                 logger.warning("cut torn log tail", metadata: [
                     "segment": "\(segment.logPath)", "position": "\(scan.end)",
                     "droppedBytes": "\(segment.size - scan.end)", "keptBatches": "\(scan.batches)",
-                    "reason": "\(reason)",
+                    "reason": "\(reason)", "copy": "\(copy)",
                 ])
                 try segment.truncate(to: scan.end)
                 try segment.syncLog()
@@ -68,6 +75,11 @@ extension TopicLog {
         }
     }
 
+    /// Where a cut torn tail of `segment` starting at `position` is copied: `damaged/<segment base>-<position>-torn.bin`.
+    static func tornPath(_ segment: Segment, at position: Int, directory: String) -> String {
+        directory + "/" + damagedDirectoryName + "/" + Segment.fileName(segment.baseOffset, "-\(position)-torn.bin")
+    }
+
     /// Where the bytes of `damage` in `segment` are copied: `damaged/<segment base>-<position>.bin`.
     static func asidePath(_ damage: DamagedRange, in segment: Segment, directory: String) -> String {
         directory + "/" + damagedDirectoryName + "/" + Segment.fileName(segment.baseOffset, "-\(damage.position).bin")
@@ -81,7 +93,8 @@ extension TopicLog {
     ) {
         let path = asidePath(damage, in: segment, directory: directory)
         do throws(TelexError) {
-            try copyAside(damage, from: segment, to: path, directory: directory + "/" + damagedDirectoryName)
+            try copyAside(damage.position, length: damage.length, from: segment, to: path,
+                          directory: directory + "/" + damagedDirectoryName)
         } catch {
             logger.error("could not copy damaged bytes aside", metadata: ["path": "\(path)", "error": "\(error)"])
         }
@@ -94,12 +107,12 @@ extension TopicLog {
     }
 
     private static func copyAside(
-        _ damage: DamagedRange, from segment: Segment, to path: String, directory: String
+        _ position: Int, length: Int, from segment: Segment, to path: String, directory: String
     ) throws(TelexError) {
         guard !FileIO.exists(path) else { return }
         var bytes = ByteBuffer()
         try segment.logFile.withDescriptor { fd throws(TelexError) in
-            _ = try FileIO.read(fd, at: damage.position, length: damage.length, into: &bytes, path: segment.logPath)
+            _ = try FileIO.read(fd, at: position, length: length, into: &bytes, path: segment.logPath)
         }
         try FileIO.makeDirectory(directory)
         try FileIO.replaceAtomically(path, in: directory, with: bytes)

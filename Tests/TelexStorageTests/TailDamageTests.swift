@@ -38,6 +38,63 @@ struct TailDamageTests {
             #expect(try log.append(makeBatch(records: 1)).baseOffset == Int64(ThreeHundredEvents.count))
         }
     }
+    @Test("an acknowledged last batch with one flipped bit is a damaged range: its offset is kept, its bytes copied")
+    func flippedLastBatchIsDamage() async throws {
+        try await withTemporaryDirectory { directory in
+            let fixture = try ThreeHundredEvents(directory)
+            let last = fixture.positions.last!
+            try fixture.flipBit(at: last + 80)
+            let size = try fileSize(fixture.logPath)
+
+            let handler = RecordingLogHandler()
+            let log = try openLog(directory, fixture.configuration, handler: handler)
+            #expect(!handler.messages.contains("cut torn log tail"))
+            #expect(handler.errorMessages == ["damaged batches in log: serving around them"])
+            #expect(log.endOffset == 300)
+            #expect(try fileSize(fixture.logPath) == size)
+            expectDataLoss { try log.read(from: 299, maxBytes: .max) }
+            #expect(try log.read(from: 298, maxBytes: .max)?.nextOffset == 299)
+            let copy = logDirectory(directory) + "/damaged/" + Segment.fileName(0, "-\(last).bin")
+            #expect(try readFile(copy) == Array(try readFile(fixture.logPath)[last...]))
+            #expect(try log.append(makeBatch(records: 1)).baseOffset == 300)
+            try log.close()
+
+            let reopened = try openLog(directory, fixture.configuration)
+            #expect(reopened.endOffset == 301)
+            expectDataLoss { try reopened.read(from: 299, maxBytes: .max) }
+            #expect(try reopened.read(from: 299, maxBytes: .max, skipDamaged: true)?.firstOffset == 300)
+        }
+    }
+
+    @Test("a last batch with an unwritten (all-zero) 512-byte sector is a torn tail: cut, and copied aside first")
+    func zeroSectorInLastBatchIsTorn() async throws {
+        try await withTemporaryDirectory { directory in
+            let configuration = testConfiguration()
+            let log = try openLog(directory, configuration)
+            for seed in 0..<3 { _ = try log.append(makeBatch(records: 1, seed: seed)) }
+            _ = try log.append(makeBatch(records: 30, seed: 3))
+            let stored = try readAllBatches(log)
+            try log.close()
+            let path = segmentPath(directory, 0, ".log")
+            let last = stored.dropLast().reduce(0) { $0 + $1.readableBytes }
+            var contents = try readFile(path)
+            let sector = (last + RecordBatchHeader.size + 511) / 512 * 512
+            #expect(sector + 512 <= contents.count)
+            for index in sector..<(sector + 512) { contents[index] = 0 }
+            try writeFile(path, contents)
+
+            let handler = RecordingLogHandler()
+            let reopened = try openLog(directory, configuration, handler: handler)
+            #expect(handler.messages.contains("cut torn log tail"))
+            #expect(handler.errorMessages.isEmpty)
+            #expect(reopened.endOffset == 3)
+            #expect(try fileSize(path) == last)
+            let copy = logDirectory(directory) + "/damaged/" + Segment.fileName(0, "-\(last)-torn.bin")
+            #expect(try readFile(copy) == Array(contents[last...]))
+            #expect(try reopened.append(makeBatch(records: 1)).baseOffset == 3)
+        }
+    }
+
     @Test("a bad tail of a sealed segment found while serving stays a damaged range up to the next segment")
     func sealedTailDamageIsNeverCut() async throws {
         try await withTemporaryDirectory { directory in
