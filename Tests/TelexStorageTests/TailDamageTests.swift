@@ -38,6 +38,7 @@ struct TailDamageTests {
             #expect(try log.append(makeBatch(records: 1)).baseOffset == Int64(ThreeHundredEvents.count))
         }
     }
+
     @Test("an acknowledged last batch with one flipped bit is a damaged range: its offset is kept, its bytes copied")
     func flippedLastBatchIsDamage() async throws {
         try await withTemporaryDirectory { directory in
@@ -160,6 +161,43 @@ struct TailDamageTests {
                 #expect(try log.read(from: offset, maxBytes: 1, skipDamaged: true)?.firstOffset == 6)
             }
             #expect(try log.read(from: 6, maxBytes: 1)?.firstOffset == 6)
+        }
+    }
+
+    @Test("readForDelivery never CRC-checks: stepping over damage into an unchecked segment asks for a check there")
+    func deliveryReadAsksForChecks() async throws {
+        try await withTemporaryDirectory { directory in
+            let batchSize = makeBatch(records: 2, seed: 0).readableBytes
+            let configuration = testConfiguration(segmentBytes: batchSize * 3 + batchSize / 2)
+            let log = try openLog(directory, configuration)
+            for _ in 0..<10 { _ = try log.append(makeBatch(records: 2, seed: 0)) }
+            try log.close()
+            #expect(try segmentBases(directory) == [0, 6, 12, 18])
+            // Segment 0's last batch (offsets 4-5) is flipped; segments 0 and 6 are trusted on open, not checked.
+            var contents = try readFile(segmentPath(directory, 0, ".log"))
+            contents[2 * batchSize + 80] ^= 0x10
+            try writeFile(segmentPath(directory, 0, ".log"), contents)
+
+            let reopened = try openLog(directory, configuration)
+            guard case .needsCheck(let first) = try reopened.readForDelivery(from: 4, maxBytes: .max) else {
+                Issue.record("a read of an unchecked segment did not ask for a check")
+                return
+            }
+            try reopened.checkSegment(containing: first)
+            #expect(throws: TelexError.self) { _ = try reopened.readForDelivery(from: 4, maxBytes: .max) }
+            guard case .needsCheck(let next) = try reopened.readForDelivery(from: 4, maxBytes: .max, skipDamaged: true)
+            else {
+                Issue.record("stepping over damage into an unchecked segment did not ask for a check")
+                return
+            }
+            #expect(next == 6)
+            #expect(reopened.needsCheck(at: 6))
+            try reopened.checkSegment(containing: next)
+            guard case .slice(let slice) = try reopened.readForDelivery(from: 4, maxBytes: 1, skipDamaged: true) else {
+                Issue.record("no slice after the check")
+                return
+            }
+            #expect(slice.firstOffset == 6)
         }
     }
 }
