@@ -76,11 +76,12 @@ extension Segment {
     /// `appendTimesGoingBackwards`, not a failure (bytes 12-19 are outside the CRC).
     ///
     /// A bad batch is followed by a search, byte by byte up to `limit`, for a valid batch with a plausible base
-    /// offset (at or above the expected one, within this segment's u32 range): if one is found, the bytes in between
-    /// are a `DamagedRange` and the walk goes on from there. If none, `tailNextOffset` (a sealed segment's tail,
-    /// known to end where the next segment starts) makes the bytes up to `limit` a damaged range; without it (the
-    /// active segment) a whole batch with a plausible header and no zero sector that fails its CRC is a damaged
-    /// range (its offsets kept), and anything else is an incomplete write: the scan ends with `tornReason`.
+    /// offset (at or above the expected one, within this segment's u32 range) that chains onward (see
+    /// `chainsOnward`): if one is found, the bytes in between are a
+    /// `DamagedRange` and the walk goes on from there. If none, `tailNextOffset` (a sealed segment's tail, known to
+    /// end where the next segment starts) makes the bytes up to `limit` a damaged range; without it (the active
+    /// segment) a whole batch with a plausible header and no zero sector that fails its CRC is a damaged range
+    /// (its offsets kept), and anything else is an incomplete write: the scan ends with `tornReason`.
     func scan(
         from position: Int, offset: Int64, lastAppendTime: Int64?, target: Int, limit: Int,
         tailNextOffset: Int64? = nil, limits: RecordBatchLimits,
@@ -97,16 +98,8 @@ extension Segment {
                 position += header.totalSize
                 continue
             }
-            var candidate = position + 1
-            var found: RecordBatchHeader?
-            var ignored: String?
-            while candidate + RecordBatchHeader.size <= limit {
-                found = try validBatch(at: candidate, in: &window, expected: scan.nextOffset, exact: false,
-                                       limits: limits, reason: &ignored)
-                if found != nil { break }
-                candidate += 1
-            }
-            if let found {
+            if case let (candidate, found)? = try nextChainingBatch(after: position, in: &window,
+                                                                    expected: scan.nextOffset, limits: limits) {
                 scan.damaged.append(DamagedRange(position: position, length: candidate - position,
                                                  firstOffset: scan.nextOffset, nextOffset: found.baseOffset))
                 accept(found, at: candidate, into: &scan, onBatch: onBatch)
@@ -116,6 +109,7 @@ extension Segment {
                                                  firstOffset: scan.nextOffset, nextOffset: max(tailNextOffset, scan.nextOffset)))
                 scan.nextOffset = max(tailNextOffset, scan.nextOffset)
                 position = limit
+                scan.end = position
             } else if let header = try wholeDamagedBatch(at: position, in: &window, expected: scan.nextOffset,
                                                          limits: limits) {
                 scan.damaged.append(DamagedRange(position: position, length: header.totalSize,
@@ -131,6 +125,49 @@ extension Segment {
         }
         scan.end = position
         return scan
+    }
+
+    /// The first valid batch after the bad bytes at `position` that can be trusted as real: a plausible base
+    /// offset, its CRC, and a successor that is valid and chains to it (or the end of the bytes right after it),
+    /// so that a valid batch stored inside a record's value is not taken for one.
+    private func nextChainingBatch(
+        after position: Int, in window: inout ScanWindow, expected: Int64, limits: RecordBatchLimits
+    ) throws(TelexError) -> (Int, RecordBatchHeader)? {
+        var candidate = position + 1
+        var ignored: String?
+        while candidate + RecordBatchHeader.size <= window.limit {
+            if let found = try validBatch(at: candidate, in: &window, expected: expected, exact: false, limits: limits,
+                                          reason: &ignored)
+            {
+                if try chainsOnward(at: candidate + found.totalSize, in: &window, expected: found.nextOffset,
+                                    limits: limits)
+                {
+                    return (candidate, found)
+                }
+            }
+            candidate += 1
+        }
+        return nil
+    }
+
+    /// Whether what follows a candidate at `end` confirms it: the end of the bytes, a valid batch with offset
+    /// `expected`, or the start of one cut short by the end of the bytes (a torn write after the candidate).
+    private func chainsOnward(
+        at end: Int, in window: inout ScanWindow, expected: Int64, limits: RecordBatchLimits
+    ) throws(TelexError) -> Bool {
+        let remaining = window.limit - end
+        if remaining < RecordBatchHeader.size { return true }
+        var ignored: String?
+        if try validBatch(at: end, in: &window, expected: expected, exact: true, limits: limits, reason: &ignored)
+            != nil
+        {
+            return true
+        }
+        guard let index = try window.load(end, length: RecordBatchHeader.size),
+            let header = RecordBatchHeader.peek(window.buffer, at: index)
+        else { return false }
+        return header.magic == RecordBatchHeader.currentMagic && header.baseOffset == expected
+            && header.totalSize > remaining
     }
 
     /// The header of the bad batch at `position` if it is whole and was written whole: a plausible header (magic,

@@ -200,4 +200,38 @@ struct TailDamageTests {
             #expect(slice.firstOffset == 6)
         }
     }
+
+    @Test("after damage, a valid batch stored inside a record's value is not taken for a real one")
+    func batchInsideARecordIsNotACandidate() async throws {
+        try await withTemporaryDirectory { directory in
+            // A whole valid batch claiming offset 5, carried as the value of the record of the batch at offset 1.
+            var inner = makeBatch(records: 1, seed: 7)
+            RecordBatch.assign(baseOffset: 5, appendTime: 1_700_000_000_000, in: &inner, at: inner.readerIndex)
+            var builder = RecordBatchBuilder()
+            builder.append(timestamp: 1_700_000_000_000, key: ByteBuffer(string: "carrier"), value: inner)
+            let configuration = testConfiguration()
+            let log = try openLog(directory, configuration)
+            for batch in [makeBatch(records: 1, seed: 0), builder.build(codec: .none), makeBatch(records: 1, seed: 2),
+                          makeBatch(records: 1, seed: 3)]
+            {
+                _ = try log.append(batch)
+            }
+            let stored = try readAllBatches(log)
+            try log.close()
+            // A bit flipped in the carrier's key, before the inner batch: the carrier fails its CRC.
+            let path = segmentPath(directory, 0, ".log")
+            var contents = try readFile(path)
+            contents[stored[0].readableBytes + RecordBatchHeader.size + 4] ^= 0x10
+            try writeFile(path, contents)
+
+            let reopened = try openLog(directory, configuration)
+            #expect(reopened.endOffset == 4)
+            expectDataLoss { try reopened.read(from: 1, maxBytes: 1) }
+            #expect(try reopened.read(from: 1, maxBytes: 1, skipDamaged: true)?.firstOffset == 2)
+            for offset in Int64(2)...3 {
+                let slice = try #require(try reopened.read(from: offset, maxBytes: 1))
+                #expect(bytes(try slice.readBytes()) == bytes(stored[Int(offset)]))
+            }
+        }
+    }
 }
