@@ -128,8 +128,8 @@ extension TopicLog {
     }
 
     /// Whether reading `offset` would first CRC-check batches nobody has checked yet (in a segment that was sealed
-    /// when the log opened). A caller on an event loop runs `checkSegment(containing:)` on a thread pool first, so
-    /// that `read` finds nothing left to check. Cheap: looks at in-memory state only.
+    /// when the log opened). Cheap: looks at in-memory state only. A caller on an event loop reads with
+    /// `readForDelivery`, which answers `needsCheck(offset:)` instead of checking, wherever the read got to.
     public func needsCheck(at offset: Int64) -> Bool {
         state.withLock { state in
             guard offset >= state.segments.first!.baseOffset, offset < readableEnd(state) else { return false }
