@@ -186,16 +186,19 @@ extension ConnectionHandler {
         var wrote = false
         while mayStartDelivery, let read = subscriptions[id]?.machine.nextRead(writable: context.channel.isWritable) {
             let log = subscriptions[id]!.logs[read.topic]!
-            if log.needsCheck(at: read.offset) {
-                subscriptions[id]?.machine.readPostponed()
-                if wrote { flushOutbound() }
-                return checkBeforeReading(id, log: log, topic: read.topic, offset: read.offset)
-            }
             do throws(TelexError) {
-                // A damaged stored range ends the subscription with DATA_LOSS, or is stepped over if asked.
-                guard let slice = try log.read(from: read.offset, maxBytes: configuration.maxDeliverBytes,
-                                               maxBatches: read.maxBatches,
-                                               skipDamaged: subscriptions[id]!.skipDamaged) else { continue }
+                // A damaged stored range ends the subscription with DATA_LOSS, or is stepped over if asked. A read
+                // reaching a segment not CRC-checked yet waits for the check on the thread pool.
+                let slice: LogSlice
+                switch try log.readForDelivery(from: read.offset, maxBytes: configuration.maxDeliverBytes,
+                                               maxBatches: read.maxBatches, skipDamaged: subscriptions[id]!.skipDamaged) {
+                case .end: continue
+                case .needsCheck(let offset):
+                    subscriptions[id]?.machine.readPostponed()
+                    if wrote { flushOutbound() }
+                    return checkBeforeReading(id, log: log, topic: read.topic, offset: offset)
+                case .slice(let found): slice = found
+                }
                 subscriptions[id]?.machine.delivered(topic: read.topic, nextOffset: slice.nextOffset, batchCount: slice.batchCount)
                 countDelivered(slice, log: log)
                 if usesTLS {

@@ -48,7 +48,7 @@ extension ConnectionHandler {
         let skipDamaged = subscription.skipDamaged
         tlsReadsInFlight += 1
         threadPool.runIfActive(eventLoop: context.eventLoop) { () throws -> DeliveryCheck in
-            DeliveryCheck(try slice.readBytes(), skipDamaged: skipDamaged)
+            DeliveryCheck(try slice.readBytes(), offsets: slice.firstOffset..<slice.nextOffset, skipDamaged: skipDamaged)
         }.assumeIsolated().whenComplete { result in
             self.tlsReadsInFlight -= 1
             if self.subscriptions[id]?.listener === listener {
@@ -85,25 +85,45 @@ extension ConnectionHandler {
 
 /// Whole stored batches read for delivery, checked by their CRCs: the ones to send, and the offsets of those that
 /// failed. Without `skipDamaged` the batches to send stop at the first failure.
+///
+/// Lost offsets are counted from the chain of offsets the slice should hold (`offsets`), never from a header that
+/// failed: a batch failing its CRC covers offsets up to the next batch that chains on, and bytes that do not hold
+/// a whole batch with the expected base offset make the rest of the slice corrupt.
 struct DeliveryCheck: Sendable {
     var intact = ByteBuffer()
     var corrupt: [Range<Int64>] = []
 
-    init(_ bytes: ByteBuffer, skipDamaged: Bool) {
+    init(_ bytes: ByteBuffer, offsets: Range<Int64>, skipDamaged: Bool) {
         var position = bytes.readerIndex
-        while let header = RecordBatchHeader.peek(bytes, at: position), header.totalSize >= RecordBatchHeader.size,
-            position + header.totalSize <= bytes.writerIndex
-        {
+        var expected = offsets.lowerBound
+        while expected < offsets.upperBound {
+            guard let header = Self.batchHeader(in: bytes, at: position), header.baseOffset == expected else {
+                corrupt.append(expected..<offsets.upperBound)
+                return
+            }
             let batch = bytes.getSlice(at: position, length: header.totalSize)!
             let covered = batch.getSlice(at: batch.readerIndex + RecordBatchHeader.crcStart,
                                          length: header.totalSize - RecordBatchHeader.crcStart)!
+            position += header.totalSize
             if CRC32.checksum(covered) == header.crc {
                 if corrupt.isEmpty || skipDamaged { intact.writeImmutableBuffer(batch) }
-            } else {
-                corrupt.append(header.baseOffset..<header.nextOffset)
-                if !skipDamaged { return }
+                expected = header.nextOffset
+                continue
             }
-            position += header.totalSize
+            // The failed batch's record count is not trusted: its offsets end where the next batch starts.
+            let following = Self.batchHeader(in: bytes, at: position)?.baseOffset
+            let next = following.flatMap { $0 > expected && $0 < offsets.upperBound ? $0 : nil } ?? offsets.upperBound
+            corrupt.append(expected..<next)
+            if !skipDamaged || next == offsets.upperBound { return }
+            expected = next
         }
+    }
+
+    /// The header at `position` if a whole batch of its length follows in `bytes`.
+    private static func batchHeader(in bytes: ByteBuffer, at position: Int) -> RecordBatchHeader? {
+        guard let header = RecordBatchHeader.peek(bytes, at: position), header.totalSize >= RecordBatchHeader.size,
+            position + header.totalSize <= bytes.writerIndex
+        else { return nil }
+        return header
     }
 }

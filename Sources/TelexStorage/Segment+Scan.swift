@@ -26,9 +26,12 @@ struct SegmentScan {
     var end: Int
     /// The offset after the last valid batch.
     var nextOffset: Int64
-    /// Append time of the last valid batch.
+    /// The newest append time of the valid batches (the maximum: a time going backwards is only a warning).
     var lastAppendTime: Int64?
     var batches = 0
+    /// Valid batches whose append time is before an earlier batch's: the time is outside the CRC, so a bit flip
+    /// can move one forward and make every later batch look older. Logged as warnings, never a failure.
+    var appendTimesGoingBackwards: [(offset: Int64, appendTime: Int64, newest: Int64)] = []
     /// Damaged ranges found, in file order.
     var damaged: [DamagedRange] = []
     /// Why the bytes from `end` on are not a batch, when no valid batch follows them (a torn tail).
@@ -68,14 +71,17 @@ private struct ScanWindow {
 
 extension Segment {
     /// Walks whole batches from `position`, where offset `offset` is expected, checking each one as recovery does
-    /// (whole, the expected base offset, append times not going backwards, `RecordBatch.validate` with its CRC),
-    /// until `target` (at a batch boundary) or `limit`. `onBatch` gets each valid batch and its position.
+    /// (whole, the expected base offset, `RecordBatch.validate` with its CRC), until `target` (at a batch boundary)
+    /// or `limit`. `onBatch` gets each valid batch and its position. An append time going backwards is recorded in
+    /// `appendTimesGoingBackwards`, not a failure (bytes 12-19 are outside the CRC).
     ///
     /// A bad batch is followed by a search, byte by byte up to `limit`, for a valid batch with a plausible base
-    /// offset (at or above the expected one, within this segment's u32 range): if one is found, the bytes in between
-    /// are a `DamagedRange` and the walk goes on from there; if none, the scan ends with `tornReason` (a torn
-    /// tail). `tailNextOffset` closes a damaged range that runs to `limit` instead (a sealed segment's tail, known
-    /// to end where the next segment starts); nil means such a range is a torn tail.
+    /// offset (at or above the expected one, within this segment's u32 range) that chains onward (see
+    /// `chainsOnward`): if one is found, the bytes in between are a
+    /// `DamagedRange` and the walk goes on from there. If none, `tailNextOffset` (a sealed segment's tail, known to
+    /// end where the next segment starts) makes the bytes up to `limit` a damaged range; without it (the active
+    /// segment) a whole batch with a plausible header and no zero sector that fails its CRC is a damaged range
+    /// (its offsets kept), and anything else is an incomplete write: the scan ends with `tornReason`.
     func scan(
         from position: Int, offset: Int64, lastAppendTime: Int64?, target: Int, limit: Int,
         tailNextOffset: Int64? = nil, limits: RecordBatchLimits,
@@ -87,21 +93,13 @@ extension Segment {
         while position < target, position < limit {
             var reason: String?
             if let header = try validBatch(at: position, in: &window, expected: scan.nextOffset, exact: true,
-                                           after: scan.lastAppendTime, limits: limits, reason: &reason) {
+                                           limits: limits, reason: &reason) {
                 accept(header, at: position, into: &scan, onBatch: onBatch)
                 position += header.totalSize
                 continue
             }
-            var candidate = position + 1
-            var found: RecordBatchHeader?
-            var ignored: String?
-            while candidate + RecordBatchHeader.size <= limit {
-                found = try validBatch(at: candidate, in: &window, expected: scan.nextOffset, exact: false,
-                                       after: scan.lastAppendTime, limits: limits, reason: &ignored)
-                if found != nil { break }
-                candidate += 1
-            }
-            if let found {
+            if case let (candidate, found)? = try nextChainingBatch(after: position, in: &window,
+                                                                    expected: scan.nextOffset, limits: limits) {
                 scan.damaged.append(DamagedRange(position: position, length: candidate - position,
                                                  firstOffset: scan.nextOffset, nextOffset: found.baseOffset))
                 accept(found, at: candidate, into: &scan, onBatch: onBatch)
@@ -111,7 +109,16 @@ extension Segment {
                                                  firstOffset: scan.nextOffset, nextOffset: max(tailNextOffset, scan.nextOffset)))
                 scan.nextOffset = max(tailNextOffset, scan.nextOffset)
                 position = limit
+                scan.end = position
+            } else if let header = try wholeDamagedBatch(at: position, in: &window, expected: scan.nextOffset,
+                                                         limits: limits) {
+                scan.damaged.append(DamagedRange(position: position, length: header.totalSize,
+                                                 firstOffset: scan.nextOffset, nextOffset: header.nextOffset))
+                scan.nextOffset = header.nextOffset
+                position += header.totalSize
+                scan.end = position
             } else {
+                scan.end = position
                 scan.tornReason = reason ?? "bytes that are not a batch"
                 return scan
             }
@@ -120,13 +127,85 @@ extension Segment {
         return scan
     }
 
+    /// The first valid batch after the bad bytes at `position` that can be trusted as real: a plausible base
+    /// offset, its CRC, and a successor that is valid and chains to it (or the end of the bytes right after it),
+    /// so that a valid batch stored inside a record's value is not taken for one.
+    private func nextChainingBatch(
+        after position: Int, in window: inout ScanWindow, expected: Int64, limits: RecordBatchLimits
+    ) throws(TelexError) -> (Int, RecordBatchHeader)? {
+        var candidate = position + 1
+        var ignored: String?
+        while candidate + RecordBatchHeader.size <= window.limit {
+            if let found = try validBatch(at: candidate, in: &window, expected: expected, exact: false, limits: limits,
+                                          reason: &ignored)
+            {
+                if try chainsOnward(at: candidate + found.totalSize, in: &window, expected: found.nextOffset,
+                                    limits: limits)
+                {
+                    return (candidate, found)
+                }
+            }
+            candidate += 1
+        }
+        return nil
+    }
+
+    /// Whether what follows a candidate at `end` confirms it: the end of the bytes, a valid batch with offset
+    /// `expected`, or the start of one cut short by the end of the bytes (a torn write after the candidate).
+    private func chainsOnward(
+        at end: Int, in window: inout ScanWindow, expected: Int64, limits: RecordBatchLimits
+    ) throws(TelexError) -> Bool {
+        let remaining = window.limit - end
+        if remaining < RecordBatchHeader.size { return true }
+        var ignored: String?
+        if try validBatch(at: end, in: &window, expected: expected, exact: true, limits: limits, reason: &ignored)
+            != nil
+        {
+            return true
+        }
+        guard let index = try window.load(end, length: RecordBatchHeader.size),
+            let header = RecordBatchHeader.peek(window.buffer, at: index)
+        else { return false }
+        return header.magic == RecordBatchHeader.currentMagic && header.baseOffset == expected
+            && header.totalSize > remaining
+    }
+
+    /// The header of the bad batch at `position` if it is whole and was written whole: a plausible header (magic,
+    /// known codec, the expected base offset, 1...max records, a length that fits) and no 512-byte-aligned block of
+    /// zeros (a sector never written: segment files are append-only, so a lost write reads as zeros). Such a batch
+    /// failing its CRC is corruption, not an incomplete write (Protocol/STORAGE.md §6.1).
+    private func wholeDamagedBatch(
+        at position: Int, in window: inout ScanWindow, expected: Int64, limits: RecordBatchLimits
+    ) throws(TelexError) -> RecordBatchHeader? {
+        guard let index = try window.load(position, length: RecordBatchHeader.size),
+            window.buffer.readableBytes - index >= RecordBatchHeader.size,
+            let header = RecordBatchHeader.peek(window.buffer, at: index),
+            header.magic == RecordBatchHeader.currentMagic, header.codec != nil, header.baseOffset == expected,
+            header.recordCount >= 1, Int(header.recordCount) <= limits.maxRecordCount,
+            header.totalSize >= RecordBatchHeader.size, position + header.totalSize <= window.limit,
+            let start = try window.load(position, length: header.totalSize)
+        else { return nil }
+        var block = (position + 511) / 512 * 512
+        while block + 512 <= position + header.totalSize {
+            let from = start + block - position
+            if window.buffer.withUnsafeReadableBytes({ bytes in bytes[from..<(from + 512)].allSatisfy { $0 == 0 } }) {
+                return nil
+            }
+            block += 512
+        }
+        return header
+    }
+
     private func accept(
         _ header: RecordBatchHeader, at position: Int, into scan: inout SegmentScan,
         onBatch: (RecordBatchHeader, Int) -> Void
     ) {
         onBatch(header, position)
         scan.nextOffset = header.nextOffset
-        scan.lastAppendTime = header.appendTime
+        if let newest = scan.lastAppendTime, header.appendTime < newest {
+            scan.appendTimesGoingBackwards.append((header.baseOffset, header.appendTime, newest))
+        }
+        scan.lastAppendTime = max(scan.lastAppendTime ?? header.appendTime, header.appendTime)
         scan.batches += 1
         scan.end = position + header.totalSize
     }
@@ -134,8 +213,8 @@ extension Segment {
     /// The header of the valid batch at `position`, or nil with `reason` saying why there is none. With `exact`
     /// its base offset must be `expected`; otherwise at or above it (a candidate after damage).
     private func validBatch(
-        at position: Int, in window: inout ScanWindow, expected: Int64, exact: Bool, after lastAppendTime: Int64?,
-        limits: RecordBatchLimits, reason: inout String?
+        at position: Int, in window: inout ScanWindow, expected: Int64, exact: Bool, limits: RecordBatchLimits,
+        reason: inout String?
     ) throws(TelexError) -> RecordBatchHeader? {
         let remaining = window.limit - position
         guard let index = try window.load(position, length: RecordBatchHeader.size),
@@ -157,10 +236,6 @@ extension Segment {
             : header.baseOffset >= expected && header.baseOffset - baseOffset <= Int64(UInt32.max)
         else {
             reason = "base offset \(header.baseOffset) where \(expected) was expected"
-            return nil
-        }
-        if let lastAppendTime, header.appendTime < lastAppendTime {
-            reason = "append time going backwards at offset \(header.baseOffset)"
             return nil
         }
         guard let start = try window.load(position, length: header.totalSize) else {

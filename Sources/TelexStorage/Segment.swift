@@ -336,8 +336,9 @@ final class Segment: @unchecked Sendable {
 
     /// Scans every batch from the start, checking CRCs, and rebuilds the indexes from what is valid, stepping over
     /// damaged ranges (kept in `damaged`). The scan's `end` is where valid data ends; with a `tornReason`, the bytes
-    /// after it are a torn tail.
-    func recover(indexInterval: Int, limits: RecordBatchLimits) throws(TelexError) -> SegmentScan {
+    /// after it are a torn tail. `following` is the next segment's base offset (nil for the active segment): a
+    /// sealed segment's bad tail is a damaged range up to it, never a torn tail.
+    func recover(indexInterval: Int, limits: RecordBatchLimits, following: Int64?) throws(TelexError) -> SegmentScan {
         offsetIndex = []
         timeIndex = []
         bytesSinceIndexEntry = 0
@@ -347,11 +348,12 @@ final class Segment: @unchecked Sendable {
         lastBatchOffset = nil
         verified = Verified(bytes: 0, nextOffset: baseOffset, lastAppendTime: nil)
         let scan = try scan(from: 0, offset: baseOffset, lastAppendTime: nil, target: size, limit: size,
-                            limits: limits) { header, position in
+                            tailNextOffset: following, limits: limits) { header, position in
             // Only valid batches get index entries, so none points into damage.
             recordAppended(header, at: position, indexInterval: indexInterval, persist: false)
         }
         damaged = scan.damaged
+        nextOffset = scan.nextOffset
         verified = Verified(bytes: scan.end, nextOffset: scan.nextOffset, lastAppendTime: scan.lastAppendTime)
         return scan
     }

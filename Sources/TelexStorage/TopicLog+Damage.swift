@@ -28,7 +28,7 @@ extension TopicLog {
                     "\(segment.logPath) starts at offset \(segment.baseOffset) but the previous segment ends at \(segments[index - 1].nextOffset); move one aside")
             }
             let prefix = Segment.fileName(segment.baseOffset, "-")
-            let wasDamaged = asideNames.contains { $0.hasPrefix(prefix) }
+            let wasDamaged = asideNames.contains { $0.hasPrefix(prefix) && !$0.hasSuffix("-torn.bin") }
             // A segment at or above the recovery point may have been rolled away from without its sealing fsyncs
             // (a crash before the sync round): even with sound indexes it is scanned and CRC-checked (§6).
             let mayBeUnsealed = segment.baseOffset >= unsealedFrom
@@ -41,15 +41,25 @@ extension TopicLog {
             }
             scanned += 1
             let scan = try segment.recover(indexInterval: configuration.indexIntervalBytes,
-                                           limits: configuration.batchLimits)
+                                           limits: configuration.batchLimits,
+                                           following: isActive ? nil : segments[index + 1].baseOffset)
+            logAppendTimesGoingBackwards(scan, in: segment, logger: logger)
             for damage in scan.damaged {
                 reportDamage(damage, in: segment, directory: directory, logger: logger, metrics: metrics, found: "on open")
             }
             if let reason = scan.tornReason {
+                let copy = tornPath(segment, at: scan.end, directory: directory)
+                do throws(TelexError) {
+                    try copyAside(scan.end, length: segment.size - scan.end, from: segment, to: copy,
+                                  directory: directory + "/" + damagedDirectoryName)
+                } catch {
+                    // The tail is cut anyway: it was never acknowledged, and keeping it would stop the log opening.
+                    logger.error("could not copy torn log tail aside", metadata: ["path": "\(copy)", "error": "\(error)"])
+                }
                 logger.warning("cut torn log tail", metadata: [
                     "segment": "\(segment.logPath)", "position": "\(scan.end)",
                     "droppedBytes": "\(segment.size - scan.end)", "keptBatches": "\(scan.batches)",
-                    "reason": "\(reason)",
+                    "reason": "\(reason)", "copy": "\(copy)",
                 ])
                 try segment.truncate(to: scan.end)
                 try segment.syncLog()
@@ -57,6 +67,21 @@ extension TopicLog {
             try segment.rewriteIndexes()
         }
         return scanned
+    }
+
+    /// Logs each valid batch whose append time is before an earlier one's (a warning: the time is outside the CRC).
+    static func logAppendTimesGoingBackwards(_ scan: SegmentScan, in segment: Segment, logger: Logger) {
+        for (offset, appendTime, newest) in scan.appendTimesGoingBackwards {
+            logger.warning("append time going backwards", metadata: [
+                "segment": "\(segment.logPath)", "offset": "\(offset)", "appendTime": "\(appendTime)",
+                "newestBefore": "\(newest)",
+            ])
+        }
+    }
+
+    /// Where a cut torn tail of `segment` starting at `position` is copied: `damaged/<segment base>-<position>-torn.bin`.
+    static func tornPath(_ segment: Segment, at position: Int, directory: String) -> String {
+        directory + "/" + damagedDirectoryName + "/" + Segment.fileName(segment.baseOffset, "-\(position)-torn.bin")
     }
 
     /// Where the bytes of `damage` in `segment` are copied: `damaged/<segment base>-<position>.bin`.
@@ -72,7 +97,8 @@ extension TopicLog {
     ) {
         let path = asidePath(damage, in: segment, directory: directory)
         do throws(TelexError) {
-            try copyAside(damage, from: segment, to: path, directory: directory + "/" + damagedDirectoryName)
+            try copyAside(damage.position, length: damage.length, from: segment, to: path,
+                          directory: directory + "/" + damagedDirectoryName)
         } catch {
             logger.error("could not copy damaged bytes aside", metadata: ["path": "\(path)", "error": "\(error)"])
         }
@@ -85,12 +111,12 @@ extension TopicLog {
     }
 
     private static func copyAside(
-        _ damage: DamagedRange, from segment: Segment, to path: String, directory: String
+        _ position: Int, length: Int, from segment: Segment, to path: String, directory: String
     ) throws(TelexError) {
         guard !FileIO.exists(path) else { return }
         var bytes = ByteBuffer()
         try segment.logFile.withDescriptor { fd throws(TelexError) in
-            _ = try FileIO.read(fd, at: damage.position, length: damage.length, into: &bytes, path: segment.logPath)
+            _ = try FileIO.read(fd, at: position, length: length, into: &bytes, path: segment.logPath)
         }
         try FileIO.makeDirectory(directory)
         try FileIO.replaceAtomically(path, in: directory, with: bytes)
@@ -106,8 +132,8 @@ extension TopicLog {
     }
 
     /// Whether reading `offset` would first CRC-check batches nobody has checked yet (in a segment that was sealed
-    /// when the log opened). A caller on an event loop runs `checkSegment(containing:)` on a thread pool first, so
-    /// that `read` finds nothing left to check. Cheap: looks at in-memory state only.
+    /// when the log opened). Cheap: looks at in-memory state only. A caller on an event loop reads with
+    /// `readForDelivery`, which answers `needsCheck(offset:)` instead of checking, wherever the read got to.
     public func needsCheck(at offset: Int64) -> Bool {
         state.withLock { state in
             guard offset >= state.segments.first!.baseOffset, offset < readableEnd(state) else { return false }
@@ -139,6 +165,7 @@ extension TopicLog {
         let scan = try segment.scan(from: from.bytes, offset: from.nextOffset, lastAppendTime: from.lastAppendTime,
                                     target: target, limit: limit, tailNextOffset: tailNextOffset,
                                     limits: configuration.batchLimits)
+        Self.logAppendTimesGoingBackwards(scan, in: segment, logger: logger)
         let found = state.withLock { _ -> [DamagedRange] in
             let new = scan.damaged.filter { damage in !segment.damaged.contains { $0.position == damage.position } }
             segment.damaged = (segment.damaged + new).sorted { $0.position < $1.position }

@@ -6,14 +6,45 @@ extension TopicLog {
     /// and `maxBatches`; nil when `offset` is at or past the readable end. Offsets below the log start throw.
     ///
     /// Never walks through a damaged range: a read reaching one gets the batches before it; one starting in it
-    /// throws `DATA_LOSS` naming the lost offsets, or with `skipDamaged` continues after it. Batches of a segment
-    /// not CRC-checked yet (sealed before the log opened) are checked when first read, once.
+    /// throws `DATA_LOSS` naming the lost offsets, or with `skipDamaged` continues after it. A gap between
+    /// segments (offsets no segment holds) is handled the same way. Batches of a segment not CRC-checked yet
+    /// (sealed before the log opened) are checked when first read, once, on the caller's thread: callers on an
+    /// event loop use `readForDelivery` instead.
     ///
     /// Reads batch headers from the page cache (a 64 KiB window at a time), not the batches themselves, except for
     /// that first check.
     public func read(
         from offset: Int64, maxBytes: Int, maxBatches: Int = .max, skipDamaged: Bool = false
     ) throws(TelexError) -> LogSlice? {
+        switch try read(from: offset, maxBytes: maxBytes, maxBatches: maxBatches, skipDamaged: skipDamaged,
+                        checkHere: true) {
+        case .slice(let slice): slice
+        case .end, .needsCheck: nil
+        }
+    }
+
+    /// What `readForDelivery` found.
+    public enum DeliveryRead: Sendable {
+        case slice(LogSlice)
+        /// `offset` is at or past the readable end.
+        case end
+        /// The read reached bytes of a sealed segment not CRC-checked yet: run `checkSegment(containing: offset)`
+        /// off the event loop, then read again.
+        case needsCheck(offset: Int64)
+    }
+
+    /// `read` for a caller on an event loop: it never CRC-checks on the caller's thread (that is a read of up to a
+    /// whole segment, and maybe copies with fsyncs) but says which segment needs checking first, wherever the read
+    /// got to (past damage with `skipDamaged`, or across a gap between segments).
+    public func readForDelivery(
+        from offset: Int64, maxBytes: Int, maxBatches: Int = .max, skipDamaged: Bool = false
+    ) throws(TelexError) -> DeliveryRead {
+        try read(from: offset, maxBytes: maxBytes, maxBatches: maxBatches, skipDamaged: skipDamaged, checkHere: false)
+    }
+
+    private func read(
+        from offset: Int64, maxBytes: Int, maxBatches: Int, skipDamaged: Bool, checkHere: Bool
+    ) throws(TelexError) -> DeliveryRead {
         var offset = offset
         while true {
             // The lease is taken under the lock, while the segment is still in the log: retention may unlink its
@@ -33,9 +64,9 @@ extension TopicLog {
                     segment: segment, lease: try segment.logFile.lease(),
                     position: segment.indexedPosition(atOrBefore: offset).position, limit: segment.size, end: end,
                     following: index + 1 < state.segments.count ? state.segments[index + 1].baseOffset : nil,
-                    damaged: segment.damaged, verifiedBytes: segment.verified.bytes)
+                    segmentEnd: segment.nextOffset, damaged: segment.damaged, verifiedBytes: segment.verified.bytes)
             }
-            guard let located else { return nil }
+            guard let located else { return .end }
             if let damage = located.damaged.first(where: { $0.contains(offset) }) {
                 guard skipDamaged else { throw dataLoss(damage, in: located.segment) }
                 offset = damage.nextOffset
@@ -51,17 +82,31 @@ extension TopicLog {
             if let slice = try collect(&headers, from: position, offset: offset, end: located.end,
                                        maxBytes: maxBytes, maxBatches: maxBatches) {
                 let sliceEnd = slice.position + slice.length
-                if sliceEnd > located.verifiedBytes,
-                    try verify(located.segment, through: sliceEnd, limit: located.limit, following: located.following)
-                {
+                if sliceEnd > located.verifiedBytes {
+                    guard checkHere else { return .needsCheck(offset: offset) }
+                    // Then read again from a new snapshot: this check, or one that finished meanwhile on another
+                    // thread, may have found damage that the slice from the old snapshot runs across.
+                    _ = try verify(located.segment, through: sliceEnd, limit: located.limit,
+                                   following: located.following)
                     continue
                 }
-                return slice
+                return .slice(slice)
             }
-            // The offset fell in a gap left by a cut segment: continue at the next one.
-            guard let following = located.following, following > offset else { return nil }
+            // The offset fell in a gap between segments (bytes lost from a segment's end): the offsets are lost.
+            guard let following = located.following, following > offset else { return .end }
+            guard skipDamaged else { throw gapLoss(from: located.segmentEnd, to: following, at: offset) }
             offset = following
         }
+    }
+
+    /// The error for a read that starts in a gap between segments: offsets `first` up to `next` are in no file.
+    private func gapLoss(from first: Int64, to next: Int64, at offset: Int64) -> TelexError {
+        let first = min(first, offset)
+        let lost = next - first == 1
+            ? "offset \(first) of \(topic) is" : "offsets \(first)-\(next - 1) of \(topic) are"
+        return TelexError(.dataLoss,
+            "\(lost) lost: no segment holds them (the next segment starts at offset \(next)); subscribe with skip-damaged to read on from offset \(next)",
+            topic: topic, offset: offset)
     }
 
     /// Where a read found `offset`, taken under the lock.
@@ -76,6 +121,8 @@ extension TopicLog {
         var end: Int64
         /// The next segment's base offset, if any.
         var following: Int64?
+        /// The segment's next offset: where a gap before `following` starts.
+        var segmentEnd: Int64
         var damaged: [DamagedRange]
         var verifiedBytes: Int
     }

@@ -127,7 +127,18 @@ enum PowerLoss {
                 continue
             }
             do {
+                // A power loss may keep a later unsynced write and lose an earlier one (it reads as zeros):
+                // recovery reports that hole as a damaged range (STORAGE.md §6.2). DATA_LOSS may only ever cover
+                // offsets that were never acknowledged.
+                let damaged = log.state.withLock { state in state.segments.flatMap(\.damaged) }
                 for batch in required {
+                    if let damage = damaged.first(where: {
+                        $0.firstOffset < batch.offset + Int64(batch.recordCount) && $0.nextOffset > batch.offset
+                    }) {
+                        problems.append("acknowledged offset \(topic) \(batch.offset) lies in damaged range "
+                                        + "\(damage.firstOffset)..<\(damage.nextOffset)")
+                        continue
+                    }
                     guard let slice = try log.read(from: batch.offset, maxBytes: 1),
                         let stored = try RecordBatch.split(try slice.readBytes()).first,
                         header(stored).baseOffset == batch.offset, Array(bytes(stored).dropFirst(20)) == batch.body
@@ -138,7 +149,7 @@ enum PowerLoss {
                 }
                 var offset = log.startOffset
                 var served: Int64 = offset
-                while let slice = try log.read(from: offset, maxBytes: .max) {
+                while let slice = try log.read(from: offset, maxBytes: .max, skipDamaged: true) {
                     for stored in try RecordBatch.split(try slice.readBytes()) {
                         let checked = try RecordBatch.validate(stored, limits: configuration.batchLimits,
                                                                context: "\(topic) batch")

@@ -71,7 +71,8 @@ struct RecoveryTests {
     }
 
     @Test(
-        "a bit flipped anywhere in the last batch outside its append time drops that batch", arguments: Codec.allCases)
+        "a bit flipped in the last batch: a bad header is a torn tail (cut), a whole batch failing its CRC is damage (kept)",
+        arguments: Codec.allCases)
     func bitFlipsInLastBatch(codec: Codec) async throws {
         try await withTemporaryDirectory { directory in
             let fixture = try CrashFixture(directory, lastCodec: codec)
@@ -83,18 +84,29 @@ struct RecoveryTests {
                 var contents = pristine
                 contents[fixture.lastPosition + position] ^= UInt8(1 << (position % 8))
                 try writeFile(fixture.activeLogPath, contents)
-                let log = try openLog(directory, fixture.configuration)
-                #expect(log.endOffset == fixture.lastBase, "flip at byte \(position)")
-                #expect(try log.read(from: fixture.lastBase, maxBytes: .max) == nil, "flip at byte \(position)")
-                let remaining = try readAllBatches(log)
+                let handler = RecordingLogHandler()
+                let log = try openLog(directory, fixture.configuration, handler: handler)
+                let remaining = try readAllBatches(log, skipDamaged: true)
                 #expect(remaining.map(bytes) == kept, "flip at byte \(position)")
                 for batch in remaining { _ = try RecordBatch.validate(batch) }
-                #expect(try log.append(makeBatch(records: 1)).baseOffset == fixture.lastBase)
+                if log.endOffset == fixture.lastBase {
+                    // A base offset, length, magic or count that no longer fits: an incomplete write, cut.
+                    #expect(handler.messages.contains("cut torn log tail"), "flip at byte \(position)")
+                    #expect(try log.read(from: fixture.lastBase, maxBytes: .max) == nil, "flip at byte \(position)")
+                } else {
+                    // A whole batch with a plausible header failing its CRC: damage, its offsets kept.
+                    #expect(handler.errorMessages == ["damaged batches in log: serving around them"])
+                    #expect(throws: TelexError.self) { _ = try log.read(from: fixture.lastBase, maxBytes: .max) }
+                }
+                #expect(position >= 8 || log.endOffset == fixture.lastBase, "flip at byte \(position)")
+                #expect(position < RecordBatchHeader.size || log.endOffset > fixture.lastBase, "flip at byte \(position)")
+                let end = log.endOffset
+                #expect(try log.append(makeBatch(records: 1)).baseOffset == end)
             }
         }
     }
 
-    @Test("a last batch whose append time goes back before the previous batch's is dropped")
+    @Test("a last batch whose append time goes back before the previous batch's is kept, with a warning")
     func appendTimeGoingBackwards() async throws {
         try await withTemporaryDirectory { directory in
             let fixture = try CrashFixture(directory)
@@ -103,9 +115,12 @@ struct RecoveryTests {
             try writeFile(fixture.activeLogPath, contents)
             let handler = RecordingLogHandler()
             let log = try openLog(directory, fixture.configuration, handler: handler)
-            #expect(log.endOffset == fixture.lastBase)
-            #expect(handler.messages.contains("cut torn log tail"))
-            #expect(try readAllBatches(log).map(bytes) == fixture.stored.dropLast().map(bytes))
+            #expect(log.endOffset == fixture.lastBase + 1)
+            #expect(!handler.messages.contains("cut torn log tail"))
+            #expect(handler.messages.contains("append time going backwards"))
+            #expect(log.lastAppendTime == header(fixture.stored[fixture.stored.count - 2]).appendTime)
+            #expect(try readAllBatches(log).map { bytes($0).dropFirst(20) }
+                == fixture.stored.map { bytes($0).dropFirst(20) })
         }
     }
 

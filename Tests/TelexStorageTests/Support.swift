@@ -99,11 +99,12 @@ func openLog(
         logger: makeLogger(handler))
 }
 
-/// Every stored batch from the log start to its readable end, read slice by slice with small limits.
-func readAllBatches(_ log: TopicLog, maxBytes: Int = 1) throws -> [ByteBuffer] {
+/// Every stored batch from the log start to its readable end, read slice by slice with small limits (stepping
+/// over damaged ranges with `skipDamaged`).
+func readAllBatches(_ log: TopicLog, maxBytes: Int = 1, skipDamaged: Bool = false) throws -> [ByteBuffer] {
     var batches: [ByteBuffer] = []
     var offset = log.startOffset
-    while let slice = try log.read(from: offset, maxBytes: maxBytes) {
+    while let slice = try log.read(from: offset, maxBytes: maxBytes, skipDamaged: skipDamaged) {
         #expect(slice.firstOffset <= offset)
         let bytes = try slice.readBytes()
         #expect(bytes.readableBytes == slice.length)
