@@ -89,16 +89,19 @@ extension TopicLog {
         directory + "/" + damagedDirectoryName + "/" + Segment.fileName(segment.baseOffset, "-\(damage.position).bin")
     }
 
-    /// Copies the damaged bytes aside (once: an existing copy is kept), logs at error level and counts the range.
-    /// A copy that cannot be made is logged; the log still opens and serves around the damage.
+    /// Copies the damaged bytes aside (once: an existing copy is kept; not with `copy` false, for a closed log),
+    /// logs at error level and counts the range. A copy that cannot be made is logged; the log still opens and
+    /// serves around the damage.
     static func reportDamage(
         _ damage: DamagedRange, in segment: Segment, directory: String, logger: Logger, metrics: TopicMetrics,
-        found: String
+        found: String, copy: Bool = true
     ) {
         let path = asidePath(damage, in: segment, directory: directory)
         do throws(TelexError) {
-            try copyAside(damage.position, length: damage.length, from: segment, to: path,
-                          directory: directory + "/" + damagedDirectoryName)
+            if copy {
+                try copyAside(damage.position, length: damage.length, from: segment, to: path,
+                              directory: directory + "/" + damagedDirectoryName)
+            }
         } catch {
             logger.error("could not copy damaged bytes aside", metadata: ["path": "\(path)", "error": "\(error)"])
         }
@@ -175,9 +178,12 @@ extension TopicLog {
             }
             return new
         }
-        for damage in found {
-            Self.reportDamage(damage, in: segment, directory: directory, logger: logger, metrics: metrics,
-                              found: "while serving")
+        // The copies aside are written only while the log is open (see `directoryClosed`).
+        directoryClosed.withLock { closed in
+            for damage in found {
+                Self.reportDamage(damage, in: segment, directory: directory, logger: logger, metrics: metrics,
+                                  found: "while serving", copy: !closed)
+            }
         }
         return !found.isEmpty
     }

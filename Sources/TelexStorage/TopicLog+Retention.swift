@@ -48,14 +48,19 @@ extension TopicLog {
         }
         guard !removed.isEmpty else { return 0 }
         let logStartOffset = startOffset
-        for (segment, byAge) in removed {
-            try segment.deleteFiles()
-            logger.info("retention deleted segment", metadata: [
-                "segment": "\(segment.logPath)", "reason": "\(byAge ? "age" : "size")",
-                "logStartOffset": "\(logStartOffset)",
-            ])
+        // Not once the log is closed: its directory may since hold a new topic of the same name, whose files
+        // have these names (deleteLog removes the old files itself).
+        try directoryClosed.withLock { closed throws(TelexError) in
+            guard !closed else { return }
+            for (segment, byAge) in removed {
+                try segment.deleteFiles()
+                logger.info("retention deleted segment", metadata: [
+                    "segment": "\(segment.logPath)", "reason": "\(byAge ? "age" : "size")",
+                    "logStartOffset": "\(logStartOffset)",
+                ])
+            }
+            try FileIO.syncDirectory(directory)
         }
-        try FileIO.syncDirectory(directory)
         metrics.retentionDeletedSegments.increment(by: removed.count)
         return removed.count
     }

@@ -66,6 +66,8 @@ extension TopicLog {
     /// A round that cannot open a file (the process is out of descriptors) keeps its waiters and is retried
     /// after a backoff from 50 ms doubling to 1 s; only a failed fsync fails the log.
     func syncRound() {
+        // A retry still queued when the log closed: its files are no longer its own (deleteLog, a new topic).
+        guard !state.withLock({ $0.closedFiles }) else { return }
         // Rounds of all the store's logs share a few slots: each holds leases on its files for the length of its
         // fsyncs, so this bounds how far the store can go over its open-file budget (STORAGE.md §11).
         files.syncSlots.wait()
@@ -114,6 +116,7 @@ extension TopicLog {
             if warn { state.lastUnavailableWarning = now }
             // A round is already queued when an appender asked for one since the snapshot.
             let retry = (!state.waiters.isEmpty || !state.unsealed.isEmpty) && !state.syncScheduled
+                && !state.closedFiles
             if retry { state.syncScheduled = true }
             return (delay, warn, retry)
         }

@@ -31,6 +31,11 @@ public final class TopicLog: Sendable {
     let files: FileDescriptorCache
     let syncQueue: DispatchQueue
     let state: Mutex<State>
+    /// True once `close()` has finished with the directory. Held (outside `state`) by whatever changes the
+    /// directory's files after the log opened apart from appends and sync rounds — retention's unlinks, copies of
+    /// damaged bytes — and taken by `close()`, so none of them runs after it: `deleteLog` then removes the
+    /// directory, and a topic of the same name may be created in it.
+    let directoryClosed = Mutex<Bool>(false)
     /// Segments recovery scanned batch by batch when the log opened (the others were trusted by their indexes).
     let segmentsScannedAtOpen: Int
 
@@ -380,11 +385,26 @@ public final class TopicLog: Sendable {
             state.segments.last!.sealTimeIndex()
         }
         defer {
-            // No later round may write into the directory (deleteLog removes it once close returns).
+            // No later round, retention pass or damage check may write into the directory (deleteLog removes it
+            // once close returns): a retried round still queued stops at `closedFiles`.
             syncQueue.sync { state.withLock { $0.closedFiles = true } }
+            directoryClosed.withLock { $0 = true }
             for segment in state.withLock({ $0.segments }) { segment.closeFiles() }
         }
-        try sync()
+        do throws(TelexError) {
+            try sync()
+        } catch {
+            // The final fsync could not run (no descriptors) or failed: what still waits is not durable and never
+            // will be through this log. Answer it now instead of leaving publishers waiting on a closed log.
+            let waiting = state.withLock { state in
+                defer { state.waiters = [] }
+                return state.waiters.map(\.callback)
+            }
+            let failure = TelexError(.storageFailure,
+                "log \(topic) closed before its batches were fsynced: \(error.message)", topic: topic)
+            for callback in waiting { callback(.failure(failure)) }
+            throw error
+        }
         // Only after a successful final fsync: a snapshot must not remember batches a crash could still take away.
         writeProducerSnapshotNow()
     }

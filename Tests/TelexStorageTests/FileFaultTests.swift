@@ -42,6 +42,30 @@ func isTooManyOpenFiles(_ error: TelexError?) -> Bool {
 
 @Suite("Failing opens, closes and fsyncs", .timeLimit(.minutes(1)))
 struct FileFaultTests {
+    @Test("closing a log whose final fsync cannot open its files answers every waiting append with an error")
+    func closeWithoutDescriptorsAnswersWaiters() async throws {
+        try await withTemporaryDirectory { directory in
+            let files = FileDescriptorCache(budget: 8)
+            let log = try openLog(directory, testConfiguration(fsync: .always), files: files)
+            let result = try log.append(makeBatch(records: 2))
+            let spares = try evictIdleFiles(files, directory)
+            files.failOpens(.max)
+            let acks = NIOLockedValueBox<[Result<Void, TelexError>]>([])
+            log.whenDurable(result) { outcome in acks.withLockedValue { $0.append(outcome) } }
+            #expect(isTooManyOpenFiles(#expect(throws: TelexError.self) { try log.close() }))
+            let answered = acks.withLockedValue { $0 }
+            #expect(answered.count == 1)
+            if case .failure(let error) = answered.first {
+                #expect(error.code == .storageFailure)
+                #expect(error.message.contains("closed before its batches were fsynced"), "\(error.message)")
+            } else {
+                Issue.record("the waiting append was not answered with an error: \(answered)")
+            }
+            files.failOpens(0)
+            _ = spares
+        }
+    }
+
     @Test("a sync round that cannot open a file keeps the acks waiting and completes them once opens succeed")
     func openFailureDelaysAcks() async throws {
         try await withTemporaryDirectory { directory in
