@@ -5,6 +5,7 @@
 #   bash Scripts/fuzz.sh [SECONDS]             fuzz; TELEX_FUZZ_CORPUS=DIR keeps and reuses a corpus across runs
 #   bash Scripts/fuzz.sh --planted [SECONDS]   with the planted bug on: succeeds only if libFuzzer finds it
 #   bash Scripts/fuzz.sh --reproduce FILE      runs one saved input (a crash) through the harness
+# TELEX_FUZZ_ARGS adds libFuzzer flags (e.g. -use_value_profile=1, -seed=N).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +21,11 @@ scratch=${TELEX_FUZZ_SCRATCH:-.build-fuzz-san}
 # -sanitize=fuzzer,address as one flag: with two -sanitize flags the driver keeps only the last for compiling.
 # lld, because gold fails on the sanitizer runtime; the export lets main find libFuzzer's driver with dlsym.
 build_start=$(date +%s)
+mkdir -p "$scratch"
 swift build --scratch-path "$scratch" -c release --product telex-fuzz \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld \
-    -Xlinker --export-dynamic-symbol=LLVMFuzzerRunDriver >"$scratch.log" 2>&1 \
-    || { cat "$scratch.log" >&2; echo "fuzz: build failed" >&2; exit 1; }
+    -Xlinker --export-dynamic-symbol=LLVMFuzzerRunDriver >"$scratch/fuzz-build.log" 2>&1 \
+    || { cat "$scratch/fuzz-build.log" >&2; echo "fuzz: build failed" >&2; exit 1; }
 build_seconds=$(( $(date +%s) - build_start ))
 bin="$(swift build --scratch-path "$scratch" -c release --show-bin-path)/telex-fuzz"
 
@@ -44,7 +46,8 @@ if [ "$planted" = 1 ]; then export TELEX_FUZZ_PLANTED_BUG=1; else unset TELEX_FU
 # what one input can use, so crossing it is a finding; an input running 10 s is a hang.
 status=0
 "$bin" -max_total_time="$seconds" -max_len=8192 -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
-    -dict="$run/telex.dict" -artifact_prefix="$run/" "$corpus" "$run/seeds" >"$run/fuzz.log" 2>&1 || status=$?
+    -dict="$run/telex.dict" -artifact_prefix="$run/" ${TELEX_FUZZ_ARGS:-} "$corpus" "$run/seeds" >"$run/fuzz.log" 2>&1 \
+    || status=$?
 
 executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$run/fuzz.log" | tail -1)
 rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$run/fuzz.log" | tail -1)
