@@ -20,7 +20,7 @@ enum FuzzTarget {
     nonisolated(unsafe) static let compressor = ZlibCompressor()
     nonisolated(unsafe) static let decompressor = ZlibDecompressor()
 
-    /// The first input byte. Scripts/fuzz.sh writes seeds with these prefixes.
+    /// The first input byte, modulo 6 (so every byte picks one). Scripts/fuzz-corpus.py writes seeds with these.
     enum Mode: UInt8 {
         /// A byte stream through the frame decoder, split in two writes; each frame's body decoded both ways.
         case frameStream = 0
