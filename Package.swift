@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "telex-admin", targets: ["telex-admin"]),
         .executable(name: "telex-metrics-cost", targets: ["telex-metrics-cost"]),
         .executable(name: "telex-crash", targets: ["telex-crash"]),
+        .executable(name: "telex-fuzz", targets: ["telex-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -174,6 +175,11 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
+        ),
+        // libFuzzer harness over TelexProtocol; Scripts/fuzz.sh builds it with the fuzzer and address sanitizers.
+        .executableTarget(
+            name: "telex-fuzz",
+            dependencies: ["TelexProtocol", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "TelexProtocolTests",

@@ -272,6 +272,13 @@ public enum RecordBatch {
             guard let delta = record.readInteger(as: Int32.self) else {
                 throw fail(index, "truncated at field timestampDelta", record.readableBytes)
             }
+            // Checked, not trapped: a batch near the end of the i64 range would otherwise crash the broker.
+            let (timestamp, overflow) = header.firstTimestamp.addingReportingOverflow(Int64(delta))
+            guard !overflow else {
+                throw fail(index,
+                    "timestamp overflows: firstTimestamp \(header.firstTimestamp) + timestampDelta \(delta) is outside i64",
+                    record.readableBytes)
+            }
             guard let keyLength = record.readInteger(as: UInt16.self), let key = record.readSlice(length: Int(keyLength)) else {
                 throw fail(index, "truncated at field key", record.readableBytes)
             }
@@ -302,7 +309,7 @@ public enum RecordBatch {
             guard record.readableBytes == 0 else {
                 throw fail(index, "\(record.readableBytes) unexpected trailing bytes", record.readableBytes)
             }
-            body(index, Record(timestamp: header.firstTimestamp + Int64(delta), key: key, headers: headers, value: value))
+            body(index, Record(timestamp: timestamp, key: key, headers: headers, value: value))
         }
         guard buffer.readableBytes == 0 else {
             throw TelexError(.invalidBatch,

@@ -58,6 +58,15 @@ enum BadVectors {
         patched(Newsroom.plainBatch) { $0.setInteger(count, at: 56) }
     }
 
+    /// The plain batch with its first record's timestamp (firstTimestamp + timestampDelta) past i64 max.
+    static var timestampOverflow: ByteBuffer {
+        patched(Newsroom.plainBatch) {
+            $0.setInteger(Int64.max - 1, at: 28)
+            $0.setInteger(Int64.max, at: 36)
+            $0.setInteger(Int32(2), at: RecordBatchHeader.size + 4)
+        }
+    }
+
     /// One record whose value is `size` zero bytes, zlib-compressed.
     static func zeroFilledZlibBatch(size: Int) -> ByteBuffer {
         var builder = RecordBatchBuilder()
@@ -177,6 +186,12 @@ enum BadVectors {
                     "The 'publish' batch (2 records) with recordCount 1 and a recomputed CRC: the second record is trailing bytes.",
                 bytes: publish(plainBatch(declaringRecordCount: 1)), stage: .batchValidate, code: .invalidBatch,
                 mentions: ["bytes left after the declared 1 records"]),
+            Vector(
+                name: "timestamp_overflow",
+                description:
+                    "The 'publish' batch with firstTimestamp i64 max - 1, lastTimestamp i64 max and the first record's timestampDelta 2 (CRC recomputed): the record's timestamp does not fit in an i64. Found while writing the fuzz harness (telex-fuzz crashes on it without the fix); it used to trap, crashing the broker, instead of being rejected.",
+                bytes: publish(timestampOverflow), stage: .batchValidate, code: .invalidBatch,
+                mentions: ["record 0 of 2", "timestamp overflows"]),
             Vector(
                 name: "batch_length_mismatch",
                 description: "The 'publish' batch with batchLength 4 larger than the bytes sent.",
