@@ -9,14 +9,15 @@ import Darwin
 /// A crash planted on the fuzzed path, on only when TELEX_FUZZ_PLANTED_BUG=1: `Scripts/fuzz.sh --planted` checks
 /// that libFuzzer reaches it from the seed corpus, which shows that the harness fuzzes at all.
 ///
-/// It needs a whole SUBSCRIBE frame that decodes and round-trips with initial credit 0xFEED: an exact value that no
-/// seed has, in a field behind two variable-length strings, reached only when everything before it decodes.
+/// It needs a whole SUBSCRIBE frame that decodes and round-trips with 0xFEED in the low 16 bits of its initial
+/// credit: an exact value that no seed has, in a field behind two variable-length strings, reached only when
+/// everything before it decodes. (All 32 bits made the find take more than a minute half the time.)
 enum PlantedBug {
     static let enabled = getenv("TELEX_FUZZ_PLANTED_BUG").map { String(cString: $0) } == "1"
 
     /// Called after everything else an input runs, so these are the last comparisons libFuzzer records for it.
     static func check(_ message: ClientMessage) {
-        guard enabled, case .subscribe(_, _, _, _, let initialCredit, _, _) = message, same(initialCredit, 0xFEED)
+        guard enabled, case .subscribe(_, _, _, _, let initialCredit, _, _) = message, sameLow16Bits(initialCredit, 0xFEED)
         else { return }
         fatalError("telex-fuzz: planted bug reached (TELEX_FUZZ_PLANTED_BUG=1)")
     }
@@ -26,10 +27,10 @@ enum PlantedBug {
     /// A plain `==` is compiled to a 64-bit compare of host-order values, which it cannot map back to the input;
     /// unoptimized, so the optimizer does not turn the memcmp back into such a compare.
     @_optimize(none)
-    static func same(_ value: UInt32, _ wanted: UInt32) -> Bool {
+    static func sameLow16Bits(_ value: UInt32, _ wanted: UInt32) -> Bool {
         withUnsafeBytes(of: value.bigEndian) { valueBytes in
             withUnsafeBytes(of: wanted.bigEndian) { wantedBytes in
-                memcmp(valueBytes.baseAddress!, wantedBytes.baseAddress!, 4) == 0
+                memcmp(valueBytes.baseAddress! + 2, wantedBytes.baseAddress! + 2, 2) == 0
             }
         }
     }
