@@ -185,7 +185,9 @@ extension Segment {
         let remaining = window.limit - position
         guard let index = try window.load(position, length: RecordBatchHeader.size),
             window.buffer.readableBytes - index >= RecordBatchHeader.size,
-            let header = RecordBatchHeader.peek(window.buffer, at: index)
+            let header = RecordBatchHeader.peek(window.buffer, at: index),
+            // A header of zeros was never written (no batch has length 0); it also spares reading a long zero tail.
+            header != RecordBatchHeader.peek(ByteBuffer(repeating: 0, count: RecordBatchHeader.size), at: 0)
         else { return nil }
         var lengths = [remaining]
         if header.totalSize >= RecordBatchHeader.size, header.totalSize < remaining { lengths.insert(header.totalSize, at: 0) }

@@ -115,4 +115,20 @@ struct LastBatchFlipTests {
             #expect(try fileSize(path) == last)
         }
     }
+
+    @Test("a tail of zeros after the last batch (a write whose data never reached the disk) is a torn tail")
+    func zeroTailIsTorn() async throws {
+        try await withTemporaryDirectory { directory in
+            let fixture = try ThreeHundredEvents(directory)
+            let size = try fileSize(fixture.logPath)
+            try writeFile(fixture.logPath, try readFile(fixture.logPath) + [UInt8](repeating: 0, count: 3000))
+
+            let handler = RecordingLogHandler()
+            let log = try openLog(directory, fixture.configuration, handler: handler)
+            #expect(handler.messages.contains("cut torn log tail"))
+            #expect(handler.errorMessages.isEmpty)
+            #expect(log.endOffset == 300)
+            #expect(try fileSize(fixture.logPath) == size)
+        }
+    }
 }
