@@ -6,7 +6,8 @@ import TelexProtocol
 public struct DamagedRange: Sendable, Equatable {
     /// File position of the first damaged byte.
     public var position: Int
-    /// Damaged bytes: up to the next valid batch (or the end of a sealed segment).
+    /// Damaged bytes: up to the next valid batch (or the end of a sealed segment, or of the active segment's whole
+    /// last batch).
     public var length: Int
     /// The first offset lost: the one after the last valid batch before the damage.
     public var firstOffset: Int64
