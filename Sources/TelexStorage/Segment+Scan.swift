@@ -6,7 +6,8 @@ import TelexProtocol
 public struct DamagedRange: Sendable, Equatable {
     /// File position of the first damaged byte.
     public var position: Int
-    /// Damaged bytes: up to the next valid batch (or the end of a sealed segment).
+    /// Damaged bytes: up to the next valid batch (or the end of a sealed segment, or of the active segment's whole
+    /// last batch).
     public var length: Int
     /// The first offset lost: the one after the last valid batch before the damage.
     public var firstOffset: Int64
@@ -80,8 +81,8 @@ extension Segment {
     /// `chainsOnward`): if one is found, the bytes in between are a
     /// `DamagedRange` and the walk goes on from there. If none, `tailNextOffset` (a sealed segment's tail, known to
     /// end where the next segment starts) makes the bytes up to `limit` a damaged range; without it (the active
-    /// segment) a whole batch with a plausible header and no zero sector that fails its CRC is a damaged range
-    /// (its offsets kept), and anything else is an incomplete write: the scan ends with `tornReason`.
+    /// segment) a batch that was written whole (see `wholeDamagedBatch`) is a damaged range (its offsets kept), and
+    /// anything else is an incomplete write: the scan ends with `tornReason`.
     func scan(
         from position: Int, offset: Int64, lastAppendTime: Int64?, target: Int, limit: Int,
         tailNextOffset: Int64? = nil, limits: RecordBatchLimits,
@@ -110,12 +111,12 @@ extension Segment {
                 scan.nextOffset = max(tailNextOffset, scan.nextOffset)
                 position = limit
                 scan.end = position
-            } else if let header = try wholeDamagedBatch(at: position, in: &window, expected: scan.nextOffset,
-                                                         limits: limits) {
-                scan.damaged.append(DamagedRange(position: position, length: header.totalSize,
-                                                 firstOffset: scan.nextOffset, nextOffset: header.nextOffset))
-                scan.nextOffset = header.nextOffset
-                position += header.totalSize
+            } else if let (length, next) = try wholeDamagedBatch(at: position, in: &window, expected: scan.nextOffset,
+                                                                 limits: limits) {
+                scan.damaged.append(DamagedRange(position: position, length: length,
+                                                 firstOffset: scan.nextOffset, nextOffset: next))
+                scan.nextOffset = next
+                position += length
                 scan.end = position
             } else {
                 scan.end = position
@@ -170,30 +171,97 @@ extension Segment {
             && header.totalSize > remaining
     }
 
-    /// The header of the bad batch at `position` if it is whole and was written whole: a plausible header (magic,
-    /// known codec, the expected base offset, 1...max records, a length that fits) and no 512-byte-aligned block of
-    /// zeros (a sector never written: segment files are append-only, so a lost write reads as zeros). Such a batch
-    /// failing its CRC is corruption, not an incomplete write (Protocol/STORAGE.md §6.1).
+    /// The length and next offset of the bad batch at `position` if it is whole and was written whole, so that
+    /// its offsets may have been acknowledged (Protocol/STORAGE.md §6.1); nil for an incomplete write.
+    ///
+    /// First the CRC (bytes 24 on) is tried with the header's length and with the rest of the file as the length:
+    /// a match is a whole batch whose `batchLength`, base offset or append time (outside the CRC) were flipped,
+    /// and its record count is trusted. Otherwise bytes of the header's length (the rest of the file if that
+    /// length is below a header) with no unwritten sector (see `hasUnwrittenSector`) are damage whatever the
+    /// header says, ending at the highest offset they could hold. A header longer than the file with no CRC match
+    /// is a write cut short.
     private func wholeDamagedBatch(
         at position: Int, in window: inout ScanWindow, expected: Int64, limits: RecordBatchLimits
-    ) throws(TelexError) -> RecordBatchHeader? {
+    ) throws(TelexError) -> (length: Int, nextOffset: Int64)? {
+        let remaining = window.limit - position
         guard let index = try window.load(position, length: RecordBatchHeader.size),
             window.buffer.readableBytes - index >= RecordBatchHeader.size,
             let header = RecordBatchHeader.peek(window.buffer, at: index),
-            header.magic == RecordBatchHeader.currentMagic, header.codec != nil, header.baseOffset == expected,
-            header.recordCount >= 1, Int(header.recordCount) <= limits.maxRecordCount,
-            header.totalSize >= RecordBatchHeader.size, position + header.totalSize <= window.limit,
-            let start = try window.load(position, length: header.totalSize)
+            // A header of zeros was never written (no batch has length 0); it also spares reading a long zero tail.
+            header != RecordBatchHeader.peek(ByteBuffer(repeating: 0, count: RecordBatchHeader.size), at: 0)
         else { return nil }
-        var block = (position + 511) / 512 * 512
-        while block + 512 <= position + header.totalSize {
-            let from = start + block - position
-            if window.buffer.withUnsafeReadableBytes({ bytes in bytes[from..<(from + 512)].allSatisfy { $0 == 0 } }) {
-                return nil
+        var lengths = [remaining]
+        if header.totalSize >= RecordBatchHeader.size, header.totalSize < remaining { lengths.insert(header.totalSize, at: 0) }
+        for length in lengths {
+            guard let start = try window.load(position, length: length) else { continue }
+            let covered = window.buffer.getSlice(at: start + RecordBatchHeader.crcStart,
+                                                 length: length - RecordBatchHeader.crcStart)!
+            if CRC32.checksum(covered) == header.crc, header.recordCount >= 1,
+                Int(header.recordCount) <= limits.maxRecordCount
+            {
+                return (length, expected + Int64(header.recordCount))
             }
-            block += 512
         }
-        return header
+        let length = header.totalSize < RecordBatchHeader.size ? remaining : header.totalSize
+        guard length <= remaining, try !hasUnwrittenSector(from: position, length: length, in: &window),
+            let start = try window.load(position, length: length)
+        else { return nil }
+        let count = mostRecords(header, in: window.buffer, at: start, length: length, expected: expected, limits: limits)
+        return (length, expected + Int64(count))
+    }
+
+    /// How many offsets a whole batch of `length` bytes at `start` in `buffer` whose CRC fails held, erring high
+    /// so that no offset handed out is given out again. A record count that one flipped bit made wrong is found by
+    /// the CRC. Otherwise a header that passes its checks is believed (with the count its claimed base offset
+    /// implies, if higher); failing them, the most records the bytes could hold (each takes at least 16 bytes).
+    private func mostRecords(
+        _ header: RecordBatchHeader, in buffer: ByteBuffer, at start: Int, length: Int, expected: Int64,
+        limits: RecordBatchLimits
+    ) -> Int {
+        var copy = buffer.getSlice(at: start, length: length)!
+        for bit in 0..<32 {
+            let count = header.recordCount ^ (1 << UInt32(bit))
+            copy.setInteger(count, at: 56)
+            if CRC32.checksum(copy.getSlice(at: RecordBatchHeader.crcStart, length: length - RecordBatchHeader.crcStart)!)
+                == header.crc, count >= 1, Int(count) <= limits.maxRecordCount
+            {
+                return Int(count)
+            }
+        }
+        var checked = header
+        checked.batchLength = UInt32(length - RecordBatchHeader.lengthPrefixSize)
+        if (try? RecordBatch.checkHeader(checked, limits: limits, context: "")) != nil {
+            let claimed = header.baseOffset > expected && header.baseOffset - baseOffset <= Int64(UInt32.max)
+                ? Int(header.nextOffset - expected) : 0
+            return min(max(Int(header.recordCount), claimed), limits.maxRecordCount)
+        }
+        var most = max(1, (length - RecordBatchHeader.size) / 16)
+        if Int(header.uncompressedLength) <= limits.maxUncompressedBytes {
+            most = max(most, Int(header.uncompressedLength) / 16)
+        }
+        return min(most, limits.maxRecordCount)
+    }
+
+    /// Whether the `length` bytes at `position` hold a sector never written (segment files are append-only, so a
+    /// lost write reads as zeros): an all-zero 512-byte-aligned block, or an all-zero part of one at either end. A
+    /// first part counts only if it holds the whole `batchLength` field (bytes 8-11), never zero in a batch: a
+    /// shorter one holds only high bytes of the base offset, which are zeros.
+    private func hasUnwrittenSector(from position: Int, length: Int, in window: inout ScanWindow) throws(TelexError) -> Bool {
+        guard let start = try window.load(position, length: length) else { return true }
+        let end = position + length
+        var block = position / 512 * 512
+        while block < end {
+            let from = max(block, position)
+            let to = min(block + 512, end)
+            block += 512
+            if from == position, position % 512 != 0, to - from < RecordBatchHeader.lengthPrefixSize { continue }
+            if window.buffer.withUnsafeReadableBytes({ bytes in
+                bytes[(start + from - position)..<(start + to - position)].allSatisfy { $0 == 0 }
+            }) {
+                return true
+            }
+        }
+        return false
     }
 
     private func accept(

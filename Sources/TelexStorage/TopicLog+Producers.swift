@@ -35,7 +35,10 @@ extension TopicLog {
         for segment in state.segments where segment.nextOffset > from {
             var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size, damaged: segment.damaged)
             var position = 0
-            while let header = try headers.header(skippingDamageAt: &position) {
+            var expected = segment.baseOffset
+            // Stops at a header that does not continue the offset chain (bytes of a sealed segment not CRC-checked
+            // yet may be damaged): a made-up producer must never be remembered.
+            while let header = try headers.chainedHeader(skippingDamageAt: &position, expected: &expected) {
                 if header.producerID != 0, header.baseOffset >= from {
                     state.rememberProducer(
                         header.producerID, sequence: header.producerSequence,

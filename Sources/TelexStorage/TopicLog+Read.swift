@@ -92,6 +92,14 @@ extension TopicLog {
                 }
                 return .slice(slice)
             }
+            // No batch found: before calling it a gap, the walk must have been over CRC-checked bytes only (a
+            // flipped `batchLength` in a segment trusted at open makes it jump into garbage). Check, then read again.
+            if located.verifiedBytes < located.limit {
+                guard checkHere else { return .needsCheck(offset: offset) }
+                _ = try verify(located.segment, through: located.limit, limit: located.limit,
+                               following: located.following)
+                continue
+            }
             // The offset fell in a gap between segments (bytes lost from a segment's end): the offsets are lost.
             guard let following = located.following, following > offset else { return .end }
             guard skipDamaged else { throw gapLoss(from: located.segmentEnd, to: following, at: offset) }

@@ -335,18 +335,22 @@ public final class TopicLog: Sendable {
             guard let last, last >= timestamp else { continue }
             // Leased under the lock while the segment is still in the log (segments leave from the front); one
             // that retention took away since the snapshot is skipped.
-            let located = try state.withLock { state throws(TelexError) -> (FileLease, Int)? in
+            let located = try state.withLock { state throws(TelexError) -> (FileLease, Int64, Int, Int64)? in
                 guard segment.baseOffset >= state.segments.first!.baseOffset else { return nil }
-                let position = segment.indexedPosition(atOrBefore: segment.indexedOffset(before: timestamp)).position
-                return (try segment.logFile.lease(), position)
+                let indexed = segment.indexedPosition(atOrBefore: segment.indexedOffset(before: timestamp))
+                return (try segment.logFile.lease(), indexed.offset, indexed.position, segment.nextOffset)
             }
-            guard let (lease, indexed) = located else { continue }
+            guard let (lease, indexedOffset, indexed, segmentEnd) = located else { continue }
             var position = indexed
+            var expected = indexedOffset
             var headers = HeaderWindow(lease, limit: size, damaged: damaged)
-            while let header = try headers.header(skippingDamageAt: &position) {
+            while let header = try headers.chainedHeader(skippingDamageAt: &position, expected: &expected) {
                 if header.appendTime >= timestamp { return min(header.baseOffset, end) }
                 position += header.totalSize
             }
+            // Bytes that are not a batch continuing the chain (not CRC-checked yet, or damaged): the answer is not
+            // before the offset they should hold, and a read from there checks them (§4).
+            if position + RecordBatchHeader.size <= size, expected < segmentEnd { return min(expected, end) }
         }
         return end
     }
