@@ -11,13 +11,7 @@ extension StorageVerifier.Run {
         _ topic: String, path: String, baseOffset: Int64, chain: inout StorageVerifier.TopicChain
     ) throws(TelexError) -> StorageVerifier.LogWalk? {
         let file = String(path.split(separator: "/").last!)
-        let fd: CInt
-        do {
-            fd = try FileIO.open(path, flags: O_RDONLY)
-        } catch {
-            if !FileIO.exists(path) { return nil }
-            throw error
-        }
+        guard let fd = try StorageVerifier.openIfPresent(path) else { return nil }
         defer { close(fd) }
         var window = try StorageVerifier.FileWindow(fd: fd, path: path)
         let size = window.size

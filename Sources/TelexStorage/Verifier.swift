@@ -170,17 +170,21 @@ public enum StorageVerifier {
 
         /// The whole file, or nil if it does not exist.
         func readIfPresent(_ path: String) throws(TelexError) -> ByteBuffer? {
-            let fd: CInt
-            do {
-                fd = try FileIO.open(path, flags: O_RDONLY)
-            } catch {
-                if !FileIO.exists(path) { return nil }
-                throw error
-            }
+            guard let fd = try StorageVerifier.openIfPresent(path) else { return nil }
             defer { close(fd) }
             var buffer = ByteBuffer()
             _ = try FileIO.read(fd, at: 0, length: try FileIO.size(fd, path: path), into: &buffer, path: path)
             return buffer
+        }
+    }
+
+    /// Opens `path` read-only; nil if it does not exist (a topic or segment deleted while verify runs).
+    static func openIfPresent(_ path: String) throws(TelexError) -> CInt? {
+        do {
+            return try FileIO.open(path, flags: O_RDONLY)
+        } catch {
+            if !FileIO.exists(path) { return nil }
+            throw error
         }
     }
 

@@ -183,3 +183,25 @@ func withFileSystem<T>(
     defer { FileSystemSeam.remove(under: directory) }
     return try await body()
 }
+
+/// A test file system that passes every call on to the system's; conformers replace only the calls they change.
+protocol ForwardingFileSystem: FileSystem {}
+
+extension ForwardingFileSystem {
+    private var system: SystemFileSystem { FileSystemSeam.system }
+    func open(_ path: String, flags: Int32, mode: mode_t) -> Int { system.open(path, flags: flags, mode: mode) }
+    func close(_ fd: CInt, path: String) -> Int { system.close(fd, path: path) }
+    func read(_ fd: CInt, into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int, path: String) -> Int {
+        system.read(fd, into: buffer, count: count, at: offset, path: path)
+    }
+    func write(_ fd: CInt, from buffer: UnsafeRawPointer, count: Int, at offset: Int, path: String) -> Int {
+        system.write(fd, from: buffer, count: count, at: offset, path: path)
+    }
+    func truncate(_ fd: CInt, to length: Int, path: String) -> Int { system.truncate(fd, to: length, path: path) }
+    func sync(_ fd: CInt, path: String) -> Int { system.sync(fd, path: path) }
+    func syncDirectory(_ fd: CInt, path: String) -> Int { system.syncDirectory(fd, path: path) }
+    func rename(_ from: String, to: String) -> Int { system.rename(from, to: to) }
+    func unlink(_ path: String) -> Int { system.unlink(path) }
+    func makeDirectory(_ path: String, mode: mode_t) -> Int { system.makeDirectory(path, mode: mode) }
+    func removeDirectory(_ path: String) -> Int { system.removeDirectory(path) }
+}

@@ -126,22 +126,7 @@ final class RecordingFileSystem: FileSystem {
 
 /// A file system whose fsyncs do nothing: crash states are checked in throw-away directories, where durability
 /// is moot and real fsyncs would only make thousands of checks slow.
-struct NoSyncFileSystem: FileSystem {
-    private let system = SystemFileSystem()
-
-    func open(_ path: String, flags: Int32, mode: mode_t) -> Int { system.open(path, flags: flags, mode: mode) }
-    func close(_ fd: CInt, path: String) -> Int { system.close(fd, path: path) }
-    func read(_ fd: CInt, into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int, path: String) -> Int {
-        system.read(fd, into: buffer, count: count, at: offset, path: path)
-    }
-    func write(_ fd: CInt, from buffer: UnsafeRawPointer, count: Int, at offset: Int, path: String) -> Int {
-        system.write(fd, from: buffer, count: count, at: offset, path: path)
-    }
-    func truncate(_ fd: CInt, to length: Int, path: String) -> Int { system.truncate(fd, to: length, path: path) }
+struct NoSyncFileSystem: ForwardingFileSystem {
     func sync(_ fd: CInt, path: String) -> Int { 0 }
     func syncDirectory(_ fd: CInt, path: String) -> Int { 0 }
-    func rename(_ from: String, to: String) -> Int { system.rename(from, to: to) }
-    func unlink(_ path: String) -> Int { system.unlink(path) }
-    func makeDirectory(_ path: String, mode: mode_t) -> Int { system.makeDirectory(path, mode: mode) }
-    func removeDirectory(_ path: String) -> Int { system.removeDirectory(path) }
 }

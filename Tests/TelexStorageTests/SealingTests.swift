@@ -12,10 +12,9 @@ import Testing
 
 /// The system's file system, except that directory fsyncs wait while the gate is closed: a sync round that seals
 /// rolled segments (its directory fsync) then stays in progress until the test opens the gate.
-private final class GatedDirectorySyncs: FileSystem {
+private final class GatedDirectorySyncs: ForwardingFileSystem {
     private let closed = Atomic<Bool>(false)
     private let opened = DispatchSemaphore(value: 0)
-    private let system = FileSystemSeam.system
 
     func close() { closed.store(true, ordering: .sequentiallyConsistent) }
     func open() {
@@ -25,22 +24,8 @@ private final class GatedDirectorySyncs: FileSystem {
 
     func syncDirectory(_ fd: CInt, path: String) -> Int {
         if closed.load(ordering: .sequentiallyConsistent) { opened.wait() }
-        return system.syncDirectory(fd, path: path)
+        return FileSystemSeam.system.syncDirectory(fd, path: path)
     }
-    func open(_ path: String, flags: Int32, mode: mode_t) -> Int { system.open(path, flags: flags, mode: mode) }
-    func close(_ fd: CInt, path: String) -> Int { system.close(fd, path: path) }
-    func read(_ fd: CInt, into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int, path: String) -> Int {
-        system.read(fd, into: buffer, count: count, at: offset, path: path)
-    }
-    func write(_ fd: CInt, from buffer: UnsafeRawPointer, count: Int, at offset: Int, path: String) -> Int {
-        system.write(fd, from: buffer, count: count, at: offset, path: path)
-    }
-    func truncate(_ fd: CInt, to length: Int, path: String) -> Int { system.truncate(fd, to: length, path: path) }
-    func sync(_ fd: CInt, path: String) -> Int { system.sync(fd, path: path) }
-    func rename(_ from: String, to: String) -> Int { system.rename(from, to: to) }
-    func unlink(_ path: String) -> Int { system.unlink(path) }
-    func makeDirectory(_ path: String, mode: mode_t) -> Int { system.makeDirectory(path, mode: mode) }
-    func removeDirectory(_ path: String) -> Int { system.removeDirectory(path) }
 }
 
 private func recoveryPoint(_ directory: String) throws -> Int64? {
