@@ -68,6 +68,12 @@ extension PublishAck {
         guard case .publishAck(let topic, let baseOffset, let recordCount, let duplicate) = reply else {
             throw TelexError(.malformedFrame, "expected PUBLISH_ACK, got \(reply.type.name)")
         }
+        // Offsets are at least 0 and every record's fits in an i64: a broken broker must not make a client trap.
+        guard baseOffset >= 0, baseOffset <= Int64.max - Int64(recordCount) else {
+            throw TelexError(.malformedFrame,
+                "PUBLISH_ACK for \(topic) names offsets \(baseOffset) + \(recordCount) records, outside 0...\(Int64.max)",
+                topic: topic)
+        }
         self.init(topic: topic, baseOffset: baseOffset, recordCount: recordCount, duplicate: duplicate)
     }
 }

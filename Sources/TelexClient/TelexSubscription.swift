@@ -388,9 +388,17 @@ enum BatchDecoder {
                     do throws(TelexError) {
                         // Checks the CRC before any record is decoded: a damaged batch ends the iteration with
                         // CORRUPT_BATCH naming topic and offset, never records made of garbage.
-                        decoded.append(try RecordBatch.decodeRecords(
+                        let batch = try RecordBatch.decodeRecords(
                             batch, decompressor: inflater.decompressor, context: "batch from \(topic)",
-                            scratch: &inflater.scratch[index]))
+                            scratch: &inflater.scratch[index])
+                        // A broken broker must not make the client trap computing a record's offset.
+                        let (base, count) = (batch.header.baseOffset, Int64(batch.header.recordCount))
+                        guard base >= 0, base <= Int64.max - count else {
+                            throw TelexError(.invalidBatch,
+                                "batch from \(topic) names offsets \(base) + \(count) records, outside 0...\(Int64.max)",
+                                offset: base)
+                        }
+                        decoded.append(batch)
                     } catch {
                         var error = error
                         error.topic = topic

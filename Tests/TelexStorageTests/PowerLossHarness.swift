@@ -1,4 +1,6 @@
+import Dispatch
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import TelexProtocol
 import Testing
@@ -203,26 +205,42 @@ enum PowerLoss {
                     }
                     let events = recorder.events
                     try await withFileSystem(NoSyncFileSystem(), under: scratch) {
-                        let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
-                        try await withThrowingTaskGroup(of: [String].self) { group in
-                            for worker in 0..<workers {
-                                group.addTask {
-                                    var found: [String] = []
-                                    for state in stride(from: worker, to: statesPerSeed, by: workers) {
-                                        found += try checkState(state, seed: seed, events: events, root: root,
-                                                                scratch: scratch)
-                                    }
-                                    return found
-                                }
-                            }
-                            for try await found in group { problems += found }
-                        }
+                        problems += try await checkStates(
+                            statesPerSeed, seed: seed, events: events, root: root, scratch: scratch)
                         states += statesPerSeed
                     }
                 }
             }
         }
         return (problems.sorted(), states)
+    }
+
+    /// Checks states `0..<count` of `seed`, one worker per core on Dispatch threads: the checks are blocking file
+    /// work, and on the cooperative pool (two threads here) they would starve every other test for their length.
+    private static func checkStates(
+        _ count: Int, seed: UInt64, events: [DiskEvent], root: String, scratch: String
+    ) async throws -> [String] {
+        let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let results = NIOLockedValueBox<(found: [String], error: (any Error)?)>(([], nil))
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                    do {
+                        var found: [String] = []
+                        for state in stride(from: worker, to: count, by: workers) {
+                            found += try checkState(state, seed: seed, events: events, root: root, scratch: scratch)
+                        }
+                        results.withLockedValue { $0.found += found }
+                    } catch {
+                        results.withLockedValue { $0.error = $0.error ?? error }
+                    }
+                }
+                continuation.resume()
+            }
+        }
+        let (found, error) = results.withLockedValue { $0 }
+        if let error { throw error }
+        return found
     }
 
     /// Builds crash state `state` of `seed`'s recorded `events`, writes it under `scratch` and checks it.
