@@ -21,7 +21,11 @@ struct DataLossTests {
 
     /// Flips one bit inside the records of the batch at offset 10, in place (a running broker sees it at once).
     static func flipBitInBatch10(_ directory: String) throws {
-        let path = directory + "/topics/\(topic)/00000000000000000000.log"
+        try flipBitInBatch10(segment: directory + "/topics/\(topic)/00000000000000000000.log")
+    }
+
+    /// Flips one bit inside the records of the batch at offset 10 of the segment file at `path`, in place.
+    static func flipBitInBatch10(segment path: String) throws {
         let contents = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         let buffer = ByteBuffer(bytes: contents)
         var position = 0
@@ -41,13 +45,7 @@ struct DataLossTests {
             try await Self.damagedDirectory(directory)
             try await withServer(directory: directory) { _, client in
                 let subscription = try await client.subscribe(Self.topic, from: .beginning)
-                var offsets: [Int64] = []
-                var failure: TelexError?
-                do {
-                    for try await delivered in subscription { offsets.append(delivered.offset) }
-                } catch let error as TelexError {
-                    failure = error
-                }
+                let (offsets, failure) = try await offsetsUntilError(subscription)
                 #expect(offsets == Array(0..<10))
                 #expect(failure?.code == .dataLoss)
                 #expect(failure?.message.contains("offset 10 of news.world is lost") == true)
@@ -96,13 +94,7 @@ struct DataLossTests {
                     try Self.flipBitInBatch10(data)
 
                     let plain = try await client.subscribe(Self.topic, from: .beginning)
-                    var offsets: [Int64] = []
-                    var failure: TelexError?
-                    do {
-                        for try await delivered in plain { offsets.append(delivered.offset) }
-                    } catch let error as TelexError {
-                        failure = error
-                    }
+                    let (offsets, failure) = try await offsetsUntilError(plain)
                     #expect(offsets == Array(0..<10))
                     #expect(failure?.code == .dataLoss)
                     #expect(failure?.message.contains("offset 10 of news.world is lost") == true)
@@ -134,24 +126,11 @@ struct DataLossTests {
             let base = try #require(bases.last { $0 <= 10 })
             try #require(base < bases.last!)
             let path = topicDirectory + "/" + String(repeating: "0", count: 20 - String(base).count) + "\(base).log"
-            var contents = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-            let buffer = ByteBuffer(bytes: contents)
-            var position = 0
-            while let header = RecordBatchHeader.peek(buffer, at: position), header.baseOffset < 10 {
-                position += header.totalSize
-            }
-            contents[position + RecordBatchHeader.size + 10] ^= 0x04
-            try Data(contents).write(to: URL(fileURLWithPath: path))
+            try Self.flipBitInBatch10(segment: path)
 
             try await withServer(directory: directory, configure: small) { _, client in
                 let subscription = try await client.subscribe(Self.topic, from: .beginning)
-                var offsets: [Int64] = []
-                var failure: TelexError?
-                do {
-                    for try await delivered in subscription { offsets.append(delivered.offset) }
-                } catch let error as TelexError {
-                    failure = error
-                }
+                let (offsets, failure) = try await offsetsUntilError(subscription)
                 #expect(offsets == Array(0..<10))
                 #expect(failure?.code == .dataLoss)
                 #expect(failure?.message.contains("offset 10 of news.world is lost") == true)
@@ -160,4 +139,15 @@ struct DataLossTests {
             }
         }
     }
+}
+
+/// The offsets `subscription` delivers until it ends, and the `TelexError` it ended with, if any.
+private func offsetsUntilError(_ subscription: TelexSubscription) async throws -> ([Int64], TelexError?) {
+    var offsets: [Int64] = []
+    do {
+        for try await delivered in subscription { offsets.append(delivered.offset) }
+    } catch let error as TelexError {
+        return (offsets, error)
+    }
+    return (offsets, nil)
 }

@@ -69,14 +69,7 @@ struct LastBatchFlipTests {
     @Test("in its record count, made smaller: the CRC finds the real count, so no offset is given out again")
     func recordCountSmaller() async throws {
         try await withTemporaryDirectory { directory in
-            let configuration = testConfiguration()
-            let log = try openLog(directory, configuration)
-            for seed in 0..<3 { _ = try log.append(makeBatch(records: 1, seed: seed)) }
-            _ = try log.append(makeBatch(records: 5, seed: 3))
-            let stored = try readAllBatches(log)
-            try log.close()
-            let path = segmentPath(directory, 0, ".log")
-            let last = stored.dropLast().reduce(0) { $0 + $1.readableBytes }
+            let (configuration, path, last) = try segmentEndingInABigBatch(directory, records: 5)
             var contents = try readFile(path)
             contents[last + 59] ^= 0x01  // the low byte of recordCount: 5 becomes 4
             try writeFile(path, contents)
@@ -92,14 +85,7 @@ struct LastBatchFlipTests {
     @Test("a last batch whose final partial sector is all zeros is still a torn tail")
     func zeroPartialFinalSectorIsTorn() async throws {
         try await withTemporaryDirectory { directory in
-            let configuration = testConfiguration()
-            let log = try openLog(directory, configuration)
-            for seed in 0..<3 { _ = try log.append(makeBatch(records: 1, seed: seed)) }
-            _ = try log.append(makeBatch(records: 30, seed: 3))
-            let stored = try readAllBatches(log)
-            try log.close()
-            let path = segmentPath(directory, 0, ".log")
-            let last = stored.dropLast().reduce(0) { $0 + $1.readableBytes }
+            let (configuration, path, last) = try segmentEndingInABigBatch(directory, records: 30)
             var contents = try readFile(path)
             let sector = contents.count / 512 * 512
             #expect(sector > last + RecordBatchHeader.size)

@@ -10,6 +10,20 @@ private func expectDataLoss(_ read: () throws -> LogSlice?, _ comment: Comment? 
     #expect(comment) { _ = try read() } throws: { error in (error as? TelexError)?.code == .dataLoss }
 }
 
+/// A closed log of three one-record batches and a last batch of `records` records, with the path of its
+/// segment and the byte position of that last batch.
+func segmentEndingInABigBatch(
+    _ directory: String, records: Int
+) throws -> (configuration: LogConfiguration, path: String, last: Int) {
+    let configuration = testConfiguration()
+    let log = try openLog(directory, configuration)
+    for seed in 0..<3 { _ = try log.append(makeBatch(records: 1, seed: seed)) }
+    _ = try log.append(makeBatch(records: records, seed: 3))
+    let stored = try readAllBatches(log)
+    try log.close()
+    return (configuration, segmentPath(directory, 0, ".log"), stored.dropLast().reduce(0) { $0 + $1.readableBytes })
+}
+
 @Suite("Damage at segment ends, append times and gaps", .timeLimit(.minutes(1)))
 struct TailDamageTests {
     @Test("an append time moved forward by a bit flip mid active segment: a warning, nothing lost or cut")
@@ -70,14 +84,7 @@ struct TailDamageTests {
     @Test("a last batch with an unwritten (all-zero) 512-byte sector is a torn tail: cut, and copied aside first")
     func zeroSectorInLastBatchIsTorn() async throws {
         try await withTemporaryDirectory { directory in
-            let configuration = testConfiguration()
-            let log = try openLog(directory, configuration)
-            for seed in 0..<3 { _ = try log.append(makeBatch(records: 1, seed: seed)) }
-            _ = try log.append(makeBatch(records: 30, seed: 3))
-            let stored = try readAllBatches(log)
-            try log.close()
-            let path = segmentPath(directory, 0, ".log")
-            let last = stored.dropLast().reduce(0) { $0 + $1.readableBytes }
+            let (configuration, path, last) = try segmentEndingInABigBatch(directory, records: 30)
             var contents = try readFile(path)
             let sector = (last + RecordBatchHeader.size + 511) / 512 * 512
             #expect(sector + 512 <= contents.count)
