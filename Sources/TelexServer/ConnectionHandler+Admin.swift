@@ -49,12 +49,10 @@ extension ConnectionHandler {
             switch request {
             case .info:
                 let store = self.store
+                let address = localAddressText
                 runAdmin(request, requestID: requestID) { [adminContext, configuration] in
-                    .info(Self.brokerInfo(store: store, context: adminContext, configuration: configuration))
-                } completeAddress: { info in
-                    guard case .info(var value) = info else { return info }
-                    value.address = self.localAddressText
-                    return .info(value)
+                    .info(Self.brokerInfo(store: store, context: adminContext, configuration: configuration,
+                                          address: address))
                 }
             case .topics(let pattern):
                 if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
@@ -82,13 +80,13 @@ extension ConnectionHandler {
     }
 
     private static func brokerInfo(
-        store: TopicStore, context: AdminContext, configuration: ServerConfiguration
+        store: TopicStore, context: AdminContext, configuration: ServerConfiguration, address: String
     ) -> BrokerInfo {
         let uptime = ContinuousClock.now - context.startedAt
         return BrokerInfo(
             serverName: configuration.serverName, version: AdminContext.version,
             uptimeMilliseconds: uptime.components.seconds * 1000 + uptime.components.attoseconds / 1_000_000_000_000_000,
-            address: "", fsyncPolicy: configuration.log.fsync.description, dataDirectory: store.directory,
+            address: address, fsyncPolicy: configuration.log.fsync.description, dataDirectory: store.directory,
             dataBytes: store.dataBytes(), topicCount: UInt32(clamping: store.topics.count),
             connectionCount: UInt32(clamping: context.connectionCount()))
     }
@@ -183,12 +181,11 @@ extension ConnectionHandler {
 
     /// Runs `work` on the thread pool, later requests waiting behind it, then answers with its result or error.
     private func runAdmin(
-        _ request: AdminRequest, requestID: UInt32, _ work: @escaping @Sendable () throws -> AdminResult,
-        completeAddress: @escaping (AdminResult) -> AdminResult = { $0 }
+        _ request: AdminRequest, requestID: UInt32, _ work: @escaping @Sendable () throws -> AdminResult
     ) {
         runBlocking(work) { result in
             do {
-                try self.answerAdmin(request, completeAddress(try result.get()), requestID: requestID)
+                try self.answerAdmin(request, try result.get(), requestID: requestID)
             } catch {
                 self.reply(Self.storageError(error, doing: "ADMIN \(request.command.name)"), requestID)
             }
@@ -208,7 +205,8 @@ extension ConnectionHandler {
             event: .admin, peer: context?.channel.remoteAddress?.description, principal: principalName,
             action: request.command.name, topic: request.auditTopic, consumer: request.auditConsumer,
             reason: result.auditSummary))
-        write(.adminResult(result), requestID: requestID)
+        // Already encoded to check its size: queue those bytes rather than encoding the result again.
+        outbound.writeBuffer(&encoded)
     }
 }
 

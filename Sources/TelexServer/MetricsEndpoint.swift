@@ -76,10 +76,8 @@ public final class MetricsEndpoint: Service, Sendable {
     /// Why the endpoint must not listen on `host`: plaintext beyond loopback without `allowPlaintext`, the same rule
     /// as the broker's. Nil when it may. One line that says how to fix it.
     public static func plaintextRefusal(host: String, port: Int, tls: ServerTLSConfiguration?, allowPlaintext: Bool) -> String? {
-        guard tls == nil, !allowPlaintext, !ServerConfiguration.isLoopback(host) else { return nil }
-        let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        return "telexd: refusing to serve metrics on \(address) in plaintext; pass --tls-cert and --tls-key, "
-            + "or --allow-plaintext on a trusted network"
+        ServerConfiguration.plaintextRefusal(
+            host: host, port: port, tls: tls, allowPlaintext: allowPlaintext, doing: "serve metrics")
     }
 
     /// Parses `HOST:PORT` (`[::1]:9090` for IPv6); nil if it is not one.

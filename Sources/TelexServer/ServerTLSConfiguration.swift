@@ -89,10 +89,22 @@ extension ServerConfiguration {
     /// Why this configuration must not be served: plaintext (`tls` nil) on an address other than loopback,
     /// unless `allowPlaintext`. Nil when it may. The text is one line that says how to fix it.
     public func plaintextRefusal(allowPlaintext: Bool) -> String? {
-        guard tls == nil, !allowPlaintext, !Self.isLoopback(host) else { return nil }
-        let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        return "telexd: refusing to listen on \(address) in plaintext; pass --tls-cert and --tls-key, "
-            + "or --allow-plaintext on a trusted network"
+        Self.plaintextRefusal(host: host, port: port, tls: tls, allowPlaintext: allowPlaintext, doing: "listen")
+    }
+
+    /// The refusal of plaintext beyond loopback, for the broker's port (`doing` "listen") and the metrics
+    /// endpoint's ("serve metrics").
+    static func plaintextRefusal(
+        host: String, port: Int, tls: ServerTLSConfiguration?, allowPlaintext: Bool, doing: String
+    ) -> String? {
+        guard tls == nil, !allowPlaintext, !isLoopback(host) else { return nil }
+        return "telexd: refusing to \(doing) on \(hostAndPort(host, port)) in plaintext; pass --tls-cert and "
+            + "--tls-key, or --allow-plaintext on a trusted network"
+    }
+
+    /// `host:port`, with an IPv6 host in brackets.
+    static func hostAndPort(_ host: String, _ port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
     /// Whether `host` names only the loopback interface: `localhost`, 127.0.0.0/8 or `::1`. Any other name or

@@ -285,7 +285,7 @@ struct DeleteTopic: AsyncParsableCommand {
 
     func run() async throws {
         if !yes {
-            guard isatty(STDIN_FILENO) == 1 else {
+            guard isTerminal(STDIN_FILENO) else {
                 throw ValidationError("standard input is not a terminal: give --yes to delete '\(topic)'")
             }
             FileHandle.standardError.write(Data("Delete topic '\(topic)' and all its data? Type the topic name to confirm: ".utf8))
