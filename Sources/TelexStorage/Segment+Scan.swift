@@ -110,14 +110,12 @@ extension Segment {
                                                  firstOffset: scan.nextOffset, nextOffset: max(tailNextOffset, scan.nextOffset)))
                 scan.nextOffset = max(tailNextOffset, scan.nextOffset)
                 position = limit
-                scan.end = position
             } else if let (length, next) = try wholeDamagedBatch(at: position, in: &window, expected: scan.nextOffset,
                                                                  limits: limits) {
                 scan.damaged.append(DamagedRange(position: position, length: length,
                                                  firstOffset: scan.nextOffset, nextOffset: next))
                 scan.nextOffset = next
                 position += length
-                scan.end = position
             } else {
                 scan.end = position
                 scan.tornReason = reason ?? "bytes that are not a batch"

@@ -346,7 +346,6 @@ final class Segment: @unchecked Sendable {
         firstAppendTime = nil
         lastAppendTime = nil
         lastBatchOffset = nil
-        verified = Verified(bytes: 0, nextOffset: baseOffset, lastAppendTime: nil)
         let scan = try scan(from: 0, offset: baseOffset, lastAppendTime: nil, target: size, limit: size,
                             tailNextOffset: following, limits: limits) { header, position in
             // Only valid batches get index entries, so none points into damage.
@@ -389,7 +388,7 @@ struct HeaderWindow {
     let log: FileLease
     let limit: Int
     let windowBytes: Int
-    /// The segment's damaged ranges, which `header(skippingDamageAt:)` steps over.
+    /// The segment's damaged ranges, which `chainedHeader(skippingDamageAt:expected:)` steps over.
     let damaged: [DamagedRange]
     private var buffer = ByteBuffer()
     /// File position of the buffer's first byte.
@@ -403,13 +402,6 @@ struct HeaderWindow {
         self.limit = limit
         self.windowBytes = windowBytes
         self.damaged = damaged
-    }
-
-    /// The batch header at `position`, first moving `position` past any damaged range starting there; for walks
-    /// over a whole segment, which must never read a header inside damage.
-    mutating func header(skippingDamageAt position: inout Int) throws(TelexError) -> RecordBatchHeader? {
-        while let damage = damaged.first(where: { $0.position == position }) { position = damage.end }
-        return try header(at: position)
     }
 
     /// The batch header at `position`; nil when fewer than a header's bytes remain below `limit`.

@@ -141,8 +141,8 @@ extension TopicLog {
         let leases = Result { () throws(TelexError) -> [FileLease] in
             try syncing.map { segment throws(TelexError) in try segment.logFile.lease() }
         }
-        return SyncWork(unsealed: state.unsealed, sealing: sealing, active: active, target: state.nextOffset, syncActive: syncActive,
-                        leases: leases)
+        return SyncWork(unsealed: state.unsealed, sealing: sealing, active: active, target: state.nextOffset,
+                        syncActive: syncActive, fullActiveSync: fullActiveSync, leases: leases)
     }
 
     /// Does the fsyncs of `work`, without the lock: sealed segments first (log and indexes), then the directory
@@ -150,7 +150,7 @@ extension TopicLog {
     /// of those `.log` files reported an error the fsyncs could not see (NFS, STORAGE.md §11.2).
     ///
     /// Every file is opened (leased) before the first fsync, so a failed open leaves nothing half done.
-    func perform(_ work: SyncWork, fullActiveSync: Bool = false) -> SyncOutcome {
+    func perform(_ work: SyncWork) -> SyncOutcome {
         // A failed log fsyncs nothing more: one that succeeds now proves nothing about what the failed one lost.
         if let failure = state.withLock({ $0.failure }) { return .failed(failure) }
         let directory: CInt?
@@ -164,7 +164,7 @@ extension TopicLog {
         do throws(TelexError) {
             for segment in work.sealing { try segment.sync() }
             if let directory { try FileIO.syncDirectory(directory, path: self.directory) }
-            if fullActiveSync {
+            if work.fullActiveSync {
                 try work.active.sync()
             } else if work.syncActive {
                 try work.active.syncLog()

@@ -122,6 +122,8 @@ public final class TopicLog: Sendable {
         var active: Segment
         var target: Int64
         var syncActive: Bool
+        /// For `sync()`: fsync the active segment's `.log` and indexes even when nothing was appended since.
+        var fullActiveSync: Bool
         /// Leases on the `.log` files to fsync, taken under the lock while their segments are in the log, so
         /// retention cannot unlink a file between the snapshot and its fsync (a lease keeps it readable).
         var leases: Result<[FileLease], TelexError>
@@ -186,28 +188,24 @@ public final class TopicLog: Sendable {
         let recoveryPoint = Self.readRecoveryPoint(directory: directory, logger: logger)
         segmentsScannedAtOpen = try Self.recoverSegments(segments, directory: directory, configuration: configuration, logger: logger,
                                  metrics: self.metrics, unsealedFrom: recoveryPoint ?? 0)
-        // After a process crash the tail may still be only in the page cache — the active segment's, and, since
-        // rolled segments are sealed later on the sync queue, a just-rolled one's and its successor's directory
-        // entry: make them durable before counting them as durable, so `.always` readers never see a batch a
-        // machine crash could still take away. On clean files these syncs return at once.
-        if configuration.fsync == .always {
-            for segment in segments { try segment.syncLog() }
+        // After a process crash, segments at or above the recovery point may still be only in the page cache — the
+        // active one, and rolled ones the sync queue had not sealed yet, with their successors' directory entries.
+        // Under `.always` they are made durable before counting as durable, so readers never see a batch a machine
+        // crash could still take away; and before the recovery point moves past them (every segment below the
+        // active one is checked now) they are made durable under every policy. Segments below the recovery point
+        // were sealed already. On clean files these syncs return at once.
+        let active = segments.last!
+        let movesRecoveryPoint = segments.count > 1 && (recoveryPoint ?? -1) < active.baseOffset
+        if configuration.fsync == .always || movesRecoveryPoint {
+            for segment in segments where segment.baseOffset >= (recoveryPoint ?? 0) {
+                if segment !== active || configuration.fsync == .always { try segment.syncLog() }
+            }
             try FileIO.syncDirectory(directory)
         }
         var initial = State(segments: segments)
         try Self.restoreProducerState(&initial, directory: directory, logger: logger)
         state = Mutex(initial)
-        // Every segment before the active one is now checked; once they are durable, record it so the next open
-        // trusts them by their indexes.
-        if let active = segments.last, segments.count > 1, (recoveryPoint ?? -1) < active.baseOffset {
-            if configuration.fsync != .always {
-                for segment in segments.dropLast() where segment.baseOffset >= (recoveryPoint ?? 0) {
-                    try segment.syncLog()
-                }
-                try FileIO.syncDirectory(directory)
-            }
-            writeRecoveryPoint(active.baseOffset)
-        }
+        if movesRecoveryPoint { writeRecoveryPoint(active.baseOffset) }
         if case .interval(let milliseconds) = configuration.fsync { scheduleIntervalSync(milliseconds) }
     }
 
@@ -365,7 +363,7 @@ public final class TopicLog: Sendable {
         // error), a concurrent fdatasync here would succeed and mark the lost pages durable.
         let (outcome, ready) = syncQueue.sync {
             let work = state.withLock { syncWork(&$0, syncActive: true, fullActiveSync: true) }
-            let outcome = perform(work, fullActiveSync: true)
+            let outcome = perform(work)
             let ready = state.withLock { finish(unsealed: work.unsealed, target: work.target, outcome, &$0) }
             if case .synced = outcome, !work.unsealed.isEmpty { recordSealing(below: work.active.baseOffset) }
             return (outcome, ready)
