@@ -377,16 +377,9 @@ extension StorageBenchmark {
     }
     /// Number formatting and statistics for the table.
     enum Report {
-        static func seconds(_ duration: Duration) -> Double {
-            let (whole, fraction) = duration.components
-            return Double(whole) + Double(fraction) / 1e18
-        }
+        static func seconds(_ duration: Duration) -> Double { Stats.seconds(duration) }
 
-        static func median(_ values: [Double]) -> Double {
-            let sorted = values.sorted()
-            let middle = sorted.count / 2
-            return sorted.count.isMultiple(of: 2) ? (sorted[middle - 1] + sorted[middle]) / 2 : sorted[middle]
-        }
+        static func median(_ values: [Double]) -> Double { Stats.median(values) }
 
         static func mebibytes(_ bytes: Int) -> String { format(Double(bytes) / Double(1 << 20), decimals: 1) }
 
