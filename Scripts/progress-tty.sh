@@ -104,7 +104,7 @@ script -qfec "'$bin/telex-pub' --server '$server' --quiet --no-progress seeds/ar
 echo "progress-tty: --no-progress on a terminal: nothing drawn"
 
 # telex-sub --no-follow with standard output redirected: progress against the snapshot's end offsets.
-stored=$((events + 3 * 9))  # the three runs above published the 9 seeds each
+stored=$((events + 3 * 11))  # the three runs above published the 11 seeds each
 script -qfec "'$bin/telex-sub' --server '$server' '>' --no-follow >'$work/sub.jsonl'" "$work/sub-tty.txt" \
     </dev/null >/dev/null || fail "telex-sub under script failed: $(cat "$work/sub-tty.txt")"
 [ "$(wc -l <"$work/sub.jsonl")" -eq "$stored" ] || fail "telex-sub printed $(wc -l <"$work/sub.jsonl") of $stored"
