@@ -139,6 +139,31 @@ struct ArticleHistoryTests {
         #expect(line["changed"]?["ednote"] == ["after": "Updated with the location of the NPC session (Beijing) in the headline."])
     }
 
+    @Test("long values: cut after 80 characters when one side is absent or all of it changed; short ones whole")
+    func diffShortening() {
+        func version(_ offset: Int64, _ data: [String: JSONValue]) -> ArticleVersion {
+            var article = data
+            article["uri"] = "u"
+            return ArticleVersion(topic: "t", offset: offset, brokerTime: offset, event: ["type": "x", "data": .object(article)])
+        }
+        let long = String(repeating: "a", count: 100)
+        let other = String(repeating: "b", count: 100)
+        let lines = ArticleHistory.diffLines(ArticleHistory.changes([
+            version(0, ["edNote": .string(long)]), version(1, ["edNote": .string(other), "slugline": "short"]),
+            version(2, [:]),
+        ]))
+        // Where all of it changed, the 80 characters are the changed part, between the quotes; one side alone is
+        // cut at 80 characters, its opening quote included.
+        #expect(lines == [
+            "t@0 → t@1  1970-01-01T00:00:00.001Z  x",
+            "  ednote: \"\(long.prefix(80))…\" → \"\(other.prefix(80))…\"",
+            #"  slugline: (absent) → "short""#,
+            "t@1 → t@2  1970-01-01T00:00:00.002Z  x",
+            "  ednote: \"\(other.prefix(79))… → (absent)",
+            #"  slugline: "short" → (absent)"#,
+        ])
+    }
+
     @Test("a pair with no ninjs change says so; one version gives no pairs")
     func diffNothing() {
         let version = ArticleVersion(topic: "t", offset: 0, brokerTime: 0, event: ["type": "x", "data": ["uri": "u"]])
