@@ -76,7 +76,8 @@ extension ArticleHistory {
     }
 
     /// `--diff --json`: one line per pair, `{"from": OFFSET, "to": OFFSET, "changed": {"FIELD": {"before": …,
-    /// "after": …}}}`; a side where the field is absent has no `before` (or `after`) member.
+    /// "after": …}}}`, plus `fromTopic` and `toTopic` (offsets alone are ambiguous once an article moved between
+    /// topics); a side where the field is absent has no `before` (or `after`) member.
     public static func diffJSONLines(_ changes: [VersionChange]) -> [String] {
         changes.map { change in
             var changed: [String: JSONValue] = [:]
@@ -88,6 +89,7 @@ extension ArticleHistory {
             }
             let line: JSONValue = [
                 "from": .integer(change.from.offset), "to": .integer(change.to.offset), "changed": .object(changed),
+                "fromTopic": .string(change.from.topic), "toTopic": .string(change.to.topic),
             ]
             return line.jsonText
         }

@@ -39,11 +39,6 @@ public struct ArticleVersion: Sendable, Equatable {
 
 /// What telex-history prints: pure functions over the versions of one article, oldest first.
 public enum ArticleHistory {
-    /// Versions in history order: by broker time, then topic name, then offset (an article can move topics).
-    public static func ordered(_ records: [DeliveredRecord]) -> [DeliveredRecord] {
-        records.sorted { ($0.brokerTime, $0.topic, $0.offset) < ($1.brokerTime, $1.topic, $1.offset) }
-    }
-
     /// One readable line per version: broker time (RFC 3339 UTC), topic, offset, type and headline ("(deleted)"
     /// for a deletion), in aligned columns.
     public static func listLines(_ versions: [ArticleVersion]) -> [String] {

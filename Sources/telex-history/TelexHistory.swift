@@ -72,7 +72,7 @@ struct TelexHistory: AsyncParsableCommand {
             }
             var versions: [ArticleVersion] = []
             do {
-                for delivered in try await client.fetchVersions(of: uri, topics: topics) {
+                for delivered in try await client.history(of: uri, topics: topics) {
                     do {
                         versions.append(try ArticleVersion(delivered))
                     } catch {

@@ -172,6 +172,6 @@ struct ArticleHistoryTests {
         #expect(ArticleHistory.changes([version]).isEmpty)
         #expect(ArticleHistory.diffLines(ArticleHistory.changes([version, moved]))
             == ["t@0 → u@3  1970-01-01T00:00:00.001Z  x", "  (no ninjs field changed)"])
-        #expect(ArticleHistory.diffJSONLines(ArticleHistory.changes([version, moved])) == [#"{"changed":{},"from":0,"to":3}"#])
+        #expect(ArticleHistory.diffJSONLines(ArticleHistory.changes([version, moved])) == [#"{"changed":{},"from":0,"fromTopic":"t","to":3,"toTopic":"u"}"#])
     }
 }

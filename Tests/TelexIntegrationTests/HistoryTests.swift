@@ -40,12 +40,12 @@ struct HistoryTests {
             _ = try await client.publish(events: [try CloudEvent(type: "article.created", article: steps[0].article)],
                                          to: "sport.elsewhere")
 
-            let delivered = try await client.fetchVersions(of: Self.uri, topics: "news.>")
+            let delivered = try await client.history(of: Self.uri, topics: "news.>")
             #expect(delivered.map(\.topic) == acks.map(\.topic))
             #expect(delivered.map(\.offset) == acks.map(\.offset))
             #expect(delivered.map(\.offset) == [1, 1, 3, 3])
-            #expect(try await client.fetchVersions(of: Self.uri, topics: ">").count == 5)
-            #expect(try await client.fetchVersions(of: "urn:telex:test:none", topics: "news.>").isEmpty)
+            #expect(try await client.history(of: Self.uri, topics: ">").count == 5)
+            #expect(try await client.history(of: "urn:telex:test:none", topics: "news.>").isEmpty)
 
             let versions = try delivered.map(ArticleVersion.init)
             let list = ArticleHistory.listLines(versions)
