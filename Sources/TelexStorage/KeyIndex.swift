@@ -21,9 +21,6 @@ public struct KeyVersion: Sendable, Equatable {
 /// Records with an empty key are not articles and are not indexed. Keys are Strings decoded from UTF-8
 /// (invalid bytes repaired), so they compare as the query API does.
 struct SegmentKeys: Sendable, Equatable {
-    /// The type that makes a record its key's tombstone.
-    static let tombstoneType = "article.deleted"
-
     /// Each key's versions in this segment, oldest first.
     var versions: [String: [KeyVersion]] = [:]
     /// Versions indexed, tombstones included.
@@ -35,7 +32,7 @@ struct SegmentKeys: Sendable, Equatable {
     static func decode(_ keys: [BatchKey]) -> [(key: String?, tombstone: Bool)] {
         keys.map { entry in
             (entry.key.readableBytes == 0 ? nil : String(decoding: entry.key.readableBytesView, as: UTF8.self),
-             entry.type == tombstoneType)
+             entry.isTombstone)
         }
     }
 

@@ -242,8 +242,9 @@ public final class TopicLog: Sendable {
     /// Writes to the page cache; when the active segment is full it opens a new one, and leaves the fsyncs that
     /// seal the old one to the log's queue.
     public func append(_ batch: ByteBuffer) throws(TelexError) -> AppendResult {
-        let header = try RecordBatch.validate(batch, limits: configuration.batchLimits, context: "batch for \(topic)")
-        // Outside the lock: the key table is parsed (never inflated: PUBLISH refuses a zlib batch without one).
+        let header = try RecordBatch.validate(
+            batch, limits: configuration.batchLimits, requireKeyTable: true, context: "batch for \(topic)")
+        // Outside the lock: the key table is parsed (never inflated: validation refused a zlib batch without one).
         let keys = try configuration.indexKeys
             ? SegmentKeys.decode(RecordBatch.keys(of: batch, header: header, limits: configuration.batchLimits))
             : []

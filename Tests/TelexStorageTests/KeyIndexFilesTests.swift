@@ -33,6 +33,8 @@ struct KeyIndexFilesTests {
             let ends = [acknowledged, acknowledged / 3]
             let before = keyAnswers(log, keys: KeyIndexTests.keys, ends: ends)
             let copy = directory + "/crash"
+            // Rounds still queued would create and rename files under the copy; the appends are all written.
+            log.syncQueue.sync {}
             try FileManager.default.copyItem(atPath: logDirectory(directory), toPath: copy)
             // The crash also took away a `.keys` being written (its sealing round had not run).
             let bases = try segmentBases(directory)
