@@ -44,14 +44,29 @@ public enum StorageInspector {
         public var error: String
     }
 
-    /// What `inspect` reports: a batch, or the problem that ended a segment.
+    /// A segment's key index file (`.keys`, Protocol/STORAGE.md §14) as the inspector read it.
+    public struct KeyIndexDescription: Codable, Sendable, Equatable {
+        public var topic: String
+        /// The `.keys` file's name, e.g. `00000000000000000000.keys`.
+        public var keyIndex: String
+        /// Distinct keys, versions (records indexed, tombstones included) and tombstones; nil when damaged.
+        public var keys: Int?
+        public var versions: Int?
+        public var tombstones: Int?
+        /// Why the file cannot be used (the broker rebuilds it), present only then.
+        public var error: String?
+    }
+
+    /// What `inspect` reports: a batch, the problem that ended a segment, or a segment's key index.
     public enum Finding: Sendable, Equatable {
         case batch(BatchDescription)
         case problem(Problem)
+        case keyIndex(KeyIndexDescription)
     }
 
     /// Calls `emit` with one JSON object (a line of JSON Lines, keys sorted) per batch, and one per problem
-    /// found: topic, segment, position, offsets, record count, timestamps, codec, size and whether the CRC holds.
+    /// found: topic, segment, position, offsets, record count, timestamps, codec, size and whether the CRC holds;
+    /// and after each segment with a `.keys` file, one with its key, version and tombstone counts.
     public static func dump(dataDirectory: String, topic only: String? = nil, emit: (String) -> Void) throws(TelexError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -60,6 +75,7 @@ public enum StorageInspector {
             let data = switch finding {
             case .batch(let batch): try! encoder.encode(batch)
             case .problem(let problem): try! encoder.encode(problem)
+            case .keyIndex(let keys): try! encoder.encode(keys)
             }
             emit(String(decoding: data, as: UTF8.self))
         }
@@ -79,7 +95,23 @@ public enum StorageInspector {
             let directory = topicsDirectory + "/" + topic
             for name in try FileIO.listDirectory(directory) where name.hasSuffix(".log") {
                 try inspectSegment(topic: topic, path: directory + "/" + name, visit)
+                let keysName = String(name.dropLast(4)) + KeyTableFile.suffix
+                if let bytes = try Segment.readKeysFile(directory + "/" + keysName) {
+                    visit(.keyIndex(describeKeys(topic: topic, file: keysName, bytes)))
+                }
             }
+        }
+    }
+
+    /// The counts of a `.keys` file, or why it is damaged. It is not checked against its segment (verify does).
+    static func describeKeys(topic: String, file: String, _ bytes: ByteBuffer) -> KeyIndexDescription {
+        do throws(TelexError) {
+            let keys = try KeyTableFile.decode(bytes, path: file).keys
+            return KeyIndexDescription(
+                topic: topic, keyIndex: file, keys: keys.versions.count, versions: keys.records,
+                tombstones: keys.tombstones)
+        } catch {
+            return KeyIndexDescription(topic: topic, keyIndex: file, error: error.message)
         }
     }
 

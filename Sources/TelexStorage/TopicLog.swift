@@ -119,6 +119,8 @@ public final class TopicLog: Sendable {
         var unsealed: [Segment]
         /// Those of `unsealed` still in the log, whose files to fsync (retention may have deleted the others).
         var sealing: [Segment]
+        /// The key index files of `sealing`, taken under the lock (empty when keys are not indexed).
+        var sealingKeys: [KeyTableFile]
         var active: Segment
         var target: Int64
         var syncActive: Bool
@@ -240,18 +242,24 @@ public final class TopicLog: Sendable {
     /// Writes to the page cache; when the active segment is full it opens a new one, and leaves the fsyncs that
     /// seal the old one to the log's queue.
     public func append(_ batch: ByteBuffer) throws(TelexError) -> AppendResult {
-        let header = try RecordBatch.validate(batch, limits: configuration.batchLimits, context: "batch for \(topic)")
+        let header = try RecordBatch.validate(
+            batch, limits: configuration.batchLimits, requireKeyTable: true, context: "batch for \(topic)")
+        // Outside the lock: the key table is parsed (never inflated: validation refused a zlib batch without one).
+        let keys = try configuration.indexKeys
+            ? SegmentKeys.decode(RecordBatch.keys(of: batch, header: header, limits: configuration.batchLimits))
+            : []
         // Set once a roll queued a segment to seal, even if the write into the new segment then fails.
         var rolled = false
         defer { if rolled { scheduleSync() } }
         return try state.withLock { state throws(TelexError) -> AppendResult in
-            try append(batch, header: header, to: &state, rolled: &rolled)
+            try append(batch, header: header, keys: keys, to: &state, rolled: &rolled)
         }
     }
 
     /// The locked part of `append`; sets `rolled` when it rolled and so queued a segment to seal.
     private func append(
-        _ batch: ByteBuffer, header: RecordBatchHeader, to state: inout State, rolled: inout Bool
+        _ batch: ByteBuffer, header: RecordBatchHeader, keys: [(key: String?, tombstone: Bool)], to state: inout State,
+        rolled: inout Bool
     ) throws(TelexError) -> AppendResult {
         if state.closed { throw TelexError(.shuttingDown, "log \(topic) is closed", topic: topic) }
         if let failure = state.failure {
@@ -292,6 +300,7 @@ public final class TopicLog: Sendable {
         try writingAppend { () throws(TelexError) in
             try active.append([stamped, rest], header: stampedHeader, indexInterval: configuration.indexIntervalBytes)
         }
+        active.keys.add(keys, baseOffset: baseOffset, appendTime: appendTime)
         state.nextOffset = stampedHeader.nextOffset
         state.lastAppendTime = appendTime
         if header.producerID != 0 {

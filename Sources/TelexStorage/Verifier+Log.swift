@@ -62,6 +62,9 @@ extension StorageVerifier.Run {
                 chain.lastAppendTime = max(chain.lastAppendTime ?? header.appendTime, header.appendTime)
                 walk.batchAtPosition[position] = header
                 walk.batchAtOffset[header.baseOffset] = header
+                if problem == nil, let batch, let keys = try? RecordBatch.keys(of: batch, header: header, limits: limits) {
+                    walk.keys.add(SegmentKeys.decode(keys), baseOffset: header.baseOffset, appendTime: header.appendTime)
+                }
                 expected = next
                 position += header.totalSize
                 continue
@@ -84,6 +87,7 @@ extension StorageVerifier.Run {
             position = resume.position
         }
         walk.checkedBytes = position
+        walk.nextOffset = expected
         chain.previousEnd = expected
         return walk
     }

@@ -68,7 +68,7 @@ struct HistoryTests {
             ])
             let diff = try JSONValue(parsing: Array(ArticleHistory.diffJSONLines(changes)[0].utf8))
             #expect(diff == [
-                "from": 1, "to": 1,
+                "from": 1, "to": 1, "fromTopic": "news.world", "toTopic": "news.europe",
                 "changed": [
                     "headline": ["before": "Storm nears the coast", "after": "Storm reaches the coast"],
                     "version": ["before": "1", "after": "2"],

@@ -148,6 +148,14 @@ enum PowerLoss {
                         problems.append("acknowledged batch lost: \(topic) offset \(batch.offset)")
                         continue
                     }
+                    // The key index answers for every acknowledged record as it did before the crash.
+                    for (index, record) in try RecordBatch.decodeRecords(stored).records.enumerated() {
+                        let key = String(decoding: record.key.readableBytesView, as: UTF8.self)
+                        let offset = batch.offset + Int64(index)
+                        if !log.versions(of: key, below: log.readableEndOffset).contains(where: { $0.offset == offset }) {
+                            problems.append("key index lost \(topic) offset \(offset) of key \(key)")
+                        }
+                    }
                 }
                 var offset = log.startOffset
                 var served: Int64 = offset
