@@ -71,9 +71,9 @@ extension RecordBatch {
 
     /// The records section of one whole batch as stored (compressed for codec zlib), after its key table if any.
     public static func recordsSection(of batch: ByteBuffer, header: RecordBatchHeader) throws(TelexError) -> ByteBuffer {
-        guard header.totalSize == batch.readableBytes else {
+        guard header.totalSize == batch.readableBytes, header.totalSize >= RecordBatchHeader.size else {
             throw TelexError(.invalidBatch,
-                "batch at offset \(header.baseOffset): batchLength says \(header.totalSize) bytes but \(batch.readableBytes) are present",
+                "batch at offset \(header.baseOffset): batchLength says \(header.totalSize) bytes but \(batch.readableBytes) are present (at least \(RecordBatchHeader.size))",
                 offset: header.baseOffset)
         }
         return try sections(of: batch, header: header, context: "batch at offset \(header.baseOffset)").records
