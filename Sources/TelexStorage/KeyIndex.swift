@@ -31,7 +31,9 @@ struct SegmentKeys: Sendable, Equatable {
     /// record is a tombstone, in record order.
     static func decode(_ keys: [BatchKey]) -> [(key: String?, tombstone: Bool)] {
         keys.map { entry in
-            (entry.key.readableBytes == 0 ? nil : String(decoding: entry.key.readableBytesView, as: UTF8.self),
+            // Through the raw bytes: decoding the generic byte view runs unspecialised, at twice the cost.
+            (entry.key.readableBytes == 0
+                ? nil : entry.key.withUnsafeReadableBytes { String(decoding: $0, as: UTF8.self) },
              entry.isTombstone)
         }
     }
