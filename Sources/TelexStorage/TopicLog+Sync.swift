@@ -141,7 +141,10 @@ extension TopicLog {
         let leases = Result { () throws(TelexError) -> [FileLease] in
             try syncing.map { segment throws(TelexError) in try segment.logFile.lease() }
         }
-        let sealingKeys = configuration.indexKeys ? sealing.map { $0.keyTable() } : []
+        let sealingKeys = configuration.indexKeys ? sealing.map { segment in
+            KeyTableFile(baseOffset: segment.baseOffset, nextOffset: segment.nextOffset, logSize: Int64(segment.size),
+                         keys: state.keys.table(for: segment.baseOffset..<segment.nextOffset))
+        } : []
         return SyncWork(unsealed: state.unsealed, sealing: sealing, sealingKeys: sealingKeys, active: active,
                         target: state.nextOffset,
                         syncActive: syncActive, fullActiveSync: fullActiveSync, leases: leases)
