@@ -16,7 +16,8 @@ public struct KeyVersion: Sendable, Equatable {
     }
 }
 
-/// The key index of one segment: every indexed record's key and version (Protocol/STORAGE.md §14).
+/// The key index of one segment: every indexed record's key and version (Protocol/STORAGE.md §14). The form of
+/// a `.keys` file, of a recovery scan and of verify's walk; in memory the log keeps one `LogKeys` for all.
 ///
 /// Records with an empty key are not articles and are not indexed. Keys are Strings decoded from UTF-8
 /// (invalid bytes repaired), so they compare as the query API does.
