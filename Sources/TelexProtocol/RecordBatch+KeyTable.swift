@@ -71,9 +71,9 @@ extension RecordBatch {
 
     /// The records section of one whole batch as stored (compressed for codec zlib), after its key table if any.
     public static func recordsSection(of batch: ByteBuffer, header: RecordBatchHeader) throws(TelexError) -> ByteBuffer {
-        guard header.totalSize == batch.readableBytes else {
+        guard header.totalSize == batch.readableBytes, header.totalSize >= RecordBatchHeader.size else {
             throw TelexError(.invalidBatch,
-                "batch at offset \(header.baseOffset): batchLength says \(header.totalSize) bytes but \(batch.readableBytes) are present",
+                "batch at offset \(header.baseOffset): batchLength says \(header.totalSize) bytes but \(batch.readableBytes) are present (at least \(RecordBatchHeader.size))",
                 offset: header.baseOffset)
         }
         return try sections(of: batch, header: header, context: "batch at offset \(header.baseOffset)").records
@@ -123,38 +123,73 @@ extension RecordBatch {
     static func readKeyTable(
         _ table: ByteBuffer, header: RecordBatchHeader, context: @autoclosure () -> String
     ) throws(TelexError) -> [BatchKey] {
-        let count = Int(header.recordCount)
-        var buffer = table
-        // Each entry takes at least its two length fields: refuse a count the table cannot hold before looping.
-        guard count <= buffer.readableBytes / 4 else {
-            throw TelexError(.invalidBatch,
-                "\(context()): key table of \(buffer.readableBytes) bytes cannot hold \(count) entries (4 bytes or more each)")
-        }
-        func fail(_ index: Int, _ problem: String) -> TelexError {
-            TelexError(.invalidBatch,
-                "\(context()): key table entry \(index) of \(count): \(problem) (\(buffer.readableBytes) bytes left)")
-        }
         var entries: [BatchKey] = []
-        entries.reserveCapacity(count)
-        for index in 0..<count {
-            guard let keyLength = buffer.readInteger(as: UInt16.self), let key = buffer.readSlice(length: Int(keyLength)) else {
-                throw fail(index, "truncated at field key")
-            }
-            guard let typeLength = buffer.readInteger(as: UInt16.self),
-                let typeBytes = buffer.readSlice(length: Int(typeLength))
-            else {
-                throw fail(index, "truncated at field type")
-            }
-            guard let type = typeBytes.validatedUTF8String() else {
-                throw fail(index, "type is not valid UTF-8")
-            }
+        entries.reserveCapacity(Int(header.recordCount))
+        try walkKeyTable(table, header: header, context: context()) { key, type in
             entries.append(BatchKey(key: key, type: type))
         }
-        guard buffer.readableBytes == 0 else {
-            throw TelexError(.invalidBatch,
-                "\(context()): key table has \(buffer.readableBytes) bytes left after its \(count) entries")
-        }
         return entries
+    }
+
+    /// Checks the table's shape like `readKeyTable`, handing each entry to `body` without collecting them.
+    static func walkKeyTable(
+        _ table: ByteBuffer, header: RecordBatchHeader, context: @autoclosure () -> String,
+        _ body: (ByteBuffer, String) -> Void
+    ) throws(TelexError) {
+        let count = Int(header.recordCount)
+        // Each entry takes at least its two length fields: refuse a count the table cannot hold before looping.
+        guard count <= table.readableBytes / 4 else {
+            throw TelexError(.invalidBatch,
+                "\(context()): key table of \(table.readableBytes) bytes cannot hold \(count) entries (4 bytes or more each)")
+        }
+        // Indexes instead of readSlice: this runs for every published batch, so it avoids a slice per type.
+        var position = table.readerIndex
+        let end = table.writerIndex
+        for index in 0..<count {
+            guard let keyLength = table.getInteger(at: position, as: UInt16.self),
+                position + 2 + Int(keyLength) <= end
+            else {
+                throw keyTableError(index, count, "truncated at field key", end - position, context())
+            }
+            let key = table.getSlice(at: position + 2, length: Int(keyLength))!
+            position += 2 + Int(keyLength)
+            guard let typeLength = table.getInteger(at: position, as: UInt16.self),
+                position + 2 + Int(typeLength) <= end
+            else {
+                throw keyTableError(index, count, "truncated at field type", end - position, context())
+            }
+            let typeStart = position + 2 - table.readerIndex
+            let type = table.withUnsafeReadableBytes { bytes in
+                utf8String(UnsafeRawBufferPointer(rebasing: bytes[typeStart..<typeStart + Int(typeLength)]))
+            }
+            position += 2 + Int(typeLength)
+            guard let type else {
+                throw keyTableError(index, count, "type is not valid UTF-8", end - position, context())
+            }
+            body(key, type)
+        }
+        guard position == end else {
+            throw TelexError(.invalidBatch,
+                "\(context()): key table has \(end - position) bytes left after its \(count) entries")
+        }
+    }
+
+    /// `bytes` as a string if they are valid UTF-8. Types are nearly always ASCII, checked by a plain loop; the
+    /// generic `String(validating:as:)` costs several times as much and is left for the rest.
+    static func utf8String(_ bytes: UnsafeRawBufferPointer) -> String? {
+        var ascii = true
+        for byte in bytes where byte >= 0x80 {
+            ascii = false
+            break
+        }
+        if ascii { return String(decoding: bytes, as: UTF8.self) }
+        return String(validating: bytes.assumingMemoryBound(to: UInt8.self), as: UTF8.self)
+    }
+
+    private static func keyTableError(_ index: Int, _ count: Int, _ problem: String, _ left: Int, _ context: String)
+        -> TelexError
+    {
+        TelexError(.invalidBatch, "\(context): key table entry \(index) of \(count): \(problem) (\(left) bytes left)")
     }
 
     /// Fails unless `record`'s key and first `ce-type` header equal its key table entry.

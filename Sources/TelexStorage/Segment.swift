@@ -57,8 +57,12 @@ final class Segment: @unchecked Sendable {
     private var bytesSinceIndexEntry = 0
     /// Damaged ranges found by recovery or while serving, in file order (Protocol/STORAGE.md §6.2).
     var damaged: [DamagedRange] = []
-    /// The key index of the segment's records (empty when `LogConfiguration.indexKeys` is off).
+    /// The segment's key index while the log opens (loaded or rebuilt by recovery), then handed to the log's
+    /// `LogKeys` and emptied.
     var keys = SegmentKeys()
+    /// Key versions (tombstones included) and tombstones indexed in this segment.
+    var keyRecords = 0
+    var keyTombstones = 0
     /// How far the batches have been CRC-checked from the start of the file (by recovery, on append, or when
     /// first served): a segment loaded from its indexes starts unchecked.
     var verified: Verified

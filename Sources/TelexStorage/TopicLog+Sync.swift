@@ -141,7 +141,10 @@ extension TopicLog {
         let leases = Result { () throws(TelexError) -> [FileLease] in
             try syncing.map { segment throws(TelexError) in try segment.logFile.lease() }
         }
-        let sealingKeys = configuration.indexKeys ? sealing.map { $0.keyTable() } : []
+        let sealingKeys = configuration.indexKeys ? sealing.map { segment in
+            KeyTableFile(baseOffset: segment.baseOffset, nextOffset: segment.nextOffset, logSize: Int64(segment.size),
+                         keys: state.keys.table(for: segment.baseOffset..<segment.nextOffset))
+        } : []
         return SyncWork(unsealed: state.unsealed, sealing: sealing, sealingKeys: sealingKeys, active: active,
                         target: state.nextOffset,
                         syncActive: syncActive, fullActiveSync: fullActiveSync, leases: leases)
@@ -164,13 +167,18 @@ extension TopicLog {
             return .unavailable(error)
         }
         defer { if let directory { FileIO.close(directory, path: self.directory) } }
-        // Derived data, like the indexes: a `.keys` that could not be written is rebuilt at the next open.
-        for (segment, table) in zip(work.sealing, work.sealingKeys) {
-            do throws(TelexError) {
-                try segment.writeKeys(table)
-            } catch {
-                logger.warning("could not write the key index; the next open rebuilds it",
-                               metadata: ["path": "\(segment.keysPath)", "error": "\(error)"])
+        // Derived data, like the indexes: a `.keys` that could not be written is rebuilt at the next open. Under
+        // `directoryClosed`, which retention holds while it unlinks: a segment it took out of the log since the
+        // snapshot gets no `.keys`, which would be left behind without its segment.
+        directoryClosed.withLock { closed in
+            for (segment, table) in zip(work.sealing, work.sealingKeys)
+            where !closed && state.withLock({ $0.segments.first!.baseOffset <= segment.baseOffset }) {
+                do throws(TelexError) {
+                    try segment.writeKeys(table)
+                } catch {
+                    logger.warning("could not write the key index; the next open rebuilds it",
+                                   metadata: ["path": "\(segment.keysPath)", "error": "\(error)"])
+                }
             }
         }
         do throws(TelexError) {

@@ -43,6 +43,8 @@ public final class TopicLog: Sendable {
     /// same lock (see `Segment`).
     struct State {
         var segments: [Segment]
+        /// The key index of every segment (empty when `indexKeys` is off).
+        var keys = LogKeys()
         var producers: [Int64: ProducerState] = [:]
         var nextOffset: Int64
         /// Everything below is covered by a completed fsync (with the seals and directory fsync it depends on).
@@ -205,6 +207,11 @@ public final class TopicLog: Sendable {
             try FileIO.syncDirectory(directory)
         }
         var initial = State(segments: segments)
+        for segment in segments {
+            initial.keys.add(segment.keys)
+            (segment.keyRecords, segment.keyTombstones) = (segment.keys.records, segment.keys.tombstones)
+            segment.keys = SegmentKeys()
+        }
         try Self.restoreProducerState(&initial, directory: directory, logger: logger)
         state = Mutex(initial)
         if movesRecoveryPoint { writeRecoveryPoint(active.baseOffset) }
@@ -300,7 +307,11 @@ public final class TopicLog: Sendable {
         try writingAppend { () throws(TelexError) in
             try active.append([stamped, rest], header: stampedHeader, indexInterval: configuration.indexIntervalBytes)
         }
-        active.keys.add(keys, baseOffset: baseOffset, appendTime: appendTime)
+        if !keys.isEmpty {
+            state.keys.add(keys, baseOffset: baseOffset, appendTime: appendTime)
+            active.keyRecords += keys.count { $0.key != nil }
+            active.keyTombstones += keys.count { $0.key != nil && $0.tombstone }
+        }
         state.nextOffset = stampedHeader.nextOffset
         state.lastAppendTime = appendTime
         if header.producerID != 0 {

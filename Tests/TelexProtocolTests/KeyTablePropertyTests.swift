@@ -31,7 +31,7 @@ struct KeyTablePropertyTests {
     }
 
     @Test func keysAreTheRecordsKeysAndTypesWithOrWithoutATable() async {
-        await propertyCheck(count: 300, input: Self.batches) { records, codec, table in
+        await propertyCheck(count: 200, input: Self.batches) { records, codec, table in
             let batch = Self.batch(records, codec: codec, table: table)
             let header = try RecordBatch.validate(batch)
             #expect(header.hasKeyTable == table)
@@ -52,7 +52,7 @@ struct KeyTablePropertyTests {
             (Self.records(&rng), Codec.allCases.randomElement(using: &rng)!, Int.random(in: 0...(1 << 20), using: &rng),
              UInt8.random(in: 1...255, using: &rng))
         }
-        await propertyCheck(count: 300, input: input) { records, codec, position, mask in
+        await propertyCheck(count: 200, input: input) { records, codec, position, mask in
             var batch = KeyTables.build(records, codec: codec)
             // keyTableLength and the entries: any of their bytes.
             let index = RecordBatchHeader.size + position % (4 + KeyTables.table(of: batch).readableBytes)
@@ -69,7 +69,7 @@ struct KeyTablePropertyTests {
             (Self.records(&rng), Codec.allCases.randomElement(using: &rng)!, Int.random(in: 0...(1 << 20), using: &rng),
              Bool.random(using: &rng))
         }
-        await propertyCheck(count: 300, input: input) { records, codec, choice, changeKey in
+        await propertyCheck(count: 200, input: input) { records, codec, choice, changeKey in
             let wrong = choice % records.count
             var entries = ByteBuffer()
             for (index, record) in records.enumerated() {

@@ -170,6 +170,17 @@ struct KeyTableTests {
         }
     }
 
+    @Test func aRecordsSectionIsNeverCutFromABatchShorterThanItsHeader() {
+        var header = RecordBatchHeader.peek(KeyTables.build(KeyTables.events, codec: .none), at: 0)!
+        header.batchLength = 10
+        var bytes = ByteBuffer()
+        header.write(to: &bytes)
+        bytes.moveWriterIndex(to: header.totalSize)
+        expectTelexError(.invalidBatch, mentioning: ["at least 64"]) {
+            _ = try RecordBatch.recordsSection(of: bytes, header: header)
+        }
+    }
+
     @Test func keysOfAStoredBatchComeFromItsTable() throws {
         let batch = Newsroom.stored(KeyTables.build(KeyTables.events, codec: .zlib), baseOffset: 77)
         let header = RecordBatchHeader.peek(batch, at: 0)!

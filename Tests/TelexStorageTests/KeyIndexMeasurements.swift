@@ -8,10 +8,13 @@ import Testing
 /// Opt-in measurements of the key index (Protocol/STORAGE.md §14.4): `TELEX_KEY_INDEX_RECORDS=N` appends N records
 /// of about 1 KiB (10 versions per key, batches of 64, codec none, fsync never) with the index off and then on,
 /// and prints the RSS each run added, the append time of each, and the time to open the log from its `.keys`
-/// files, to rebuild them from the segments, and to open with the index off.
+/// files, to rebuild them from the segments, and to open with the index off. A key's versions are spread over
+/// the whole log (record i has key i mod N/10: every key in every segment, the worst case for memory), or with
+/// `TELEX_KEY_INDEX_CLUSTERED=1` consecutive (key i/10, as corrections follow a story within hours).
 @Suite("Key index measurements (TELEX_KEY_INDEX_RECORDS)")
 struct KeyIndexMeasurements {
     static let records = ProcessInfo.processInfo.environment["TELEX_KEY_INDEX_RECORDS"].flatMap(Int.init)
+    static let clustered = ProcessInfo.processInfo.environment["TELEX_KEY_INDEX_CLUSTERED"] == "1"
 
     static func residentBytes() -> Int {
         let fields = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8))?.split(separator: " ") ?? []
@@ -35,7 +38,7 @@ struct KeyIndexMeasurements {
         while written < records {
             var builder = RecordBatchBuilder()
             for index in written..<min(records, written + 64) {
-                let key = "urn:telex:article:\(index % keys)"
+                let key = "urn:telex:article:\(clustered ? index / 10 : index % keys)"
                 builder.append(
                     timestamp: 1_700_000_000_000 + Int64(index), key: ByteBuffer(string: key),
                     headers: [RecordHeader(name: "ce-type", value: "news.article.updated")],
@@ -87,7 +90,8 @@ struct KeyIndexMeasurements {
             let on = results[true]!
             let off = results[false]!
             print("""
-                key index: \(records) records (\(versions) indexed), topic \(size >> 20) MiB on disk
+                key index: \(records) records (\(versions) indexed, versions \(Self.clustered ? "clustered" : "spread")), \
+                topic \(size >> 20) MiB on disk
                 key index: RSS added appending with the index off \(off.rss >> 20) MiB, on \(on.rss >> 20) MiB: \
                 \((on.rss - off.rss) / max(1, records)) bytes per indexed record
                 key index: append time off \(off.append) s, on \(on.append) s \
