@@ -140,6 +140,7 @@ extension RecordBatch {
             throw TelexError(.invalidBatch,
                 "\(context()): key table's keys total \(keyBytes) bytes, more than \(count) records of uncompressedLength \(header.uncompressedLength) can hold (16 bytes each besides the key)")
         }
+        // The entries passed checkEntries, so the two walks below read them without bounds checks.
         var keys = ByteBufferAllocator().buffer(capacity: keyBytes)
         keys.writeWithUnsafeMutableBytes(minimumWritableBytes: keyBytes) { output in
             // No key has a byte: nothing to copy (and an empty buffer may have no address).
@@ -154,7 +155,8 @@ extension RecordBatch {
                     position += 6
                     // The previous key ends at `written`, so the copied prefix never overlaps its destination.
                     (output + written).copyMemory(from: output + previousStart, byteCount: shared)
-                    (output + written + shared).copyMemory(from: input.baseAddress! + position, byteCount: suffix)
+                    (output + written + shared).copyMemory(
+                        from: input.baseAddress! + position, byteCount: suffix)
                     previousStart = written
                     written += shared + suffix
                     position += suffix
@@ -223,7 +225,7 @@ extension RecordBatch {
             }
             for index in 0..<count {
                 guard input.count - position >= 6 else {
-                    let field = ["typeIndex", "typeIndex", "sharedPrefix", "sharedPrefix", "suffix", "suffix"][input.count - position]
+                    let field = ["typeIndex", "sharedPrefix", "suffix"][(input.count - position) / 2]
                     throw fail(index, "truncated at field \(field)")
                 }
                 let type = Int(input.loadUnaligned(fromByteOffset: position, as: UInt16.self).bigEndian)
@@ -235,10 +237,11 @@ extension RecordBatch {
                 guard shared <= previousLength else {
                     throw fail(index, "sharedPrefix \(shared) exceeds the previous key's \(previousLength) bytes")
                 }
-                guard input.count - position - 6 >= suffix else {
-                    throw fail(index, "truncated at field suffix (needs \(suffix) bytes after its length)")
+                position += 6
+                guard input.count - position >= suffix else {
+                    throw fail(index, "truncated at field suffix: needs \(suffix) bytes")
                 }
-                position += 6 + suffix
+                position += suffix
                 previousLength = shared + suffix
                 total += previousLength
             }

@@ -104,6 +104,15 @@ struct KeyTableLayoutTests {
         ) { _ = try RecordBatch.validate(batch, requireKeyTable: true) }
     }
 
+    @Test func aSuffixPastTheTableIsInvalid() throws {
+        let batch = KeyTables.replacingTable(
+            of: KeyTables.build([KeyTables.events[0]], codec: .zlib),
+            with: ByteBuffer(bytes: [0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0x61, 0x62]))
+        expectTelexError(
+            .invalidBatch, mentioning: ["key table entry 0 of 1: truncated at field suffix: needs 9 bytes (2 bytes left)"]
+        ) { _ = try RecordBatch.validate(batch) }
+    }
+
     @Test func aDamagedTypeListIsInvalid() throws {
         let source = KeyTables.build([KeyTables.events[0]], codec: .zlib)
         expectTelexError(.invalidBatch, mentioning: ["key table of 1 bytes is truncated at field typeCount"]) {
