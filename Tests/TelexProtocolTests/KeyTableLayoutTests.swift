@@ -17,7 +17,9 @@ struct KeyTableLayoutTests {
 
     @Test func theBuilderListsEachTypeOnceAndSharesKeyPrefixes() throws {
         let batch = KeyTables.build(
-            Self.records([("urn:a:1", "article.created"), ("urn:a:2", "article.created"), ("urn:b", "article.updated")]),
+            Self.records([
+                ("urn:a:1", "article.created"), ("urn:a:2", "article.created"), ("urn:b", "article.updated"),
+            ]),
             codec: .zlib)
         var expected = ByteBuffer()
         expected.writeInteger(UInt16(2))  // typeCount
@@ -52,7 +54,9 @@ struct KeyTableLayoutTests {
 
     @Test func sixtyFourBenchKeysTakeAboutSevenBytesEach() throws {
         let records = Self.records(
-            (1000..<1064).map { ("urn:telex:bench:article-\($0)", $0 % 4 == 3 ? "article.updated" : "article.created") })
+            (1000..<1064).map {
+                ("urn:telex:bench:article-\($0)", $0 % 4 == 3 ? "article.updated" : "article.created")
+            })
         let table = KeyTables.table(of: KeyTables.build(records, codec: .zlib))
         // 36 bytes of types; the first key whole (6 + 28); then 6 + 1 (7 + 2 where the tens digit changes).
         #expect(table.readableBytes == 36 + 34 + 57 * 7 + 6 * 8)
@@ -64,11 +68,13 @@ struct KeyTableLayoutTests {
             with: KeyTables.table(
                 types: ["article.created"],
                 [(0, 0, Array(Newsroom.articleKey.utf8)), (2, 0, Array(Newsroom.festivalKey.utf8))]))
-        expectTelexError(.invalidBatch, mentioning: ["key table entry 1 of 2", "typeIndex 2 is not below typeCount 1"]) {
-            _ = try RecordBatch.validate(batch, requireKeyTable: true)
-        }
+        expectTelexError(
+            .invalidBatch, mentioning: ["key table entry 1 of 2", "typeIndex 2 is not below typeCount 1"]
+        ) { _ = try RecordBatch.validate(batch, requireKeyTable: true) }
         let header = RecordBatchHeader.peek(batch, at: 0)!
-        expectTelexError(.invalidBatch, mentioning: ["typeIndex 2"]) { _ = try RecordBatch.keys(of: batch, header: header) }
+        expectTelexError(.invalidBatch, mentioning: ["typeIndex 2"]) {
+            _ = try RecordBatch.keys(of: batch, header: header)
+        }
         expectTelexError(.invalidBatch, mentioning: ["typeIndex 2"]) { _ = try RecordBatch.decodeRecords(batch) }
     }
 
@@ -94,8 +100,9 @@ struct KeyTableLayoutTests {
         // A 300-byte key shared whole by four more entries: 1,500 bytes of keys from a table of about 330.
         let source = KeyTables.build(KeyTables.events, codec: .zlib)
         let header = RecordBatchHeader.peek(source, at: 0)!
-        let whole: (typeIndex: UInt16, sharedPrefix: UInt16, suffix: [UInt8]) = (0, 0, Array(repeating: 0x61, count: 300))
-        let again: (typeIndex: UInt16, sharedPrefix: UInt16, suffix: [UInt8]) = (0, 300, [])
+        typealias Row = (typeIndex: UInt16, sharedPrefix: UInt16, suffix: [UInt8])
+        let whole: Row = (0, 0, Array(repeating: 0x61, count: 300))
+        let again: Row = (0, 300, [])
         let batch = KeyTables.replacingTable(
             of: source, with: KeyTables.table(types: [""], [whole] + Array(repeating: again, count: 4)))
         expectTelexError(
@@ -108,9 +115,8 @@ struct KeyTableLayoutTests {
         let batch = KeyTables.replacingTable(
             of: KeyTables.build([KeyTables.events[0]], codec: .zlib),
             with: ByteBuffer(bytes: [0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0x61, 0x62]))
-        expectTelexError(
-            .invalidBatch, mentioning: ["key table entry 0 of 1: truncated at field suffix: needs 9 bytes (2 bytes left)"]
-        ) { _ = try RecordBatch.validate(batch) }
+        let mentions = ["key table entry 0 of 1: truncated at field suffix: needs 9 bytes", "(2 bytes left)"]
+        expectTelexError(.invalidBatch, mentioning: mentions) { _ = try RecordBatch.validate(batch) }
     }
 
     @Test func aDamagedTypeListIsInvalid() throws {

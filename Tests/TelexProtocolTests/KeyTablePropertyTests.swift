@@ -108,7 +108,8 @@ struct KeyTablePropertyTests {
             // typeIndex, sharedPrefix and the lengths, gets nonsense values.
             var entries = KeyTables.table(of: KeyTables.build(records, codec: codec))
             let at = entries.readerIndex + position % entries.readableBytes
-            entries.setBuffer(noise.getSlice(at: 0, length: min(noise.readableBytes, entries.writerIndex - at))!, at: at)
+            let overwritten = min(noise.readableBytes, entries.writerIndex - at)
+            entries.setBuffer(noise.getSlice(at: 0, length: overwritten)!, at: at)
             let batch = KeyTables.replacingTable(of: KeyTables.build(records, codec: codec), with: entries)
             let header = RecordBatchHeader.peek(batch, at: 0)!
             let found = Result { () throws(TelexError) in
@@ -119,7 +120,8 @@ struct KeyTablePropertyTests {
             switch found {
             case .success(let keys):
                 #expect(keys.count == records.count)
-                #expect(keys.reduce(0) { $0 + $1.key.readableBytes } + 16 * keys.count <= Int(header.uncompressedLength))
+                let keyBytes = keys.reduce(0) { $0 + $1.key.readableBytes }
+                #expect(keyBytes + 16 * keys.count <= Int(header.uncompressedLength))
             case .failure(let error):
                 #expect(error.code == .invalidBatch, "\(error)")
             }
