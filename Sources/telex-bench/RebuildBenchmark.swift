@@ -18,6 +18,7 @@ struct RebuildBenchmark: AsyncParsableCommand {
     @Option(help: "Average versions per article (each gets between 0.5x and 1.5x this many).") var versions = 10
     @Option(help: "Share of articles deleted (article.deleted) after their last version.") var deleted = 0.05
     @Option(help: "Share of articles whose versions are spread over two topics (an article that moved).") var moved = 0.1
+    @Option(help: "Articles being revised at any moment: each article's versions fall among those of the next this many articles (a newsroom corrects a story within hours, not years).") var window = 200
     @Option(help: "Replays of each kind; medians are reported.") var runs = 3
     @Option(help: "Seed articles for the corpus.") var seeds = "seeds/articles.jsonl"
     @Option(help: "Write the JSON summary to this file too.") var jsonOut: String?
@@ -25,7 +26,7 @@ struct RebuildBenchmark: AsyncParsableCommand {
     func run() async throws {
         var configuration = try connection.configuration(defaultName: "telex-bench")
         configuration.subscriptionCredit = 256
-        let plan = RebuildPlan(articles: articles, versions: versions, deleted: deleted, moved: moved)
+        let plan = RebuildPlan(articles: articles, versions: versions, deleted: deleted, moved: moved, window: window)
         log("corpus: \(articles) articles, \(plan.events.count) events (\(plan.deletedCount) deletions)")
         let corpus = try Corpus(seedsPath: seeds, count: plan.events.count,
                                 uri: { "urn:telex:rebuild:article-\(plan.events[$0].article)" },
@@ -100,8 +101,10 @@ struct RebuildBenchmark: AsyncParsableCommand {
     func log(_ message: String) { printError("telex-bench: " + message) }
 }
 
-/// Which article, topic and kind each event of the rebuild corpus is, in publish order: versions of different
-/// articles interleave, each article's versions stay in order, and deletions come after an article's last version.
+/// Which article, topic and kind each event of the rebuild corpus is: versions of the `window` oldest unfinished
+/// articles interleave, each article's versions stay in order, and deletions come after an article's last version. Topics are published
+/// one after the other (desk0, desk1, desk2), so within a topic the plan's order is the append order, and an
+/// article that moves to a later topic has its newest versions there.
 struct RebuildPlan {
     static let topics = 3
 
@@ -114,21 +117,24 @@ struct RebuildPlan {
     let events: [Event]
     let deletedCount: Int
 
-    init(articles: Int, versions: Int, deleted: Double, moved: Double) {
+    init(articles: Int, versions: Int, deleted: Double, moved: Double, window: Int) {
         var generator = Corpus.Generator(state: 0xD1B5_4A32_D192_ED03)
-        var remaining: [(article: Int, left: Int, topic: Int, movesTo: Int?, delete: Bool)] = (0..<articles).map { article in
-            let count = max(1, versions / 2 + generator.next(max(1, versions + 1)))
-            let topic = generator.next(Self.topics)
-            let movesTo = Double(generator.next(1000)) < moved * 1000 ? (topic + 1) % Self.topics : nil
-            return (article, count, topic, movesTo, Double(generator.next(1000)) < deleted * 1000)
-        }
+        var remaining: [(article: Int, count: Int, left: Int, topic: Int, movesTo: Int?, delete: Bool)] =
+            (0..<articles).map { article in
+                let count = max(1, versions / 2 + generator.next(max(1, versions + 1)))
+                let topic = generator.next(Self.topics)
+                // Topics are published in order, so an article moves to a later one: its versions there are newer.
+                let moves = topic + 1 < Self.topics && Double(generator.next(1000)) < moved * 1000
+                return (article, count, count, topic, moves ? topic + 1 : nil, Double(generator.next(1000)) < deleted * 1000)
+            }
         var events: [Event] = []
         var deletedCount = 0
         while !remaining.isEmpty {
-            let index = generator.next(remaining.count)
+            let index = generator.next(min(max(1, window), remaining.count))
             var entry = remaining[index]
-            // An article that moves publishes its later half of versions to the other topic.
-            let topic = entry.movesTo != nil && entry.left % 2 == 0 ? entry.movesTo! : entry.topic
+            // An article that moves publishes its later half of versions (and its deletion) to the next topic.
+            let laterHalf = entry.count - entry.left >= entry.count / 2
+            let topic = entry.movesTo.map { laterHalf ? $0 : entry.topic } ?? entry.topic
             events.append(Event(article: entry.article, topic: topic, deletion: false))
             entry.left -= 1
             if entry.left == 0 {
@@ -136,8 +142,7 @@ struct RebuildPlan {
                     events.append(Event(article: entry.article, topic: topic, deletion: true))
                     deletedCount += 1
                 }
-                remaining.swapAt(index, remaining.count - 1)
-                remaining.removeLast()
+                remaining.remove(at: index)
             } else {
                 remaining[index] = entry
             }
