@@ -81,7 +81,9 @@ extension RecordBatch {
             guard let length = buffer.readInteger(as: UInt16.self), let bytes = buffer.readSlice(length: Int(length))
             else { throw fail(index, "truncated") }
             let (valid, tombstone) = bytes.withUnsafeReadableBytes { type -> (Bool, Bool) in
-                if type.elementsEqual(tombstoneType.utf8) { return (true, true) }
+                let tombstone = type.count == tombstoneType.utf8.count && type.elementsEqual(tombstoneType.utf8)
+                // ASCII, as types usually are, is valid UTF-8 without decoding.
+                if tombstone || !type.contains(where: { $0 >= 0x80 }) { return (true, tombstone) }
                 let failed = transcode(type.makeIterator(), from: UTF8.self, to: UTF32.self, stoppingOnError: true) { _ in }
                 return (!failed, false)
             }

@@ -63,8 +63,6 @@ struct KeyEntries: Sendable, Equatable {
     }
 
     mutating func append(contentsOf other: KeyEntries) {
-        keyBytes.reserveCapacity(keyBytes.count + other.keyBytes.count)
-        entries.reserveCapacity(entries.count + other.count)
         other.keyBytes.withUnsafeBytes { arena in
             for entry in other.entries {
                 add(UnsafeRawBufferPointer(rebasing: arena[Int(entry.keyStart)..<Int(entry.keyStart) + Int(entry.keyLength)]),
@@ -109,10 +107,12 @@ struct KeyChunks: Sendable {
     var count: Int { full.reduce(last.count) { $0 + $1.count } }
     var tombstones: Int { full.reduce(last.tombstones) { $0 + $1.tombstones } }
 
-    /// All entries in one value, as a sealed table holds them.
+    /// All entries in one value, as a sealed table holds them, without spare capacity (it lives as long as its
+    /// segment).
     func joined() -> KeyEntries {
-        guard !full.isEmpty else { return last }
         var all = KeyEntries()
+        all.entries.reserveCapacity(count)
+        all.keyBytes.reserveCapacity(chunks.reduce(0) { $0 + $1.keyBytes.count })
         for chunk in chunks { all.append(contentsOf: chunk) }
         return all
     }
