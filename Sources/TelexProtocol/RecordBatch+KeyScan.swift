@@ -84,7 +84,8 @@ extension RecordBatch {
                 let tombstone = type.count == tombstoneType.utf8.count && type.elementsEqual(tombstoneType.utf8)
                 // ASCII, as types usually are, is valid UTF-8 without decoding.
                 if tombstone || !type.contains(where: { $0 >= 0x80 }) { return (true, tombstone) }
-                let failed = transcode(type.makeIterator(), from: UTF8.self, to: UTF32.self, stoppingOnError: true) { _ in }
+                let failed = transcode(
+                    type.makeIterator(), from: UTF8.self, to: UTF32.self, stoppingOnError: true) { _ in }
                 return (!failed, false)
             }
             guard valid else { throw fail(index, "type is not valid UTF-8") }

@@ -64,10 +64,9 @@ struct KeyEntries: Sendable, Equatable {
 
     mutating func append(contentsOf other: KeyEntries) {
         other.keyBytes.withUnsafeBytes { arena in
-            for entry in other.entries {
-                add(UnsafeRawBufferPointer(rebasing: arena[Int(entry.keyStart)..<Int(entry.keyStart) + Int(entry.keyLength)]),
-                    offsetDelta: entry.offsetDelta, appendTime: other.appendTimes[Int(entry.appendTimeIndex)],
-                    tombstone: entry.tombstone)
+            for (index, entry) in other.entries.enumerated() {
+                add(other.key(index, in: arena), offsetDelta: entry.offsetDelta,
+                    appendTime: other.appendTimes[Int(entry.appendTimeIndex)], tombstone: entry.tombstone)
             }
         }
     }
@@ -171,7 +170,8 @@ struct SealedKeys: Sendable, Equatable {
             var (low, high) = (0, byHash.count)
             while low < high {
                 let middle = (low + high) / 2
-                if Self.hash(entries.key(Int(byHash[middle]), in: arena)) < hash { low = middle + 1 } else { high = middle }
+                let probe = Self.hash(entries.key(Int(byHash[middle]), in: arena))
+                if probe < hash { low = middle + 1 } else { high = middle }
             }
             return low
         }
@@ -226,9 +226,11 @@ struct SegmentKeyIndex: Sendable {
                         add(sealed.entries, Int(sealed.byHash[position]))
                     }
                     // A key with bytes outside ASCII may still equal an ASCII String (U+212A KELVIN SIGN is "K").
-                    for position in sealed.bucket(SealedKeys.nonASCIIHash, in: arena)
-                    where String(decoding: sealed.entries.key(Int(sealed.byHash[position]), in: arena), as: UTF8.self) == key {
-                        add(sealed.entries, Int(sealed.byHash[position]))
+                    for position in sealed.bucket(SealedKeys.nonASCIIHash, in: arena) {
+                        let index = Int(sealed.byHash[position])
+                        if String(decoding: sealed.entries.key(index, in: arena), as: UTF8.self) == key {
+                            add(sealed.entries, index)
+                        }
                     }
                 }
                 return

@@ -53,7 +53,8 @@ extension TopicLog {
         var (records, tombstones) = (0, 0)
         // Validation checked the table; one that still does not parse leaves the batch readable but unindexed,
         // as recovery would.
-        try? RecordBatch.forEachKey(of: batch, header: header, limits: configuration.batchLimits) { index, key, tombstone in
+        let limits = configuration.batchLimits
+        try? RecordBatch.forEachKey(of: batch, header: header, limits: limits) { index, key, tombstone in
             guard !key.isEmpty, key.count <= Int(UInt16.max) else { return }
             chunks.add(key, offsetDelta: UInt32(delta + Int64(index)), appendTime: appendTime, tombstone: tombstone)
             records += 1
