@@ -213,8 +213,9 @@ extension RecordBatch {
     }
 
     /// Checks `count` entries without copying a key: each complete, its typeIndex below `typeCount`, its
-    /// sharedPrefix at most the previous key's length, its key at most 65535 bytes, no bytes left. Returns the bytes the keys take.
-    private static func checkEntries(
+    /// sharedPrefix at most the previous key's length, its key at most 65535 bytes, no bytes left. Returns the
+    /// bytes the keys take.
+    static func checkEntries(
         _ entries: ByteBuffer, count: Int, typeCount: Int, context: @autoclosure () -> String
     ) throws(TelexError) -> Int {
         try entries.withUnsafeReadableBytes { input throws(TelexError) in

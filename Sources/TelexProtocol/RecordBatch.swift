@@ -158,13 +158,17 @@ public enum RecordBatch {
                 offset: header.baseOffset)
         }
         let parts = try sections(of: batch, header: header, context: context())
+        guard header.codec == Codec.none else {
+            // The table's shape only, allocating nothing per record: its keys cannot be compared with records
+            // without inflating (PUBLISH's path).
+            if let table = parts.table { _ = try checkKeyTable(table, header: header, context: context()) }
+            return header
+        }
         let table = try parts.table.map { table throws(TelexError) in
             try readKeyTable(table, header: header, context: context())
         }
-        if header.codec == Codec.none {
-            try walkRecords(parts.records, header: header, context: context()) { index, record throws(TelexError) in
-                if let table { try checkRecord(record, index: index, against: table[index], context: context()) }
-            }
+        try walkRecords(parts.records, header: header, context: context()) { index, record throws(TelexError) in
+            if let table { try checkRecord(record, index: index, against: table[index], context: context()) }
         }
         return header
     }

@@ -108,8 +108,8 @@ public enum StorageInspector {
         do throws(TelexError) {
             let keys = try KeyTableFile.decode(bytes, path: file).keys
             return KeyIndexDescription(
-                topic: topic, keyIndex: file, keys: keys.versions.count, versions: keys.records,
-                tombstones: keys.tombstones)
+                topic: topic, keyIndex: file, keys: keys.distinctKeys, versions: keys.entries.count,
+                tombstones: keys.entries.tombstones)
         } catch {
             return KeyIndexDescription(topic: topic, keyIndex: file, error: error.message)
         }

@@ -16,188 +16,263 @@ public struct KeyVersion: Sendable, Equatable {
     }
 }
 
-/// The key index of one segment: every indexed record's key and version (Protocol/STORAGE.md §14). The form of
-/// a `.keys` file, of a recovery scan and of verify's walk; in memory the log keeps one `LogKeys` for all.
+/// One indexed record, 16 bytes: its key's bytes in the arena of its `KeyEntries`, its offset relative to the
+/// segment's base offset, which of the append times is its batch's, and whether it is a tombstone.
+struct KeyEntry: Sendable, Equatable {
+    var keyStart: UInt32
+    var offsetDelta: UInt32
+    var appendTimeIndex: UInt32
+    var keyLength: UInt16
+    var tombstone: Bool
+}
+
+/// Indexed records of one segment in offset order, as struct-of-arrays (Protocol/STORAGE.md §14.1): fixed-size
+/// entries, one arena of key bytes, and each run of equal append times once. Appending a record allocates nothing
+/// but the arrays' growth. Built the same way from any source, so equal contents are equal values.
 ///
-/// Records with an empty key are not articles and are not indexed. Keys are Strings decoded from UTF-8
-/// (invalid bytes repaired), so they compare as the query API does.
-struct SegmentKeys: Sendable, Equatable {
-    /// Each key's versions in this segment, oldest first.
-    var versions: [String: [KeyVersion]] = [:]
-    /// Versions indexed, tombstones included.
-    var records = 0
-    var tombstones = 0
+/// Records with an empty key are not articles and are not indexed; nor are keys longer than a u16, which cannot
+/// come off the wire.
+struct KeyEntries: Sendable, Equatable {
+    var entries: [KeyEntry] = []
+    var keyBytes: [UInt8] = []
+    var appendTimes: [Int64] = []
 
-    /// The keys of one batch, decoded before the log's lock is taken: the key (nil when empty) and whether the
-    /// record is a tombstone, in record order.
-    static func decode(_ keys: [BatchKey]) -> [(key: String?, tombstone: Bool)] {
-        keys.map { entry in
-            // Through the raw bytes: decoding the generic byte view runs unspecialised, at twice the cost.
-            (entry.key.readableBytes == 0
-                ? nil : entry.key.withUnsafeReadableBytes { String(decoding: $0, as: UTF8.self) },
-             entry.isTombstone)
+    var count: Int { entries.count }
+    var tombstones: Int { entries.count { $0.tombstone } }
+
+    mutating func add(_ key: UnsafeRawBufferPointer, offsetDelta: UInt32, appendTime: Int64, tombstone: Bool) {
+        guard key.count > 0, key.count <= Int(UInt16.max) else { return }
+        if appendTimes.last != appendTime { appendTimes.append(appendTime) }
+        entries.append(KeyEntry(keyStart: UInt32(keyBytes.count), offsetDelta: offsetDelta,
+                                appendTimeIndex: UInt32(appendTimes.count - 1), keyLength: UInt16(key.count),
+                                tombstone: tombstone))
+        keyBytes.append(contentsOf: key.assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// Adds every record of one batch at `baseOffset` of a segment at `segmentBase`, read from its key table.
+    /// A batch whose table does not parse stays readable; its records are just not indexed.
+    mutating func add(
+        _ batch: ByteBuffer, header: RecordBatchHeader, segmentBase: Int64, limits: RecordBatchLimits
+    ) {
+        let delta = header.baseOffset - segmentBase
+        // A batch outside its segment's offsets (a broken chain, which verify reports) has no place here.
+        guard delta >= 0, delta + Int64(header.recordCount) <= Int64(UInt32.max) else { return }
+        try? RecordBatch.forEachKey(of: batch, header: header, limits: limits) { index, key, tombstone in
+            add(key, offsetDelta: UInt32(delta + Int64(index)), appendTime: header.appendTime, tombstone: tombstone)
         }
     }
 
-    /// Indexes the records of the batch at `baseOffset` appended at `appendTime`.
-    mutating func add(_ keys: [(key: String?, tombstone: Bool)], baseOffset: Int64, appendTime: Int64) {
-        for (index, entry) in keys.enumerated() {
-            guard let key = entry.key else { continue }
-            add(key, KeyVersion(offset: baseOffset + Int64(index), appendTime: appendTime, tombstone: entry.tombstone))
+    mutating func append(contentsOf other: KeyEntries) {
+        other.keyBytes.withUnsafeBytes { arena in
+            for (index, entry) in other.entries.enumerated() {
+                add(other.key(index, in: arena), offsetDelta: entry.offsetDelta,
+                    appendTime: other.appendTimes[Int(entry.appendTimeIndex)], tombstone: entry.tombstone)
+            }
         }
     }
 
-    mutating func add(_ key: String, _ version: KeyVersion) {
-        versions[key, default: []].append(version)
-        records += 1
-        if version.tombstone { tombstones += 1 }
+    func version(_ index: Int, base: Int64) -> KeyVersion {
+        let entry = entries[index]
+        return KeyVersion(offset: base + Int64(entry.offsetDelta), appendTime: appendTimes[Int(entry.appendTimeIndex)],
+                          tombstone: entry.tombstone)
     }
 
-    /// Whether `offset` lies in a damaged range: its record cannot be read, so it is not answered.
-    static func isDamaged(_ offset: Int64, _ damaged: [DamagedRange]) -> Bool {
-        !damaged.isEmpty && damaged.contains { $0.contains(offset) }
+    /// The key of entry `index` in `arena` (this value's `keyBytes`).
+    func key(_ index: Int, in arena: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        let entry = entries[index]
+        return UnsafeRawBufferPointer(rebasing: arena[Int(entry.keyStart)..<Int(entry.keyStart) + Int(entry.keyLength)])
     }
 }
 
-/// A sealed segment's `.keys` file: its key index, and the segment state it was built from
-/// (Protocol/STORAGE.md §14.1). All integers big-endian.
-///
-/// ```
-/// magic u32 "TKEY" · version u8 (1) · baseOffset i64 · nextOffset i64 · logSize i64 · keyCount u32
-/// keyCount × (key bytes16 · versionCount u32 · versionCount × (offset i64 · appendTime i64 · flags u8))
-/// crc u32 (CRC-32 of every byte before it)
-/// ```
-struct KeyTableFile: Equatable {
-    static let magic: UInt32 = 0x544B_4559
-    static let version: UInt8 = 1
-    static let suffix = ".keys"
+/// The index of the segment being appended to (and of rolled ones until their sealing round): entries in chunks
+/// of `capacity`. A query takes the chunks by reference under the log's lock; the next append then copies at
+/// most the partial last one (copy-on-write), never the whole index.
+struct KeyChunks: Sendable {
+    static let capacity = 4096
 
+    var full: [KeyEntries] = []
+    var last = KeyEntries()
+
+    mutating func add(_ key: UnsafeRawBufferPointer, offsetDelta: UInt32, appendTime: Int64, tombstone: Bool) {
+        if last.entries.count == Self.capacity {
+            full.append(last)
+            last = KeyEntries()
+        }
+        if last.entries.isEmpty { last.entries.reserveCapacity(Self.capacity) }
+        last.add(key, offsetDelta: offsetDelta, appendTime: appendTime, tombstone: tombstone)
+    }
+
+    var chunks: [KeyEntries] { last.entries.isEmpty ? full : full + [last] }
+    var count: Int { full.reduce(last.count) { $0 + $1.count } }
+    var tombstones: Int { full.reduce(last.tombstones) { $0 + $1.tombstones } }
+
+    /// All entries in one value, as a sealed table holds them, without spare capacity (it lives as long as its
+    /// segment).
+    func joined() -> KeyEntries {
+        var all = KeyEntries()
+        all.entries.reserveCapacity(count)
+        all.keyBytes.reserveCapacity(chunks.reduce(0) { $0 + $1.keyBytes.count })
+        for chunk in chunks { all.append(contentsOf: chunk) }
+        return all
+    }
+}
+
+/// A sealed segment's key table: immutable once built (when the segment is sealed, in the sync round, or when
+/// its `.keys` is loaded), so queries share it without copying. `byHash` orders the entries by (key hash, key
+/// bytes, offset): a key's versions are adjacent, oldest first, and found by binary search.
+struct SealedKeys: Sendable, Equatable {
+    var entries: KeyEntries
+    var byHash: [UInt32]
+
+    /// Orders `entries` by hash. Blocking CPU work (O(n log n)): never under the log's lock.
+    init(_ entries: KeyEntries) {
+        self.entries = entries
+        byHash = entries.keyBytes.withUnsafeBytes { arena in
+            var order = (0..<entries.count).map { (hash: Self.hash(entries.key($0, in: arena)), index: UInt32($0)) }
+            order.sort { Self.precedes($0, $1, entries, arena) }
+            return order.map(\.index)
+        }
+    }
+
+    init(entries: KeyEntries, byHash: [UInt32]) {
+        self.entries = entries
+        self.byHash = byHash
+    }
+
+    /// The bucket of every key with a byte outside ASCII. Such keys compare as Strings (canonical equivalence,
+    /// repaired invalid bytes), which a hash of their bytes would not respect; they are rare in URIs.
+    static let nonASCIIHash = UInt64.max
+
+    /// FNV-1a over the key's bytes (stable across processes: it is stored), or `nonASCIIHash`.
+    static func hash(_ key: UnsafeRawBufferPointer) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var high: UInt8 = 0
+        for byte in key {
+            high |= byte
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        return high >= 0x80 ? nonASCIIHash : min(hash, nonASCIIHash - 1)
+    }
+
+    static func precedes(
+        _ a: (hash: UInt64, index: UInt32), _ b: (hash: UInt64, index: UInt32), _ entries: KeyEntries,
+        _ arena: UnsafeRawBufferPointer
+    ) -> Bool {
+        if a.hash != b.hash { return a.hash < b.hash }
+        let (keyA, keyB) = (entries.key(Int(a.index), in: arena), entries.key(Int(b.index), in: arena))
+        if !keyA.elementsEqual(keyB) { return keyA.lexicographicallyPrecedes(keyB) }
+        return a.index < b.index
+    }
+
+    /// The positions in `byHash` of keys whose hash is `hash`.
+    func bucket(_ hash: UInt64, in arena: UnsafeRawBufferPointer) -> Range<Int> {
+        func firstAtOrAbove(_ hash: UInt64) -> Int {
+            var (low, high) = (0, byHash.count)
+            while low < high {
+                let middle = (low + high) / 2
+                let probe = Self.hash(entries.key(Int(byHash[middle]), in: arena))
+                if probe < hash { low = middle + 1 } else { high = middle }
+            }
+            return low
+        }
+        let start = firstAtOrAbove(hash)
+        return start..<(hash == Self.nonASCIIHash ? byHash.count : firstAtOrAbove(hash + 1))
+    }
+
+    /// Calls `body` with each distinct key's run in `byHash` (its versions, oldest first).
+    func forEachKey(_ body: (UnsafeRawBufferPointer, ArraySlice<UInt32>) -> Void) {
+        entries.keyBytes.withUnsafeBytes { arena in
+            var start = 0
+            while start < byHash.count {
+                let key = entries.key(Int(byHash[start]), in: arena)
+                var end = start + 1
+                while end < byHash.count, entries.key(Int(byHash[end]), in: arena).elementsEqual(key) { end += 1 }
+                body(key, byHash[start..<end])
+                start = end
+            }
+        }
+    }
+
+    var distinctKeys: Int {
+        var count = 0
+        forEachKey { _, _ in count += 1 }
+        return count
+    }
+}
+
+/// A segment's key index as a query sees it: its sealed table, or the chunks of one still growing.
+struct SegmentKeyIndex: Sendable {
     var baseOffset: Int64
-    /// The segment's next offset when the table was written.
-    var nextOffset: Int64
-    /// The segment's `.log` size in bytes when the table was written.
-    var logSize: Int64
-    var keys: SegmentKeys
+    var sealed: SealedKeys?
+    var growing: [KeyEntries]
+    /// Damaged ranges (§6.2): their records cannot be read, so they are not answered.
+    var damaged: [DamagedRange]
 
-    /// The file's bytes. Keys in the order of their first version, so equal tables give equal files.
-    func encoded() -> ByteBuffer {
-        var buffer = ByteBuffer()
-        buffer.writeMultipleIntegers(Self.magic, Self.version, baseOffset, nextOffset, logSize,
-                                     UInt32(keys.versions.count))
-        let ordered = keys.versions.sorted { $0.value[0].offset < $1.value[0].offset }
-        for (key, versions) in ordered {
-            var bytes = ByteBuffer(string: key)
-            // A key longer than a u16 cannot have come off the wire (keys are bytes16); kept whole or not at all.
-            if bytes.readableBytes > Int(UInt16.max) { bytes = ByteBuffer() }
-            buffer.writeInteger(UInt16(bytes.readableBytes))
-            buffer.writeImmutableBuffer(bytes)
-            buffer.writeInteger(UInt32(versions.count))
-            for version in versions {
-                buffer.writeMultipleIntegers(version.offset, version.appendTime, UInt8(version.tombstone ? 1 : 0))
-            }
-        }
-        buffer.writeInteger(CRC32.checksum(buffer))
-        return buffer
-    }
+    func isDamaged(_ offset: Int64) -> Bool { !damaged.isEmpty && damaged.contains { $0.contains(offset) } }
 
-    /// Parses and checks a `.keys` file: its CRC, its fields, and every version inside
-    /// `baseOffset..<nextOffset` in increasing order per key. Throws `storageFailure` naming the problem.
-    static func decode(_ bytes: ByteBuffer, path: String) throws(TelexError) -> KeyTableFile {
-        func damaged(_ problem: String) -> TelexError {
-            TelexError(.storageFailure, "\(path): damaged key table: \(problem)")
+    /// Adds the versions of `key` below `end` to `found` (unordered when the key is not ASCII).
+    func versions(of key: String, ascii: Bool, below end: Int64, into found: inout [KeyVersion]) {
+        func add(_ entries: KeyEntries, _ index: Int) {
+            let version = entries.version(index, base: baseOffset)
+            if version.offset < end, !isDamaged(version.offset) { found.append(version) }
         }
-        guard bytes.readableBytes >= 33 + 4 else { throw damaged("\(bytes.readableBytes) bytes is too short") }
-        let body = bytes.getSlice(at: bytes.readerIndex, length: bytes.readableBytes - 4)!
-        let stored = bytes.getInteger(at: bytes.writerIndex - 4, as: UInt32.self)!
-        guard CRC32.checksum(body) == stored else { throw damaged("CRC mismatch") }
-        var buffer = body
-        let (magic, version, baseOffset, nextOffset, logSize, keyCount) = buffer.readMultipleIntegers(
-            as: (UInt32, UInt8, Int64, Int64, Int64, UInt32).self)!
-        guard magic == Self.magic else { throw damaged("bad magic \(RecordBatch.hex(magic))") }
-        guard version == Self.version else { throw damaged("unknown version \(version) (this telexd reads 1)") }
-        guard baseOffset >= 0, nextOffset >= baseOffset, logSize >= 0 else {
-            throw damaged("base offset \(baseOffset), next offset \(nextOffset), log size \(logSize)")
-        }
-        var keys = SegmentKeys()
-        for index in 0..<Int(keyCount) {
-            guard let length = buffer.readInteger(as: UInt16.self), let key = buffer.readSlice(length: Int(length)),
-                let count = buffer.readInteger(as: UInt32.self)
-            else { throw damaged("key \(index) of \(keyCount) is truncated") }
-            let name = String(decoding: key.readableBytesView, as: UTF8.self)
-            guard !name.isEmpty, keys.versions[name] == nil else {
-                throw damaged("key \(index) of \(keyCount) is empty or repeated")
-            }
-            guard Int(count) >= 1, Int(count) * 17 <= buffer.readableBytes else {
-                throw damaged("key \(index) of \(keyCount) claims \(count) versions")
-            }
-            var previous = baseOffset - 1
-            for _ in 0..<Int(count) {
-                let (offset, appendTime, flags) = buffer.readMultipleIntegers(as: (Int64, Int64, UInt8).self)!
-                guard offset > previous, offset < nextOffset, flags <= 1 else {
-                    throw damaged("""
-                        key \(index) has a version at offset \(offset) outside \(baseOffset)..<\(nextOffset), \
-                        out of order, or with flags \(flags)
-                        """)
+        var utf8 = key
+        utf8.withUTF8 { utf8 in
+            let wanted = UnsafeRawBufferPointer(utf8)
+            if let sealed, ascii {
+                sealed.entries.keyBytes.withUnsafeBytes { arena in
+                    for position in sealed.bucket(SealedKeys.hash(wanted), in: arena)
+                    where sealed.entries.key(Int(sealed.byHash[position]), in: arena).elementsEqual(wanted) {
+                        add(sealed.entries, Int(sealed.byHash[position]))
+                    }
+                    // A key with bytes outside ASCII may still equal an ASCII String (U+212A KELVIN SIGN is "K").
+                    for position in sealed.bucket(SealedKeys.nonASCIIHash, in: arena) {
+                        let index = Int(sealed.byHash[position])
+                        if String(decoding: sealed.entries.key(index, in: arena), as: UTF8.self) == key {
+                            add(sealed.entries, index)
+                        }
+                    }
                 }
-                previous = offset
-                keys.add(name, KeyVersion(offset: offset, appendTime: appendTime, tombstone: flags == 1))
+                return
+            }
+            for chunk in sealed.map({ [$0.entries] }) ?? growing {
+                chunk.keyBytes.withUnsafeBytes { arena in
+                    for index in chunk.entries.indices {
+                        let candidate = chunk.key(index, in: arena)
+                        let equal = ascii && candidate.elementsEqual(wanted)
+                        let asString = !ascii || candidate.contains(where: { $0 >= 0x80 })
+                        if equal || asString && String(decoding: candidate, as: UTF8.self) == key {
+                            add(chunk, index)
+                        }
+                    }
+                }
             }
         }
-        guard buffer.readableBytes == 0 else { throw damaged("\(buffer.readableBytes) bytes after the last key") }
-        return KeyTableFile(baseOffset: baseOffset, nextOffset: nextOffset, logSize: logSize, keys: keys)
     }
-}
 
-/// The key index of a whole log: each key's versions across all its segments, oldest first.
-///
-/// One map per log, not one per segment: a key with versions in many segments costs one dictionary entry, one
-/// String and one array instead of one of each per segment (Protocol/STORAGE.md §14.4). A segment's table is
-/// cut out of it when the segment is sealed (`table(for:)`).
-struct LogKeys: Sendable {
-    var versions: [String: [KeyVersion]] = [:]
-
-    mutating func add(_ keys: [(key: String?, tombstone: Bool)], baseOffset: Int64, appendTime: Int64) {
-        for (index, entry) in keys.enumerated() {
-            guard let key = entry.key else { continue }
-            versions[key, default: []].append(
-                KeyVersion(offset: baseOffset + Int64(index), appendTime: appendTime, tombstone: entry.tombstone))
+    /// Sets each key's newest version below `end` in `latest`, unless it holds a newer one.
+    func latest(below end: Int64, into latest: inout [String: KeyVersion]) {
+        func offer(_ key: UnsafeRawBufferPointer, _ version: KeyVersion) {
+            let name = String(decoding: key, as: UTF8.self)
+            if let held = latest[name], held.offset > version.offset { return }
+            latest[name] = version
         }
-    }
-
-    /// Adds a segment's versions; segments are added in offset order, so every key's versions stay ordered.
-    mutating func add(_ segment: SegmentKeys) {
-        for (key, segmentVersions) in segment.versions { versions[key, default: []].append(contentsOf: segmentVersions) }
-    }
-
-    /// The versions at offsets in `range` (one segment's), as that segment's table.
-    func table(for range: Range<Int64>) -> SegmentKeys {
-        var table = SegmentKeys()
-        for (key, keyVersions) in versions {
-            guard let last = keyVersions.last, last.offset >= range.lowerBound,
-                keyVersions[0].offset < range.upperBound
-            else { continue }
-            for version in keyVersions where range.contains(version.offset) { table.add(key, version) }
+        if let sealed {
+            sealed.forEachKey { key, run in
+                let newest = run.reversed().lazy.map { sealed.entries.version(Int($0), base: baseOffset) }
+                    .first { $0.offset < end && !isDamaged($0.offset) }
+                if let newest { offer(key, newest) }
+            }
+            return
         }
-        return table
-    }
-
-    /// Forgets the versions below `offset` (retention deleted their segments).
-    mutating func removeVersions(below offset: Int64) {
-        versions = versions.compactMapValues { keyVersions in
-            guard keyVersions[0].offset < offset else { return keyVersions }
-            let kept = keyVersions.drop { $0.offset < offset }
-            return kept.isEmpty ? nil : Array(kept)
+        for chunk in growing {
+            chunk.keyBytes.withUnsafeBytes { arena in
+                for index in chunk.entries.indices {
+                    let version = chunk.version(index, base: baseOffset)
+                    guard version.offset < end else { return }
+                    if !isDamaged(version.offset) { offer(chunk.key(index, in: arena), version) }
+                }
+            }
         }
-    }
-
-    /// Each key's newest version below `end` outside `damaged`.
-    func latest(below end: Int64, damaged: [DamagedRange]) -> [String: KeyVersion] {
-        var latest: [String: KeyVersion] = [:]
-        latest.reserveCapacity(versions.count)
-        for (key, keyVersions) in versions {
-            let newest = keyVersions.last { $0.offset < end && !SegmentKeys.isDamaged($0.offset, damaged) }
-            if let newest { latest[key] = newest }
-        }
-        return latest
     }
 }

@@ -8,9 +8,16 @@ import TelexProtocol
 extension Segment {
     var keysPath: String { String(logPath.dropLast(4)) + KeyTableFile.suffix }
 
-    /// The segment's key index as its `.keys` file holds it. Caller holds the log's lock (or owns the segment).
-    func keyTable() -> KeyTableFile {
-        KeyTableFile(baseOffset: baseOffset, nextOffset: nextOffset, logSize: Int64(size), keys: keys)
+    /// The index a query reads, taken under the log's lock: O(chunks), no entry is copied.
+    var keyIndex: SegmentKeyIndex {
+        SegmentKeyIndex(baseOffset: baseOffset, sealed: sealedKeys, growing: sealedKeys == nil ? keyChunks.chunks : [],
+                        damaged: damaged)
+    }
+
+    /// Seals the index built by a recovery scan: its table, ordered by hash, replaces the chunks. Owner only.
+    func sealKeysAfterScan() {
+        sealedKeys = SealedKeys(keyChunks.joined())
+        keyChunks = KeyChunks()
     }
 
     /// Writes `table` to the `.keys` file and fdatasyncs it. Not atomic: a torn or stale file fails its checks
@@ -36,8 +43,8 @@ extension Segment {
 
     /// The stored key index if the `.keys` file is sound and was written for the segment as it is now (same
     /// base offset, next offset and `.log` size); otherwise why not. Blocking.
-    func storedKeys() -> Result<SegmentKeys, TelexError> {
-        Result { () throws(TelexError) -> SegmentKeys in
+    func storedKeys() -> Result<SealedKeys, TelexError> {
+        Result { () throws(TelexError) -> SealedKeys in
             guard let bytes = try Self.readKeysFile(keysPath) else {
                 throw TelexError(.storageFailure, "\(keysPath) is missing")
             }

@@ -57,9 +57,10 @@ final class Segment: @unchecked Sendable {
     private var bytesSinceIndexEntry = 0
     /// Damaged ranges found by recovery or while serving, in file order (Protocol/STORAGE.md §6.2).
     var damaged: [DamagedRange] = []
-    /// The segment's key index while the log opens (loaded or rebuilt by recovery), then handed to the log's
-    /// `LogKeys` and emptied.
-    var keys = SegmentKeys()
+    /// The segment's key index (§14.1): chunks while it grows (appends, a recovery scan), replaced by its sealed
+    /// table when its sealing round (or, at open, recovery) has built one.
+    var keyChunks = KeyChunks()
+    var sealedKeys: SealedKeys?
     /// Key versions (tombstones included) and tombstones indexed in this segment.
     var keyRecords = 0
     var keyTombstones = 0
@@ -349,7 +350,8 @@ final class Segment: @unchecked Sendable {
         indexInterval: Int, limits: RecordBatchLimits, following: Int64?, indexKeys: Bool
     ) throws(TelexError) -> SegmentScan {
         offsetIndex = []
-        keys = SegmentKeys()
+        keyChunks = KeyChunks()
+        sealedKeys = nil
         timeIndex = []
         bytesSinceIndexEntry = 0
         nextOffset = baseOffset
@@ -362,8 +364,12 @@ final class Segment: @unchecked Sendable {
             recordAppended(header, at: position, indexInterval: indexInterval, persist: false)
         } onBatchBytes: { header, batch in
             // A batch whose key table does not parse stays readable; its records are just not indexed.
-            guard indexKeys, let found = try? RecordBatch.keys(of: batch, header: header, limits: limits) else { return }
-            self.keys.add(SegmentKeys.decode(found), baseOffset: header.baseOffset, appendTime: header.appendTime)
+            let delta = header.baseOffset - self.baseOffset
+            guard indexKeys, delta >= 0, delta + Int64(header.recordCount) <= Int64(UInt32.max) else { return }
+            try? RecordBatch.forEachKey(of: batch, header: header, limits: limits) { index, key, tombstone in
+                self.keyChunks.add(key, offsetDelta: UInt32(delta + Int64(index)), appendTime: header.appendTime,
+                              tombstone: tombstone)
+            }
         }
         damaged = scan.damaged
         nextOffset = scan.nextOffset

@@ -41,7 +41,7 @@ extension TopicLog {
                     // by scanning the segment (§14.2).
                     switch segment.storedKeys() {
                     case .success(let keys):
-                        segment.keys = keys
+                        segment.sealedKeys = keys
                         continue
                     case .failure(let error):
                         logger.warning("rebuilding key index", metadata: [
@@ -83,9 +83,14 @@ extension TopicLog {
             }
             try segment.rewriteIndexes()
             // A scanned sealed segment's `.keys` is rewritten unless it already holds what the scan found.
-            if !isActive, configuration.indexKeys, (try? segment.storedKeys().get()) != segment.keys {
+            guard !isActive, configuration.indexKeys else { continue }
+            let stored = try? segment.storedKeys().get()
+            segment.sealKeysAfterScan()
+            if stored?.entries != segment.sealedKeys!.entries {
+                let table = KeyTableFile(baseOffset: segment.baseOffset, nextOffset: segment.nextOffset,
+                                         logSize: Int64(segment.size), keys: segment.sealedKeys!)
                 do throws(TelexError) {
-                    try segment.writeKeys(segment.keyTable())
+                    try segment.writeKeys(table)
                 } catch {
                     logger.warning("could not write the key index; the next open rebuilds it",
                                    metadata: ["path": "\(segment.keysPath)", "error": "\(error)"])

@@ -1,29 +1,113 @@
+import NIOCore
 import TelexProtocol
 
 /// Key queries: the versions of article keys the log holds (Protocol/STORAGE.md §14).
 ///
 /// Answers cover only offsets below `end`, which callers take as the readable end at the moment of their
-/// snapshot, and skip records in damaged ranges. The log's key map is copied under the lock (copy-on-write: no
-/// work until the next append, which then copies the map's table) and searched outside it.
+/// snapshot, and skip records in damaged ranges. Under the lock a query only takes each segment's index by
+/// reference (sealed tables are immutable; a growing segment's chunks are shared, so the next append copies at
+/// most its partial last chunk); it searches them on the caller's thread, outside the lock.
 extension TopicLog {
-    /// Each key's newest version below `end` (none when `indexKeys` is off).
+    /// Each key's newest version below `end` (none when `indexKeys` is off). O(records).
     public func latestVersions(below end: Int64) -> [String: KeyVersion] {
         guard configuration.indexKeys else { return [:] }
-        let (keys, damaged) = state.withLock { state in (state.keys, state.segments.flatMap(\.damaged)) }
-        return keys.latest(below: end, damaged: damaged)
+        var latest: [String: KeyVersion] = [:]
+        for index in keyIndexes(below: end) { index.latest(below: end, into: &latest) }
+        return latest
     }
 
-    /// Every version of `key` below `end`, oldest first (none when `indexKeys` is off).
+    /// Every version of `key` below `end`, oldest first (none when `indexKeys` is off). A binary search of each
+    /// sealed segment's hash order and a scan of the growing ones; a key with a byte outside ASCII is compared
+    /// as a String with every entry.
     public func versions(of key: String, below end: Int64) -> [KeyVersion] {
         guard configuration.indexKeys else { return [] }
-        let (found, damaged) = state.withLock { state in
-            (state.keys.versions[key] ?? [], state.segments.flatMap(\.damaged))
+        let ascii = key.utf8.allSatisfy { $0 < 0x80 }
+        var found: [KeyVersion] = []
+        for index in keyIndexes(below: end) {
+            let start = found.count
+            index.versions(of: key, ascii: ascii, below: end, into: &found)
+            if !ascii || index.sealed != nil { found[start...].sort { $0.offset < $1.offset } }
         }
-        return found.filter { $0.offset < end && !SegmentKeys.isDamaged($0.offset, damaged) }
+        return found
     }
 
     /// Per segment, oldest first: its base offset and the versions and tombstones its key index holds.
     public var keyIndexCounts: [(baseOffset: Int64, records: Int, tombstones: Int)] {
         state.withLock { state in state.segments.map { ($0.baseOffset, $0.keyRecords, $0.keyTombstones) } }
+    }
+
+    /// The indexes of the segments holding offsets below `end`, taken under the lock: O(segments).
+    private func keyIndexes(below end: Int64) -> [SegmentKeyIndex] {
+        state.withLock { state in state.segments.filter { $0.baseOffset < end }.map(\.keyIndex) }
+    }
+
+    /// Indexes the records of the batch just written at `baseOffset` into `active`. Caller holds the lock; a walk
+    /// of the batch's key table into the active chunk, allocating nothing per record.
+    func indexKeys(
+        of batch: ByteBuffer, header: RecordBatchHeader, baseOffset: Int64, appendTime: Int64, in active: Segment
+    ) {
+        let delta = baseOffset - active.baseOffset
+        // Moved out and back (not copied): one access to the segment per batch instead of several per record.
+        var chunks = KeyChunks()
+        swap(&chunks, &active.keyChunks)
+        var (records, tombstones) = (0, 0)
+        // Validation checked the table; one that still does not parse leaves the batch readable but unindexed,
+        // as recovery would.
+        let limits = configuration.batchLimits
+        try? RecordBatch.forEachKey(of: batch, header: header, limits: limits) { index, key, tombstone in
+            guard !key.isEmpty, key.count <= Int(UInt16.max) else { return }
+            chunks.add(key, offsetDelta: UInt32(delta + Int64(index)), appendTime: appendTime, tombstone: tombstone)
+            records += 1
+            if tombstone { tombstones += 1 }
+        }
+        swap(&chunks, &active.keyChunks)
+        active.keyRecords += records
+        active.keyTombstones += tombstones
+    }
+
+    /// Swaps `table`, built off the lock, in as the sealed table of `segment` if it is still in the log: O(1)
+    /// under the lock. The replaced chunks are freed after the lock is released.
+    func installKeys(_ table: SealedKeys, in segment: Segment) {
+        let replaced = state.withLock { state -> (KeyChunks, SealedKeys?)? in
+            guard state.segments.contains(where: { $0 === segment }) else { return nil }
+            let old = (segment.keyChunks, segment.sealedKeys)
+            segment.sealedKeys = table
+            segment.keyChunks = KeyChunks()
+            segment.keyRecords = table.entries.count
+            segment.keyTombstones = table.entries.tombstones
+            return old
+        }
+        withExtendedLifetime(replaced) {}
+    }
+
+    /// For compaction, after it rewrote the sealed segment at `baseOffset` in place (same base offset, records
+    /// removed): rebuilds that segment's key table from its `.log` as it is now, off the lock, swaps it in (O(1)
+    /// under the lock) and rewrites its `.keys`. Blocking: call it where compaction runs, never on an event loop.
+    func rebuildKeys(ofSealedSegmentAt baseOffset: Int64) throws(TelexError) {
+        guard configuration.indexKeys else { return }
+        let found = state.withLock { state -> (Segment, Int, Int64)? in
+            guard let index = state.segments.firstIndex(where: { $0.baseOffset == baseOffset }),
+                index < state.segments.count - 1
+            else { return nil }
+            return (state.segments[index], state.segments[index].size, state.segments[index + 1].baseOffset)
+        }
+        guard let (segment, size, following) = found else {
+            throw TelexError(.storageFailure,
+                "\(topic): no sealed segment at offset \(baseOffset) to rebuild the key index of", topic: topic)
+        }
+        var entries = KeyEntries()
+        let limits = configuration.batchLimits
+        let scan = try segment.scan(from: 0, offset: baseOffset, lastAppendTime: nil, target: size, limit: size,
+                                    tailNextOffset: following, limits: limits, onBatchBytes: { header, batch in
+            entries.add(batch, header: header, segmentBase: baseOffset, limits: limits)
+        })
+        let table = SealedKeys(entries)
+        installKeys(table, in: segment)
+        let file = KeyTableFile(baseOffset: baseOffset, nextOffset: scan.nextOffset, logSize: Int64(size), keys: table)
+        // As in the sync round: no `.keys` for a segment retention has taken out of the log meanwhile.
+        try directoryClosed.withLock { closed throws(TelexError) in
+            guard !closed, state.withLock({ $0.segments.contains { $0 === segment } }) else { return }
+            try segment.writeKeys(file)
+        }
     }
 }

@@ -141,10 +141,7 @@ extension TopicLog {
         let leases = Result { () throws(TelexError) -> [FileLease] in
             try syncing.map { segment throws(TelexError) in try segment.logFile.lease() }
         }
-        let sealingKeys = configuration.indexKeys ? sealing.map { segment in
-            KeyTableFile(baseOffset: segment.baseOffset, nextOffset: segment.nextOffset, logSize: Int64(segment.size),
-                         keys: state.keys.table(for: segment.baseOffset..<segment.nextOffset))
-        } : []
+        let sealingKeys = configuration.indexKeys ? sealing.map { ($0.keyChunks, $0.sealedKeys) } : []
         return SyncWork(unsealed: state.unsealed, sealing: sealing, sealingKeys: sealingKeys, active: active,
                         target: state.nextOffset,
                         syncActive: syncActive, fullActiveSync: fullActiveSync, leases: leases)
@@ -170,8 +167,17 @@ extension TopicLog {
         // Derived data, like the indexes: a `.keys` that could not be written is rebuilt at the next open. Under
         // `directoryClosed`, which retention holds while it unlinks: a segment it took out of the log since the
         // snapshot gets no `.keys`, which would be left behind without its segment.
+        // Each sealed table is built here, off the lock, then swapped in under it (O(1)); a segment no longer
+        // growing keeps the same base offset, next offset and size.
+        let tables = zip(work.sealing, work.sealingKeys).map { segment, keys in
+            let table = keys.sealed ?? SealedKeys(keys.chunks.joined())
+            if keys.sealed == nil { installKeys(table, in: segment) }
+            let (nextOffset, size) = state.withLock { _ in (segment.nextOffset, segment.size) }
+            return KeyTableFile(baseOffset: segment.baseOffset, nextOffset: nextOffset, logSize: Int64(size),
+                                keys: table)
+        }
         directoryClosed.withLock { closed in
-            for (segment, table) in zip(work.sealing, work.sealingKeys)
+            for (segment, table) in zip(work.sealing, tables)
             where !closed && state.withLock({ $0.segments.first!.baseOffset <= segment.baseOffset }) {
                 do throws(TelexError) {
                     try segment.writeKeys(table)

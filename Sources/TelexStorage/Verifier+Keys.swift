@@ -19,19 +19,22 @@ extension StorageVerifier.Run {
         } catch {
             return add(topic, file, nil, nil, "\(error.message) (the broker rebuilds it on open)")
         }
-        guard logIntact, table.keys != walk.keys else { return }
-        let offsets = { (keys: SegmentKeys) in
-            Set(keys.versions.flatMap { key, versions in
-                versions.map {
-                    "\(key) at offset \($0.offset) appended \($0.appendTime)\($0.tombstone ? " (tombstone)" : "")"
-                }
-            })
+        guard logIntact, table.keys.entries != walk.keys else { return }
+        let described = { (keys: KeyEntries) in
+            keys.keyBytes.withUnsafeBytes { arena in
+                Set(keys.entries.indices.map { index in
+                    let version = keys.version(index, base: baseOffset)
+                    let key = String(decoding: keys.key(index, in: arena), as: UTF8.self)
+                    return "\(key) at offset \(version.offset) appended \(version.appendTime)"
+                        + (version.tombstone ? " (tombstone)" : "")
+                })
+            }
         }
-        let stored = offsets(table.keys)
-        let found = offsets(walk.keys)
+        let stored = described(table.keys.entries)
+        let found = described(walk.keys)
         let sample = stored.symmetricDifference(found).sorted().prefix(3).joined(separator: ", ")
         add(topic, file, nil, nil, """
-            holds \(table.keys.records) key versions, the log's batches \(walk.keys.records); they differ in \
+            holds \(table.keys.entries.count) key versions, the log's batches \(walk.keys.count); they differ in \
             \(sample) (delete the file: the broker rebuilds it on open)
             """)
     }

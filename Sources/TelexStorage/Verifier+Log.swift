@@ -62,8 +62,8 @@ extension StorageVerifier.Run {
                 chain.lastAppendTime = max(chain.lastAppendTime ?? header.appendTime, header.appendTime)
                 walk.batchAtPosition[position] = header
                 walk.batchAtOffset[header.baseOffset] = header
-                if problem == nil, let batch, let keys = try? RecordBatch.keys(of: batch, header: header, limits: limits) {
-                    walk.keys.add(SegmentKeys.decode(keys), baseOffset: header.baseOffset, appendTime: header.appendTime)
+                if problem == nil, let batch {
+                    walk.keys.add(batch, header: header, segmentBase: baseOffset, limits: limits)
                 }
                 expected = next
                 position += header.totalSize

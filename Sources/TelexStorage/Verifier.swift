@@ -214,7 +214,7 @@ public enum StorageVerifier {
         var damagedBytes: [Range<Int>] = []
         var damagedOffsets: [Range<Int64>] = []
         /// The key index of the intact batches, as the broker would rebuild it.
-        var keys = SegmentKeys()
+        var keys = KeyEntries()
         /// The offset after the last batch walked.
         var nextOffset: Int64 = 0
 

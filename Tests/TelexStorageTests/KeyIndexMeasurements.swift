@@ -8,7 +8,8 @@ import Testing
 /// Opt-in measurements of the key index (Protocol/STORAGE.md §14.4): `TELEX_KEY_INDEX_RECORDS=N` appends N records
 /// of about 1 KiB (10 versions per key, batches of 64, codec none, fsync never) with the index off and then on,
 /// and prints the RSS each run added, the append time of each, and the time to open the log from its `.keys`
-/// files, to rebuild them from the segments, and to open with the index off. A key's versions are spread over
+/// files, to rebuild them from the segments, and to open with the index off, and the time of a history query
+/// (`versions(of:)`, averaged over 100 keys) and a latest query over the reopened log. A key's versions are spread over
 /// the whole log (record i has key i mod N/10: every key in every segment, the worst case for memory), or with
 /// `TELEX_KEY_INDEX_CLUSTERED=1` consecutive (key i/10, as corrections follow a story within hours).
 @Suite("Key index measurements (TELEX_KEY_INDEX_RECORDS)")
@@ -74,6 +75,16 @@ struct KeyIndexMeasurements {
             let load = try Self.seconds { loaded = try TopicLog(topic: "news.wire", directory: path,
                                                                  configuration: configuration, logger: makeLogger()) }
             let versions = loaded!.keyIndexCounts.reduce(0) { $0 + $1.records }
+            let end = loaded!.readableEndOffset
+            let keys = max(1, records / 10)
+            var found = 0
+            let history = Self.seconds {
+                for key in stride(from: 0, to: keys, by: max(1, keys / 100)).prefix(100) {
+                    found += loaded!.versions(of: "urn:telex:article:\(key)", below: end).count
+                }
+            } / 100
+            var latestCount = 0
+            let latest = Self.seconds { latestCount = loaded!.latestVersions(below: end).count }
             try loaded!.close()
             for name in try FileManager.default.contentsOfDirectory(atPath: path) where name.hasSuffix(".keys") {
                 try FileManager.default.removeItem(atPath: path + "/" + name)
@@ -97,6 +108,8 @@ struct KeyIndexMeasurements {
                 key index: append time off \(off.append) s, on \(on.append) s \
                 (\(Int((on.append / off.append - 1) * 100))% more)
                 key index: open loading .keys \(load) s, rebuilding from segments \(rebuild) s, index off \(plain) s
+                key index: history query \(history * 1000) ms (\(found) versions of 100 keys), \
+                latest query \(latest * 1000) ms (\(latestCount) keys)
                 """)
             #expect(versions == records)
         }
