@@ -24,6 +24,9 @@ else {
     FileHandle.standardError.write(Data("usage: telex-metrics-cost prometheus|none EVENTS [always|never|interval:MS]\n".utf8))
     exit(64)
 }
+// TELEX_COST_CODEC=zlib publishes zlib batches, whose records the broker does not walk (its PUBLISH path is then
+// smallest, so the key index's share of it largest); the default is codec none.
+let codec: Codec = ProcessInfo.processInfo.environment["TELEX_COST_CODEC"] == "zlib" ? .zlib : .none
 let batchEvents = 16
 let distinct = (0..<64).map { seed in
     var builder = RecordBatchBuilder()
@@ -34,7 +37,7 @@ let distinct = (0..<64).map { seed in
             headers: [RecordHeader(name: "ce-type", value: "article.published")],
             value: ByteBuffer(string: "{\"uri\":\"urn:telex:article:\(seed)-\(index)\",\"body\":\"\(body)\"}"))
     }
-    return builder.build(codec: .none)
+    return builder.build(codec: codec)
 }
 let directory = FileManager.default.temporaryDirectory.appendingPathComponent("telex-metrics-cost-\(UUID().uuidString)").path
 defer { try? FileManager.default.removeItem(atPath: directory) }
