@@ -2,7 +2,8 @@
 # Instructions per published event that the key index adds to the broker's publish path, counted by callgrind
 # (not fooled by a noisy machine; Protocol/STORAGE.md §14.4). Builds telex-metrics-cost in release and runs it under
 # valgrind --tool=callgrind with the key index on and off (TELEX_NO_KEY_INDEX=1) at two event counts, for codec
-# none and zlib batches, and prints (I(large) - I(small)) / (large - small) for each and the index's share.
+# none and zlib batches, and prints (I(large) - I(small)) / (large - small) for each and the index's share of the
+# broker's publish path and of the whole publish (the producer's encoding and compression included).
 # Usage: Scripts/index-cost.sh [fsync-policy, default always] [small events] [large events]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,10 @@ for codec in none zlib; do
         per_event[$index]=$(awk -v a="$low" -v b="$high" -v n=$((large - small)) 'BEGIN { printf "%.1f", (b - a) / n }')
         echo "codec $codec, key index $index: ${per_event[$index]} instructions per event"
     done
-    awk -v off="${per_event[off]}" -v on="${per_event[on]}" -v codec="$codec" \
-        'BEGIN { printf "key index cost, codec %s: %.1f instructions per event, %.2f%% of the publish path (fsync '"$policy"', 16 events per batch)\n", codec, on - off, (on - off) / off * 100 }'
+    low=$(TELEX_COST_CODEC=$codec valgrind --tool=callgrind --callgrind-out-file="$work/out" "$work/telex-metrics-cost" build "$small" 2>&1 | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+    high=$(TELEX_COST_CODEC=$codec valgrind --tool=callgrind --callgrind-out-file="$work/out" "$work/telex-metrics-cost" build "$large" 2>&1 | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+    build=$(awk -v a="$low" -v b="$high" -v n=$((large - small)) 'BEGIN { printf "%.1f", (b - a) / n }')
+    echo "codec $codec, producing the batches (client): $build instructions per event"
+    awk -v off="${per_event[off]}" -v on="${per_event[on]}" -v build="$build" -v codec="$codec" \
+        'BEGIN { printf "key index cost, codec %s: %.1f instructions per event: %.2f%% of the broker'"'"'s publish path, %.2f%% of the whole publish (producer + broker; fsync '"$policy"', 16 events per batch)\n", codec, on - off, (on - off) / off * 100, (on - off) / (off + build) * 100 }'
 done

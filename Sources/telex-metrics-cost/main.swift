@@ -18,10 +18,10 @@ import TelexProtocol
 import TelexStorage
 
 let arguments = CommandLine.arguments
-guard arguments.count >= 3, ["prometheus", "none"].contains(arguments[1]), let events = Int(arguments[2]), events > 0,
+guard arguments.count >= 3, ["prometheus", "none", "build"].contains(arguments[1]), let events = Int(arguments[2]), events > 0,
     let fsync = FsyncPolicy(parsing: arguments.count > 3 ? arguments[3] : "always")
 else {
-    FileHandle.standardError.write(Data("usage: telex-metrics-cost prometheus|none EVENTS [always|never|interval:MS]\n".utf8))
+    FileHandle.standardError.write(Data("usage: telex-metrics-cost prometheus|none|build EVENTS [always|never|interval:MS]\n".utf8))
     exit(64)
 }
 // TELEX_COST_CODEC=zlib publishes zlib batches, whose records the broker does not walk (its PUBLISH path is then
@@ -38,6 +38,27 @@ let distinct = (0..<64).map { seed in
             value: ByteBuffer(string: "{\"uri\":\"urn:telex:article:\(seed)-\(index)\",\"body\":\"\(body)\"}"))
     }
     return builder.build(codec: codec)
+}
+// `build`: the producer's side of the same publishes instead (encode, compress with TELEX_COST_CODEC, CRC, and
+// the key table), for the whole publish work the key index is a share of (Scripts/index-cost.sh).
+if arguments[1] == "build" {
+    let records = (0..<64).map { seed in
+        (0..<batchEvents).map { index in
+            Record(
+                timestamp: 1_700_000_000_000 + Int64(index), key: ByteBuffer(string: "urn:telex:article:\(seed)-\(index)"),
+                headers: [RecordHeader(name: "ce-type", value: "article.published")],
+                value: ByteBuffer(string: "{\"uri\":\"urn:telex:article:\(seed)-\(index)\",\"body\":\"\(String(repeating: "newsroom copy \(seed) ", count: 48))\"}"))
+        }
+    }
+    let compressor = ZlibCompressor()
+    var bytes = 0
+    for index in 0..<events / batchEvents {
+        var builder = RecordBatchBuilder()
+        for record in records[index % records.count] { builder.append(record) }
+        bytes += builder.build(codec: codec, compressor: compressor).readableBytes
+    }
+    print("build: \(events) events in \(events / batchEvents) batches, \(bytes) bytes")
+    exit(0)
 }
 let directory = FileManager.default.temporaryDirectory.appendingPathComponent("telex-metrics-cost-\(UUID().uuidString)").path
 defer { try? FileManager.default.removeItem(atPath: directory) }
