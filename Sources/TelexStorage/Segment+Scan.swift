@@ -93,8 +93,9 @@ extension Segment {
         var position = position
         while position < target, position < limit {
             var reason: String?
-            if let header = try validBatch(at: position, in: &window, expected: scan.nextOffset, exact: true,
-                                           limits: limits, reason: &reason) {
+            // A compacted segment's batches may start above the expected offset (Protocol/STORAGE.md §14).
+            if let header = try validBatch(at: position, in: &window, expected: scan.nextOffset,
+                                           exact: compaction == nil, limits: limits, reason: &reason) {
                 accept(header, at: position, into: &scan, onBatch: onBatch)
                 position += header.totalSize
                 continue
@@ -157,8 +158,8 @@ extension Segment {
         let remaining = window.limit - end
         if remaining < RecordBatchHeader.size { return true }
         var ignored: String?
-        if try validBatch(at: end, in: &window, expected: expected, exact: true, limits: limits, reason: &ignored)
-            != nil
+        if try validBatch(at: end, in: &window, expected: expected, exact: compaction == nil, limits: limits,
+                          reason: &ignored) != nil
         {
             return true
         }

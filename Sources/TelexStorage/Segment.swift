@@ -60,6 +60,9 @@ final class Segment: @unchecked Sendable {
     /// How far the batches have been CRC-checked from the start of the file (by recovery, on append, or when
     /// first served): a segment loaded from its indexes starts unchecked.
     var verified: Verified
+    /// The segment's `.compacted` marker when it was rewritten by compaction or a purge: its offsets may then have
+    /// gaps (Protocol/STORAGE.md §14). Read when the segment object is made; a rewrite makes a new object.
+    let compaction: CompactionMarker?
 
     /// The CRC-checked prefix of the file and what the scan knew at its end.
     struct Verified {
@@ -90,6 +93,7 @@ final class Segment: @unchecked Sendable {
         _ = try timeIndexFile.lease(creating: true)
         nextOffset = baseOffset
         verified = Verified(bytes: 0, nextOffset: baseOffset, lastAppendTime: nil)
+        compaction = CompactionMarker.load(directory: directory, baseOffset: baseOffset)
     }
 
     /// Appends one stamped batch at the end of the file. On a failed write the file is cut back.
@@ -315,7 +319,7 @@ final class Segment: @unchecked Sendable {
         var sawBatch = false
         while let header = try header(in: log, at: position, limit: size) {
             guard header.totalSize >= RecordBatchHeader.size, position + header.totalSize <= size,
-                !sawBatch || header.baseOffset == nextOffset
+                !sawBatch || header.baseOffset == nextOffset || (compaction != nil && header.baseOffset > nextOffset)
             else { return false }
             if !sawBatch, let first = offsetIndex.last, header.baseOffset != baseOffset + Int64(first.relativeOffset) {
                 return false
@@ -331,6 +335,7 @@ final class Segment: @unchecked Sendable {
             firstAppendTime = first.appendTime
         }
         bytesSinceIndexEntry = indexInterval
+        applyCompactionEnd()
         return position == size
     }
 
@@ -354,6 +359,7 @@ final class Segment: @unchecked Sendable {
         damaged = scan.damaged
         nextOffset = scan.nextOffset
         verified = Verified(bytes: scan.end, nextOffset: scan.nextOffset, lastAppendTime: scan.lastAppendTime)
+        applyCompactionEnd()
         return scan
     }
 
@@ -371,6 +377,7 @@ final class Segment: @unchecked Sendable {
         try FileIO.remove(logPath)
         try FileIO.remove(indexFile.path)
         try FileIO.remove(timeIndexFile.path)
+        try FileIO.remove(String(logPath.dropLast(4)) + CompactionMarker.suffix)
     }
 }
 
@@ -390,18 +397,24 @@ struct HeaderWindow {
     let windowBytes: Int
     /// The segment's damaged ranges, which `chainedHeader(skippingDamageAt:expected:)` steps over.
     let damaged: [DamagedRange]
+    /// Whether base offsets may jump ahead (a compacted segment, `Segment.compaction`).
+    let allowsGaps: Bool
     private var buffer = ByteBuffer()
     /// File position of the buffer's first byte.
     private var start = 0
     /// Position of the last header returned, to tell how far the walk jumped.
     private var previous: Int?
 
-    init(_ log: FileLease, limit: Int, windowBytes: Int = HeaderWindow.defaultBytes, damaged: [DamagedRange] = []) {
+    init(
+        _ log: FileLease, limit: Int, windowBytes: Int = HeaderWindow.defaultBytes, damaged: [DamagedRange] = [],
+        allowsGaps: Bool = false
+    ) {
         precondition(windowBytes >= RecordBatchHeader.size, "a header window must hold one header")
         self.log = log
         self.limit = limit
         self.windowBytes = windowBytes
         self.damaged = damaged
+        self.allowsGaps = allowsGaps
     }
 
     /// The batch header at `position`; nil when fewer than a header's bytes remain below `limit`.

@@ -1,0 +1,92 @@
+import NIOCore
+import TelexProtocol
+
+/// One stored record as a rewrite sees it: where it is, its key and type (the `ce-type` header), and when the
+/// broker appended its batch.
+public struct RecordVersion: Sendable, Equatable {
+    public var offset: Int64
+    /// The record key decoded from UTF-8 (the article's uri); empty for keyless records.
+    public var key: String
+    /// The value of the record's first `ce-type` header; empty when it has none.
+    public var type: String
+    /// The broker append time of the record's batch (ms since the epoch).
+    public var appendTime: Int64
+
+    /// The type that makes a record its key's tombstone.
+    public static let tombstoneType = "article.deleted"
+
+    public var isTombstone: Bool { type == Self.tombstoneType }
+}
+
+/// Rewrites stored batches keeping chosen records at their offsets (Protocol/STORAGE.md §14.1).
+///
+/// A batch whose records are all kept is copied byte for byte (its CRC intact); one with none kept is dropped;
+/// otherwise every run of consecutive kept records becomes a batch of its own, built with the same codec, whose
+/// base offset is the run's first offset and whose append time is the original batch's, with producer id 0 and
+/// sequence −1 and a CRC computed here.
+struct SegmentRewriter {
+    let limits: RecordBatchLimits
+    private let decompressor = ZlibDecompressor()
+    private let compressor = ZlibCompressor()
+    private var scratch = ByteBuffer()
+
+    init(limits: RecordBatchLimits) {
+        self.limits = limits
+    }
+
+    /// The version of every record of `batch` (one whole stored batch, CRC checked here), in offset order.
+    mutating func versions(of batch: ByteBuffer, context: @autoclosure () -> String) throws(TelexError) -> [RecordVersion] {
+        let (header, records) = try RecordBatch.decodeRecords(
+            batch, limits: limits, decompressor: decompressor, context: context(), scratch: &scratch)
+        return records.enumerated().map { index, record in
+            RecordVersion(offset: header.baseOffset + Int64(index), key: String(decoding: record.key.readableBytesView, as: UTF8.self),
+                          type: record.header("ce-type") ?? "", appendTime: header.appendTime)
+        }
+    }
+
+    /// Writes to `output` what is left of `batch` (one whole stored batch) when only the records whose `keep`
+    /// flag is set stay (`keep` has one flag per record, in order).
+    mutating func rewrite(
+        _ batch: ByteBuffer, keep: [Bool], into output: inout ByteBuffer, context: @autoclosure () -> String
+    ) throws(TelexError) {
+        if keep.allSatisfy({ $0 }) {
+            output.writeImmutableBuffer(batch)
+            return
+        }
+        guard keep.contains(true) else { return }
+        let (header, records) = try RecordBatch.decodeRecords(
+            batch, limits: limits, decompressor: decompressor, context: context(), scratch: &scratch)
+        guard records.count == keep.count else {
+            throw TelexError(.storageFailure,
+                "\(context()): \(records.count) records but \(keep.count) keep flags", offset: header.baseOffset)
+        }
+        var builder = RecordBatchBuilder()
+        var runStart: Int64 = 0
+        for (index, record) in records.enumerated() {
+            let offset = header.baseOffset + Int64(index)
+            // A run ends at a removed record, and before a record whose timestamp is too far from the run's first
+            // for a timestamp delta (i32): the builder would clamp it.
+            if builder.count > 0, !keep[index] || !fitsDelta(record.timestamp, from: records[Int(runStart - header.baseOffset)].timestamp) {
+                flush(&builder, baseOffset: runStart, header: header, into: &output)
+            }
+            guard keep[index] else { continue }
+            if builder.count == 0 { runStart = offset }
+            builder.append(record)
+        }
+        if builder.count > 0 { flush(&builder, baseOffset: runStart, header: header, into: &output) }
+    }
+
+    private func fitsDelta(_ timestamp: Int64, from first: Int64) -> Bool {
+        let (delta, overflow) = timestamp.subtractingReportingOverflow(first)
+        return !overflow && delta >= Int64(Int32.min) && delta <= Int64(Int32.max)
+    }
+
+    private func flush(
+        _ builder: inout RecordBatchBuilder, baseOffset: Int64, header: RecordBatchHeader, into output: inout ByteBuffer
+    ) {
+        var built = builder.build(codec: header.codec!, compressor: compressor, producerID: 0, producerSequence: -1)
+        RecordBatch.assign(baseOffset: baseOffset, appendTime: header.appendTime, in: &built, at: built.readerIndex)
+        output.writeImmutableBuffer(built)
+        builder = RecordBatchBuilder()
+    }
+}

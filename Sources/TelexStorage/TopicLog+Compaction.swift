@@ -1,0 +1,76 @@
+import NIOCore
+import TelexProtocol
+
+/// What one compaction round of a topic did.
+public struct CompactionReport: Sendable, Equatable {
+    /// The segments rewritten, oldest first.
+    public var rewrites: [SegmentRewrite] = []
+    /// Segments that could not be rewritten (damaged ranges, a batch failing its checks), with why.
+    public var skipped: [(baseOffset: Int64, reason: String)] = []
+
+    public var recordsRemoved: Int { rewrites.reduce(0) { $0 + $1.removedOffsets.count } }
+    public var bytesReclaimed: Int { rewrites.reduce(0) { $0 + $1.bytesReclaimed } }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.rewrites == rhs.rewrites && lhs.skipped.map(\.baseOffset) == rhs.skipped.map(\.baseOffset)
+            && lhs.skipped.map(\.reason) == rhs.skipped.map(\.reason)
+    }
+}
+
+/// Compaction: sealed segments rewritten keeping each key's newest record (Protocol/STORAGE.md §14.3).
+extension TopicLog {
+    /// Rewrites sealed segments so that, of the records below the readable end, a record is removed when a newer
+    /// record with the same non-empty key exists, and a tombstone (`article.deleted`) when it is its key's newest
+    /// and was appended more than `tombstoneRetentionMilliseconds` before `now`. Keyless records stay; offsets stay
+    /// (a compacted topic has gaps). At most `maxSegments` segments are rewritten; segments with nothing to
+    /// remove are read but not written. Blocking: reads every batch below the readable end. Call it off event loops.
+    public func compact(
+        now: Int64? = nil, tombstoneRetentionMilliseconds: Int64, maxSegments: Int = .max
+    ) throws(TelexError) -> CompactionReport {
+        let now = now ?? FileIO.nowMilliseconds()
+        let end = readableEndOffset
+        let newest = try newestVersions(below: end)
+        var report = CompactionReport()
+        for base in sealedSegmentBases(below: end) where report.rewrites.count < maxSegments {
+            do {
+                let rewrite = try rewriteSegment(at: base) { version in
+                    guard !version.key.isEmpty, let latest = newest[version.key] else { return true }
+                    guard latest.offset == version.offset else { return false }
+                    return !(version.isTombstone && version.appendTime < now - tombstoneRetentionMilliseconds)
+                }
+                if let rewrite {
+                    report.rewrites.append(rewrite)
+                    logger.info("compacted segment", metadata: [
+                        "baseOffset": "\(base)", "recordsRemoved": "\(rewrite.removedOffsets.count)",
+                        "recordsKept": "\(rewrite.recordsKept)", "bytesReclaimed": "\(rewrite.bytesReclaimed)",
+                    ])
+                }
+            } catch {
+                // A failed log stops the round; a damaged segment is only skipped.
+                if state.withLock({ $0.failure != nil }) { throw error }
+                report.skipped.append((base, error.message))
+                logger.warning("compaction skipped segment", metadata: [
+                    "baseOffset": "\(base)", "error": "\(error.message)",
+                ])
+            }
+        }
+        return report
+    }
+
+    /// Each non-empty key's newest record below `end`, read from the stored batches (damaged ranges skipped).
+    func newestVersions(below end: Int64) throws(TelexError) -> [String: RecordVersion] {
+        var rewriter = SegmentRewriter(limits: configuration.batchLimits)
+        var newest: [String: RecordVersion] = [:]
+        var offset = startOffset
+        while offset < end, let slice = try read(from: offset, maxBytes: 1 << 20, skipDamaged: true) {
+            for batch in try RecordBatch.split(try slice.readBytes(), context: "\(topic) offset \(slice.firstOffset)") {
+                for version in try rewriter.versions(of: batch, context: "\(topic) batch")
+                where version.offset < end && !version.key.isEmpty {
+                    newest[version.key] = version
+                }
+            }
+            offset = slice.nextOffset
+        }
+        return newest
+    }
+}

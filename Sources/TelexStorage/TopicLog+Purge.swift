@@ -1,0 +1,34 @@
+import TelexProtocol
+
+/// Legal erasure: every record of one key physically removed from the topic's segments (Protocol/STORAGE.md §14.4).
+extension TopicLog {
+    /// Removes every record whose key is `key` that was appended before the call: the active segment is rolled
+    /// first (when it holds anything) and the log synced, so that the key's records all sit in sealed segments;
+    /// then every sealed segment holding one is rewritten without them (offsets kept, as gaps). Returns the
+    /// rewrites, oldest first. Records appended during the purge are not removed. Throws on the first segment that
+    /// cannot be rewritten (damaged ranges), naming it; segments rewritten before it stay rewritten.
+    ///
+    /// Blocking: reads every sealed segment, fsyncs. Call it off event loops.
+    public func purge(key: String) throws(TelexError) -> [SegmentRewrite] {
+        precondition(!key.isEmpty, "purge needs a key")
+        let rolled = try state.withLock { state throws(TelexError) -> Bool in
+            if state.closed { throw TelexError(.shuttingDown, "log \(topic) is closed", topic: topic) }
+            guard state.failure == nil, state.segments.last!.size > 0 else { return false }
+            _ = try roll(&state)
+            return true
+        }
+        if rolled { scheduleSync() }
+        // Seals the rolled segment (and any other unsealed one): only sealed segments are rewritten.
+        try sync()
+        var rewrites: [SegmentRewrite] = []
+        for base in sealedSegmentBases(below: endOffset) {
+            if let rewrite = try rewriteSegment(at: base, keep: { $0.key != key }) { rewrites.append(rewrite) }
+        }
+        if !rewrites.isEmpty {
+            logger.info("purged key", metadata: [
+                "segments": "\(rewrites.count)", "recordsRemoved": "\(rewrites.reduce(0) { $0 + $1.removedOffsets.count })",
+            ])
+        }
+        return rewrites
+    }
+}
