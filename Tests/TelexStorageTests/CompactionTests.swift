@@ -49,6 +49,8 @@ struct CompactionTests {
                 let path = directory + "/\(seed)"
                 let log = try openLog(path, testConfiguration(segmentBytes: 1024))
                 let published = try publish(randomArticleBatches(count: 60, keys: 8, seed: seed), to: log)
+                // Seals every rolled segment: only sealed ones are compacted.
+                try log.sync()
                 let before = log.sizeInBytes
                 let active = log.state.withLock { $0.segments.last!.baseOffset }
                 // Tombstones are young: kept.
@@ -120,6 +122,7 @@ struct CompactionTests {
             var configuration = testConfiguration(segmentBytes: 512)
             let log = try openLog(directory, configuration)
             _ = try publish((0..<20).map { [ArticleVersion(key: "urn:a", tombstone: false, value: "version \($0)")] }, to: log)
+            try log.sync()
             _ = try log.compact(tombstoneRetentionMilliseconds: 0)
             let bases = try segmentBases(directory)
             #expect(FileManager.default.fileExists(atPath: segmentPath(directory, bases[0], ".compacted")))
