@@ -32,6 +32,13 @@ def batches_of(frame):
     return found
 
 
+def records_section(batch):
+    """The records section after the header and, with flags bit 0, the key table (PROTOCOL.md §6.1)."""
+    if struct.unpack(">H", batch[26:28])[0] & 1 and len(batch) >= 68:
+        return batch[68 + struct.unpack(">I", batch[64:68])[0]:]
+    return batch[64:]
+
+
 def main():
     vector_dir, corpus_dir, dict_file = sys.argv[1:4]
     os.makedirs(corpus_dir, exist_ok=True)
@@ -55,7 +62,7 @@ def main():
             seeds.append(bytes([BATCH_FIXED_CRC]) + batch)
             if len(batch) >= 64 and batch[25] == 1:  # the codec byte says zlib
                 uncompressed = struct.unpack(">I", batch[60:64])[0]
-                seeds.append(bytes([INFLATE]) + struct.pack(">I", uncompressed) + batch[64:])
+                seeds.append(bytes([INFLATE]) + struct.pack(">I", uncompressed) + records_section(batch))
         if len(batches) > 1:
             seeds.append(bytes([BATCHES]) + b"".join(batches))
         for key in ("topic", "pattern", "consumerName", "clientName", "serverName", "consumer"):
@@ -66,7 +73,7 @@ def main():
         name = hashlib.sha1(seed).hexdigest()
         with open(os.path.join(corpus_dir, name), "wb") as f:
             f.write(seed)
-    tokens = sorted(strings) + ["news.", ">", "*", ".>", "ce-type", "ce-id"]
+    tokens = sorted(strings) + ["news.", ">", "*", ".>", "ce-type", "ce-id", "article.deleted"]
     with open(dict_file, "w") as f:
         for token in tokens:
             escaped = "".join(c if c.isalnum() or c in ".-_>*" else "\\x%02x" % ord(c) for c in token)

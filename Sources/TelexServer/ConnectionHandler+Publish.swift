@@ -20,7 +20,8 @@ extension ConnectionHandler {
                 throw TelexError(.topicNotFound, "topic '\(topic)' does not exist and this broker does not create topics on publish")
             }
             // A rejected batch must not leave an empty topic behind.
-            _ = try RecordBatch.validate(batch, limits: configuration.log.batchLimits, context: "batch for \(topic)")
+            _ = try RecordBatch.validate(
+                batch, limits: configuration.log.batchLimits, requireKeyTable: true, context: "batch for \(topic)")
             reservation = try topicCreationLimiter.reserve(topic, principal: principalName)
         } catch {
             reply(error, requestID)

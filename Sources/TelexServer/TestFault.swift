@@ -32,7 +32,8 @@ public enum TestFault: String, Sendable {
         _ batch: ByteBuffer, to log: TopicLog, durable: @escaping @Sendable () -> Void
     ) -> (offset: Int64, count: UInt32)? {
         guard
-            let header = try? RecordBatch.validate(batch, limits: log.configuration.batchLimits, context: "test fault")
+            let header = try? RecordBatch.validate(
+                batch, limits: log.configuration.batchLimits, requireKeyTable: true, context: "test fault")
         else {
             return nil
         }

@@ -241,7 +241,8 @@ public final class TopicLog: Sendable {
     /// Writes to the page cache; when the active segment is full it opens a new one, and leaves the fsyncs that
     /// seal the old one to the log's queue.
     public func append(_ batch: ByteBuffer) throws(TelexError) -> AppendResult {
-        let header = try RecordBatch.validate(batch, limits: configuration.batchLimits, context: "batch for \(topic)")
+        let header = try RecordBatch.validate(
+            batch, limits: configuration.batchLimits, requireKeyTable: true, context: "batch for \(topic)")
         // Set once a roll queued a segment to seal, even if the write into the new segment then fails.
         var rolled = false
         defer { if rolled { scheduleSync() } }

@@ -11,6 +11,8 @@ enum BadVectorStage: String, CaseIterable {
     case topic
     /// `RecordBatch.validate`, as the broker checks a PUBLISH batch without inflating it.
     case batchValidate
+    /// Only the broker's PUBLISH checks (`requireKeyTable`): the batch is still decodable once stored.
+    case publishOnly
     /// `RecordBatch.decodeRecords`, as a consumer decodes (and inflates) a batch that passed validation.
     case batchDecode
 }
@@ -53,9 +55,10 @@ enum BadVectors {
         }
     }
 
-    /// The plain batch (two records) declaring `count` records, with a correct CRC.
+    /// The plain batch (two records) without its key table, declaring `count` records, with a correct CRC: the
+    /// broker's walk of the records finds the mismatch.
     static func plainBatch(declaringRecordCount count: UInt32) -> ByteBuffer {
-        patched(Newsroom.plainBatch) { $0.setInteger(count, at: 56) }
+        patched(KeyTables.replacingTable(of: Newsroom.plainBatch, with: nil)) { $0.setInteger(count, at: 56) }
     }
 
     /// The plain batch with its first record's timestamp (firstTimestamp + timestampDelta) past i64 max.
@@ -63,7 +66,7 @@ enum BadVectors {
         patched(Newsroom.plainBatch) {
             $0.setInteger(Int64.max - 1, at: 28)
             $0.setInteger(Int64.max, at: 36)
-            $0.setInteger(Int32(2), at: RecordBatchHeader.size + 4)
+            $0.setInteger(Int32(2), at: KeyTables.recordsStart(of: $0) + 4)
         }
     }
 
@@ -177,13 +180,13 @@ enum BadVectors {
             Vector(
                 name: "record_count_too_high",
                 description:
-                    "The 'publish' batch (2 records) with recordCount 3 and a recomputed CRC: the third record is missing.",
+                    "The 'publish' batch (2 records) without its key table (flags 0, as codec none allows), with recordCount 3 and a recomputed CRC: the third record is missing.",
                 bytes: publish(plainBatch(declaringRecordCount: 3)), stage: .batchValidate, code: .invalidBatch,
                 mentions: ["record 2 of 3"]),
             Vector(
                 name: "record_count_too_low",
                 description:
-                    "The 'publish' batch (2 records) with recordCount 1 and a recomputed CRC: the second record is trailing bytes.",
+                    "The 'publish' batch (2 records) without its key table (flags 0, as codec none allows), with recordCount 1 and a recomputed CRC: the second record is trailing bytes.",
                 bytes: publish(plainBatch(declaringRecordCount: 1)), stage: .batchValidate, code: .invalidBatch,
                 mentions: ["bytes left after the declared 1 records"]),
             Vector(
@@ -210,6 +213,6 @@ enum BadVectors {
                     "A zlib batch that inflates to 1 MiB but whose header declares uncompressedLength 1024 (CRC recomputed). The broker's validation does not inflate, so it passes; the decoder stops after 1025 output bytes.",
                 bytes: publish(understatedBomb), stage: .batchDecode, code: .batchTooLarge,
                 mentions: ["inflates past its declared 1024 bytes"]),
-        ]
+        ] + keyTableVectors
     }
 }

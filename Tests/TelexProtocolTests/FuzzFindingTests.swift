@@ -19,7 +19,7 @@ struct FuzzFindingTests {
         let batch = BadVectors.patched(Newsroom.plainBatch) {
             $0.setInteger(Int64.min, at: 28)
             $0.setInteger(Int64.min, at: 36)
-            $0.setInteger(Int32(-1), at: RecordBatchHeader.size + 4)
+            $0.setInteger(Int32(-1), at: KeyTables.recordsStart(of: $0) + 4)
         }
         expectTelexError(.invalidBatch, mentioning: ["record 0 of 2", "timestamp overflows"]) {
             _ = try RecordBatch.validate(batch)

@@ -50,7 +50,7 @@ struct RecordBatchTests {
             } catch let error as TelexError {
                 #expect(error.code == .corruptBatch)
                 #expect(error.message.contains("CRC mismatch"))
-                #expect(error.message.contains("0xeedb52aa"), "names the CRC the header claims: \(error.message)")
+                #expect(error.message.contains("0xf318774b"), "names the CRC the header claims: \(error.message)")
             }
         }
     }
@@ -80,8 +80,8 @@ struct RecordBatchTests {
         builder.append(Newsroom.records[0])
         var plainBuilder = RecordBatchBuilder()
         plainBuilder.append(Newsroom.records[0])
-        var records = plainBuilder.build(codec: .none)
-        records.moveReaderIndex(forwardBy: RecordBatchHeader.size)
+        let plain = plainBuilder.build(codec: .none)
+        var records = try RecordBatch.recordsSection(of: plain, header: RecordBatchHeader.peek(plain, at: 0)!)
         records.writeBytes([0xDE, 0xAD, 0xBE, 0xEF, 0x00])
 
         var batch = ByteBuffer()
@@ -92,6 +92,7 @@ struct RecordBatchTests {
         }
         let template = RecordBatchHeader.peek(builder.build(codec: codec), at: 0)!
         var header = template
+        header.flags = 0
         header.batchLength = UInt32(batch.readableBytes - RecordBatchHeader.lengthPrefixSize)
         header.uncompressedLength = UInt32(records.readableBytes)
         var headerBytes = ByteBuffer()
@@ -105,7 +106,7 @@ struct RecordBatchTests {
     }
 
     @Test func recordLengthRunningPastTheSectionIsInvalid() {
-        let batch = BadVectors.patched(Newsroom.plainBatch) { $0.setInteger(UInt32(5000), at: 64) }
+        let batch = BadVectors.patched(Newsroom.plainBatch) { $0.setInteger(UInt32(5000), at: KeyTables.recordsStart(of: $0)) }
         expectTelexError(.invalidBatch, mentioning: ["record 0 of 2 body", "needs 5000 bytes"]) {
             _ = try RecordBatch.validate(batch)
         }
@@ -113,7 +114,9 @@ struct RecordBatchTests {
 
     @Test func fieldRunningPastItsRecordIsInvalid() {
         // The first record's key length (after the 4-byte length and 4-byte delta) claims 60000 bytes.
-        let batch = BadVectors.patched(Newsroom.plainBatch) { $0.setInteger(UInt16(60_000), at: 72) }
+        let batch = BadVectors.patched(Newsroom.plainBatch) {
+            $0.setInteger(UInt16(60_000), at: KeyTables.recordsStart(of: $0) + 8)
+        }
         expectTelexError(.invalidBatch, mentioning: ["record 0 of 2", "key"]) { _ = try RecordBatch.validate(batch) }
     }
 
@@ -162,10 +165,10 @@ struct RecordBatchTests {
     @Test func batchLengthMustMatchTheBytes() {
         var longer = Newsroom.plainBatch
         longer.writeInteger(UInt8(0))
-        expectTelexError(.invalidBatch, mentioning: ["batchLength 935 says 947 bytes but 948 were sent"]) {
+        expectTelexError(.invalidBatch, mentioning: ["batchLength 1013 says 1025 bytes but 1026 were sent"]) {
             _ = try RecordBatch.validate(longer)
         }
-        expectTelexError(.invalidBatch, mentioning: ["947 bytes but 948 are present"]) {
+        expectTelexError(.invalidBatch, mentioning: ["1025 bytes but 1026 are present"]) {
             _ = try RecordBatch.decodeRecords(longer)
         }
     }
@@ -225,7 +228,9 @@ struct RecordBatchTests {
     }
 
     @Test func corruptZlibDataIsInvalid() {
-        let batch = BadVectors.patched(Newsroom.zlibBatch) { $0.setInteger(UInt16(0x7801 ^ 0x0F00), at: 64) }
+        let batch = BadVectors.patched(Newsroom.zlibBatch) {
+            $0.setInteger(UInt16(0x7801 ^ 0x0F00), at: KeyTables.recordsStart(of: $0))
+        }
         expectTelexError(.invalidBatch, mentioning: ["zlib data is corrupt"]) {
             _ = try RecordBatch.decodeRecords(batch)
         }
@@ -250,7 +255,7 @@ struct RecordBatchTests {
     @Test func splitRejectsAPartialBatch() {
         var buffer = Newsroom.deliveredBatches
         buffer.moveWriterIndex(to: buffer.writerIndex - 1)
-        expectTelexError(.invalidBatch, mentioning: ["batch at byte 947 declares 506 bytes, 505 present"]) {
+        expectTelexError(.invalidBatch, mentioning: ["batch at byte 1025 declares 593 bytes, 592 present"]) {
             _ = try RecordBatch.split(buffer)
         }
         var stub = Newsroom.deliveredBatches

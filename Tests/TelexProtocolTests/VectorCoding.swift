@@ -137,12 +137,26 @@ enum VectorWriter {
             ),
             (
                 "crcRange",
-                .string("CRC-32 of batch bytes 24..<\(batch.readableBytes) (magic through the end of the records)")
+                .string(
+                    "CRC-32 of batch bytes 24..<\(batch.readableBytes) (magic through the end of the key table and records)")
             ),
         ]
+        if header.hasKeyTable {
+            let keys = try RecordBatch.keys(of: batch, header: header)
+            members.append(
+                (
+                    "keyTable",
+                    .object([
+                        ("keyTableLength", .int(Int64(batch.getInteger(at: batch.readerIndex + 64, as: UInt32.self)!))),
+                        (
+                            "entries",
+                            .array(keys.map { .object([("key", .string(String(buffer: $0.key))), ("type", .string($0.type))]) })
+                        ),
+                    ])
+                ))
+        }
         if header.codec == .zlib {
-            let stored = batch.getSlice(
-                at: batch.readerIndex + RecordBatchHeader.size, length: header.storedRecordsLength)!
+            let stored = try RecordBatch.recordsSection(of: batch, header: header)
             var inflated = ByteBuffer()
             try ZlibDecompressor().decompress(
                 stored, expectedLength: Int(header.uncompressedLength), into: &inflated, context: "vector")
@@ -321,7 +335,7 @@ enum VectorReader {
     ) throws {
         #expect(Hex.encode(bytes) == (try json.string("hex")), sourceLocation: sourceLocation)
         #expect(bytes.readableBytes == (try json.integer("size", as: Int.self)), sourceLocation: sourceLocation)
-        let validated = try RecordBatch.validate(bytes)
+        let validated = try RecordBatch.validate(bytes, requireKeyTable: true)
         let (header, records) = try RecordBatch.decodeRecords(bytes)
         #expect(validated == header, sourceLocation: sourceLocation)
         let expected = try json.field("header")
@@ -345,9 +359,18 @@ enum VectorReader {
         #expect(
             CRC32.checksum(crcBytes) == header.crc, "CRC covers bytes 24 to the end", sourceLocation: sourceLocation)
 
+        if header.hasKeyTable {
+            let table = try json.field("keyTable")
+            let length = bytes.getInteger(at: bytes.readerIndex + 64, as: UInt32.self)!
+            #expect(length == (try table.integer("keyTableLength")), sourceLocation: sourceLocation)
+            let entries = try table.array("entries").map {
+                BatchKey(key: ByteBuffer(string: try $0.string("key")), type: try $0.string("type"))
+            }
+            #expect(try RecordBatch.keys(of: bytes, header: header) == entries, sourceLocation: sourceLocation)
+        }
         if header.codec == .zlib {
             let zlib = try json.field("zlib")
-            let stored = bytes.getSlice(at: bytes.readerIndex + 64, length: header.storedRecordsLength)!
+            let stored = try RecordBatch.recordsSection(of: bytes, header: header)
             var inflated = ByteBuffer()
             try ZlibDecompressor().decompress(
                 stored, expectedLength: Int(header.uncompressedLength), into: &inflated, context: "vector")

@@ -98,11 +98,21 @@ struct VectorTests {
         }
         try TopicName.validate(topic)
         if stage == .batchValidate {
-            expectTelexError(code, mentioning: mentions) { _ = try RecordBatch.validate(batch, limits: batchLimits) }
+            expectTelexError(code, mentioning: mentions) {
+                _ = try RecordBatch.validate(batch, limits: batchLimits, requireKeyTable: true)
+            }
             expectTelexError(code, mentioning: []) { _ = try RecordBatch.decodeRecords(batch, limits: batchLimits) }
             return
         }
-        _ = try RecordBatch.validate(batch, limits: batchLimits)
+        if stage == .publishOnly {
+            expectTelexError(code, mentioning: mentions) {
+                _ = try RecordBatch.validate(batch, limits: batchLimits, requireKeyTable: true)
+            }
+            _ = try RecordBatch.validate(batch, limits: batchLimits)
+            _ = try RecordBatch.decodeRecords(batch, limits: batchLimits)
+            return
+        }
+        _ = try RecordBatch.validate(batch, limits: batchLimits, requireKeyTable: true)
         expectTelexError(code, mentioning: mentions) { _ = try RecordBatch.decodeRecords(batch, limits: batchLimits) }
     }
 
