@@ -34,13 +34,14 @@ struct SegmentRewriter {
         self.limits = limits
     }
 
-    /// The version of every record of `batch` (one whole stored batch, CRC checked here), in offset order.
-    mutating func versions(of batch: ByteBuffer, context: @autoclosure () -> String) throws(TelexError) -> [RecordVersion] {
-        let (header, records) = try RecordBatch.decodeRecords(
-            batch, limits: limits, decompressor: decompressor, context: context(), scratch: &scratch)
-        return records.enumerated().map { index, record in
-            RecordVersion(offset: header.baseOffset + Int64(index), key: String(decoding: record.key.readableBytesView, as: UTF8.self),
-                          type: record.header("ce-type") ?? "", appendTime: header.appendTime)
+    /// The version of every record of `batch` (one whole stored batch, CRC checked here), in offset order: from
+    /// its key table when it has one (no inflating), else from its records.
+    func versions(of batch: ByteBuffer, context: @autoclosure () -> String) throws(TelexError) -> [RecordVersion] {
+        let header = try RecordBatch.validate(batch, limits: limits, context: context())
+        return try RecordBatch.keys(of: batch, header: header, limits: limits).enumerated().map { index, entry in
+            RecordVersion(offset: header.baseOffset + Int64(index),
+                          key: String(decoding: entry.key.readableBytesView, as: UTF8.self), type: entry.type,
+                          appendTime: header.appendTime)
         }
     }
 

@@ -59,7 +59,7 @@ extension TopicLog {
 
     /// Each non-empty key's newest record below `end`, read from the stored batches (damaged ranges skipped).
     func newestVersions(below end: Int64) throws(TelexError) -> [String: RecordVersion] {
-        var rewriter = SegmentRewriter(limits: configuration.batchLimits)
+        let rewriter = SegmentRewriter(limits: configuration.batchLimits)
         var newest: [String: RecordVersion] = [:]
         var offset = startOffset
         while offset < end, let slice = try read(from: offset, maxBytes: 1 << 20, skipDamaged: true) {

@@ -108,7 +108,7 @@ struct CompactionTests {
             // Emptied segments stay (an empty `.log` and their marker) so the offsets before them are not lost.
             let bases = try segmentBases(directory)
             #expect(bases.count == log.segmentCount)
-            for base in bases.dropLast() {
+            for base in bases where base < 30 {
                 #expect(FileManager.default.fileExists(atPath: segmentPath(directory, base, ".compacted")))
             }
             #expect(try log.offset(atOrAfter: 0) == 30)
