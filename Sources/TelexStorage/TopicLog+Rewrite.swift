@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import NIOCore
+import Synchronization
 import TelexProtocol
 
 /// What one rewrite of a sealed segment did.
@@ -31,6 +32,9 @@ extension Segment {
 
 extension TopicLog {
     static let cleaningSuffix = ".log.cleaning"
+    /// Held for the whole of each rewrite: two rewrites of one segment (a compaction round and a purge) would write
+    /// the same `.log.cleaning`. One rewrite at a time in the process is enough (they are background work).
+    static let rewriteLock = Mutex(())
 
     /// Deletes what an interrupted rewrite left: `*.log.cleaning` (never renamed, so the old `.log` stands) and a
     /// marker's temporary file. Called as the log opens, before the segments are listed.
@@ -66,6 +70,12 @@ extension TopicLog {
     /// record at its offset. Readers holding a slice of the old file go on reading it. Blocking: call it off event
     /// loops.
     func rewriteSegment(
+        at baseOffset: Int64, keep: (RecordVersion) -> Bool
+    ) throws(TelexError) -> SegmentRewrite? {
+        try Self.rewriteLock.withLock { _ throws(TelexError) in try rewriteSegmentAlone(at: baseOffset, keep: keep) }
+    }
+
+    private func rewriteSegmentAlone(
         at baseOffset: Int64, keep: (RecordVersion) -> Bool
     ) throws(TelexError) -> SegmentRewrite? {
         guard let source = try rewriteSource(at: baseOffset) else { return nil }

@@ -21,8 +21,9 @@ struct TelexAdmin: AsyncParsableCommand {
               telex-admin reset-consumer search-indexer --to beginning --topic news.world
               telex-admin reset-consumer search-indexer --to 2024-03-06T08:00:00Z
               telex-admin delete-topic news.test --yes
+              telex-admin purge urn:newsml:example.com:20240305:withdrawn --yes
             """,
-        subcommands: [Info.self, Topics.self, Consumers.self, ResetConsumer.self, DeleteTopic.self])
+        subcommands: [Info.self, Topics.self, Consumers.self, ResetConsumer.self, DeleteTopic.self, Purge.self])
 }
 
 /// Options every subcommand takes.

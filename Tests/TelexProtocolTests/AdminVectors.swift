@@ -71,6 +71,19 @@ extension Newsroom {
             Vector(
                 name: "admin_result_delete_topic", description: "news.test is gone; its subscriptions have ended.",
                 message: .broker(.adminResult(.deleteTopic(topic: "news.test"))), requestID: 35),
+            Vector(
+                name: "admin_purge",
+                description: "Erase every version of one withdrawn article from the news.* topics (legal erasure).",
+                message: .client(.admin(.purge(
+                    key: "urn:newsml:example.com:20240305:withdrawn", pattern: "news.*"))), requestID: 36),
+            Vector(
+                name: "admin_result_purge",
+                description: "Its three versions are gone: offsets 1187 and 1189 of news.world, 530 of news.sport.",
+                message: .broker(.adminResult(.purge([
+                    PurgedTopic(topic: "news.sport", offsets: [530]),
+                    PurgedTopic(topic: "news.world", offsets: [1187, 1189]),
+                ]))),
+                requestID: 36),
         ]
     }
 }
@@ -103,6 +116,8 @@ enum AdminVectorCoding {
             ]
         case .deleteTopic(let topic):
             members.append(("topic", .string(topic)))
+        case .purge(let key, let pattern):
+            members += [("key", .string(key)), ("pattern", .string(pattern))]
         }
         return .object(members)
     }
@@ -144,6 +159,10 @@ enum AdminVectorCoding {
             })))
         case .deleteTopic(let topic):
             members.append(("topic", .string(topic)))
+        case .purge(let topics):
+            members.append(("topics", .array(topics.map {
+                .object([("topic", .string($0.topic)), ("offsets", .array($0.offsets.map { .int($0) }))])
+            })))
         }
         return .object(members)
     }
@@ -172,6 +191,8 @@ enum AdminVectorCoding {
                 force: try json.bool("force"))
         case .deleteTopic:
             return .deleteTopic(topic: try json.string("topic"))
+        case .purge:
+            return .purge(key: try json.string("key"), pattern: try json.string("pattern"))
         }
     }
 
@@ -206,6 +227,15 @@ enum AdminVectorCoding {
             })
         case .deleteTopic:
             return .deleteTopic(topic: try json.string("topic"))
+        case .purge:
+            return .purge(try json.array("topics").map {
+                PurgedTopic(topic: try $0.string("topic"), offsets: try $0.array("offsets").map { offset in
+                    guard case .int(let value) = offset else {
+                        throw VectorFormatError(description: "an offset is not an integer")
+                    }
+                    return value
+                })
+            })
         }
     }
 
