@@ -4,7 +4,7 @@ import Glibc
 import NIOCore
 import TelexProtocol
 
-/// The `NNNNNNNNNNNNNNNNNNNN.compacted` file of a rewritten segment (Protocol/STORAGE.md §14.2): its presence says
+/// The `NNNNNNNNNNNNNNNNNNNN.compacted` file of a rewritten segment (Protocol/STORAGE.md §15.2): its presence says
 /// the segment's offsets may have gaps, inside it and up to `endOffset`, that are compaction's or a purge's doing,
 /// not lost data. Recovery and reads then accept a batch whose base offset is above the expected one, and skip
 /// from the last batch to `endOffset` without `DATA_LOSS`.

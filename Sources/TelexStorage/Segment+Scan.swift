@@ -93,7 +93,7 @@ extension Segment {
         var position = position
         while position < target, position < limit {
             var reason: String?
-            // A compacted segment's batches may start above the expected offset (Protocol/STORAGE.md §14).
+            // A compacted segment's batches may start above the expected offset (Protocol/STORAGE.md §15).
             if let header = try validBatch(at: position, in: &window, expected: scan.nextOffset,
                                            exact: compaction == nil, limits: limits, reason: &reason) {
                 accept(header, at: position, into: &scan, onBatch: onBatch)

@@ -61,7 +61,7 @@ final class Segment: @unchecked Sendable {
     /// first served): a segment loaded from its indexes starts unchecked.
     var verified: Verified
     /// The segment's `.compacted` marker when it was rewritten by compaction or a purge: its offsets may then have
-    /// gaps (Protocol/STORAGE.md §14). Read when the segment object is made; a rewrite makes a new object.
+    /// gaps (Protocol/STORAGE.md §15). Read when the segment object is made; a rewrite makes a new object.
     let compaction: CompactionMarker?
 
     /// The CRC-checked prefix of the file and what the scan knew at its end.

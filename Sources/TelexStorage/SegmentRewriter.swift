@@ -18,7 +18,7 @@ public struct RecordVersion: Sendable, Equatable {
     public var isTombstone: Bool { type == Self.tombstoneType }
 }
 
-/// Rewrites stored batches keeping chosen records at their offsets (Protocol/STORAGE.md §14.1).
+/// Rewrites stored batches keeping chosen records at their offsets (Protocol/STORAGE.md §15.1).
 ///
 /// A batch whose records are all kept is copied byte for byte (its CRC intact); one with none kept is dropped;
 /// otherwise every run of consecutive kept records becomes a batch of its own, built with the same codec, whose

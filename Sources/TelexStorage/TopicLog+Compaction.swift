@@ -17,7 +17,7 @@ public struct CompactionReport: Sendable, Equatable {
     }
 }
 
-/// Compaction: sealed segments rewritten keeping each key's newest record (Protocol/STORAGE.md §14.3).
+/// Compaction: sealed segments rewritten keeping each key's newest record (Protocol/STORAGE.md §15.3).
 extension TopicLog {
     /// Rewrites sealed segments so that, of the records below the readable end, a record is removed when a newer
     /// record with the same non-empty key exists, and a tombstone (`article.deleted`) when it is its key's newest

@@ -1,6 +1,6 @@
 import TelexProtocol
 
-/// Legal erasure: every record of one key physically removed from the topic's segments (Protocol/STORAGE.md §14.4).
+/// Legal erasure: every record of one key physically removed from the topic's segments (Protocol/STORAGE.md §15.4).
 extension TopicLog {
     /// Removes every record whose key is `key` that was appended before the call: the active segment is rolled
     /// first (when it holds anything) and the log synced, so that the key's records all sit in sealed segments;

@@ -102,7 +102,7 @@ extension TopicLog {
             }
             // The offset fell in a gap between segments (bytes lost from a segment's end): the offsets are lost.
             guard let following = located.following, following > offset else { return .end }
-            // Offsets a compaction or purge removed (Protocol/STORAGE.md §14): not lost, just gone.
+            // Offsets a compaction or purge removed (Protocol/STORAGE.md §15): not lost, just gone.
             if located.segment.compaction != nil {
                 offset = following
                 continue

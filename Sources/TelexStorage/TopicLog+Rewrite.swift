@@ -19,7 +19,7 @@ public struct SegmentRewrite: Sendable, Equatable {
     public var bytesReclaimed: Int { bytesBefore - bytesAfter }
 }
 
-/// The crash-safe rewrite of a sealed segment, shared by compaction and purge (Protocol/STORAGE.md §14).
+/// The crash-safe rewrite of a sealed segment, shared by compaction and purge (Protocol/STORAGE.md §15).
 extension Segment {
     /// After a scan or tail walk of a compacted segment: its end is its marker's end offset (the offsets after its
     /// last batch were removed, not lost) and its newest append time is the original segment's (for retention).
