@@ -23,6 +23,22 @@ public struct CompactionConfiguration: Sendable, Equatable {
     public func compacts(_ topic: String) -> Bool {
         patterns.contains { TopicName.matches(pattern: $0, topic: topic) }
     }
+
+    /// A duration as `telexd --compact-tombstone-retention` takes it (`90s`, `30m`, `24h`, `7d`), in milliseconds;
+    /// nil for anything else.
+    public static func milliseconds(parsing text: String) -> Int64? {
+        guard let unit = text.last, let count = Int64(text.dropLast()), count >= 0 else { return nil }
+        let scale: Int64? = switch unit {
+        case "s": 1000
+        case "m": 60_000
+        case "h": 3_600_000
+        case "d": 86_400_000
+        default: nil
+        }
+        guard let scale else { return nil }
+        let (product, overflow) = count.multipliedReportingOverflow(by: scale)
+        return overflow ? nil : product
+    }
 }
 
 /// The background cleaner: one round per retention run, on the server's thread pool, rewriting sealed segments of

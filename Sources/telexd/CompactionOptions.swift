@@ -28,25 +28,10 @@ struct CompactionOptions: ParsableArguments {
         }
         configuration.compaction.patterns = patterns
         if let text = tombstoneRetention ?? environment["TELEX_COMPACT_TOMBSTONE_RETENTION"] {
-            guard let milliseconds = Self.milliseconds(text) else {
+            guard let milliseconds = CompactionConfiguration.milliseconds(parsing: text) else {
                 throw ValidationError("--compact-tombstone-retention '\(text)' is not N followed by s, m, h or d (e.g. 24h)")
             }
             configuration.compaction.tombstoneRetentionMilliseconds = milliseconds
         }
-    }
-
-    /// `90s`, `30m`, `24h`, `7d` in milliseconds; nil for anything else.
-    static func milliseconds(_ text: String) -> Int64? {
-        guard let unit = text.last, let count = Int64(text.dropLast()), count >= 0 else { return nil }
-        let scale: Int64? = switch unit {
-        case "s": 1000
-        case "m": 60_000
-        case "h": 3_600_000
-        case "d": 86_400_000
-        default: nil
-        }
-        guard let scale else { return nil }
-        let (product, overflow) = count.multipliedReportingOverflow(by: scale)
-        return overflow ? nil : product
     }
 }
