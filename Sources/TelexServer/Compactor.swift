@@ -73,7 +73,9 @@ struct Compactor: Sendable {
                             factory: metrics.factory).increment(by: report.skipped.count)
                 }
             } catch {
-                logger.error("compaction failed", metadata: ["topic": "\(topic)", "error": "\(error)"])
+                // A topic deleted, or the broker stopping, mid-round is no failure.
+                logger.log(level: error.code == .shuttingDown ? .info : .error, "compaction failed",
+                           metadata: ["topic": "\(topic)", "error": "\(error)"])
             }
         }
     }

@@ -46,8 +46,8 @@ extension TopicLog {
                     ])
                 }
             } catch {
-                // A failed log stops the round; a damaged segment is only skipped.
-                if state.withLock({ $0.failure != nil }) { throw error }
+                // A failed or closed log stops the round; a damaged segment is only skipped.
+                if error.code == .shuttingDown || state.withLock({ $0.failure != nil }) { throw error }
                 report.skipped.append((base, error.message))
                 logger.warning("compaction skipped segment", metadata: [
                     "baseOffset": "\(base)", "error": "\(error.message)",

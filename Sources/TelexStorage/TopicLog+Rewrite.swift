@@ -171,7 +171,14 @@ extension TopicLog {
     private func writeCleaning(
         _ path: String, from source: RewriteSource, plan: [[Bool]], rewriter: inout SegmentRewriter
     ) throws(TelexError) -> Int {
-        let fd = try FileIO.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        // Created only while the log is open: `deleteLog` lists the directory once `close()` has set
+        // `directoryClosed`, so it finds (and removes) a file made before that, and none is made after.
+        let opened = try directoryClosed.withLock { closed throws(TelexError) -> CInt? in
+            closed ? nil : try FileIO.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        }
+        guard let fd = opened else {
+            throw TelexError(.shuttingDown, "log \(topic) closed before \(source.segment.logPath) was rewritten", topic: topic)
+        }
         var written = 0
         do throws(TelexError) {
             var output = ByteBuffer()
