@@ -267,7 +267,9 @@ final class Segment: @unchecked Sendable {
             guard Int(position) < size else { return false }
             entries.append(OffsetIndexEntry(relativeOffset: relative, position: position))
         }
-        guard entries.first.map({ $0.relativeOffset == 0 && $0.position == 0 }) ?? true else { return false }
+        // A compacted segment's first batch may start above its base offset (Protocol/STORAGE.md §15.2).
+        guard entries.first.map({ ($0.relativeOffset == 0 || compaction != nil) && $0.position == 0 }) ?? true
+        else { return false }
         // Every entry must point at a batch with the offset it claims.
         for entry in entries {
             guard let header = try header(in: log, at: Int(entry.position), limit: size),
