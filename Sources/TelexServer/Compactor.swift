@@ -13,7 +13,9 @@ public struct CompactionConfiguration: Sendable, Equatable {
     /// Most segments rewritten per round, across all topics, so one round stays short. Default 8.
     public var maxSegmentsPerRound: Int
 
-    public init(patterns: [String] = [], tombstoneRetentionMilliseconds: Int64 = 86_400_000, maxSegmentsPerRound: Int = 8) {
+    public init(
+        patterns: [String] = [], tombstoneRetentionMilliseconds: Int64 = 86_400_000, maxSegmentsPerRound: Int = 8
+    ) {
         self.patterns = patterns
         self.tombstoneRetentionMilliseconds = tombstoneRetentionMilliseconds
         self.maxSegmentsPerRound = maxSegmentsPerRound

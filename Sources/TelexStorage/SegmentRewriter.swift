@@ -62,19 +62,20 @@ struct SegmentRewriter {
                 "\(context()): \(records.count) records but \(keep.count) keep flags", offset: header.baseOffset)
         }
         var builder = RecordBatchBuilder()
-        var runStart: Int64 = 0
+        var runStart = 0
         for (index, record) in records.enumerated() {
-            let offset = header.baseOffset + Int64(index)
             // A run ends at a removed record, and before a record whose timestamp is too far from the run's first
             // for a timestamp delta (i32): the builder would clamp it.
-            if builder.count > 0, !keep[index] || !fitsDelta(record.timestamp, from: records[Int(runStart - header.baseOffset)].timestamp) {
-                flush(&builder, baseOffset: runStart, header: header, into: &output)
+            if builder.count > 0, !keep[index] || !fitsDelta(record.timestamp, from: records[runStart].timestamp) {
+                flush(&builder, baseOffset: header.baseOffset + Int64(runStart), header: header, into: &output)
             }
             guard keep[index] else { continue }
-            if builder.count == 0 { runStart = offset }
+            if builder.count == 0 { runStart = index }
             builder.append(record)
         }
-        if builder.count > 0 { flush(&builder, baseOffset: runStart, header: header, into: &output) }
+        if builder.count > 0 {
+            flush(&builder, baseOffset: header.baseOffset + Int64(runStart), header: header, into: &output)
+        }
     }
 
     private func fitsDelta(_ timestamp: Int64, from first: Int64) -> Bool {

@@ -31,12 +31,16 @@ extension TopicLog {
         let end = readableEndOffset
         let newest = try newestVersions(below: end)
         var report = CompactionReport()
+        // Once a segment is skipped (damaged), it may still hold older versions of any key: a tombstone after it
+        // must stay, or the version it deletes would come back as its key's newest.
+        var tombstonesRemovable = true
         for base in sealedSegmentBases(below: end) where report.rewrites.count < maxSegments {
             do {
                 let rewrite = try rewriteSegment(at: base) { version in
                     guard !version.key.isEmpty, let latest = newest[version.key] else { return true }
                     guard latest.offset == version.offset else { return false }
-                    return !(version.isTombstone && version.appendTime < now - tombstoneRetentionMilliseconds)
+                    return !(tombstonesRemovable && version.isTombstone
+                        && version.appendTime < now - tombstoneRetentionMilliseconds)
                 }
                 if let rewrite {
                     report.rewrites.append(rewrite)
@@ -48,6 +52,7 @@ extension TopicLog {
             } catch {
                 // A failed or closed log stops the round; a damaged segment is only skipped.
                 if error.code == .shuttingDown || state.withLock({ $0.failure != nil }) { throw error }
+                tombstonesRemovable = false
                 report.skipped.append((base, error.message))
                 logger.warning("compaction skipped segment", metadata: [
                     "baseOffset": "\(base)", "error": "\(error.message)",

@@ -26,7 +26,8 @@ extension TopicLog {
         }
         if !rewrites.isEmpty {
             logger.info("purged key", metadata: [
-                "segments": "\(rewrites.count)", "recordsRemoved": "\(rewrites.reduce(0) { $0 + $1.removedOffsets.count })",
+                "segments": "\(rewrites.count)",
+                "recordsRemoved": "\(rewrites.reduce(0) { $0 + $1.removedOffsets.count })",
             ])
         }
         return rewrites

@@ -177,7 +177,8 @@ extension TopicLog {
             closed ? nil : try FileIO.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
         }
         guard let fd = opened else {
-            throw TelexError(.shuttingDown, "log \(topic) closed before \(source.segment.logPath) was rewritten", topic: topic)
+            throw TelexError(.shuttingDown, "log \(topic) closed before \(source.segment.logPath) was rewritten",
+                             topic: topic)
         }
         var written = 0
         do throws(TelexError) {

@@ -55,7 +55,8 @@ struct Purge: AsyncParsableCommand {
                 print("no record of \(uri) found")
                 return
             }
-            try output.print(purged.map { Row(topic: $0.topic, offsets: $0.offsets) }, headers: ["TOPIC", "REMOVED", "OFFSETS"]) {
+            let rows = purged.map { Row(topic: $0.topic, offsets: $0.offsets) }
+            try output.print(rows, headers: ["TOPIC", "REMOVED", "OFFSETS"]) {
                 [$0.topic, "\($0.offsets.count)", Self.ranges($0.offsets)]
             }
         }

@@ -172,6 +172,31 @@ struct CompactionTests {
         }
     }
 
+    @Test("after a skipped (damaged) segment, an expired tombstone stays: the skipped one may hold what it deletes")
+    func tombstoneStaysAfterSkippedSegment() async throws {
+        try await withTemporaryDirectory { directory in
+            let log = try openLog(directory, testConfiguration(segmentBytes: 1024))
+            var batches = (0..<12).map { [ArticleVersion(key: "urn:a", tombstone: false, value: "version \($0)")] }
+            batches[1] = [ArticleVersion(key: "urn:b", tombstone: false, value: "b, to be deleted")]
+            batches.append([ArticleVersion(key: "urn:b", tombstone: true, value: "{\"uri\":\"urn:b\"}")])
+            batches += (12..<24).map { [ArticleVersion(key: "urn:a", tombstone: false, value: "version \($0)")] }
+            let published = try publish(batches, to: log)
+            let tombstone = try #require(published.first { $0.value.tombstone }?.key)
+            try log.close()
+            var bytes = try readFile(segmentPath(directory, 0, ".log"))
+            bytes[70] ^= 0xFF
+            try writeFile(segmentPath(directory, 0, ".log"), bytes)
+            let reopened = try openLog(directory, testConfiguration(segmentBytes: 1024))
+            try reopened.checkSegment(containing: 1)
+            let report = try reopened.compact(now: FileIO.nowMilliseconds() + 7_200_000, tombstoneRetentionMilliseconds: 0)
+            #expect(report.skipped.map(\.baseOffset) == [0])
+            #expect(tombstone >= (try segmentBases(directory))[1])
+            #expect(try storedRecords(reopened)[tombstone] != nil)
+            #expect(try storedRecords(reopened)[1].map { String(buffer: $0.record.value) } == "b, to be deleted")
+            try reopened.close()
+        }
+    }
+
     @Test("a segment with a damaged range is skipped and logged, not rewritten")
     func damagedSegmentSkipped() async throws {
         try await withTemporaryDirectory { directory in
