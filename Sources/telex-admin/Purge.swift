@@ -49,7 +49,8 @@ struct Purge: AsyncParsableCommand {
             }
         }
         let (output, uri, pattern) = (options.output, self.uri, self.pattern)
-        try await options.run("purge") { client in
+        // The broker rewrites every segment holding the article before it answers.
+        try await options.run("purge", requestTimeout: .seconds(600)) { client in
             let purged = try await client.purge(key: uri, topics: pattern)
             if purged.isEmpty, !output.json {
                 print("no record of \(uri) found")

@@ -38,9 +38,13 @@ extension AdminOptions {
     /// How results are printed.
     var output: Output { Output(json: json) }
 
-    /// Connects, runs `body`, and turns failures into a message and an exit status.
-    func run(_ tool: String, _ body: @escaping @Sendable (TelexClient) async throws -> Void) async throws {
-        let configuration = try connection.configuration(defaultName: "telex-admin")
+    /// Connects, runs `body`, and turns failures into a message and an exit status. `requestTimeout` replaces the
+    /// client's default for commands that may run long on the broker.
+    func run(
+        _ tool: String, requestTimeout: Duration? = nil, _ body: @escaping @Sendable (TelexClient) async throws -> Void
+    ) async throws {
+        var configuration = try connection.configuration(defaultName: "telex-admin")
+        if let requestTimeout { configuration.requestTimeout = requestTimeout }
         let exitCode = try await TelexClient.withClient(configuration: configuration) { client -> Int32 in
             do {
                 try await client.connect()
