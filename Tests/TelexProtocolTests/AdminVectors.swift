@@ -2,7 +2,7 @@ import TelexProtocol
 
 extension Newsroom {
     /// ADMIN requests and their ADMIN_RESULTs on a connection of the admin principal `ops-oncall` (request ids 31 to
-    /// 35, PROTOCOL.md §5.17 and §5.18).
+    /// 36, PROTOCOL.md §5.17 and §5.18).
     static var adminVectors: [Vector] {
         [
             Vector(
