@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "telexd", targets: ["telexd"]),
         .executable(name: "telex-pub", targets: ["telex-pub"]),
         .executable(name: "telex-sub", targets: ["telex-sub"]),
+        .executable(name: "telex-history", targets: ["telex-history"]),
         .executable(name: "telex-bench", targets: ["telex-bench"]),
         .executable(name: "telex-admin", targets: ["telex-admin"]),
         .executable(name: "telex-metrics-cost", targets: ["telex-metrics-cost"]),
@@ -131,6 +132,16 @@ let package = Package(
                 "TelexCLI",
                 "TelexClient",
                 "TelexEvents",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "telex-history",
+            dependencies: [
+                "TelexCLI",
+                "TelexClient",
+                "TelexEvents",
+                "TelexProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -80,6 +80,21 @@ EXAMPLE_UPDATES = {
     "005_complex_text_article.json": ("2013-07-09T11:52:00Z", _fix_grosseto),
 }
 
+# Deletions (article.deleted, the key's tombstone): uri -> (time, topic, desk, edNote).
+# A deletion's data is a minimal ninjs document: the uri it deletes, pubStatus
+# "canceled", its versionCreated and an editor's note saying why.
+DELETIONS: dict[str, tuple[str, str, str, str]] = {
+    # The two "simple text" examples share this uri; 005 carries the same story in full.
+    "http://ninjs.example.com/newsitems/20130709simp123": (
+        "2013-07-09T12:00:00Z", "news.europe.italy", "europe",
+        "Withdrawn: the story is carried in full by http://ninjs.example.com/newsitems/20130709med123.",
+    ),
+    "http://www.businesswire.com/news/home/20130731006140/en": (
+        "2013-08-01T09:00:00Z", "business.press-releases", "business",
+        "Sample deletion: press release removed from the business feed.",
+    ),
+}
+
 # The Harbin seed article.
 HARBIN_URI = "urn:telex:article:harbin-npc-new-quality-productive-forces"
 HARBIN_TOPIC = "news.china.harbin"
@@ -259,6 +274,13 @@ def build_events(shared: Path) -> list[dict]:
             if utc(new_time) <= utc(doc["versionCreated"]):
                 raise SeedError(f"{origin}: update must be later than the original")
             add(envelope("article.updated", desk, topic, utc(new_time), updated, origin + "#update"))
+
+    uris = {event["subject"] for _, _, event in ordered}
+    for uri, (time, topic, desk, note) in DELETIONS.items():
+        if uri not in uris:
+            raise SeedError(f"deletion of {uri}: no article with that uri")
+        doc = {"uri": uri, "pubStatus": "canceled", "versionCreated": time, "edNote": note}
+        add(envelope("article.deleted", desk, topic, time, doc, f"deletion {uri}"))
 
     ordered.sort(key=lambda item: (item[0], item[1]))
     return [event for _, _, event in ordered]

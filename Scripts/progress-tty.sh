@@ -90,11 +90,11 @@ echo "progress-tty: $events events published in ${seconds}s"
 # Not a terminal: standard error stays empty; --progress forces the line, and --no-progress hides it on a terminal.
 "$bin/telex-pub" --server "$server" --quiet seeds/articles.jsonl >"$work/summary.txt" 2>"$work/stderr.txt"
 [ ! -s "$work/stderr.txt" ] || fail "stderr is not a terminal, yet telex-pub wrote: $(cat -v "$work/stderr.txt")"
-grep -q "^published 9 events" "$work/summary.txt" || fail "unexpected summary: $(cat "$work/summary.txt")"
+grep -q "^published 11 events" "$work/summary.txt" || fail "unexpected summary: $(cat "$work/summary.txt")"
 echo "progress-tty: not a terminal: standard error empty"
 
 "$bin/telex-pub" --server "$server" --quiet --progress seeds/articles.jsonl >/dev/null 2>"$work/forced.txt"
-grep -q "telex-pub: 9 events, .* events/s, .*, 100%, ETA 0:00" "$work/forced.txt" \
+grep -q "telex-pub: 11 events, .* events/s, .*, 100%, ETA 0:00" "$work/forced.txt" \
     || fail "--progress did not draw the line: $(cat -v "$work/forced.txt")"
 echo "progress-tty: --progress to a file: $(tr -d '\r' <"$work/forced.txt" | sed 's/\x1b\[K//')"
 
@@ -104,7 +104,7 @@ script -qfec "'$bin/telex-pub' --server '$server' --quiet --no-progress seeds/ar
 echo "progress-tty: --no-progress on a terminal: nothing drawn"
 
 # telex-sub --no-follow with standard output redirected: progress against the snapshot's end offsets.
-stored=$((events + 3 * 9))  # the three runs above published the 9 seeds each
+stored=$((events + 3 * 11))  # the three runs above published the 11 seeds each
 script -qfec "'$bin/telex-sub' --server '$server' '>' --no-follow >'$work/sub.jsonl'" "$work/sub-tty.txt" \
     </dev/null >/dev/null || fail "telex-sub under script failed: $(cat "$work/sub-tty.txt")"
 [ "$(wc -l <"$work/sub.jsonl")" -eq "$stored" ] || fail "telex-sub printed $(wc -l <"$work/sub.jsonl") of $stored"

@@ -37,7 +37,9 @@ final class ClientChannelHandler: ChannelInboundHandler {
         }
         switch message {
         case .deliver(let subscriptionID, let topic, let batches):
-            sinks[subscriptionID]?.push(.batches(topic: topic, batches))
+            sinks[subscriptionID]?.push(.batches(topic: topic, batches, selected: nil))
+        case .deliverSelected(let subscriptionID, let topic, let selected, let batches):
+            sinks[subscriptionID]?.push(.batches(topic: topic, batches, selected: selected))
         case .caughtUp(let subscriptionID):
             sinks[subscriptionID]?.push(.caughtUp)
         case .error(let code, let text):

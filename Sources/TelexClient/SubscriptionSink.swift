@@ -5,7 +5,8 @@ import TelexProtocol
 
 /// What a subscription's receiving end gets from the connection, in order.
 enum SubscriptionItem: Sendable {
-    case batches(topic: String, ByteBuffer)
+    /// Delivered batches; `selected` (DELIVER_SELECTED) names the only offsets of them to hand on.
+    case batches(topic: String, ByteBuffer, selected: [Range<Int64>]?)
     case caughtUp
     case failed(TelexError)
     case disconnected(TelexError)

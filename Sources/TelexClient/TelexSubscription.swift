@@ -264,11 +264,11 @@ public final class TelexSubscription: AsyncSequence, Sendable {
                 pendingIndex = 0
                 let (sink, connection, id) = subscription.current()
                 switch await sink.next() {
-                case .batches(let topic, let buffer):
+                case .batches(let topic, let buffer, let selected):
                     let batches: [ByteBuffer]
                     do {
                         batches = try RecordBatch.split(buffer, context: "DELIVER for \(topic)")
-                        try await decode(batches, topic: topic)
+                        try await decode(batches, topic: topic, selected: selected)
                     } catch {
                         finish()
                         throw error
@@ -293,6 +293,10 @@ public final class TelexSubscription: AsyncSequence, Sendable {
                     if subscription.isEnded {
                         finished = true
                         continue
+                    }
+                    if let interrupted = subscription.interruptedSelection(by: error) {
+                        finish()
+                        throw interrupted
                     }
                     subscription.client.logger.info("subscription disconnected; resuming", metadata: ["error": "\(error)"])
                     if let connection { await subscription.client.dropConnection(connection) }
@@ -319,15 +323,17 @@ public final class TelexSubscription: AsyncSequence, Sendable {
             return nil
         }
 
-        /// Inflates and decodes delivered batches into `pending`, skipping records before the resume position
-        /// and, with `untilCaughtUp`, past the snapshot end.
-        private mutating func decode(_ batches: [ByteBuffer], topic: String) async throws {
+        /// Inflates and decodes delivered batches into `pending`, skipping records before the resume position,
+        /// outside `selected` (DELIVER_SELECTED) and, with `untilCaughtUp`, past the snapshot end.
+        private mutating func decode(_ batches: [ByteBuffer], topic: String, selected: [Range<Int64>]?) async throws {
             let decoded = try await BatchDecoder.decode(batches, topic: topic, codecs: subscription.client.codecs)
             let from = subscription.position(topic)
             let until = subscription.snapshotEnd(topic)
             // Batches follow on from the expected offset unless the broker stepped over a range: damaged ones only
-            // with skip-damaged (reported), compaction's gaps on any subscription (not damage: never reported alone).
-            var expected = from
+            // with skip-damaged (reported), compaction's gaps on any subscription (not damage: never reported
+            // alone); a selection jumps by design, so its jumps are not reported.
+            var expected = selected == nil ? from : nil
+            var nextRange = 0
             for (header, records) in decoded {
                 var skipped = subscription.skipDamaged
                     ? expected.flatMap { $0 < header.baseOffset ? $0..<header.baseOffset : nil } : nil
@@ -335,6 +341,10 @@ public final class TelexSubscription: AsyncSequence, Sendable {
                     let offset = header.baseOffset + Int64(index)
                     if let from, offset < from { continue }
                     if let until, offset >= until { break }
+                    if let selected {
+                        while nextRange < selected.count, selected[nextRange].upperBound <= offset { nextRange += 1 }
+                        guard nextRange < selected.count, selected[nextRange].contains(offset) else { continue }
+                    }
                     pending.append(DeliveredRecord(topic: topic, offset: offset, brokerTime: header.appendTime,
                                                    record: record, skippedBefore: skipped))
                     skipped = nil
@@ -349,6 +359,22 @@ public final class TelexSubscription: AsyncSequence, Sendable {
         let subscription: TelexSubscription
         init(_ subscription: TelexSubscription) { self.subscription = subscription }
         deinit { subscription.endLocally() }
+    }
+
+    /// The error that ends a latest or history subscription whose connection was lost before its selection was
+    /// delivered: its snapshot cannot be resumed on a new connection (a new one would select anew), so the caller
+    /// starts it again. Nil when it can resume: every topic is past its snapshot end, and a latest subscription
+    /// then continues as a plain one from its positions.
+    fileprivate func interruptedSelection(by error: TelexError) -> TelexError? {
+        guard start.selects else { return nil }
+        let done = state.withLockedValue { state -> Bool in
+            state.settlePositions()
+            return state.ranges.allSatisfy { range in (state.positions[range.topic] ?? range.startOffset) >= range.endOffset }
+        }
+        let isLatest = if case .latest = start { true } else { false }
+        if done, isLatest { return nil }
+        return TelexError(.connectionFailed,
+            "the connection was lost during the \(isLatest ? "latest-version replay" : "history request") of '\(pattern)' (\(error.message)); it cannot resume on a new connection: start it again")
     }
 
     fileprivate func current() -> (SubscriptionSink, Connection?, UInt32) {

@@ -20,8 +20,11 @@ public struct CloudEvent: Sendable, Equatable {
     /// ninjs fields Telex does not know are kept as they are.
     public let json: [String: JSONValue]
 
-    /// Event types Telex gives meaning to; other types pass through.
-    public static let articleTypes: Set<String> = ["article.created", "article.updated"]
+    /// The type of a deletion: the article's tombstone. Its `data` needs only the `uri` of the article it deletes.
+    public static let deletedType = "article.deleted"
+    /// Event types Telex gives meaning to (their ninjs fields are shape-checked when present); other types pass
+    /// through.
+    public static let articleTypes: Set<String> = ["article.created", "article.updated", deletedType]
     /// Attributes telex-sub adds to its output; telex-pub drops them so output can be re-published.
     public static let brokerAttributes: Set<String> = ["topic", "offset", "brokertime"]
 
@@ -62,7 +65,11 @@ public struct CloudEvent: Sendable, Equatable {
         guard let data = rawData.objectValue else {
             throw fail("data", "must be a JSON object (an IPTC ninjs document), got \(rawData.kindDescription)")
         }
-        guard let rawURI = data["uri"] else { throw fail("data.uri", "missing (ninjs requires it; it becomes the record key)") }
+        guard let rawURI = data["uri"] else {
+            throw fail("data.uri", type == Self.deletedType
+                ? "missing (an article.deleted event names the article it deletes by its uri, the record key)"
+                : "missing (ninjs requires it; it becomes the record key)")
+        }
         guard let uri = rawURI.stringValue else { throw fail("data.uri", "must be a string, got \(rawURI.kindDescription)") }
         guard !uri.isEmpty else { throw fail("data.uri", "must not be empty") }
         guard uri.utf8.count <= 4096 else { throw fail("data.uri", "is longer than 4096 bytes") }
@@ -83,6 +90,9 @@ public struct CloudEvent: Sendable, Equatable {
         for attribute in Self.brokerAttributes where attribute != "topic" { stripped[attribute] = nil }
         self.json = stripped
     }
+
+    /// True for an `article.deleted` event: the broker treats its record as the article's tombstone.
+    public var isDeletion: Bool { type == Self.deletedType }
 
     /// Parses and validates one JSON text (one JSON Lines line).
     public init(jsonText: some Collection<UInt8>, location: String = "event") throws(TelexError) {
@@ -127,15 +137,27 @@ public struct CloudEvent: Sendable, Equatable {
     /// The JSON Lines form telex-sub prints: the envelope plus `topic`, `offset` and `brokertime` (`brokerTime` is
     /// in milliseconds since 1970).
     public static func outputLine(value: ByteBuffer, topic: String, offset: Int64, brokerTime: Int64) throws(TelexError) -> String {
+        outputLine(envelope: try storedEnvelope(value: value, topic: topic, offset: offset), topic: topic,
+                   offset: offset, brokerTime: brokerTime)
+    }
+
+    /// A stored record value parsed as an envelope (any JSON object; not validated, so whatever was stored shows).
+    public static func storedEnvelope(value: ByteBuffer, topic: String, offset: Int64) throws(TelexError) -> [String: JSONValue] {
         let parsed: JSONValue
         do {
             parsed = try JSONValue(parsing: value.readableBytesView)
         } catch {
             throw TelexError(.invalidEvent, "record \(topic)@\(offset): value is not JSON")
         }
-        guard var envelope = parsed.objectValue else {
+        guard let envelope = parsed.objectValue else {
             throw TelexError(.invalidEvent, "record \(topic)@\(offset): value is not a JSON object")
         }
+        return envelope
+    }
+
+    /// `outputLine(value:...)` for an envelope already parsed by `storedEnvelope`.
+    public static func outputLine(envelope stored: [String: JSONValue], topic: String, offset: Int64, brokerTime: Int64) -> String {
+        var envelope = stored
         envelope["topic"] = .string(topic)
         envelope["offset"] = .integer(offset)
         envelope["brokertime"] = .string(formatTime(Date(timeIntervalSince1970: Double(brokerTime) / 1000)))
@@ -162,7 +184,7 @@ public struct CloudEvent: Sendable, Equatable {
 
     /// Whole milliseconds since 1970, sub-millisecond digits dropped. Rounding to microseconds first absorbs the
     /// parser's binary error (.123 can come back as .12299999).
-    static func milliseconds(_ date: Date) -> Int64 {
+    public static func milliseconds(_ date: Date) -> Int64 {
         Int64(((date.timeIntervalSince1970 * 1_000_000).rounded() / 1000).rounded(.down))
     }
 

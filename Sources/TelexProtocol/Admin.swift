@@ -41,7 +41,8 @@ public enum AdminRequest: Sendable, Equatable {
         case .resetConsumer(let consumer, let pattern, let to, let force):
             buffer.writeShortString(consumer)
             buffer.writeShortString(pattern)
-            buffer.writeMultipleIntegers(to.kind, to.value, UInt8(force ? 1 : 0))
+            to.write(to: &buffer)
+            buffer.writeInteger(UInt8(force ? 1 : 0))
         case .deleteTopic(let topic):
             buffer.writeShortString(topic)
         case .purge(let key, let pattern):
@@ -61,7 +62,7 @@ public enum AdminRequest: Sendable, Equatable {
         case .resetConsumer:
             let consumer = try reader.shortString("consumer")
             let pattern = try reader.shortString("pattern")
-            let to = try StartPosition.read(from: &reader, kind: "toKind", value: "toValue")
+            let to = try StartPosition.read(from: &reader, kind: "toKind", value: "toValue", allowSelecting: false)
             let force = try reader.flag("force")
             return .resetConsumer(consumer: consumer, pattern: pattern, to: to, force: force)
         case .deleteTopic:

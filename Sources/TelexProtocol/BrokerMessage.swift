@@ -16,6 +16,9 @@ public enum BrokerMessage: Sendable, Equatable {
     case caughtUp(subscriptionID: UInt32)
     /// The answer to an ADMIN request.
     case adminResult(AdminResult)
+    /// Whole stored batches for one topic of a latest or history subscription, of which the client hands on only
+    /// the records whose offsets lie in `selected` (ascending, disjoint, non-empty ranges); it skips the others.
+    case deliverSelected(subscriptionID: UInt32, topic: String, selected: [Range<Int64>], batches: ByteBuffer)
 
     /// Longest ERROR text sent, in UTF-8 bytes.
     static let maxErrorTextLength = 60_000
@@ -32,6 +35,7 @@ public enum BrokerMessage: Sendable, Equatable {
         case .error: .error
         case .caughtUp: .caughtUp
         case .adminResult: .adminResult
+        case .deliverSelected: .deliverSelected
         }
     }
 
@@ -67,6 +71,10 @@ public enum BrokerMessage: Sendable, Equatable {
             buffer.writeShortString(Self.errorText(message))
         case .adminResult(let result):
             result.encode(into: &buffer)
+        case .deliverSelected(let subscriptionID, let topic, let selected, let batches):
+            BrokerMessage.writeDeliverSelectedPrefix(
+                subscriptionID: subscriptionID, topic: topic, selected: selected, into: &buffer)
+            buffer.writeImmutableBuffer(batches)
         }
     }
 
@@ -83,6 +91,42 @@ public enum BrokerMessage: Sendable, Equatable {
     public static func writeDeliverPrefix(subscriptionID: UInt32, topic: String, into buffer: inout ByteBuffer) {
         buffer.writeInteger(subscriptionID)
         buffer.writeShortString(topic)
+    }
+
+    /// The part of a DELIVER_SELECTED body before its batches: subscription id, topic and the selected ranges as
+    /// (`firstOffset i64`, `count u32`) pairs.
+    public static func writeDeliverSelectedPrefix(
+        subscriptionID: UInt32, topic: String, selected: [Range<Int64>], into buffer: inout ByteBuffer
+    ) {
+        writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, into: &buffer)
+        buffer.writeInteger(UInt32(selected.count))
+        for range in selected { buffer.writeMultipleIntegers(range.lowerBound, UInt32(range.count)) }
+    }
+
+    /// Bytes of a DELIVER_SELECTED prefix, for the frame length.
+    public static func deliverSelectedPrefixSize(topic: String, rangeCount: Int) -> Int {
+        4 + 2 + topic.utf8.count + 4 + 12 * rangeCount
+    }
+
+    /// Reads DELIVER_SELECTED's ranges: each non-empty, ascending and disjoint, within the i64 offsets.
+    static func readSelectedRanges(from reader: inout FieldReader) throws(TelexError) -> [Range<Int64>] {
+        let count = Int(try reader.integer("rangeCount", as: UInt32.self))
+        guard count <= reader.remaining / 12 else {
+            throw TelexError(.malformedFrame, "\(reader.context): truncated at field ranges (rangeCount \(count) needs \(count * 12) bytes, \(reader.remaining) left)")
+        }
+        var ranges: [Range<Int64>] = []
+        ranges.reserveCapacity(count)
+        for index in 0..<count {
+            let first = try reader.integer("ranges[\(index)].firstOffset", as: Int64.self)
+            let length = try reader.integer("ranges[\(index)].count", as: UInt32.self)
+            let (end, overflow) = first.addingReportingOverflow(Int64(length))
+            guard first >= 0, length > 0, !overflow, first >= (ranges.last?.upperBound ?? 0) else {
+                throw TelexError(.malformedFrame,
+                    "\(reader.context): range \(index) (firstOffset \(first), count \(length)) is empty, negative, overflows or is not after the previous one")
+            }
+            ranges.append(first..<end)
+        }
+        return ranges
     }
 
     /// Decodes a frame the client received; the body must be consumed exactly.
@@ -136,6 +180,12 @@ public enum BrokerMessage: Sendable, Equatable {
             message = .caughtUp(subscriptionID: try reader.integer("subscriptionID"))
         case .adminResult:
             message = .adminResult(try AdminResult.read(from: &reader))
+        case .deliverSelected:
+            let subscriptionID = try reader.integer("subscriptionID", as: UInt32.self)
+            let topic = try reader.shortString("topic")
+            let selected = try readSelectedRanges(from: &reader)
+            let batches = try reader.slice("batches", length: reader.remaining)
+            message = .deliverSelected(subscriptionID: subscriptionID, topic: topic, selected: selected, batches: batches)
         case .hello, .publish, .subscribe, .credit, .commit, .unsubscribe, .ping, .admin:
             // Decoded first, so a malformed body gets the same error as on the broker.
             _ = try ClientMessage.decode(frame)

@@ -42,7 +42,7 @@ public enum ClientMessage: Sendable, Equatable {
             let subscriptionID, let pattern, let start, let consumerName, let initialCredit, let resume, let options):
             buffer.writeInteger(subscriptionID)
             buffer.writeShortString(pattern)
-            buffer.writeMultipleIntegers(start.kind, start.value)
+            start.write(to: &buffer)
             buffer.writeShortString(consumerName)
             buffer.writeInteger(initialCredit)
             buffer.writeInteger(UInt16(resume.count))
@@ -120,7 +120,7 @@ public enum ClientMessage: Sendable, Equatable {
         case .admin:
             message = .admin(try AdminRequest.read(from: &reader))
         case .helloOK, .publishAck, .subscribed, .deliver, .commitAck, .unsubscribed, .pong, .error, .caughtUp,
-            .adminResult:
+            .adminResult, .deliverSelected:
             // The body must still decode: a malformed one is MALFORMED_FRAME, whatever the type.
             _ = try BrokerMessage.decode(frame)
             throw TelexError(.invalidRequest, "\(reader.context) is sent by the broker, not to it",

@@ -20,6 +20,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case caughtUp = 0x10
     case admin = 0x11
     case adminResult = 0x12
+    case deliverSelected = 0x13
 
     public var name: String {
         switch self {
@@ -41,6 +42,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
         case .caughtUp: "CAUGHT_UP"
         case .admin: "ADMIN"
         case .adminResult: "ADMIN_RESULT"
+        case .deliverSelected: "DELIVER_SELECTED"
         }
     }
 }
@@ -55,6 +57,12 @@ public enum StartPosition: Sendable, Equatable {
     case offset(Int64)
     /// The first record appended at or after this time, in milliseconds since the epoch.
     case timestamp(Int64)
+    /// From the beginning, but below the subscribe-time end only each article key's newest record (keys whose
+    /// newest record is an `article.deleted` tombstone are left out), then every new record (PROTOCOL.md §8.9).
+    case latest
+    /// Every stored version of the article whose record key is `key`, oldest first per topic, up to the
+    /// subscribe-time end; nothing after that (PROTOCOL.md §8.10).
+    case history(key: ByteBuffer)
 
     var kind: UInt8 {
         switch self {
@@ -62,13 +70,27 @@ public enum StartPosition: Sendable, Equatable {
         case .end: 1
         case .offset: 2
         case .timestamp: 3
+        case .latest: 4
+        case .history: 5
         }
     }
 
-    var value: Int64 {
+    /// True for the start kinds that deliver a selection of the stored records (latest, history).
+    public var selects: Bool {
         switch self {
-        case .beginning, .end: 0
-        case .offset(let value), .timestamp(let value): value
+        case .latest, .history: true
+        case .beginning, .end, .offset, .timestamp: false
+        }
+    }
+
+    /// Writes `startKind` and what follows it: `startValue`, or for a history the key in its place.
+    func write(to buffer: inout ByteBuffer) {
+        switch self {
+        case .beginning, .end, .latest: buffer.writeMultipleIntegers(kind, Int64(0))
+        case .offset(let value), .timestamp(let value): buffer.writeMultipleIntegers(kind, value)
+        case .history(let key):
+            buffer.writeInteger(kind)
+            buffer.writeShortBytes(key)
         }
     }
 }
@@ -97,19 +119,25 @@ public struct TopicRange: Sendable, Equatable {
 
 
 extension StartPosition {
-    /// Reads the `startKind` and `startValue` fields of SUBSCRIBE (or ADMIN's `toKind` and `toValue`); the value is
-    /// ignored for beginning and end.
+    /// Reads the `startKind` and `startValue` fields of SUBSCRIBE (or ADMIN's `toKind` and `toValue`, where the
+    /// selecting kinds 4 and 5 are not allowed); the value is ignored for beginning, end and latest, and a
+    /// history has its key in the value's place.
     static func read(
-        from reader: inout FieldReader, kind kindField: String = "startKind", value valueField: String = "startValue"
+        from reader: inout FieldReader, kind kindField: String = "startKind", value valueField: String = "startValue",
+        allowSelecting: Bool = true
     ) throws(TelexError) -> StartPosition {
         let kind = try reader.integer(kindField, as: UInt8.self)
+        guard kind <= 3 || (allowSelecting && kind <= 5) else {
+            throw TelexError(.malformedFrame, "\(reader.context): \(kindField) \(kind) is not \(allowSelecting ? "0-5" : "0-3")")
+        }
+        if kind == 5 { return .history(key: try reader.shortBytes("key")) }
         let value = try reader.integer(valueField, as: Int64.self)
         switch kind {
         case 0: return .beginning
         case 1: return .end
         case 2: return .offset(value)
         case 3: return .timestamp(value)
-        default: throw TelexError(.malformedFrame, "\(reader.context): \(kindField) \(kind) is not 0-3")
+        default: return .latest
         }
     }
 }

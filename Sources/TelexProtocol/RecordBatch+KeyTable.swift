@@ -2,7 +2,8 @@ import NIOCore
 
 /// The key and type of one record, as its batch's key table lists them: what the broker indexes.
 public struct BatchKey: Sendable, Equatable {
-    /// The record's key, exactly: a slice of the batch (or of its inflated records) it was read from.
+    /// The record's key, exactly: a slice of one buffer holding the keys rebuilt from the batch's key table (or of
+    /// the records section, walked or inflated, for a batch without one).
     public var key: ByteBuffer
     /// The value of the record's first `ce-type` header; empty when it has none.
     public var type: String
@@ -71,9 +72,9 @@ extension RecordBatch {
 
     /// The records section of one whole batch as stored (compressed for codec zlib), after its key table if any.
     public static func recordsSection(of batch: ByteBuffer, header: RecordBatchHeader) throws(TelexError) -> ByteBuffer {
-        guard header.totalSize == batch.readableBytes else {
+        guard header.totalSize == batch.readableBytes, header.totalSize >= RecordBatchHeader.size else {
             throw TelexError(.invalidBatch,
-                "batch at offset \(header.baseOffset): batchLength says \(header.totalSize) bytes but \(batch.readableBytes) are present",
+                "batch at offset \(header.baseOffset): batchLength says \(header.totalSize) bytes but \(batch.readableBytes) are present (at least \(RecordBatchHeader.size))",
                 offset: header.baseOffset)
         }
         return try sections(of: batch, header: header, context: "batch at offset \(header.baseOffset)").records
@@ -119,42 +120,139 @@ extension RecordBatch {
             records: batch.getSlice(at: start + 4 + Int(tableLength), length: recordsLength)!)
     }
 
-    /// Reads the table's entries: exactly `recordCount` of them filling it exactly, each type valid UTF-8.
+    /// Reads the table (PROTOCOL.md §6.1): its types, then exactly `recordCount` entries filling it exactly. Keys are
+    /// rebuilt from their shared prefixes into one buffer, which every returned key slices.
     static func readKeyTable(
         _ table: ByteBuffer, header: RecordBatchHeader, context: @autoclosure () -> String
     ) throws(TelexError) -> [BatchKey] {
         let count = Int(header.recordCount)
-        var buffer = table
-        // Each entry takes at least its two length fields: refuse a count the table cannot hold before looping.
-        guard count <= buffer.readableBytes / 4 else {
+        var entries = table
+        let types = try readTypes(&entries, tableLength: table.readableBytes, context: context())
+        // Each entry takes at least its three u16 fields: refuse a count the table cannot hold before looping.
+        guard count <= entries.readableBytes / 6 else {
             throw TelexError(.invalidBatch,
-                "\(context()): key table of \(buffer.readableBytes) bytes cannot hold \(count) entries (4 bytes or more each)")
+                "\(context()): key table's \(entries.readableBytes) bytes of entries cannot hold \(count) entries (6 bytes or more each)")
+        }
+        let keyBytes = try checkEntries(entries, count: count, typeCount: types.count, context: context())
+        // Every record holds its key in 16 bytes or more: a table whose shared prefixes rebuild more cannot be true,
+        // and bounding it keeps a small table from making the broker allocate far more than the batch declares.
+        guard keyBytes + 16 * count <= Int(header.uncompressedLength) else {
+            throw TelexError(.invalidBatch,
+                "\(context()): key table's keys total \(keyBytes) bytes, more than \(count) records of uncompressedLength \(header.uncompressedLength) can hold (16 bytes each besides the key)")
+        }
+        // The entries passed checkEntries, so the two walks below read them without bounds checks.
+        var keys = ByteBufferAllocator().buffer(capacity: keyBytes)
+        keys.writeWithUnsafeMutableBytes(minimumWritableBytes: keyBytes) { output in
+            // No key has a byte: nothing to copy (and an empty buffer may have no address).
+            guard keyBytes > 0, let output = output.baseAddress else { return 0 }
+            return entries.withUnsafeReadableBytes { input in
+                var position = 0
+                var written = 0
+                var previousStart = 0
+                for _ in 0..<count {
+                    let shared = Int(input.loadUnaligned(fromByteOffset: position + 2, as: UInt16.self).bigEndian)
+                    let suffix = Int(input.loadUnaligned(fromByteOffset: position + 4, as: UInt16.self).bigEndian)
+                    position += 6
+                    // The previous key ends at `written`, so the copied prefix never overlaps its destination.
+                    (output + written).copyMemory(from: output + previousStart, byteCount: shared)
+                    (output + written + shared).copyMemory(
+                        from: input.baseAddress! + position, byteCount: suffix)
+                    previousStart = written
+                    written += shared + suffix
+                    position += suffix
+                }
+                return written
+            }
+        }
+        var found: [BatchKey] = []
+        found.reserveCapacity(count)
+        entries.withUnsafeReadableBytes { input in
+            var position = 0
+            var start = 0
+            for _ in 0..<count {
+                let type = Int(input.loadUnaligned(fromByteOffset: position, as: UInt16.self).bigEndian)
+                let shared = Int(input.loadUnaligned(fromByteOffset: position + 2, as: UInt16.self).bigEndian)
+                let suffix = Int(input.loadUnaligned(fromByteOffset: position + 4, as: UInt16.self).bigEndian)
+                found.append(BatchKey(key: keys.getSlice(at: start, length: shared + suffix)!, type: types[type]))
+                start += shared + suffix
+                position += 6 + suffix
+            }
+        }
+        return found
+    }
+
+    /// Reads `typeCount` and the types after it, each valid UTF-8.
+    private static func readTypes(
+        _ buffer: inout ByteBuffer, tableLength: Int, context: @autoclosure () -> String
+    ) throws(TelexError) -> [String] {
+        guard let typeCount = buffer.readInteger(as: UInt16.self) else {
+            throw TelexError(.invalidBatch,
+                "\(context()): key table of \(tableLength) bytes is truncated at field typeCount")
+        }
+        guard Int(typeCount) <= buffer.readableBytes / 2 else {
+            throw TelexError(.invalidBatch,
+                "\(context()): key table's typeCount \(typeCount) cannot fit in the \(buffer.readableBytes) bytes after it (2 bytes or more each)")
         }
         func fail(_ index: Int, _ problem: String) -> TelexError {
             TelexError(.invalidBatch,
-                "\(context()): key table entry \(index) of \(count): \(problem) (\(buffer.readableBytes) bytes left)")
+                "\(context()): key table type \(index) of \(typeCount): \(problem) (\(buffer.readableBytes) bytes left)")
         }
-        var entries: [BatchKey] = []
-        entries.reserveCapacity(count)
-        for index in 0..<count {
-            guard let keyLength = buffer.readInteger(as: UInt16.self), let key = buffer.readSlice(length: Int(keyLength)) else {
-                throw fail(index, "truncated at field key")
-            }
-            guard let typeLength = buffer.readInteger(as: UInt16.self),
-                let typeBytes = buffer.readSlice(length: Int(typeLength))
-            else {
-                throw fail(index, "truncated at field type")
-            }
-            guard let type = typeBytes.validatedUTF8String() else {
+        var types: [String] = []
+        types.reserveCapacity(Int(typeCount))
+        for index in 0..<Int(typeCount) {
+            guard let length = buffer.readInteger(as: UInt16.self), let bytes = buffer.readSlice(length: Int(length))
+            else { throw fail(index, "truncated") }
+            // Types are ASCII in practice, which is valid UTF-8 as it is: decoding it is cheaper than validating.
+            let ascii = bytes.withUnsafeReadableBytes { $0.allSatisfy { $0 < 0x80 } }
+            guard let type = ascii ? String(buffer: bytes) : bytes.validatedUTF8String() else {
                 throw fail(index, "type is not valid UTF-8")
             }
-            entries.append(BatchKey(key: key, type: type))
+            types.append(type)
         }
-        guard buffer.readableBytes == 0 else {
-            throw TelexError(.invalidBatch,
-                "\(context()): key table has \(buffer.readableBytes) bytes left after its \(count) entries")
+        return types
+    }
+
+    /// Checks `count` entries without copying a key: each complete, its typeIndex below `typeCount`, its
+    /// sharedPrefix at most the previous key's length, no bytes left. Returns the bytes the keys take.
+    private static func checkEntries(
+        _ entries: ByteBuffer, count: Int, typeCount: Int, context: @autoclosure () -> String
+    ) throws(TelexError) -> Int {
+        try entries.withUnsafeReadableBytes { input throws(TelexError) in
+            var position = 0
+            var previousLength = 0
+            var total = 0
+            func fail(_ index: Int, _ problem: String) -> TelexError {
+                TelexError(.invalidBatch,
+                    "\(context()): key table entry \(index) of \(count): \(problem) (\(input.count - position) bytes left)")
+            }
+            for index in 0..<count {
+                guard input.count - position >= 6 else {
+                    let field = ["typeIndex", "sharedPrefix", "suffix"][(input.count - position) / 2]
+                    throw fail(index, "truncated at field \(field)")
+                }
+                let type = Int(input.loadUnaligned(fromByteOffset: position, as: UInt16.self).bigEndian)
+                let shared = Int(input.loadUnaligned(fromByteOffset: position + 2, as: UInt16.self).bigEndian)
+                let suffix = Int(input.loadUnaligned(fromByteOffset: position + 4, as: UInt16.self).bigEndian)
+                guard type < typeCount else {
+                    throw fail(index, "typeIndex \(type) is not below typeCount \(typeCount)")
+                }
+                guard shared <= previousLength else {
+                    throw fail(index, "sharedPrefix \(shared) exceeds the previous key's \(previousLength) bytes")
+                }
+                position += 6
+                guard input.count - position >= suffix else {
+                    throw fail(index, "truncated at field suffix: needs \(suffix) bytes")
+                }
+                position += suffix
+                previousLength = shared + suffix
+                total += previousLength
+            }
+            guard position == input.count else {
+                throw TelexError(.invalidBatch,
+                    "\(context()): key table has \(input.count - position) bytes left after its \(count) entries")
+            }
+            return total
         }
-        return entries
     }
 
     /// Fails unless `record`'s key and first `ce-type` header equal its key table entry.

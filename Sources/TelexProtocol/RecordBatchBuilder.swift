@@ -3,8 +3,12 @@ import NIOCore
 /// Accumulates records and encodes them into one batch with a key table, compressing the records section once.
 public struct RecordBatchBuilder {
     private var records = ByteBuffer()
-    /// The key table's entries, written as records are appended.
-    private var keyTable = ByteBuffer()
+    /// The key table's distinct types in order of first use, as written, and each one's index.
+    private var typeList = ByteBuffer()
+    private var typeIndices: [ByteBuffer: UInt16] = [:]
+    /// The key table's entries, written as records are appended, and the key the next entry shares a prefix with.
+    private var keyEntries = ByteBuffer()
+    private var previousKey = ByteBuffer()
     public private(set) var count = 0
     private var firstTimestamp: Int64 = 0
     private var lastTimestamp: Int64 = 0
@@ -17,8 +21,9 @@ public struct RecordBatchBuilder {
     public var uncompressedBytes: Int { records.readableBytes }
 
     /// Appends one record. Timestamps are milliseconds since the epoch and must lie within ±24 days of the first.
-    /// The key and the first `ce-type` header value are each at most 65535 bytes (both go in the key table); a
-    /// `ce-type` that is not valid UTF-8 makes a batch the broker refuses.
+    /// The key and the first `ce-type` header value are each at most 65535 bytes (both go in the key table), and a
+    /// batch holds at most 65535 distinct `ce-type` values; a `ce-type` that is not valid UTF-8 makes a batch the
+    /// broker refuses.
     public mutating func append(timestamp: Int64, key: ByteBuffer, headers: [RecordHeader] = [], value: ByteBuffer) {
         if count == 0 {
             firstTimestamp = timestamp
@@ -37,9 +42,34 @@ public struct RecordBatchBuilder {
         }
         records.writeLongBytes(value)
         records.setInteger(UInt32(records.writerIndex - lengthIndex - 4), at: lengthIndex)
-        keyTable.writeShortBytes(key)
-        keyTable.writeShortBytes(headers.first { $0.name == RecordBatch.typeHeaderName }?.value ?? ByteBuffer())
+        let type = headers.first { $0.name == RecordBatch.typeHeaderName }?.value
+        appendKeyTableEntry(key: key, type: type ?? ByteBuffer())
         count += 1
+    }
+
+    /// Writes a record's entry: its type's index (adding the type on first use), then its key as the bytes it
+    /// shares with the previous key and the rest.
+    private mutating func appendKeyTableEntry(key: ByteBuffer, type: ByteBuffer) {
+        let typeIndex: UInt16
+        if let known = typeIndices[type] {
+            typeIndex = known
+        } else {
+            precondition(typeIndices.count < Int(UInt16.max), "more than 65535 distinct ce-type values in one batch")
+            typeIndex = UInt16(typeIndices.count)
+            typeIndices[type] = typeIndex
+            typeList.writeShortBytes(type)
+        }
+        let shared = previousKey.withUnsafeReadableBytes { previous in
+            key.withUnsafeReadableBytes { current in
+                let limit = min(previous.count, current.count)
+                var shared = 0
+                while shared < limit, previous[shared] == current[shared] { shared += 1 }
+                return shared
+            }
+        }
+        keyEntries.writeMultipleIntegers(typeIndex, UInt16(shared))
+        keyEntries.writeShortBytes(key.getSlice(at: key.readerIndex + shared, length: key.readableBytes - shared)!)
+        previousKey = key
     }
 
     /// Appends a record value.
@@ -54,12 +84,14 @@ public struct RecordBatchBuilder {
     ) -> ByteBuffer {
         precondition(count > 0, "a batch needs at least one record")
         var batch = ByteBuffer()
+        let tableLength = 2 + typeList.readableBytes + keyEntries.readableBytes
         batch.reserveCapacity(
-            RecordBatchHeader.size + 4 + keyTable.readableBytes
+            RecordBatchHeader.size + 4 + tableLength
                 + (codec == .none ? records.readableBytes : records.readableBytes / 2))
         batch.writeRepeatingByte(0, count: RecordBatchHeader.size)
-        batch.writeInteger(UInt32(keyTable.readableBytes))
-        batch.writeImmutableBuffer(keyTable)
+        batch.writeMultipleIntegers(UInt32(tableLength), UInt16(typeIndices.count))
+        batch.writeImmutableBuffer(typeList)
+        batch.writeImmutableBuffer(keyEntries)
         switch codec {
         case .none: batch.writeImmutableBuffer(records)
         case .zlib: (compressor ?? ZlibCompressor()).compress(records, into: &batch)

@@ -149,6 +149,9 @@ extension ConnectionHandler {
                 case .end: target = end
                 case .offset(let offset): target = min(max(offset, start), end)
                 case .timestamp(let time): target = try log.offset(atOrAfter: time)
+                case .latest, .history:
+                    // ADMIN decoding refuses these kinds; kept exhaustive for the compiler.
+                    throw TelexError(.invalidRequest, "a consumer cannot be reset to a latest or history start")
                 }
                 targets[topic] = target
                 resets.append(ConsumerReset(topic: topic, previous: previous[topic] ?? -1, committed: target))

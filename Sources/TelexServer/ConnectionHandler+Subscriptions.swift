@@ -12,6 +12,8 @@ struct Subscription {
     let listener: SubscriptionListener
     var machine: SubscriptionStateMachine
     var logs: [String: TopicLog]
+    /// A history delivers a snapshot and nothing after it, not even topics created later.
+    let isHistory: Bool
     /// A segment is being CRC-checked on the thread pool before it is read (`checkBeforeReading`); no pump meanwhile.
     var checking = false
 }
@@ -35,6 +37,10 @@ extension ConnectionHandler {
         guard let loop = context?.eventLoop else { return }
         let consumer = consumerName.isEmpty ? nil : consumerName
         if let consumer { try ConsumerOffsets.validateName(consumer) }
+        if start.selects, consumer != nil || !resume.isEmpty {
+            throw TelexError(.invalidRequest,
+                "SUBSCRIBE to '\(pattern)': a latest or history start takes no consumer name and no resume entries (it delivers a snapshot of its own)")
+        }
         try authorizeSubscribe(pattern: pattern, consumer: consumer, resuming: !resume.isEmpty)
         let isPattern = TopicName.isPattern(pattern)
         let topics = isPattern ? store.topics.filter { TopicName.matches(pattern: pattern, topic: $0) } : [pattern]
@@ -49,6 +55,7 @@ extension ConnectionHandler {
             id: id, pattern: pattern, isPattern: isPattern, consumer: consumer, resuming: !resume.isEmpty, credit: credit,
             skipDamaged: options.contains(.skipDamaged), requestID: requestID, listener: listener, resolver: resolver)
         let logs = topics.compactMap { topic in store.log(topic).map { (topic, $0) } }
+        if start.selects { return planSelection(pending, start: start, logs: logs) }
         let lookups = logs.compactMap { topic, log in resolver.timestampToLookUp(for: topic).map { (topic, log, $0) } }
         guard !lookups.isEmpty else { return finishSubscribing(pending, logs: logs, timestampOffsets: [:]) }
         // Finding a time means reading batch headers from the segments: on the thread pool, with later requests
@@ -86,10 +93,45 @@ extension ConnectionHandler {
         let resolver: StartPositionResolver
     }
 
+    /// For a latest or history start: takes the snapshot (each topic's readable end) and reads the key indexes
+    /// on the thread pool, with later requests waiting behind it, then finishes subscribing with the selection.
+    private func planSelection(_ pending: PendingSubscription, start: StartPosition, logs: [(String, TopicLog)]) {
+        runBlocking({ () -> [String: TopicSelection] in
+            let ends = logs.map { topic, log in (topic, log, log.readableEndOffset) }
+            let offsets: [String: [Int64]]
+            var stopsAtEnd = false
+            switch start {
+            case .history(let key):
+                stopsAtEnd = true
+                let key = String(buffer: key)
+                offsets = SelectionPlanner.history(ends.map { topic, log, end in (topic, log.versions(of: key, below: end)) })
+            default:
+                offsets = SelectionPlanner.latest(ends.map { topic, log, end in (topic, log.latestVersions(below: end)) })
+            }
+            return Dictionary(ends.map { topic, _, end in
+                (topic, TopicSelection(offsets: offsets[topic] ?? [], end: end, stopsAtEnd: stopsAtEnd))
+            }, uniquingKeysWith: { first, _ in first })
+        }, then: { result in
+            switch result {
+            case .success(let selections):
+                if case .closed = self.state {
+                    self.hub.unregister(pending.listener)
+                    break
+                }
+                self.finishSubscribing(pending, logs: logs, timestampOffsets: [:], selections: selections)
+            case .failure(let error):
+                self.hub.unregister(pending.listener)
+                self.reply(Self.storageError(error, doing: "reading the key index for '\(pending.pattern)'"), pending.requestID)
+            }
+        })
+    }
+
     /// Resolves the start positions, answers SUBSCRIBED (or the error) and starts delivering. Authorizes the
     /// subscription again: the users file may have been reloaded while its start times were looked up.
+    /// `selections` (latest and history starts) fix each topic's end at the snapshot's.
     private func finishSubscribing(
-        _ pending: PendingSubscription, logs: [(String, TopicLog)], timestampOffsets: [String: Int64]
+        _ pending: PendingSubscription, logs: [(String, TopicLog)], timestampOffsets: [String: Int64],
+        selections: [String: TopicSelection]? = nil
     ) {
         var ranges: [TopicRange] = []
         do throws(TelexError) {
@@ -99,7 +141,8 @@ extension ConnectionHandler {
             try authorizeSubscribe(pattern: pending.pattern, consumer: pending.consumer, resuming: pending.resuming)
             for (topic, log) in logs {
                 var bounds = StartPositionResolver.TopicBounds(
-                    topic: topic, logStart: log.startOffset, readableEnd: log.readableEndOffset, endOffset: log.endOffset)
+                    topic: topic, logStart: log.startOffset,
+                    readableEnd: selections?[topic]?.end ?? log.readableEndOffset, endOffset: log.endOffset)
                 bounds.timestampOffset = timestampOffsets[topic]
                 ranges.append(try pending.resolver.range(for: bounds))
             }
@@ -113,12 +156,14 @@ extension ConnectionHandler {
         }
         var machine = SubscriptionStateMachine(credit: pending.credit, maxCredit: configuration.maxCredit)
         for range in ranges {
-            machine.topicAdded(range.topic, from: range.startOffset, caughtUpAt: range.endOffset)
+            machine.topicAdded(range.topic, from: range.startOffset, caughtUpAt: range.endOffset,
+                               selection: selections?[range.topic])
         }
         subscriptions[pending.id] = Subscription(
             requestID: pending.requestID, consumer: pending.consumer, skipDamaged: pending.skipDamaged,
             listener: pending.listener, machine: machine,
-            logs: Dictionary(logs, uniquingKeysWith: { first, _ in first }))
+            logs: Dictionary(logs, uniquingKeysWith: { first, _ in first }),
+            isHistory: { if case .history = pending.resolver.start { true } else { false } }())
         store.metrics.activeSubscriptions.increment()
         logger.debug("subscribed", metadata: [
             "pattern": "\(pending.pattern)", "subscription": "\(pending.id)", "topics": "\(ranges.count)",
@@ -168,7 +213,7 @@ extension ConnectionHandler {
 
     /// Adds a topic born after the subscription began, if the subscription does not cover it yet.
     private func addTopic(_ topic: String, to id: UInt32) {
-        guard let subscription = subscriptions[id], subscription.machine.position(topic) == nil,
+        guard let subscription = subscriptions[id], !subscription.isHistory, subscription.machine.position(topic) == nil,
             let log = store.log(topic)
         else { return }
         let committed = subscription.consumer.flatMap { store.consumerOffsets.committed($0)[topic] }
@@ -199,13 +244,15 @@ extension ConnectionHandler {
                     return checkBeforeReading(id, log: log, topic: read.topic, offset: offset)
                 case .slice(let found): slice = found
                 }
+                let selected = subscriptions[id]!.machine.selection(
+                    topic: read.topic, first: slice.firstOffset, next: slice.nextOffset)
                 subscriptions[id]?.machine.delivered(topic: read.topic, nextOffset: slice.nextOffset, batchCount: slice.batchCount)
                 countDelivered(slice, log: log)
                 if usesTLS {
                     if wrote { flushOutbound() }
-                    return deliverFromThreadPool(slice, topic: read.topic, subscriptionID: id)
+                    return deliverFromThreadPool(slice, topic: read.topic, subscriptionID: id, selected: selected)
                 }
-                try writeDeliver(subscriptionID: id, topic: read.topic, slice: slice)
+                try writeDeliver(subscriptionID: id, topic: read.topic, slice: slice, selected: selected)
                 wrote = true
             } catch {
                 return endSubscription(id, error: error)

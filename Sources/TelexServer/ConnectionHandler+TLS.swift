@@ -42,7 +42,9 @@ extension ConnectionHandler {
     /// The bytes are in memory here, so each batch's CRC is checked again (storage checked it once before): a batch
     /// that changed on disk since is never sent. Without skip-damaged the batches before it are sent and the
     /// subscription ends with DATA_LOSS; with it, only that batch is left out (the client sees the offsets jump).
-    func deliverFromThreadPool(_ slice: LogSlice, topic: String, subscriptionID id: UInt32) {
+    func deliverFromThreadPool(
+        _ slice: LogSlice, topic: String, subscriptionID id: UInt32, selected: [Range<Int64>]? = nil
+    ) {
         guard let context, let subscription = subscriptions[id] else { return }
         let listener = subscription.listener
         let skipDamaged = subscription.skipDamaged
@@ -55,7 +57,7 @@ extension ConnectionHandler {
                 switch result {
                 case .success(let checked):
                     if checked.intact.readableBytes > 0 {
-                        self.writeDeliver(subscriptionID: id, topic: topic, batches: checked.intact)
+                        self.writeDeliver(subscriptionID: id, topic: topic, batches: checked.intact, selected: selected)
                     }
                     if let corrupt = checked.corrupt.first, !skipDamaged {
                         let lost = corrupt.count == 1

@@ -20,10 +20,14 @@ extension ConnectionHandler {
     /// Plaintext connections only: a TLS handler cannot carry a `FileRegion`. The region's duplicated descriptor
     /// counts in `fileRegionsInFlight` until it is written (or the write failed); then the subscriptions that
     /// waited for the budget take their turns.
-    func writeDeliver(subscriptionID: UInt32, topic: String, slice: LogSlice) throws(TelexError) {
+    /// With `selected`, the frame is a DELIVER_SELECTED naming the offsets the client hands on.
+    func writeDeliver(
+        subscriptionID: UInt32, topic: String, slice: LogSlice, selected: [Range<Int64>]? = nil
+    ) throws(TelexError) {
         guard let context else { return }
         let handle = try slice.makeFileHandle()
-        writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, batchBytes: slice.length, context: context)
+        writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, selected: selected, batchBytes: slice.length,
+                           context: context)
         let region = FileRegion(fileHandle: handle, readerIndex: slice.position, endIndex: slice.position + slice.length)
         let promise = context.eventLoop.makePromise(of: Void.self)
         fileRegionsInFlight += 1
@@ -36,17 +40,28 @@ extension ConnectionHandler {
     }
 
     /// Writes a DELIVER frame whose batches were read into memory (`batches` holds whole stored batches).
-    func writeDeliver(subscriptionID: UInt32, topic: String, batches: ByteBuffer) {
+    func writeDeliver(subscriptionID: UInt32, topic: String, batches: ByteBuffer, selected: [Range<Int64>]? = nil) {
         guard let context else { return }
-        writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, batchBytes: batches.readableBytes, context: context)
+        writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, selected: selected,
+                           batchBytes: batches.readableBytes, context: context)
         context.write(wrapOutboundOut(.byteBuffer(batches)), promise: nil)
     }
 
-    /// Writes what is queued, then a DELIVER frame's header, subscription id and topic; the batches follow.
-    private func writeDeliverPrefix(subscriptionID: UInt32, topic: String, batchBytes: Int, context: ChannelHandlerContext) {
-        var prefix = context.channel.allocator.buffer(capacity: 32 + topic.utf8.count)
-        prefix.writeFrameHeader(type: .deliver, requestID: 0, bodyLength: 4 + 2 + topic.utf8.count + batchBytes)
-        BrokerMessage.writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, into: &prefix)
+    /// Writes what is queued, then a DELIVER (or with `selected` a DELIVER_SELECTED) frame's header and the body
+    /// before its batches; the batches follow.
+    private func writeDeliverPrefix(
+        subscriptionID: UInt32, topic: String, selected: [Range<Int64>]?, batchBytes: Int, context: ChannelHandlerContext
+    ) {
+        var prefix = context.channel.allocator.buffer(capacity: 36 + topic.utf8.count + 12 * (selected?.count ?? 0))
+        if let selected {
+            let bodyLength = BrokerMessage.deliverSelectedPrefixSize(topic: topic, rangeCount: selected.count) + batchBytes
+            prefix.writeFrameHeader(type: .deliverSelected, requestID: 0, bodyLength: bodyLength)
+            BrokerMessage.writeDeliverSelectedPrefix(
+                subscriptionID: subscriptionID, topic: topic, selected: selected, into: &prefix)
+        } else {
+            prefix.writeFrameHeader(type: .deliver, requestID: 0, bodyLength: 4 + 2 + topic.utf8.count + batchBytes)
+            BrokerMessage.writeDeliverPrefix(subscriptionID: subscriptionID, topic: topic, into: &prefix)
+        }
         writeOutboundBuffer()
         context.write(wrapOutboundOut(.byteBuffer(prefix)), promise: nil)
     }

@@ -46,7 +46,7 @@ struct StartPositionResolver {
             from = offset
         } else {
             switch start {
-            case .beginning: from = bounds.logStart
+            case .beginning, .latest, .history: from = bounds.logStart
             case .end: from = bounds.readableEnd
             case .offset(let offset):
                 from = isPattern ? min(max(offset, bounds.logStart), bounds.readableEnd) : offset

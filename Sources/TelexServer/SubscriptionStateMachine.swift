@@ -26,6 +26,19 @@ struct SubscriptionStateMachine {
         /// The readable end when the subscription began; reaching it on every initial topic sends CAUGHT_UP.
         /// Nil for topics born later.
         let caughtUpAt: Int64?
+        /// For latest and history subscriptions: what to hand on below the snapshot end.
+        let selection: TopicSelection?
+
+        /// A history's topic is done at its snapshot end.
+        var finished: Bool { selection.map { $0.stopsAtEnd && next >= $0.end } ?? false }
+
+        /// Below the snapshot end, moves `next` up to the next selected offset (or to the end when none is left):
+        /// the batches in between hold nothing to hand on, so they are not read.
+        mutating func skipUnselected() {
+            guard let selection, next < selection.end else { return }
+            let index = selection.firstIndex(atOrAbove: next)
+            next = index < selection.offsets.count ? selection.offsets[index] : selection.end
+        }
     }
 
     private var cursors: [String: Cursor] = [:]
@@ -52,9 +65,11 @@ struct SubscriptionStateMachine {
     /// Adds a cursor for `topic` starting at `offset`; false if the topic is already covered.
     /// `caughtUpAt` is the readable end at subscribe time, nil for a topic born later.
     @discardableResult
-    mutating func topicAdded(_ topic: String, from offset: Int64, caughtUpAt: Int64?) -> Bool {
+    mutating func topicAdded(
+        _ topic: String, from offset: Int64, caughtUpAt: Int64?, selection: TopicSelection? = nil
+    ) -> Bool {
         guard cursors[topic] == nil else { return false }
-        cursors[topic] = Cursor(next: offset, caughtUpAt: caughtUpAt)
+        cursors[topic] = Cursor(next: offset, caughtUpAt: caughtUpAt, selection: selection)
         order.append(topic)
         return true
     }
@@ -67,10 +82,29 @@ struct SubscriptionStateMachine {
             triedInPass = 0
             progressedInPass = false
         }
-        let topic = order[nextIndex]
-        nextIndex = (nextIndex + 1) % order.count
-        triedInPass += 1
-        return Read(topic: topic, offset: cursors[topic]!.next, maxBatches: Int(credit))
+        // A finished topic (a history at its snapshot end) counts as tried without progress.
+        while true {
+            let topic = order[nextIndex]
+            nextIndex = (nextIndex + 1) % order.count
+            triedInPass += 1
+            cursors[topic]!.skipUnselected()
+            if !cursors[topic]!.finished {
+                return Read(topic: topic, offset: cursors[topic]!.next, maxBatches: Int(credit))
+            }
+            if triedInPass == order.count {
+                guard progressedInPass else { return endPump() }
+                triedInPass = 0
+                progressedInPass = false
+            }
+        }
+    }
+
+    /// For a slice of `topic` holding offsets `first..<next` about to be delivered: the offsets the client hands
+    /// on (DELIVER_SELECTED), or nil when everything from the cursor on is delivered (plain DELIVER).
+    func selection(topic: String, first: Int64, next: Int64) -> [Range<Int64>]? {
+        guard let cursor = cursors[topic], let selection = cursor.selection, max(first, cursor.next) < selection.end
+        else { return nil }
+        return selection.ranges(from: max(first, cursor.next), to: next)
     }
 
     /// The read of `topic` returned `batchCount` batches ending before `nextOffset`, and they were written.

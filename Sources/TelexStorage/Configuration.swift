@@ -61,6 +61,9 @@ public struct LogConfiguration: Sendable, Equatable {
     /// Default: half the process's soft open-file limit (`RLIMIT_NOFILE`, `ulimit -n`) when the configuration is
     /// made, at least 8, leaving the other half to sockets and other files. At least 1.
     public var maxOpenFiles: Int
+    /// Keep a key index (article key → versions) per segment, in memory and in sealed segments' `.keys` files
+    /// (Protocol/STORAGE.md §14). Off: nothing is indexed and key queries answer empty. Default true.
+    public var indexKeys: Bool
 
     public init(
         segmentBytes: Int = 128 << 20,
@@ -70,7 +73,8 @@ public struct LogConfiguration: Sendable, Equatable {
         retentionBytes: Int? = nil,
         fsync: FsyncPolicy = .always,
         batchLimits: RecordBatchLimits = .init(),
-        maxOpenFiles: Int = LogConfiguration.defaultMaxOpenFiles()
+        maxOpenFiles: Int = LogConfiguration.defaultMaxOpenFiles(),
+        indexKeys: Bool = true
     ) {
         precondition(segmentBytes > RecordBatchHeader.size && segmentBytes <= Int(Int32.max), "segmentBytes out of range")
         self.segmentBytes = segmentBytes
@@ -82,6 +86,7 @@ public struct LogConfiguration: Sendable, Equatable {
         self.batchLimits = batchLimits
         precondition(maxOpenFiles >= 1, "maxOpenFiles must be at least 1")
         self.maxOpenFiles = maxOpenFiles
+        self.indexKeys = indexKeys
     }
 
     /// The default `maxOpenFiles`: half the process's soft `RLIMIT_NOFILE` now, at least 8 (an unlimited or

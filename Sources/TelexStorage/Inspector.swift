@@ -44,6 +44,19 @@ public enum StorageInspector {
         public var error: String
     }
 
+    /// A segment's key index file (`.keys`, Protocol/STORAGE.md §14) as the inspector read it.
+    public struct KeyIndexDescription: Codable, Sendable, Equatable {
+        public var topic: String
+        /// The `.keys` file's name, e.g. `00000000000000000000.keys`.
+        public var keyIndex: String
+        /// Distinct keys, versions (records indexed, tombstones included) and tombstones; nil when damaged.
+        public var keys: Int?
+        public var versions: Int?
+        public var tombstones: Int?
+        /// Why the file cannot be used (the broker rebuilds it), present only then.
+        public var error: String?
+    }
+
     /// A rewritten segment's compaction marker (`.compacted`, Protocol/STORAGE.md §15.2) as the inspector read it.
     public struct CompactionDescription: Codable, Sendable, Equatable {
         public var topic: String
@@ -59,16 +72,19 @@ public enum StorageInspector {
         public var error: String?
     }
 
-    /// What `inspect` reports: a batch, the problem that ended a segment, or a segment's compaction marker.
+    /// What `inspect` reports: a batch, the problem that ended a segment, a segment's key index, or its
+    /// compaction marker.
     public enum Finding: Sendable, Equatable {
         case batch(BatchDescription)
         case problem(Problem)
+        case keyIndex(KeyIndexDescription)
         case compaction(CompactionDescription)
     }
 
     /// Calls `emit` with one JSON object (a line of JSON Lines, keys sorted) per batch, and one per problem
     /// found: topic, segment, position, offsets, record count, timestamps, codec, size and whether the CRC holds;
-    /// and after each rewritten segment, one for its compaction marker.
+    /// after each segment with a `.keys` file, one with its key, version and tombstone counts; and after each
+    /// rewritten segment, one for its compaction marker.
     public static func dump(dataDirectory: String, topic only: String? = nil, emit: (String) -> Void) throws(TelexError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -77,6 +93,7 @@ public enum StorageInspector {
             let data = switch finding {
             case .batch(let batch): try! encoder.encode(batch)
             case .problem(let problem): try! encoder.encode(problem)
+            case .keyIndex(let keys): try! encoder.encode(keys)
             case .compaction(let marker): try! encoder.encode(marker)
             }
             emit(String(decoding: data, as: UTF8.self))
@@ -97,6 +114,10 @@ public enum StorageInspector {
             let directory = topicsDirectory + "/" + topic
             for name in try FileIO.listDirectory(directory) where name.hasSuffix(".log") {
                 try inspectSegment(topic: topic, path: directory + "/" + name, visit)
+                let keysName = String(name.dropLast(4)) + KeyTableFile.suffix
+                if let bytes = try Segment.readKeysFile(directory + "/" + keysName) {
+                    visit(.keyIndex(describeKeys(topic: topic, file: keysName, bytes)))
+                }
                 // After a rewritten segment's batches (whose offsets then have gaps), its marker.
                 if let base = Int64(name.dropLast(4)), let marker = CompactionMarker.load(directory: directory, baseOffset: base) {
                     let file = Segment.fileName(base, CompactionMarker.suffix)
@@ -107,6 +128,18 @@ public enum StorageInspector {
                         : CompactionDescription(topic: topic, compacted: file, error: "not a valid compaction marker")))
                 }
             }
+        }
+    }
+
+    /// The counts of a `.keys` file, or why it is damaged. It is not checked against its segment (verify does).
+    static func describeKeys(topic: String, file: String, _ bytes: ByteBuffer) -> KeyIndexDescription {
+        do throws(TelexError) {
+            let keys = try KeyTableFile.decode(bytes, path: file).keys
+            return KeyIndexDescription(
+                topic: topic, keyIndex: file, keys: keys.versions.count, versions: keys.records,
+                tombstones: keys.tombstones)
+        } catch {
+            return KeyIndexDescription(topic: topic, keyIndex: file, error: error.message)
         }
     }
 

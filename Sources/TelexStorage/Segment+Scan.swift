@@ -86,7 +86,8 @@ extension Segment {
     func scan(
         from position: Int, offset: Int64, lastAppendTime: Int64?, target: Int, limit: Int,
         tailNextOffset: Int64? = nil, limits: RecordBatchLimits,
-        onBatch: (RecordBatchHeader, Int) -> Void = { _, _ in }
+        onBatch: (RecordBatchHeader, Int) -> Void = { _, _ in },
+        onBatchBytes: ((RecordBatchHeader, ByteBuffer) -> Void)? = nil
     ) throws(TelexError) -> SegmentScan {
         var window = ScanWindow(try logFile.lease(), limit: limit)
         var scan = SegmentScan(end: position, nextOffset: offset, lastAppendTime: lastAppendTime)
@@ -96,6 +97,10 @@ extension Segment {
             // A compacted segment's batches may start above the expected offset (Protocol/STORAGE.md §15).
             if let header = try validBatch(at: position, in: &window, expected: scan.nextOffset,
                                            exact: compaction == nil, limits: limits, reason: &reason) {
+                // The batch is still in the window: validation loaded it whole.
+                if let onBatchBytes, let start = try window.load(position, length: header.totalSize) {
+                    onBatchBytes(header, window.buffer.getSlice(at: start, length: header.totalSize)!)
+                }
                 accept(header, at: position, into: &scan, onBatch: onBatch)
                 position += header.totalSize
                 continue
@@ -104,6 +109,9 @@ extension Segment {
                                                                     expected: scan.nextOffset, limits: limits) {
                 scan.damaged.append(DamagedRange(position: position, length: candidate - position,
                                                  firstOffset: scan.nextOffset, nextOffset: found.baseOffset))
+                if let onBatchBytes, let start = try window.load(candidate, length: found.totalSize) {
+                    onBatchBytes(found, window.buffer.getSlice(at: start, length: found.totalSize)!)
+                }
                 accept(found, at: candidate, into: &scan, onBatch: onBatch)
                 position = candidate + found.totalSize
             } else if let tailNextOffset {

@@ -57,6 +57,12 @@ final class Segment: @unchecked Sendable {
     private var bytesSinceIndexEntry = 0
     /// Damaged ranges found by recovery or while serving, in file order (Protocol/STORAGE.md §6.2).
     var damaged: [DamagedRange] = []
+    /// The segment's key index while the log opens (loaded or rebuilt by recovery), then handed to the log's
+    /// `LogKeys` and emptied.
+    var keys = SegmentKeys()
+    /// Key versions (tombstones included) and tombstones indexed in this segment.
+    var keyRecords = 0
+    var keyTombstones = 0
     /// How far the batches have been CRC-checked from the start of the file (by recovery, on append, or when
     /// first served): a segment loaded from its indexes starts unchecked.
     var verified: Verified
@@ -345,8 +351,12 @@ final class Segment: @unchecked Sendable {
     /// damaged ranges (kept in `damaged`). The scan's `end` is where valid data ends; with a `tornReason`, the bytes
     /// after it are a torn tail. `following` is the next segment's base offset (nil for the active segment): a
     /// sealed segment's bad tail is a damaged range up to it, never a torn tail.
-    func recover(indexInterval: Int, limits: RecordBatchLimits, following: Int64?) throws(TelexError) -> SegmentScan {
+    /// With `indexKeys` the key index is rebuilt from the valid batches too.
+    func recover(
+        indexInterval: Int, limits: RecordBatchLimits, following: Int64?, indexKeys: Bool
+    ) throws(TelexError) -> SegmentScan {
         offsetIndex = []
+        keys = SegmentKeys()
         timeIndex = []
         bytesSinceIndexEntry = 0
         nextOffset = baseOffset
@@ -357,6 +367,10 @@ final class Segment: @unchecked Sendable {
                             tailNextOffset: following, limits: limits) { header, position in
             // Only valid batches get index entries, so none points into damage.
             recordAppended(header, at: position, indexInterval: indexInterval, persist: false)
+        } onBatchBytes: { header, batch in
+            // A batch whose key table does not parse stays readable; its records are just not indexed.
+            guard indexKeys, let found = try? RecordBatch.keys(of: batch, header: header, limits: limits) else { return }
+            self.keys.add(SegmentKeys.decode(found), baseOffset: header.baseOffset, appendTime: header.appendTime)
         }
         damaged = scan.damaged
         nextOffset = scan.nextOffset
@@ -380,6 +394,7 @@ final class Segment: @unchecked Sendable {
         try FileIO.remove(indexFile.path)
         try FileIO.remove(timeIndexFile.path)
         try FileIO.remove(String(logPath.dropLast(4)) + CompactionMarker.suffix)
+        try FileIO.remove(keysPath)
     }
 }
 

@@ -29,18 +29,28 @@ extension TopicLog {
     ) throws(TelexError) -> CompactionReport {
         let now = now ?? FileIO.nowMilliseconds()
         let end = readableEndOffset
-        let newest = try newestVersions(below: end)
+        let tombstonesBefore = now - tombstoneRetentionMilliseconds
+        // From the key index (in memory), which also says which segments hold something to remove; with the index
+        // off, from the stored batches, and every sealed segment is read.
+        let newest: [String: Int64]
+        var candidates = sealedSegmentBases(below: end)
+        if configuration.indexKeys {
+            newest = latestVersions(below: end).mapValues(\.offset)
+            let holding = segmentsHoldingRemovable(of: candidates, newest: newest, tombstonesBefore: tombstonesBefore)
+            candidates = candidates.filter(holding.contains)
+        } else {
+            newest = try newestVersions(below: end).mapValues(\.offset)
+        }
         var report = CompactionReport()
         // Once a segment is skipped (damaged), it may still hold older versions of any key: a tombstone after it
         // must stay, or the version it deletes would come back as its key's newest.
         var tombstonesRemovable = true
-        for base in sealedSegmentBases(below: end) where report.rewrites.count < maxSegments {
+        for base in candidates where report.rewrites.count < maxSegments {
             do {
                 let rewrite = try rewriteSegment(at: base) { version in
                     guard !version.key.isEmpty, let latest = newest[version.key] else { return true }
-                    guard latest.offset == version.offset else { return false }
-                    return !(tombstonesRemovable && version.isTombstone
-                        && version.appendTime < now - tombstoneRetentionMilliseconds)
+                    guard latest == version.offset else { return false }
+                    return !(tombstonesRemovable && version.isTombstone && version.appendTime < tombstonesBefore)
                 }
                 if let rewrite {
                     report.rewrites.append(rewrite)
@@ -62,7 +72,37 @@ extension TopicLog {
         return report
     }
 
-    /// Each non-empty key's newest record below `end`, read from the stored batches (damaged ranges skipped).
+    /// Of the sealed segments at `bases` (ascending), those the key index says hold a record compaction removes (an
+    /// older version, or a newest one that is a tombstone appended before `tombstonesBefore`), and those with a
+    /// damaged range (records in damage are not indexed, and the round must see such a segment to skip it).
+    func segmentsHoldingRemovable(
+        of bases: [Int64], newest: [String: Int64], tombstonesBefore: Int64
+    ) -> Set<Int64> {
+        let (keys, segmentBases, damaged) = state.withLock { state in
+            (state.keys, state.segments.map(\.baseOffset),
+             Set(state.segments.filter { !$0.damaged.isEmpty }.map(\.baseOffset)))
+        }
+        var holding = Set<Int64>()
+        for (key, versions) in keys.versions {
+            guard let latest = newest[key] else { continue }
+            for version in versions
+            where version.offset != latest || (version.tombstone && version.appendTime < tombstonesBefore) {
+                // The segment holding the offset: the last one whose base is at or below it.
+                var low = 0
+                var high = segmentBases.count
+                while low < high {
+                    let middle = (low + high) / 2
+                    if segmentBases[middle] <= version.offset { low = middle + 1 } else { high = middle }
+                }
+                if low > 0 { holding.insert(segmentBases[low - 1]) }
+            }
+        }
+        let candidates = Set(bases)
+        return holding.union(damaged).intersection(candidates)
+    }
+
+    /// Each non-empty key's newest record below `end`, read from the stored batches (damaged ranges skipped), for
+    /// a log kept without a key index.
     func newestVersions(below end: Int64) throws(TelexError) -> [String: RecordVersion] {
         let rewriter = SegmentRewriter(limits: configuration.batchLimits)
         var newest: [String: RecordVersion] = [:]

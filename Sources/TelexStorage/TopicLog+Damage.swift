@@ -35,14 +35,31 @@ extension TopicLog {
             if !isActive, !wasDamaged, try segment.loadIndexes(),
                 try segment.loadTail(indexInterval: configuration.indexIntervalBytes)
             {
-                if !mayBeUnsealed { continue }
+                if !mayBeUnsealed {
+                    guard configuration.indexKeys else { continue }
+                    // A sealed segment's key index comes from its `.keys`; one missing, damaged or stale is rebuilt
+                    // by scanning the segment (§14.2).
+                    switch segment.storedKeys() {
+                    case .success(let keys):
+                        segment.keys = keys
+                        continue
+                    case .failure(let error):
+                        logger.warning("rebuilding key index", metadata: [
+                            "segment": "\(segment.logPath)", "reason": "\(error.message)",
+                        ])
+                    }
+                }
             } else if !isActive, !wasDamaged {
                 logger.warning("rebuilding index", metadata: ["segment": "\(segment.logPath)"])
             }
             scanned += 1
+            // The active segment has no `.keys` (one is written when it is sealed); a leftover one (its successor
+            // lost in a crash) would go stale with the next append.
+            if isActive, FileIO.exists(segment.keysPath) { try FileIO.remove(segment.keysPath) }
             let scan = try segment.recover(indexInterval: configuration.indexIntervalBytes,
                                            limits: configuration.batchLimits,
-                                           following: isActive ? nil : segments[index + 1].baseOffset)
+                                           following: isActive ? nil : segments[index + 1].baseOffset,
+                                           indexKeys: configuration.indexKeys)
             logAppendTimesGoingBackwards(scan, in: segment, logger: logger)
             for damage in scan.damaged {
                 reportDamage(damage, in: segment, directory: directory, logger: logger, metrics: metrics, found: "on open")
@@ -65,6 +82,15 @@ extension TopicLog {
                 try segment.syncLog()
             }
             try segment.rewriteIndexes()
+            // A scanned sealed segment's `.keys` is rewritten unless it already holds what the scan found.
+            if !isActive, configuration.indexKeys, (try? segment.storedKeys().get()) != segment.keys {
+                do throws(TelexError) {
+                    try segment.writeKeys(segment.keyTable())
+                } catch {
+                    logger.warning("could not write the key index; the next open rebuilds it",
+                                   metadata: ["path": "\(segment.keysPath)", "error": "\(error)"])
+                }
+            }
         }
         return scanned
     }

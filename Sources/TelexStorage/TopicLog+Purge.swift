@@ -20,8 +20,19 @@ extension TopicLog {
         if rolled { scheduleSync() }
         // Seals the rolled segment (and any other unsealed one): only sealed segments are rewritten.
         try sync()
+        let end = endOffset
+        var bases = sealedSegmentBases(below: end)
+        if configuration.indexKeys {
+            // Only the segments the key index names, and any with a damaged range (whose records it cannot name).
+            let offsets = versions(of: key, below: end).map(\.offset)
+            let damaged = state.withLock { state in Set(state.segments.filter { !$0.damaged.isEmpty }.map(\.baseOffset)) }
+            bases = bases.enumerated().filter { index, base in
+                let next = index + 1 < bases.count ? bases[index + 1] : end
+                return damaged.contains(base) || offsets.contains { $0 >= base && $0 < next }
+            }.map(\.element)
+        }
         var rewrites: [SegmentRewrite] = []
-        for base in sealedSegmentBases(below: endOffset) {
+        for base in bases {
             if let rewrite = try rewriteSegment(at: base, keep: { $0.key != key }) { rewrites.append(rewrite) }
         }
         if !rewrites.isEmpty {

@@ -44,6 +44,7 @@ extension TopicLog {
                 total -= oldest.size
                 removed.append((oldest, tooOld))
             }
+            if !removed.isEmpty { state.keys.removeVersions(below: state.segments.first!.baseOffset) }
             return removed
         }
         guard !removed.isEmpty else { return 0 }

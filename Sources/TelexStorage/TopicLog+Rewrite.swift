@@ -84,12 +84,14 @@ extension TopicLog {
         // First pass: decide, without writing, so that a segment with nothing to remove costs no write.
         var plan: [[Bool]] = []
         var removed: [Int64] = []
+        var removedKeys: [String: [Int64]] = [:]
         var kept: Int64 = 0
         try forEachBatch(of: source) { batch, header throws(TelexError) in
             let versions = try rewriter.versions(of: batch, context: "\(segment.logPath) offset \(header.baseOffset)")
             let flags = versions.map(keep)
             for (version, flag) in zip(versions, flags) {
                 if flag { kept += 1 } else { removed.append(version.offset) }
+                if !flag, !version.key.isEmpty { removedKeys[version.key, default: []].append(version.offset) }
             }
             plan.append(flags)
         }
@@ -102,7 +104,8 @@ extension TopicLog {
             lastAppendTime: [source.lastAppendTime, previous?.lastAppendTime].compactMap { $0 }.max(),
             recordsKept: kept, recordsRemoved: Int64(removed.count) + (previous?.recordsRemoved ?? 0),
             rewrites: (previous?.rewrites ?? 0) + 1)
-        guard try swap(segment, cleaning: cleaning, marker: marker, lease: source.lease) else { return nil }
+        guard try swap(segment, cleaning: cleaning, marker: marker, lease: source.lease, removedKeys: removedKeys)
+        else { return nil }
         return SegmentRewrite(topic: topic, baseOffset: baseOffset, removedOffsets: removed, recordsKept: kept,
                               bytesBefore: source.size, bytesAfter: bytesAfter)
     }
@@ -209,7 +212,8 @@ extension TopicLog {
     /// Puts the rewritten file in place of `segment`'s `.log` (see `rewriteSegment`); false if the segment left
     /// the log (retention) or the log closed before the rename, when nothing is changed.
     private func swap(
-        _ segment: Segment, cleaning: String, marker: CompactionMarker, lease: FileLease
+        _ segment: Segment, cleaning: String, marker: CompactionMarker, lease: FileLease,
+        removedKeys: [String: [Int64]]
     ) throws(TelexError) -> Bool {
         // Retention and close take `directoryClosed` before unlinking a segment's files: holding it, the segment
         // cannot be unlinked between the check and the rename (which would bring a deleted segment back).
@@ -224,6 +228,7 @@ extension TopicLog {
                     with: marker.encoded())
                 try FileIO.remove(segment.indexFile.path)
                 try FileIO.remove(segment.timeIndexFile.path)
+                try FileIO.remove(segment.keysPath)
                 try FileIO.syncDirectory(directory)
                 try FileIO.rename(cleaning, segment.logPath)
             } catch {
@@ -235,7 +240,8 @@ extension TopicLog {
                 try FileIO.syncDirectory(directory)
                 let replacement = try Segment(directory: directory, baseOffset: segment.baseOffset, files: files)
                 let scan = try replacement.recover(indexInterval: configuration.indexIntervalBytes,
-                                                   limits: configuration.batchLimits, following: marker.endOffset)
+                                                   limits: configuration.batchLimits, following: marker.endOffset,
+                                                   indexKeys: configuration.indexKeys)
                 guard scan.damaged.isEmpty, scan.tornReason == nil else {
                     throw TelexError(.storageFailure,
                         "\(segment.logPath) of \(topic) does not read back after its rewrite (\(scan.tornReason ?? "damaged ranges"))",
@@ -243,12 +249,19 @@ extension TopicLog {
                 }
                 try replacement.rewriteIndexes()
                 try replacement.sync()
+                if configuration.indexKeys { try replacement.writeKeys(replacement.keyTable()) }
                 try FileIO.syncDirectory(directory)
+                // The log's key map keeps the versions; the segment only its counts (as at open).
+                replacement.keyRecords = replacement.keys.records
+                replacement.keyTombstones = replacement.keys.tombstones
+                replacement.keys = SegmentKeys()
                 // Retention may have taken the segment out of the log meanwhile; it unlinks the files once this
                 // closure releases `directoryClosed`.
                 return state.withLock { state -> Segment? in
                     guard let index = state.segments.firstIndex(where: { $0 === segment }) else { return nil }
                     state.segments[index] = replacement
+                    // The key index forgets the removed records (history and latest replay no longer name them).
+                    state.keys.remove(removedKeys)
                     return replacement
                 }
             } catch {
@@ -265,5 +278,16 @@ extension TopicLog {
         withExtendedLifetime(lease) {}
         segment.closeFiles()
         return replacement != nil
+    }
+}
+
+extension LogKeys {
+    /// Forgets the versions at `offsets` of each key (records a rewrite removed); a key left with none goes.
+    mutating func remove(_ offsets: [String: [Int64]]) {
+        for (key, removed) in offsets {
+            let gone = Set(removed)
+            versions[key]?.removeAll { gone.contains($0.offset) }
+            if versions[key]?.isEmpty == true { versions[key] = nil }
+        }
     }
 }

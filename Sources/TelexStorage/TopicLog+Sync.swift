@@ -141,11 +141,17 @@ extension TopicLog {
         let leases = Result { () throws(TelexError) -> [FileLease] in
             try syncing.map { segment throws(TelexError) in try segment.logFile.lease() }
         }
-        return SyncWork(unsealed: state.unsealed, sealing: sealing, active: active, target: state.nextOffset,
+        let sealingKeys = configuration.indexKeys ? sealing.map { segment in
+            KeyTableFile(baseOffset: segment.baseOffset, nextOffset: segment.nextOffset, logSize: Int64(segment.size),
+                         keys: state.keys.table(for: segment.baseOffset..<segment.nextOffset))
+        } : []
+        return SyncWork(unsealed: state.unsealed, sealing: sealing, sealingKeys: sealingKeys, active: active,
+                        target: state.nextOffset,
                         syncActive: syncActive, fullActiveSync: fullActiveSync, leases: leases)
     }
 
-    /// Does the fsyncs of `work`, without the lock: sealed segments first (log and indexes), then the directory
+    /// Does the fsyncs of `work`, without the lock: sealed segments first (their `.keys` written and fsynced, then
+    /// log and indexes), then the directory
     /// (their successors' entries), then the active segment. Then checks that no close of an evicted descriptor
     /// of those `.log` files reported an error the fsyncs could not see (NFS, STORAGE.md §11.2).
     ///
@@ -161,6 +167,20 @@ extension TopicLog {
             return .unavailable(error)
         }
         defer { if let directory { FileIO.close(directory, path: self.directory) } }
+        // Derived data, like the indexes: a `.keys` that could not be written is rebuilt at the next open. Under
+        // `directoryClosed`, which retention holds while it unlinks: a segment it took out of the log since the
+        // snapshot gets no `.keys`, which would be left behind without its segment.
+        directoryClosed.withLock { closed in
+            for (segment, table) in zip(work.sealing, work.sealingKeys)
+            where !closed && state.withLock({ $0.segments.first!.baseOffset <= segment.baseOffset }) {
+                do throws(TelexError) {
+                    try segment.writeKeys(table)
+                } catch {
+                    logger.warning("could not write the key index; the next open rebuilds it",
+                                   metadata: ["path": "\(segment.keysPath)", "error": "\(error)"])
+                }
+            }
+        }
         do throws(TelexError) {
             for segment in work.sealing { try segment.sync() }
             if let directory { try FileIO.syncDirectory(directory, path: self.directory) }

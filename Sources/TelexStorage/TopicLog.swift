@@ -43,6 +43,8 @@ public final class TopicLog: Sendable {
     /// same lock (see `Segment`).
     struct State {
         var segments: [Segment]
+        /// The key index of every segment (empty when `indexKeys` is off).
+        var keys = LogKeys()
         var producers: [Int64: ProducerState] = [:]
         var nextOffset: Int64
         /// Everything below is covered by a completed fsync (with the seals and directory fsync it depends on).
@@ -119,6 +121,8 @@ public final class TopicLog: Sendable {
         var unsealed: [Segment]
         /// Those of `unsealed` still in the log, whose files to fsync (retention may have deleted the others).
         var sealing: [Segment]
+        /// The key index files of `sealing`, taken under the lock (empty when keys are not indexed).
+        var sealingKeys: [KeyTableFile]
         var active: Segment
         var target: Int64
         var syncActive: Bool
@@ -204,6 +208,11 @@ public final class TopicLog: Sendable {
             try FileIO.syncDirectory(directory)
         }
         var initial = State(segments: segments)
+        for segment in segments {
+            initial.keys.add(segment.keys)
+            (segment.keyRecords, segment.keyTombstones) = (segment.keys.records, segment.keys.tombstones)
+            segment.keys = SegmentKeys()
+        }
         try Self.restoreProducerState(&initial, directory: directory, logger: logger)
         state = Mutex(initial)
         if movesRecoveryPoint { writeRecoveryPoint(active.baseOffset) }
@@ -243,17 +252,22 @@ public final class TopicLog: Sendable {
     public func append(_ batch: ByteBuffer) throws(TelexError) -> AppendResult {
         let header = try RecordBatch.validate(
             batch, limits: configuration.batchLimits, requireKeyTable: true, context: "batch for \(topic)")
+        // Outside the lock: the key table is parsed (never inflated: validation refused a zlib batch without one).
+        let keys = try configuration.indexKeys
+            ? SegmentKeys.decode(RecordBatch.keys(of: batch, header: header, limits: configuration.batchLimits))
+            : []
         // Set once a roll queued a segment to seal, even if the write into the new segment then fails.
         var rolled = false
         defer { if rolled { scheduleSync() } }
         return try state.withLock { state throws(TelexError) -> AppendResult in
-            try append(batch, header: header, to: &state, rolled: &rolled)
+            try append(batch, header: header, keys: keys, to: &state, rolled: &rolled)
         }
     }
 
     /// The locked part of `append`; sets `rolled` when it rolled and so queued a segment to seal.
     private func append(
-        _ batch: ByteBuffer, header: RecordBatchHeader, to state: inout State, rolled: inout Bool
+        _ batch: ByteBuffer, header: RecordBatchHeader, keys: [(key: String?, tombstone: Bool)], to state: inout State,
+        rolled: inout Bool
     ) throws(TelexError) -> AppendResult {
         if state.closed { throw TelexError(.shuttingDown, "log \(topic) is closed", topic: topic) }
         if let failure = state.failure {
@@ -293,6 +307,11 @@ public final class TopicLog: Sendable {
         stampedHeader.appendTime = appendTime
         try writingAppend { () throws(TelexError) in
             try active.append([stamped, rest], header: stampedHeader, indexInterval: configuration.indexIntervalBytes)
+        }
+        if !keys.isEmpty {
+            state.keys.add(keys, baseOffset: baseOffset, appendTime: appendTime)
+            active.keyRecords += keys.count { $0.key != nil }
+            active.keyTombstones += keys.count { $0.key != nil && $0.tombstone }
         }
         state.nextOffset = stampedHeader.nextOffset
         state.lastAppendTime = appendTime

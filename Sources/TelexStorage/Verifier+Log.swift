@@ -71,6 +71,9 @@ extension StorageVerifier.Run {
                 chain.lastAppendTime = max(chain.lastAppendTime ?? header.appendTime, header.appendTime)
                 walk.batchAtPosition[position] = header
                 walk.batchAtOffset[header.baseOffset] = header
+                if problem == nil, let batch, let keys = try? RecordBatch.keys(of: batch, header: header, limits: limits) {
+                    walk.keys.add(SegmentKeys.decode(keys), baseOffset: header.baseOffset, appendTime: header.appendTime)
+                }
                 expected = next
                 position += header.totalSize
                 continue
@@ -93,7 +96,9 @@ extension StorageVerifier.Run {
             position = resume.position
         }
         walk.checkedBytes = position
-        chain.previousEnd = compaction.map { $0.valid ? max(expected, $0.endOffset) : expected } ?? expected
+        let end = compaction.map { $0.valid ? max(expected, $0.endOffset) : expected } ?? expected
+        walk.nextOffset = end
+        chain.previousEnd = end
         return walk
     }
 

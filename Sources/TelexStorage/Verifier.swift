@@ -5,7 +5,8 @@ import NIOCore
 import TelexProtocol
 
 /// Checks a data directory read-only, as `telexd verify` does: every batch of every segment (header, length,
-/// offset chain, CRC, full validation, append times), every index entry, `FORMAT` and the consumer offset files.
+/// offset chain, CRC, full validation, append times), every index entry, every `.keys` file, `FORMAT` and the
+/// consumer offset files.
 ///
 /// It opens files read-only, takes no lock and writes nothing, so it may run beside a live broker; the active
 /// segment's last batch may then be caught mid-write and reported (Protocol/STORAGE.md §10.1). Blocking.
@@ -149,7 +150,7 @@ public enum StorageVerifier {
             }
         }
 
-        /// Checks one segment's `.log` and its two indexes. The indexes are read first, so on a live broker
+        /// Checks one segment's `.log`, its two indexes and its `.keys`. The indexes are read first, so on a live broker
         /// every entry read names a batch already in the log (entries are written after their batch).
         mutating func verifySegment(
             _ topic: String, directory: String, baseOffset: Int64, chain: inout TopicChain
@@ -159,13 +160,18 @@ public enum StorageVerifier {
             let timeIndexName = Segment.fileName(baseOffset, ".timeindex")
             let index = try readIfPresent(directory + "/" + indexName)
             let timeIndex = try readIfPresent(directory + "/" + timeIndexName)
+            let keysName = Segment.fileName(baseOffset, KeyTableFile.suffix)
+            let keys = try readIfPresent(directory + "/" + keysName)
+            let findingsBefore = report.findings.count
             // Retention may delete a segment between the listing and here: then there is nothing to check.
             guard let walk = try walkLog(topic, path: directory + "/" + logName, baseOffset: baseOffset, chain: &chain)
             else { return }
+            let logIntact = report.findings.count == findingsBefore
             report.segments += 1
             report.bytes += Int64(walk.checkedBytes)
             verifyOffsetIndex(topic, indexName, index, baseOffset: baseOffset, walk: walk)
             verifyTimeIndex(topic, timeIndexName, timeIndex, baseOffset: baseOffset, walk: walk)
+            verifyKeys(topic, keysName, keys, baseOffset: baseOffset, walk: walk, logIntact: logIntact)
         }
 
         /// The whole file, or nil if it does not exist.
@@ -207,6 +213,10 @@ public enum StorageVerifier {
         /// Byte ranges skipped as damaged, and the offsets they held; index entries inside them are not checked.
         var damagedBytes: [Range<Int>] = []
         var damagedOffsets: [Range<Int64>] = []
+        /// The key index of the intact batches, as the broker would rebuild it.
+        var keys = SegmentKeys()
+        /// The offset after the last batch walked.
+        var nextOffset: Int64 = 0
 
         init(size: Int) { self.size = size }
     }

@@ -21,12 +21,20 @@ struct Corpus {
         mutating func next(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
     }
 
-    init(seedsPath: String, count: Int, targetBytes: Int = 2048) throws {
+    /// `uri` and `type` choose each event's article and event type (the rebuild benchmark gives one article
+    /// several versions).
+    init(
+        seedsPath: String, count: Int, targetBytes: Int = 2048,
+        uri: (Int) -> String = { "urn:telex:bench:article-\($0)" },
+        type: (Int) -> String = { $0 % 4 == 3 ? "article.updated" : "article.created" }
+    ) throws {
         let text = try String(contentsOfFile: seedsPath, encoding: .utf8)
         var articles: [[String: JSONValue]] = []
         var sentences: [String] = []
         for line in text.split(separator: "\n") {
-            guard let data = try JSONValue(parsing: line.utf8)["data"]?.objectValue else { continue }
+            // Deletions carry no article to copy (and would change the corpus the bench numbers were taken on).
+            let event = try JSONValue(parsing: line.utf8)
+            guard event["type"] != "article.deleted", let data = event["data"]?.objectValue else { continue }
             articles.append(data)
             for body in data["bodies"]?.arrayValue ?? [] {
                 guard let value = body["value"]?.stringValue else { continue }
@@ -49,7 +57,7 @@ struct Corpus {
         let baseTime = 1_709_712_000.0  // 2024-03-06T08:00:00Z
         for index in 0..<count {
             var article = articles[index % articles.count]
-            let uri = "urn:telex:bench:article-\(index)"
+            let uri = uri(index)
             article["uri"] = .string(uri)
             article["version"] = .string(String(1 + generator.next(5)))
             article["versionCreated"] = .string(CloudEvent.formatTime(Date(timeIntervalSince1970: baseTime + Double(index))))
@@ -62,7 +70,7 @@ struct Corpus {
             article["bodies"] = [["role": "main", "contentType": "text/plain", "value": .string(body)]]
             let desk = generator.next(desks.count)
             let event = try CloudEvent(
-                type: index % 4 == 3 ? "article.updated" : "article.created", article: article,
+                type: type(index), article: article,
                 source: "urn:telex:newsroom:\(desks[desk])", id: "bench-\(index)",
                 time: Date(timeIntervalSince1970: baseTime + Double(index)), topic: sections[desk])
             let record = event.record()

@@ -47,6 +47,9 @@ struct StorageBenchmark: AsyncParsableCommand {
     @Option(name: .customLong("appenders"), help: "A number of concurrent appenders to measure (repeatable).")
     var appenderCounts: [Int] = [1, 8]
 
+    @Flag(name: .customLong("no-key-index"), help: "Measure with the key index off (LogConfiguration.indexKeys false).")
+    var noKeyIndex = false
+
     @Option(help: "Runs of each configuration; the table shows medians.")
     var runs: Int = 3
 
@@ -100,7 +103,8 @@ struct StorageBenchmark: AsyncParsableCommand {
                 for number in 1...runs {
                     let path = root + "/\(policy)-\(appenders)-\(number)".replacingOccurrences(of: ":", with: "_")
                     let result = try await Self.measure(
-                        workload: workload, policy: policy, appenders: appenders, directory: path, logger: logger)
+                        workload: workload, policy: policy, appenders: appenders, indexKeys: !noKeyIndex,
+                        directory: path, logger: logger)
                     try? FileManager.default.removeItem(atPath: path)
                     let rate = Report.format(Double(workload.storedBytes) / result.appendSeconds / 1e6)
                     print(
@@ -138,11 +142,11 @@ struct StorageBenchmark: AsyncParsableCommand {
 
     /// One run: a fresh log, every batch appended durably by `appenders` concurrent tasks, then closed.
     static func measure(
-        workload: Workload, policy: FsyncPolicy, appenders: Int, directory: String, logger: Logger
+        workload: Workload, policy: FsyncPolicy, appenders: Int, indexKeys: Bool, directory: String, logger: Logger
     ) async throws -> RunResult {
         let log = try TopicLog(
             topic: "bench.log", directory: directory,
-            configuration: LogConfiguration(fsync: policy), logger: logger)
+            configuration: LogConfiguration(fsync: policy, indexKeys: indexKeys), logger: logger)
         let clock = ContinuousClock()
         let start = clock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -377,16 +381,9 @@ extension StorageBenchmark {
     }
     /// Number formatting and statistics for the table.
     enum Report {
-        static func seconds(_ duration: Duration) -> Double {
-            let (whole, fraction) = duration.components
-            return Double(whole) + Double(fraction) / 1e18
-        }
+        static func seconds(_ duration: Duration) -> Double { Stats.seconds(duration) }
 
-        static func median(_ values: [Double]) -> Double {
-            let sorted = values.sorted()
-            let middle = sorted.count / 2
-            return sorted.count.isMultiple(of: 2) ? (sorted[middle - 1] + sorted[middle]) / 2 : sorted[middle]
-        }
+        static func median(_ values: [Double]) -> Double { Stats.median(values) }
 
         static func mebibytes(_ bytes: Int) -> String { format(Double(bytes) / Double(1 << 20), decimals: 1) }
 

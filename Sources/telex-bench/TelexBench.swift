@@ -14,7 +14,7 @@ struct TelexBench: AsyncParsableCommand {
         commandName: "telex-bench",
         abstract: "Measure a running telexd: publish rate, replay rate, latency, disk use and memory.",
         discussion: "Scripts/bench.sh builds release, starts a broker on a temporary directory and runs this.",
-        subcommands: [BrokerBenchmark.self, StorageBenchmark.self],
+        subcommands: [BrokerBenchmark.self, StorageBenchmark.self, RebuildBenchmark.self],
         defaultSubcommand: BrokerBenchmark.self)
 }
 
@@ -279,11 +279,7 @@ struct BrokerBenchmark: AsyncParsableCommand {
         return nil
     }
 
-    func median(_ values: [Double]) -> Double {
-        guard !values.isEmpty else { return 0 }
-        let sorted = values.sorted()
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-    }
+    func median(_ values: [Double]) -> Double { Stats.median(values) }
 
     func ms(_ nanoseconds: Double) -> String { String(format: "%.3f", nanoseconds / 1e6) }
 

@@ -45,6 +45,8 @@ let registry = PrometheusCollectorRegistry()
 let metrics = arguments[1] == "prometheus" ? TelexMetrics(factory: PrometheusMetricsFactory(registry: registry)) : .disabled
 var configuration = LogConfiguration()
 configuration.fsync = fsync
+// TELEX_NO_KEY_INDEX=1 measures the publish path without the key index (Protocol/STORAGE.md §14.4).
+configuration.indexKeys = ProcessInfo.processInfo.environment["TELEX_NO_KEY_INDEX"] != "1"
 let store = try TopicStore(directory: directory, configuration: configuration, logger: logger, metrics: metrics)
 let log = try store.createLog("bench.metrics").log
 let acked = DispatchSemaphore(value: 0)

@@ -17,10 +17,13 @@ struct TelexPub: AsyncParsableCommand {
             {"line":N,"id":...,"topic":...,"offset":...}. A bad line stops the run with its line number and the
             field that is wrong (exit 65), after reporting what was already published.
             Attributes "offset" and "brokertime" (added by telex-sub) are dropped, so telex-sub output re-publishes.
+            An "article.deleted" event (the article's tombstone) needs in "data" only the non-empty string "uri" of
+            the article it deletes; other ninjs fields are optional.
 
             Examples:
               telex-pub seeds/articles.jsonl
               telex-pub --topic news.world --type article.created article.json
+              telex-pub --topic news.world --type article.deleted deletion.json     deletion.json: {"uri":"..."}
               telex-sub 'news.>' --no-follow | telex-pub --server other-host:7420 --quiet
             """)
 

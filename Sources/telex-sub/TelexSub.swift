@@ -17,7 +17,8 @@ struct TelexSub: AsyncParsableCommand {
 
             Examples:
               telex-sub 'news.>'                                  follow new events
-              telex-sub 'news.>' --no-follow                      everything stored, then exit (index rebuild)
+              telex-sub 'news.>' --no-follow                      everything stored, then exit
+              telex-sub 'news.>' --latest --no-follow             each live article's newest version (index rebuild)
               telex-sub news.world --from 120 --limit 10
               telex-sub 'sport.*' --since 2024-03-06T00:00:00Z
               telex-sub 'news.>' --consumer search-indexer        resume where this consumer stopped
@@ -45,6 +46,9 @@ struct TelexSub: AsyncParsableCommand {
     @Flag(help: "Stop once everything stored when the subscription began has been printed.")
     var noFollow = false
 
+    @Flag(help: "Of the events stored when the subscription began, print only each article's newest version, leaving out articles whose newest event is article.deleted; then follow every new event (with --no-follow: stop). Not with --from, --since or --consumer.")
+    var latest = false
+
     @Option(help: "With --consumer, commit after this many events (and always at exit).")
     var commitEvery: Int = 100
 
@@ -58,6 +62,10 @@ struct TelexSub: AsyncParsableCommand {
     func validate() throws {
         do { try TopicName.validatePattern(pattern) } catch { throw ValidationError(error.message) }
         if from != nil, since != nil { throw ValidationError("give --from or --since, not both") }
+        if latest, let conflicting = [from.map { _ in "--from" }, since.map { _ in "--since" }, consumer.map { _ in "--consumer" }]
+            .compactMap({ $0 }).first {
+            throw ValidationError("--latest replays its own snapshot from the beginning: it cannot be combined with \(conflicting)")
+        }
         if let from, !["beginning", "end"].contains(from), Int64(from).map({ $0 < 0 }) ?? true {
             throw ValidationError("--from must be beginning, end or a non-negative offset, not '\(from)'")
         }
@@ -69,6 +77,7 @@ struct TelexSub: AsyncParsableCommand {
     }
 
     var start: StartPosition {
+        if latest { return .latest }
         if let since, let date = CloudEvent.parseTime(since) { return .timestamp(Int64(date.timeIntervalSince1970 * 1000)) }
         switch from {
         case "beginning": return .beginning
@@ -103,7 +112,8 @@ struct TelexSub: AsyncParsableCommand {
                 return 1
             }
             let progress = ProgressReporter(label: "telex-sub", enabled: showProgress)
-            if noFollow {
+            // A latest replay prints an unknown share of the offsets: no total.
+            if noFollow, !start.selects {
                 let total = subscription.topics.reduce(Int64(0)) { $0 + max(0, $1.endOffset - $1.startOffset) }
                 progress.update { $0.total = limit.map { min(Int64($0), total) } ?? total }
             }

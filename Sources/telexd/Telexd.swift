@@ -47,6 +47,8 @@ struct Serve: AsyncParsableCommand {
     var retentionHours: Double?
     @Option(name: .customLong("retention-bytes"), help: "Keep each topic under this size. Env TELEX_RETENTION_BYTES. Default: no limit.")
     var retentionBytes: Int?
+    @Flag(name: .customLong("no-key-index"), help: "Keep no key index (latest-version replay and history then find nothing); for measuring its cost.")
+    var noKeyIndex = false
     @Option(name: .customLong("create-topics"), help: "Whether publishing creates topics: true|false. Env TELEX_CREATE_TOPICS. Default true.")
     var createTopics: Bool?
     @Option(name: .customLong("auth-token"), help: "Require this token in HELLO. Env TELEX_AUTH_TOKEN. Default: none.")
@@ -80,6 +82,7 @@ struct Serve: AsyncParsableCommand {
             log.retentionMilliseconds = Int64(hours * 3_600_000)
         }
         log.retentionBytes = try setting(retentionBytes, "TELEX_RETENTION_BYTES", { Int($0) })
+        log.indexKeys = !noKeyIndex
         let openFileLimit = try files.apply(to: &log, environment: environment)
         var configuration = ServerConfiguration(log: log)
         configuration.host = try setting(host, "TELEX_HOST", { $0 }) ?? configuration.host

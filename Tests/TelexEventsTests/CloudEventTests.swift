@@ -115,7 +115,7 @@ struct CloudEventValidationTests {
         #expect(validationError(envelope("data.uri", .string(String(repeating: "u", count: 4096)))) == nil)
     }
 
-    @Test("ninjs 3.x shapes are checked for article types", arguments: ["article.created", "article.updated"])
+    @Test("ninjs 3.x shapes are checked for article types", arguments: ["article.created", "article.updated", "article.deleted"])
     func ninjsChecks(type: String) {
         func error(_ field: String, _ value: JSONValue) -> String? {
             var json = envelope("data.\(field)", value)
@@ -135,8 +135,31 @@ struct CloudEventValidationTests {
     @Test("other event types pass through without ninjs checks")
     func otherTypes() {
         var json = envelope("data.headlines", "not an array")
-        json["type"] = "article.deleted"
+        json["type"] = "article.archived"
         #expect(validationError(json) == nil)
+    }
+
+    @Test("article.deleted needs only data.uri; without it the error names the line and the field")
+    func deletion() throws {
+        var json = validEnvelope
+        json["type"] = "article.deleted"
+        json["data"] = ["uri": "urn:telex:article:1"]
+        let event = try CloudEvent(json: json, location: "line 3")
+        #expect(event.isDeletion)
+        #expect(event.uri == "urn:telex:article:1")
+        #expect(event.record().header("ce-type") == "article.deleted")
+        #expect(String(buffer: event.record().key) == "urn:telex:article:1")
+        #expect(!(try CloudEvent(json: validEnvelope)).isDeletion)
+
+        json["data"] = ["pubStatus": "canceled"]
+        #expect(validationError(json) == "line 3: field 'data.uri': missing (an article.deleted event names the article it deletes by its uri, the record key)")
+        json["data"] = ["uri": ""]
+        #expect(validationError(json) == "line 3: field 'data.uri': must not be empty")
+        json["data"] = ["uri": 12]
+        #expect(validationError(json) == "line 3: field 'data.uri': must be a string, got a number")
+        json["data"] = "urn:telex:article:1"
+        #expect(validationError(json) == "line 3: field 'data': must be a JSON object (an IPTC ninjs document), got a string")
+        #expect(try CloudEvent(type: "article.deleted", article: ["uri": "urn:a"]).isDeletion)
     }
 
     @Test("a JSON Lines line that is not JSON or not an object is reported with its location")

@@ -33,7 +33,7 @@ struct SeedTests {
     @Test("every seed line validates and survives record and output line unchanged")
     func seedRoundTrips() throws {
         let lines = try seedLines()
-        #expect(lines.count == 9)
+        #expect(lines.count == 11)
         for (number, text) in lines {
             let event = try CloudEvent(jsonText: Array(text.utf8), location: "line \(number)")
             let original = try JSONValue(parsing: Array(text.utf8))
@@ -65,6 +65,20 @@ struct SeedTests {
             #expect(event.subject == event.uri)
             let time = try #require(event.time.flatMap(CloudEvent.parseTime))
             #expect(event.record().timestamp == Int64(time.timeIntervalSince1970 * 1000))
+        }
+    }
+
+    @Test("the seeds delete two articles that they created earlier, on the same topic")
+    func seedDeletions() throws {
+        let events = try seedLines().map { try CloudEvent(jsonText: Array($0.text.utf8), location: "line \($0.number)") }
+        let deletions = events.enumerated().filter { $0.element.isDeletion }
+        #expect(deletions.map { $0.element.uri } == [
+            "http://ninjs.example.com/newsitems/20130709simp123", "http://www.businesswire.com/news/home/20130731006140/en",
+        ])
+        for (index, deletion) in deletions {
+            #expect(deletion.json["data"]?["pubStatus"] == "canceled")
+            #expect(deletion.json["data"]?["headlines"] == nil)
+            #expect(events[..<index].contains { $0.uri == deletion.uri && $0.topic == deletion.topic && !$0.isDeletion })
         }
     }
 

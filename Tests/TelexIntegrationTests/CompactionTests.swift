@@ -75,6 +75,11 @@ struct CompactionIntegrationTests {
             #expect(after.startOffset == before.startOffset && after.endOffset == before.endOffset)
             #expect(after.bytes == before.bytes - Int64(report.bytesReclaimed))
 
+            // History names only what is left: each story's newest version.
+            for article in 0..<3 {
+                let versions = try await client.history(of: "urn:telex:test:story-\(article)", topics: "frontpage.>")
+                #expect(versions.map(\.offset) == [published.last { $0.article == article }!.offset])
+            }
             // A full read gets the kept records only, without reported gaps and without DATA_LOSS.
             let all = try await collect(
                 try await client.subscribe("frontpage.home", from: .beginning, untilCaughtUp: true), count: kept.count)
@@ -112,6 +117,7 @@ struct CompactionIntegrationTests {
                     }
                 }
                 #expect(try Self.files(under: data, containing: headline).count >= 2)
+                #expect(try await client.history(of: "urn:telex:test:story-7", topics: "news.>").count == 8)
                 let purged = try await client.purge(key: "urn:telex:test:story-7")
                 #expect(purged.map(\.topic) == ["news.europe", "news.world"])
                 #expect(purged.map(\.offsets) == [expected["news.europe"]!, expected["news.world"]!])
@@ -119,6 +125,9 @@ struct CompactionIntegrationTests {
                 let all = try await collect(
                     try await client.subscribe("news.>", from: .beginning, untilCaughtUp: true), count: 8)
                 #expect(all.allSatisfy { String(buffer: $0.record.key) == "urn:telex:test:story-1" })
+                // History asks the key index, which forgot them; the other story's history is whole.
+                #expect(try await client.history(of: "urn:telex:test:story-7", topics: "news.>").isEmpty)
+                #expect(try await client.history(of: "urn:telex:test:story-1", topics: "news.>").count == 8)
                 // A second purge finds nothing.
                 #expect(try await client.purge(key: "urn:telex:test:story-7").isEmpty)
                 return purged

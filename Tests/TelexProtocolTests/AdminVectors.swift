@@ -108,6 +108,8 @@ enum AdminVectorCoding {
                 case .end: (1, "end", 0)
                 case .offset(let offset): (2, "offset", offset)
                 case .timestamp(let millis): (3, "timestamp", millis)
+                case .latest: (4, "latest", 0)
+                case .history: (5, "history", 0)
                 }
             members += [
                 ("consumer", .string(consumer)), ("pattern", .string(pattern)),

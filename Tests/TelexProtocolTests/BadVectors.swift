@@ -119,7 +119,7 @@ enum BadVectors {
         badStartKind.writeFrame(type: .subscribe, requestID: 24) {
             $0.writeInteger(UInt32(3))
             $0.writeShortString("news.>")
-            $0.writeMultipleIntegers(UInt8(4), Int64(0))
+            $0.writeMultipleIntegers(UInt8(6), Int64(0))
             $0.writeShortString("")
             $0.writeMultipleIntegers(UInt32(1), UInt16(0))
         }
@@ -161,8 +161,8 @@ enum BadVectors {
                 mentions: ["PING", "1 unexpected trailing bytes"]),
             Vector(
                 name: "bad_start_kind",
-                description: "A SUBSCRIBE with start kind 4 (only 0-3 exist).",
-                bytes: badStartKind, stage: .message, code: .malformedFrame, mentions: ["startKind 4"]),
+                description: "A SUBSCRIBE with start kind 6 (only 0-5 exist).",
+                bytes: badStartKind, stage: .message, code: .malformedFrame, mentions: ["startKind 6"]),
             Vector(
                 name: "string_overruns_frame",
                 description: "A COMMIT_ACK whose topic length (200) runs past the end of the frame.",

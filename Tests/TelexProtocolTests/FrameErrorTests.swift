@@ -90,10 +90,10 @@ struct FrameErrorTests {
         expectTelexError(.unknownMessageType, mentioning: ["frame 2", "0x77"]) { _ = try decodeStream(bytes) }
     }
 
-    /// Every message except PUBLISH and DELIVER has a fixed end; one more byte is an error. (A SUBSCRIBE without
+    /// Every message except PUBLISH, DELIVER and DELIVER_SELECTED has a fixed end; one more byte is an error. (A SUBSCRIBE without
     /// its optional options byte is not at its end yet: see `subscribeOptionsByteIsOptional`.)
     @Test(arguments: Newsroom.vectors.filter {
-        $0.message.type != .publish && $0.message.type != .deliver && !$0.message.endsBeforeSubscribeOptions
+        ![.publish, .deliver, .deliverSelected].contains($0.message.type) && !$0.message.endsBeforeSubscribeOptions
     })
     func trailingBodyByteIsMalformed(_ vector: Newsroom.Vector) throws {
         var bytes = ByteBuffer()
@@ -138,6 +138,8 @@ struct FrameErrorTests {
         switch vector.message {
         case .client(.publish(let topic, _)): fixedPart = 2 + topic.utf8.count
         case .broker(.deliver(_, let topic, _)): fixedPart = 4 + 2 + topic.utf8.count
+        case .broker(.deliverSelected(_, let topic, let selected, _)):
+            fixedPart = BrokerMessage.deliverSelectedPrefixSize(topic: topic, rangeCount: selected.count)
         // Without its optional last byte a SUBSCRIBE is whole.
         case .client(.subscribe(_, _, _, _, _, _, let options)) where !options.isEmpty: fixedPart -= 1
         default: break
@@ -182,11 +184,11 @@ struct FrameErrorTests {
         bytes.writeFrame(type: .subscribe, requestID: 4) {
             $0.writeInteger(UInt32(1))
             $0.writeShortString("news.>")
-            $0.writeMultipleIntegers(UInt8(4), Int64(0))
+            $0.writeMultipleIntegers(UInt8(6), Int64(0))
             $0.writeShortString("")
             $0.writeMultipleIntegers(UInt32(1), UInt16(0))
         }
-        expectTelexError(.malformedFrame, mentioning: ["SUBSCRIBE", "startKind 4"]) {
+        expectTelexError(.malformedFrame, mentioning: ["SUBSCRIBE", "startKind 6"]) {
             _ = try ClientMessage.decode(try decodeOneFrame(bytes))
         }
     }

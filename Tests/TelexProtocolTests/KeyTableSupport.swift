@@ -67,12 +67,37 @@ enum KeyTables {
         return BadVectors.patched(rebuilt) { _ in }
     }
 
-    /// Key table entries written field by field.
+    /// A key table (without `keyTableLength`) written from the spec, apart from the builder: the types in order
+    /// of first use, then each entry's type index, the bytes its key shares with the previous key, and the rest.
     static func entries(_ entries: [(key: String, type: String)]) -> ByteBuffer {
-        var buffer = ByteBuffer()
+        Self.entries(entries.map { (Array($0.key.utf8), $0.type) })
+    }
+
+    /// `entries(_:)` for keys of any bytes.
+    static func entries(_ entries: [(key: [UInt8], type: String)]) -> ByteBuffer {
+        var types: [String] = []
+        var rows: [(typeIndex: UInt16, sharedPrefix: UInt16, suffix: [UInt8])] = []
+        var previous: [UInt8] = []
         for entry in entries {
-            buffer.writeShortBytes(ByteBuffer(string: entry.key))
-            buffer.writeShortBytes(ByteBuffer(string: entry.type))
+            if !types.contains(entry.type) { types.append(entry.type) }
+            let key = entry.key
+            let shared = zip(previous, key).prefix(while: { $0.0 == $0.1 }).count
+            rows.append((UInt16(types.firstIndex(of: entry.type)!), UInt16(shared), Array(key[shared...])))
+            previous = key
+        }
+        return table(types: types, rows)
+    }
+
+    /// A key table (without `keyTableLength`) of exactly these fields, consistent or not.
+    static func table(
+        types: [String], _ rows: [(typeIndex: UInt16, sharedPrefix: UInt16, suffix: [UInt8])]
+    ) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt16(types.count))
+        for type in types { buffer.writeShortBytes(ByteBuffer(string: type)) }
+        for row in rows {
+            buffer.writeMultipleIntegers(row.typeIndex, row.sharedPrefix)
+            buffer.writeShortBytes(ByteBuffer(bytes: row.suffix))
         }
         return buffer
     }
@@ -113,6 +138,15 @@ extension BadVectors {
         let withoutTable = KeyTables.replacingTable(of: Newsroom.zlibBatch, with: nil)
         let oneEntry = KeyTables.replacingTable(
             of: Newsroom.plainBatch, with: KeyTables.entries([(Newsroom.articleKey, "")]))
+        let article = Array(Newsroom.articleKey.utf8)
+        let typeOutOfRange = KeyTables.replacingTable(
+            of: Newsroom.zlibBatch,
+            with: KeyTables.table(types: [""], [(0, 0, article), (1, 25, Array(Newsroom.festivalKey.utf8.dropFirst(25)))]))
+        let prefixTooLong = KeyTables.replacingTable(
+            of: Newsroom.plainBatch, with: KeyTables.table(types: [""], [(0, 0, article), (0, 40, [])]))
+        let longKey = [UInt8](repeating: 0x61, count: 430)
+        let keysTooLong = KeyTables.replacingTable(
+            of: Newsroom.plainBatch, with: KeyTables.table(types: [""], [(0, 0, longKey), (0, 430, [])]))
         let lyingTable = KeyTables.replacingTable(
             of: Newsroom.zlibBatch,
             with: KeyTables.entries([(Newsroom.articleKey, ""), (Newsroom.festivalKey, RecordBatch.tombstoneType)]))
@@ -134,7 +168,25 @@ extension BadVectors {
                 description:
                     "The 'publish' batch (2 records) whose key table has one entry (keyTableLength, batchLength and CRC recomputed).",
                 bytes: publish(oneEntry), stage: .batchValidate, code: .invalidBatch,
-                mentions: ["key table entry 1 of 2", "truncated at field key"]),
+                mentions: ["key table entry 1 of 2", "truncated at field typeIndex"]),
+            Vector(
+                name: "key_table_type_index_out_of_range",
+                description:
+                    "The 'publish_zlib' batch whose key table lists one type (the empty string) but whose entry 1 names typeIndex 1 (keyTableLength, batchLength and CRC recomputed).",
+                bytes: publish(typeOutOfRange), stage: .batchValidate, code: .invalidBatch,
+                mentions: ["key table entry 1 of 2", "typeIndex 1 is not below typeCount 1"]),
+            Vector(
+                name: "key_table_shared_prefix_too_long",
+                description:
+                    "The 'publish' batch whose key table's entry 1 shares 40 bytes with the previous key, which has 33 (CRC recomputed).",
+                bytes: publish(prefixTooLong), stage: .batchValidate, code: .invalidBatch,
+                mentions: ["key table entry 1 of 2", "sharedPrefix 40 exceeds the previous key's 33 bytes"]),
+            Vector(
+                name: "key_table_keys_exceed_records",
+                description:
+                    "The 'publish' batch (uncompressedLength 883) whose key table gives both records a 430-byte key, the second by sharing all of the first: 860 bytes of keys cannot fit in 2 records of 883 bytes (each takes 16 bytes besides its key). Keeps a small table from rebuilding far more key bytes than the batch declares (keyTableLength, batchLength and CRC recomputed).",
+                bytes: publish(keysTooLong), stage: .batchValidate, code: .invalidBatch,
+                mentions: ["key table's keys total 860 bytes", "uncompressedLength 883"]),
             Vector(
                 name: "key_table_disagrees",
                 description:

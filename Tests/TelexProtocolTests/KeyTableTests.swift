@@ -67,9 +67,13 @@ struct KeyTableTests {
 
     @Test func aTableWithTooFewEntriesIsInvalid() throws {
         let source = KeyTables.build(KeyTables.events, codec: .zlib)
+        // Keys sharing no prefix, long enough that four entries could hold five by size.
         let batch = KeyTables.replacingTable(
-            of: source, with: KeyTables.entries([("a", "article.created"), ("b", ""), ("c", ""), ("d", "")]))
-        expectTelexError(.invalidBatch, mentioning: ["key table entry 4 of 5", "truncated at field key"]) {
+            of: source,
+            with: KeyTables.entries([
+                ("alpha-article", "article.created"), ("beta-article", ""), ("gamma-article", ""), ("delta-article", ""),
+            ]))
+        expectTelexError(.invalidBatch, mentioning: ["key table entry 4 of 5", "truncated at field typeIndex"]) {
             _ = try RecordBatch.validate(batch)
         }
     }
@@ -86,7 +90,7 @@ struct KeyTableTests {
     @Test func aTableTooSmallForTheRecordCountIsRefusedBeforeReadingIt() throws {
         let batch = KeyTables.replacingTable(
             of: KeyTables.build(KeyTables.events, codec: .zlib), with: KeyTables.entries([("a", "")]))
-        expectTelexError(.invalidBatch, mentioning: ["key table of 5 bytes cannot hold 5 entries"]) {
+        expectTelexError(.invalidBatch, mentioning: ["key table's 7 bytes of entries cannot hold 5 entries"]) {
             _ = try RecordBatch.validate(batch)
         }
     }
@@ -98,7 +102,7 @@ struct KeyTableTests {
             headers: [RecordHeader(name: "ce-type", value: ByteBuffer(bytes: [0x61, 0xFF]))], value: ByteBuffer())
         for codec in Codec.allCases {
             let batch = builder.build(codec: codec)
-            expectTelexError(.invalidBatch, mentioning: ["key table entry 0 of 1", "type is not valid UTF-8"]) {
+            expectTelexError(.invalidBatch, mentioning: ["key table type 0 of 1", "type is not valid UTF-8"]) {
                 _ = try RecordBatch.validate(batch)
             }
         }
@@ -167,6 +171,17 @@ struct KeyTableTests {
             #expect(section.getInteger(at: section.readerIndex, as: UInt8.self) == 0x78, "a zlib stream header")
         } else {
             #expect(section.readableBytes == Int(header.uncompressedLength))
+        }
+    }
+
+    @Test func aRecordsSectionIsNeverCutFromABatchShorterThanItsHeader() {
+        var header = RecordBatchHeader.peek(KeyTables.build(KeyTables.events, codec: .none), at: 0)!
+        header.batchLength = 10
+        var bytes = ByteBuffer()
+        header.write(to: &bytes)
+        bytes.moveWriterIndex(to: header.totalSize)
+        expectTelexError(.invalidBatch, mentioning: ["at least 64"]) {
+            _ = try RecordBatch.recordsSection(of: bytes, header: header)
         }
     }
 

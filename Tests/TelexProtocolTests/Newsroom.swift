@@ -203,6 +203,6 @@ enum Newsroom {
                 description:
                     "Subscription 1 has been delivered every topic matched at subscribe time up to its end offset.",
                 message: .broker(.caughtUp(subscriptionID: 1)), requestID: 0),
-        ] + limitVectors + adminVectors + damageVectors + keyTableVectors
+        ] + limitVectors + adminVectors + damageVectors + keyTableVectors + selectionVectors
     }
 }

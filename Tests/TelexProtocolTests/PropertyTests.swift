@@ -46,11 +46,13 @@ enum RandomWire {
             return .publish(topic: string(&rng), batch: bytes(&rng, count: 0...200))
         case .subscribe:
             let start: StartPosition =
-                switch Int.random(in: 0...3, using: &rng) {
+                switch Int.random(in: 0...5, using: &rng) {
                 case 0: .beginning
                 case 1: .end
                 case 2: .offset(integer(&rng))
-                default: .timestamp(integer(&rng))
+                case 3: .timestamp(integer(&rng))
+                case 4: .latest
+                default: .history(key: bytes(&rng, count: 0...40))
                 }
             return .subscribe(
                 subscriptionID: integer(&rng), pattern: string(&rng), start: start, consumerName: string(&rng),
@@ -96,6 +98,15 @@ enum RandomWire {
                 })
         case .deliver:
             return .deliver(subscriptionID: integer(&rng), topic: string(&rng), batches: bytes(&rng, count: 0...200))
+        case .deliverSelected:
+            var next = Int64.random(in: 0...1000, using: &rng)
+            let selected = (0..<Int.random(in: 0...5, using: &rng)).map { _ -> Range<Int64> in
+                let first = next + Int64.random(in: 0...10, using: &rng)
+                next = first + Int64.random(in: 1...64, using: &rng)
+                return first..<next
+            }
+            return .deliverSelected(
+                subscriptionID: integer(&rng), topic: string(&rng), selected: selected, batches: bytes(&rng, count: 0...200))
         case .commitAck:
             return .commitAck(topic: string(&rng), offset: integer(&rng))
         case .unsubscribed:

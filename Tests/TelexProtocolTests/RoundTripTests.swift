@@ -20,6 +20,13 @@ let edgeCaseMessages: [WireMessage] = [
         initialCredit: 4, resume: [])),
     .broker(.subscribed(subscriptionID: 1, topics: [])),
     .broker(.deliver(subscriptionID: 9, topic: Newsroom.topic, batches: ByteBuffer())),
+    .broker(.deliverSelected(subscriptionID: 9, topic: Newsroom.topic, selected: [], batches: ByteBuffer())),
+    .broker(.deliverSelected(
+        subscriptionID: 1, topic: Newsroom.topic, selected: [0..<1, 5..<Int64(UInt32.max) + 5], batches: Newsroom.deliveredBatches)),
+    .client(.subscribe(subscriptionID: 2, pattern: ">", start: .latest, consumerName: "", initialCredit: 1, resume: [])),
+    .client(.subscribe(
+        subscriptionID: 3, pattern: "news.>", start: .history(key: ByteBuffer(string: "urn:x")), consumerName: "",
+        initialCredit: 1, resume: [], options: .skipDamaged)),
     .client(.credit(subscriptionID: 0, batches: 0)),
     .client(.commit(subscriptionID: 1, topic: Newsroom.topic, offset: .min)),
     .broker(.commitAck(topic: Newsroom.topic, offset: 0)),

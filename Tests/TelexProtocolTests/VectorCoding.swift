@@ -57,10 +57,18 @@ enum VectorWriter {
                 case .end: (1, "end", 0)
                 case .offset(let offset): (2, "offset", offset)
                 case .timestamp(let millis): (3, "timestamp", millis)
+                case .latest: (4, "latest", 0)
+                case .history: (5, "history", 0)
+                }
+            let startJSON: JSONValue =
+                if case .history(let key) = start {
+                    .object([("kind", .int(kind)), ("name", .string(name)), ("key", .string(String(buffer: key)))])
+                } else {
+                    .object([("kind", .int(kind)), ("name", .string(name)), ("value", .int(value))])
                 }
             return .object([
                 ("subscriptionId", .int(Int64(subscriptionID))), ("pattern", .string(pattern)),
-                ("start", .object([("kind", .int(kind)), ("name", .string(name)), ("value", .int(value))])),
+                ("start", startJSON),
                 ("consumerName", .string(consumerName)), ("initialCredit", .int(Int64(initialCredit))),
                 (
                     "resume",
@@ -84,6 +92,15 @@ enum VectorWriter {
         case .broker(.deliver(let subscriptionID, let topic, let batches)):
             return .object([
                 ("subscriptionId", .int(Int64(subscriptionID))), ("topic", .string(topic)),
+                ("batches", .array(try RecordBatch.split(batches).map { try batch($0) })),
+            ])
+        case .broker(.deliverSelected(let subscriptionID, let topic, let selected, let batches)):
+            return .object([
+                ("subscriptionId", .int(Int64(subscriptionID))), ("topic", .string(topic)),
+                (
+                    "selected",
+                    .array(selected.map { .object([("firstOffset", .int($0.lowerBound)), ("count", .int(Int64($0.count)))]) })
+                ),
                 ("batches", .array(try RecordBatch.split(batches).map { try batch($0) })),
             ])
         case .client(.credit(let subscriptionID, let batches)):
@@ -240,13 +257,16 @@ enum VectorReader {
                 recordCount: try json.integer("recordCount"), duplicate: try json.bool("duplicate")))
         case .subscribe:
             let startJSON = try json.field("start")
-            let value: Int64 = try startJSON.integer("value")
+            let kind = try startJSON.integer("kind", as: UInt8.self)
+            let value: Int64 = kind == 5 ? 0 : try startJSON.integer("value")
             let start: StartPosition =
-                switch try startJSON.integer("kind", as: UInt8.self) {
+                switch kind {
                 case 0: .beginning
                 case 1: .end
                 case 2: .offset(value)
                 case 3: .timestamp(value)
+                case 4: .latest
+                case 5: .history(key: ByteBuffer(string: try startJSON.string("key")))
                 default: throw VectorFormatError(description: "start kind out of range")
                 }
             return .client(.subscribe(
@@ -272,6 +292,18 @@ enum VectorReader {
             return .broker(.deliver(
                 subscriptionID: try json.integer("subscriptionId"), topic: try json.string("topic"),
                 batches: batches))
+        case .deliverSelected:
+            var batches = ByteBuffer()
+            for batchJSON in try json.array("batches") {
+                batches.writeImmutableBuffer(try batch(batchJSON))
+            }
+            let selected = try json.array("selected").map { range -> Range<Int64> in
+                let first: Int64 = try range.integer("firstOffset")
+                return first..<first + (try range.integer("count") as Int64)
+            }
+            return .broker(.deliverSelected(
+                subscriptionID: try json.integer("subscriptionId"), topic: try json.string("topic"),
+                selected: selected, batches: batches))
         case .credit:
             return .client(
                 .credit(subscriptionID: try json.integer("subscriptionId"), batches: try json.integer("batches")))

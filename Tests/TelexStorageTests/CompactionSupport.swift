@@ -104,3 +104,14 @@ func expectHolds(_ log: TopicLog, _ published: [Int64: ArticleVersion], kept: Se
         #expect(String(buffer: record.key) == version.key, sourceLocation: sourceLocation)
     }
 }
+
+/// Checks that the key index of `log` names exactly the stored versions of every key of `published` at `kept`.
+func expectIndexHolds(_ log: TopicLog, _ published: [Int64: ArticleVersion], kept: Set<Int64>,
+                      sourceLocation: SourceLocation = #_sourceLocation) {
+    let end = log.readableEndOffset
+    for key in Set(published.values.map(\.key)) where !key.isEmpty {
+        let expected = published.filter { $0.value.key == key && kept.contains($0.key) }.map(\.key).sorted()
+        #expect(log.versions(of: key, below: end).map(\.offset) == expected, "\(key)", sourceLocation: sourceLocation)
+        #expect(log.latestVersions(below: end)[key]?.offset == expected.last, "\(key)", sourceLocation: sourceLocation)
+    }
+}

@@ -67,6 +67,8 @@ struct CompactionTests {
                 _ = try log.compact(now: FileIO.nowMilliseconds() + 7_200_000, tombstoneRetentionMilliseconds: 3_600_000)
                 let expired = modelKept(published, dropTombstones: true).union(published.keys.filter { $0 >= active })
                 try expectHolds(log, published, kept: expired)
+                // The key index forgets what was removed: history and latest replay name only what is stored.
+                expectIndexHolds(log, published, kept: expired)
                 let end = log.endOffset
                 try log.close()
 
@@ -76,8 +78,19 @@ struct CompactionTests {
                 // The rewritten segments' indexes are trusted, not rebuilt.
                 #expect(!handler.messages.contains("rebuilding index"), "\(handler.messages)")
                 try expectHolds(reopened, published, kept: expired)
+                #expect(!handler.messages.contains("rebuilding key index"), "\(handler.messages)")
+                expectIndexHolds(reopened, published, kept: expired)
+                // A purge removes a key's every version, from the files and the index.
+                let purgedKey = try #require(published.first { expired.contains($0.key) && !$0.value.key.isEmpty }?.value.key)
+                let purged = try reopened.purge(key: purgedKey).flatMap(\.removedOffsets)
+                #expect(!purged.isEmpty)
+                #expect(Set(purged) == Set(published.filter { $0.value.key == purgedKey }.map(\.key)).intersection(expired))
+                #expect(reopened.versions(of: purgedKey, below: reopened.readableEndOffset).isEmpty)
+                expectIndexHolds(reopened, published, kept: expired.subtracting(purged))
+                try expectHolds(reopened, published, kept: expired.subtracting(purged))
                 // Appends go on at the end, after the gaps.
-                #expect(try reopened.append(makeArticleBatch([ArticleVersion(key: "k", tombstone: false, value: "v")])).baseOffset == end)
+                let appended = try reopened.append(makeArticleBatch([ArticleVersion(key: "k", tombstone: false, value: "v")]))
+                #expect(appended.baseOffset == end)
                 try reopened.close()
             }
         }
@@ -141,6 +154,7 @@ struct CompactionTests {
                 switch finding {
                 case .batch(let batch): offsets += Array(batch.baseOffset...batch.lastOffset)
                 case .compaction(let marker): markers.append(marker)
+                case .keyIndex(let keys): #expect(keys.error == nil)
                 case .problem(let problem): Issue.record("\(problem)")
                 }
             }

@@ -148,6 +148,14 @@ enum PowerLoss {
                         problems.append("acknowledged batch lost: \(topic) offset \(batch.offset)")
                         continue
                     }
+                    // The key index answers for every acknowledged record as it did before the crash.
+                    for (index, record) in try RecordBatch.decodeRecords(stored).records.enumerated() {
+                        let key = String(decoding: record.key.readableBytesView, as: UTF8.self)
+                        let offset = batch.offset + Int64(index)
+                        if !log.versions(of: key, below: log.readableEndOffset).contains(where: { $0.offset == offset }) {
+                            problems.append("key index lost \(topic) offset \(offset) of key \(key)")
+                        }
+                    }
                 }
                 var offset = log.startOffset
                 var served: Int64 = offset
@@ -215,30 +223,38 @@ enum PowerLoss {
         return (problems.sorted(), states)
     }
 
-    /// Checks states `0..<count` of `seed`, one worker per core on Dispatch threads: the checks are blocking file
-    /// work, and on the cooperative pool (two threads here) they would starve every other test for their length.
+    /// Checks states `0..<count` of `seed` on threads of their own, one per core but one. Not on the cooperative pool
+    /// (two threads here), whose every other test they would starve, and not on Dispatch's global queues either: the
+    /// logs' fsync queues run there, so every other storage test would wait for the checks to end; one core is left
+    /// to the rest of the suite.
     private static func checkStates(
         _ count: Int, seed: UInt64, events: [DiskEvent], root: String, scratch: String
     ) async throws -> [String] {
-        let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
-        let results = NIOLockedValueBox<(found: [String], error: (any Error)?)>(([], nil))
+        let workers = max(1, ProcessInfo.processInfo.activeProcessorCount - 1)
+        let results = NIOLockedValueBox<(found: [String], error: (any Error)?, running: Int)>(([], nil, workers))
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async {
-                DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            for worker in 0..<workers {
+                Thread {
+                    var found: [String] = []
+                    var failure: (any Error)?
                     do {
-                        var found: [String] = []
                         for state in stride(from: worker, to: count, by: workers) {
                             found += try checkState(state, seed: seed, events: events, root: root, scratch: scratch)
                         }
-                        results.withLockedValue { $0.found += found }
                     } catch {
-                        results.withLockedValue { $0.error = $0.error ?? error }
+                        failure = error
                     }
-                }
-                continuation.resume()
+                    let last = results.withLockedValue { results -> Bool in
+                        results.found += found
+                        results.error = results.error ?? failure
+                        results.running -= 1
+                        return results.running == 0
+                    }
+                    if last { continuation.resume() }
+                }.start()
             }
         }
-        let (found, error) = results.withLockedValue { $0 }
+        let (found, error, _) = results.withLockedValue { $0 }
         if let error { throw error }
         return found
     }
