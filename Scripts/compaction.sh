@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compaction and purge through the command-line tools: telexd --compact on a topic of many versions, then
 # telex-sub reads across the gaps (one newest version per article, offsets increasing, nothing reported as
-# damage), telex-admin topics keeps the offsets, telex-admin purge erases one article, telexd inspect shows the
+# damage) and replays the latest versions, telex-admin topics keeps the offsets, telex-admin purge erases one article, telexd inspect shows the
 # markers and telexd verify finds nothing wrong. TELEX_SCRATCH=DIR builds with --scratch-path DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,12 +95,18 @@ print(f"compaction: {len(events)} of {total} events left, offsets 0..<{total} ke
       f"{before['bytes'] - after['bytes']} bytes reclaimed; every article's newest version there")
 PY
 if [ -s "$work/read.err" ]; then echo "compaction: telex-sub reported:" >&2; cat "$work/read.err" >&2; exit 1; fi
+# Latest-per-article replay over the compacted topic: one line per live article (19: article 5 is deleted).
+latest=$("$bin/telex-sub" --server "$server" 'frontpage.>' --latest --no-follow | grep -c .)
+[ "$latest" -eq 19 ] || { echo "compaction: --latest printed $latest articles, expected 19" >&2; exit 1; }
+echo "compaction: telex-sub --latest: $latest articles"
 
 # Legal erasure of article 7: gone from the topic; the other articles stay.
 "$bin/telex-admin" purge urn:telex:frontpage:7 --yes --server "$server" >"$work/purge.txt"
 grep -q "frontpage.home" "$work/purge.txt" || { echo "compaction: purge removed nothing:" >&2; cat "$work/purge.txt" >&2; exit 1; }
 "$bin/telex-sub" --server "$server" 'frontpage.>' --no-follow --from beginning >"$work/purged.jsonl"
 if grep -q 'urn:telex:frontpage:7"' "$work/purged.jsonl"; then echo "compaction: article 7 still delivered" >&2; exit 1; fi
+latest=$("$bin/telex-sub" --server "$server" 'frontpage.>' --latest --no-follow | grep -c .)
+[ "$latest" -eq 18 ] || { echo "compaction: --latest printed $latest articles after the purge, expected 18" >&2; exit 1; }
 echo "compaction: purge: $(tail -1 "$work/purge.txt"); $(grep -c . "$work/purged.jsonl") events left"
 
 stop_broker
