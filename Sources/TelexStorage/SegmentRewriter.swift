@@ -1,21 +1,16 @@
 import NIOCore
 import TelexProtocol
 
-/// One stored record as a rewrite sees it: where it is, its key and type (the `ce-type` header), and when the
-/// broker appended its batch.
-public struct RecordVersion: Sendable, Equatable {
-    public var offset: Int64
+/// One stored record as a rewrite sees it: where it is, its key and whether it is a tombstone (from the batch's
+/// key table), and when the broker appended its batch.
+struct RecordVersion: Sendable, Equatable {
+    var offset: Int64
     /// The record key decoded from UTF-8 (the article's uri); empty for keyless records.
-    public var key: String
-    /// The value of the record's first `ce-type` header; empty when it has none.
-    public var type: String
+    var key: String
+    /// The record's first `ce-type` header is exactly `article.deleted`.
+    var isTombstone: Bool
     /// The broker append time of the record's batch (ms since the epoch).
-    public var appendTime: Int64
-
-    /// The type that makes a record its key's tombstone.
-    public static let tombstoneType = "article.deleted"
-
-    public var isTombstone: Bool { type == Self.tombstoneType }
+    var appendTime: Int64
 }
 
 /// Rewrites stored batches keeping chosen records at their offsets (Protocol/STORAGE.md §15.1).
@@ -40,8 +35,8 @@ struct SegmentRewriter {
         let header = try RecordBatch.validate(batch, limits: limits, context: context())
         return try RecordBatch.keys(of: batch, header: header, limits: limits).enumerated().map { index, entry in
             RecordVersion(offset: header.baseOffset + Int64(index),
-                          key: String(decoding: entry.key.readableBytesView, as: UTF8.self), type: entry.type,
-                          appendTime: header.appendTime)
+                          key: String(decoding: entry.key.readableBytesView, as: UTF8.self),
+                          isTombstone: entry.isTombstone, appendTime: header.appendTime)
         }
     }
 
