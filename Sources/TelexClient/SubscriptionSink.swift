@@ -23,12 +23,17 @@ final class SubscriptionSink: Sendable {
     private struct State {
         var queue = Deque<SubscriptionItem>()
         var waiter: CheckedContinuation<SubscriptionItem, Never>?
+        var caughtUpArrived = false
     }
+
+    /// Whether CAUGHT_UP has arrived from the broker (it may still wait in the queue behind records).
+    var caughtUpArrived: Bool { state.withLockedValue { $0.caughtUpArrived } }
 
     private let state = NIOLockedValueBox(State())
 
     func push(_ item: SubscriptionItem) {
         let waiter = state.withLockedValue { state -> CheckedContinuation<SubscriptionItem, Never>? in
+            if case .caughtUp = item { state.caughtUpArrived = true }
             if let waiter = state.waiter {
                 state.waiter = nil
                 return waiter

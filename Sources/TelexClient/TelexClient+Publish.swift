@@ -88,6 +88,7 @@ extension TelexClient {
         var start = 0
         var bytes = 0
         for (index, record) in records.enumerated() {
+            try RecordBatchBuilder.check(record, index: index)
             let size = 16 + record.key.readableBytes + record.value.readableBytes
                 + record.headers.reduce(0) { $0 + 6 + $1.name.utf8.count + $1.value.readableBytes }
             if index > start, index - start >= configuration.maxBatchRecords || bytes + size > configuration.maxBatchBytes {

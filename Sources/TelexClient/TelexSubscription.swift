@@ -50,6 +50,8 @@ public final class TelexSubscription: AsyncSequence, Sendable {
         var currentTopic: String?
         var currentNext: Int64 = 0
         var ended = false
+        /// A latest or history subscription received its (first) CAUGHT_UP: its selection is delivered.
+        var selectionDone = false
 
         /// Folds the latest `advance` into `positions`.
         mutating func settlePositions() {
@@ -279,6 +281,7 @@ public final class TelexSubscription: AsyncSequence, Sendable {
                         consumedBatches = 0
                     }
                 case .caughtUp:
+                    subscription.caughtUpReceived()
                     if subscription.untilCaughtUp { return finish() }
                 case .failed(let error):
                     subscription.endedByBroker()
@@ -367,15 +370,31 @@ public final class TelexSubscription: AsyncSequence, Sendable {
     /// then continues as a plain one from its positions.
     fileprivate func interruptedSelection(by error: TelexError) -> TelexError? {
         guard start.selects else { return nil }
-        let done = state.withLockedValue { state -> Bool in
-            state.settlePositions()
-            return state.ranges.allSatisfy { range in (state.positions[range.topic] ?? range.startOffset) >= range.endOffset }
-        }
+        let done = state.withLockedValue { $0.selectionDone }
         let isLatest = if case .latest = start { true } else { false }
         if done, isLatest { return nil }
         return TelexError(.connectionFailed,
             "the connection was lost during the \(isLatest ? "latest-version replay" : "history request") of '\(pattern)' (\(error.message)); it cannot resume on a new connection: start it again")
     }
+
+    /// At a latest subscription's first CAUGHT_UP every topic is delivered up to its snapshot end, whether or not
+    /// its last records there were selected: positions move to those ends, so that the live records after them are
+    /// no jump (nothing is reported skipped) and a reconnect resumes there.
+    fileprivate func caughtUpReceived() {
+        guard start.selects else { return }
+        state.withLockedValue { state in
+            guard !state.selectionDone else { return }
+            state.selectionDone = true
+            state.settlePositions()
+            state.currentTopic = nil
+            for range in state.ranges {
+                state.positions[range.topic] = Swift.max(state.positions[range.topic] ?? range.startOffset, range.endOffset)
+            }
+        }
+    }
+
+    /// Whether the broker's CAUGHT_UP for the current SUBSCRIBE has arrived (tests wait on it).
+    var caughtUpArrived: Bool { current().0.caughtUpArrived }
 
     fileprivate func current() -> (SubscriptionSink, Connection?, UInt32) {
         state.withLockedValue { ($0.sink, $0.connection, $0.subscriptionID) }

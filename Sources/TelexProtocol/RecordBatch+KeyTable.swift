@@ -213,7 +213,7 @@ extension RecordBatch {
     }
 
     /// Checks `count` entries without copying a key: each complete, its typeIndex below `typeCount`, its
-    /// sharedPrefix at most the previous key's length, no bytes left. Returns the bytes the keys take.
+    /// sharedPrefix at most the previous key's length, its key at most 65535 bytes, no bytes left. Returns the bytes the keys take.
     private static func checkEntries(
         _ entries: ByteBuffer, count: Int, typeCount: Int, context: @autoclosure () -> String
     ) throws(TelexError) -> Int {
@@ -245,6 +245,10 @@ extension RecordBatch {
                 }
                 position += suffix
                 previousLength = shared + suffix
+                // A record's key is a bytes16: a longer one in the table cannot be any record's.
+                guard previousLength <= Int(UInt16.max) else {
+                    throw fail(index, "key of \(previousLength) bytes (sharedPrefix \(shared) + suffix \(suffix)) exceeds 65535")
+                }
                 total += previousLength
             }
             guard position == input.count else {

@@ -20,6 +20,28 @@ public struct RecordBatchBuilder {
     /// Bytes of record data so far, before compression.
     public var uncompressedBytes: Int { records.readableBytes }
 
+    /// Checks what `append` would otherwise trap on: the key, every header name and the first `ce-type` value
+    /// (both go in the key table) at most 65535 bytes each, at most 65535 headers. Callers taking records from
+    /// users (the client library) check each record first.
+    public static func check(_ record: Record, index: Int) throws(TelexError) {
+        func tooLong(_ field: String, _ bytes: Int) -> TelexError {
+            TelexError(.invalidBatch, "record \(index): \(field) is \(bytes) bytes; at most 65535 fit a batch")
+        }
+        let limit = Int(UInt16.max)
+        if record.key.readableBytes > limit { throw tooLong("the key", record.key.readableBytes) }
+        if record.headers.count > limit {
+            throw TelexError(.invalidBatch, "record \(index): \(record.headers.count) headers; at most 65535 fit a record")
+        }
+        for header in record.headers where header.name.utf8.count > limit {
+            throw tooLong("header name \"\(header.name.prefix(40))…\"", header.name.utf8.count)
+        }
+        if let type = record.headers.first(where: { $0.name == RecordBatch.typeHeaderName }),
+            type.value.readableBytes > limit
+        {
+            throw tooLong("the \(RecordBatch.typeHeaderName) header's value", type.value.readableBytes)
+        }
+    }
+
     /// Appends one record. Timestamps are milliseconds since the epoch and must lie within ±24 days of the first.
     /// The key and the first `ce-type` header value are each at most 65535 bytes (both go in the key table), and a
     /// batch holds at most 65535 distinct `ce-type` values; a `ce-type` that is not valid UTF-8 makes a batch the

@@ -41,6 +41,10 @@ extension ConnectionHandler {
             throw TelexError(.invalidRequest,
                 "SUBSCRIBE to '\(pattern)': a latest or history start takes no consumer name and no resume entries (it delivers a snapshot of its own)")
         }
+        if start.selects, !configuration.log.indexKeys {
+            throw TelexError(.invalidRequest,
+                "SUBSCRIBE to '\(pattern)': this broker runs without its key index (telexd --no-key-index), which latest and history starts need")
+        }
         try authorizeSubscribe(pattern: pattern, consumer: consumer, resuming: !resume.isEmpty)
         let isPattern = TopicName.isPattern(pattern)
         let topics = isPattern ? store.topics.filter { TopicName.matches(pattern: pattern, topic: $0) } : [pattern]
@@ -236,7 +240,8 @@ extension ConnectionHandler {
                 // reaching a segment not CRC-checked yet waits for the check on the thread pool.
                 let slice: LogSlice
                 switch try log.readForDelivery(from: read.offset, maxBytes: configuration.maxDeliverBytes,
-                                               maxBatches: read.maxBatches, skipDamaged: subscriptions[id]!.skipDamaged) {
+                                               maxBatches: read.maxBatches, skipDamaged: subscriptions[id]!.skipDamaged,
+                                               continuing: subscriptions[id]!.machine.continuing(topic: read.topic)) {
                 case .end: continue
                 case .needsCheck(let offset):
                     subscriptions[id]?.machine.readPostponed()
@@ -263,7 +268,10 @@ extension ConnectionHandler {
             waitForDeliveryTurn(id)
         } else if subscriptions[id]?.machine.shouldSendCaughtUp() == true {
             write(.caughtUp(subscriptionID: id), requestID: 0)
-            wrote = true
+            flushOutbound()
+            // A latest subscription's live records waited for CAUGHT_UP: deliver them now.
+            if subscriptions[id]?.machine.releasesOnCaughtUp == true { pump(id) }
+            return
         }
         if wrote { flushOutbound() }
     }

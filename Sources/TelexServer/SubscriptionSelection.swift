@@ -1,7 +1,8 @@
 import TelexStorage
 
 /// The stored records of one topic that a latest or history subscription hands on below its snapshot end
-/// (PROTOCOL.md §8.9, §8.10). From `end` on, a latest subscription delivers everything; a history stops there.
+/// (PROTOCOL.md §8.9, §8.10). From `end` on, a latest subscription delivers everything once CAUGHT_UP is sent; a
+/// history stops there.
 struct TopicSelection: Equatable, Sendable {
     /// Selected offsets below `end`, ascending.
     var offsets: [Int64]
@@ -21,12 +22,11 @@ struct TopicSelection: Equatable, Sendable {
         return low
     }
 
-    /// The offsets of `from..<to` to hand on, as ascending disjoint ranges: the selected ones below `end`, and
-    /// for a latest replay everything from `end` on.
+    /// The selected offsets of `from..<to` (clipped to `end`), as ascending disjoint ranges.
     func ranges(from: Int64, to: Int64) -> [Range<Int64>] {
         var ranges: [Range<Int64>] = []
         var index = firstIndex(atOrAbove: from)
-        while index < offsets.count, offsets[index] < to {
+        while index < offsets.count, offsets[index] < min(to, end) {
             let offset = offsets[index]
             if let last = ranges.last, last.upperBound == offset {
                 ranges[ranges.count - 1] = last.lowerBound..<offset + 1
@@ -35,15 +35,13 @@ struct TopicSelection: Equatable, Sendable {
             }
             index += 1
         }
-        if !stopsAtEnd, to > end {
-            let live = max(from, end)..<to
-            if let last = ranges.last, last.upperBound == live.lowerBound {
-                ranges[ranges.count - 1] = last.lowerBound..<live.upperBound
-            } else {
-                ranges.append(live)
-            }
-        }
         return ranges
+    }
+
+    /// Whether the batch holding `batch` has a selected offset at or above `from` (and below `end`).
+    func selects(_ batch: Range<Int64>, from: Int64) -> Bool {
+        let index = firstIndex(atOrAbove: max(batch.lowerBound, from))
+        return index < offsets.count && offsets[index] < min(batch.upperBound, end)
     }
 }
 

@@ -29,8 +29,14 @@ struct SubscriptionStateMachine {
         /// For latest and history subscriptions: what to hand on below the snapshot end.
         let selection: TopicSelection?
 
-        /// A history's topic is done at its snapshot end.
-        var finished: Bool { selection.map { $0.stopsAtEnd && next >= $0.end } ?? false }
+        /// Whether nothing is to be read now: a history's topic at its snapshot end; in a latest subscription, until
+        /// CAUGHT_UP, a topic at its snapshot end or born later. Live records of one topic must not overtake older
+        /// selected records of another (an article's tombstone published live in another topic would reach the
+        /// reader before the version it deletes).
+        func held(selecting: Bool, caughtUp: Bool) -> Bool {
+            guard let selection else { return selecting && !caughtUp }
+            return next >= selection.end && (selection.stopsAtEnd || !caughtUp)
+        }
 
         /// Below the snapshot end, moves `next` up to the next selected offset (or to the end when none is left):
         /// the batches in between hold nothing to hand on, so they are not read.
@@ -47,6 +53,8 @@ struct SubscriptionStateMachine {
     private(set) var credit: UInt32
     let maxCredit: UInt32
     private var caughtUpSent = false
+    /// A latest or history subscription: live records wait for CAUGHT_UP.
+    private var selecting = false
     /// Topics tried in the current pass of the current pump, and whether any of them delivered.
     private var triedInPass = 0
     private var progressedInPass = false
@@ -70,6 +78,7 @@ struct SubscriptionStateMachine {
     ) -> Bool {
         guard cursors[topic] == nil else { return false }
         cursors[topic] = Cursor(next: offset, caughtUpAt: caughtUpAt, selection: selection)
+        if selection != nil { selecting = true }
         order.append(topic)
         return true
     }
@@ -82,13 +91,13 @@ struct SubscriptionStateMachine {
             triedInPass = 0
             progressedInPass = false
         }
-        // A finished topic (a history at its snapshot end) counts as tried without progress.
+        // A held topic (see `Cursor.held`) counts as tried without progress.
         while true {
             let topic = order[nextIndex]
             nextIndex = (nextIndex + 1) % order.count
             triedInPass += 1
             cursors[topic]!.skipUnselected()
-            if !cursors[topic]!.finished {
+            if !cursors[topic]!.held(selecting: selecting, caughtUp: caughtUpSent) {
                 return Read(topic: topic, offset: cursors[topic]!.next, maxBatches: Int(credit))
             }
             if triedInPass == order.count {
@@ -102,10 +111,22 @@ struct SubscriptionStateMachine {
     /// For a slice of `topic` holding offsets `first..<next` about to be delivered: the offsets the client hands
     /// on (DELIVER_SELECTED), or nil when everything from the cursor on is delivered (plain DELIVER).
     func selection(topic: String, first: Int64, next: Int64) -> [Range<Int64>]? {
-        guard let cursor = cursors[topic], let selection = cursor.selection, max(first, cursor.next) < selection.end
+        guard let cursor = cursors[topic], let selection = cursor.selection, cursor.next < selection.end
         else { return nil }
         return selection.ranges(from: max(first, cursor.next), to: next)
     }
+
+    /// For a read of `topic` below its snapshot end: which batches the read may go on with (those holding a selected
+    /// offset still to send, which also stops it at the snapshot end); nil for an unselective read.
+    func continuing(topic: String) -> ((Range<Int64>) -> Bool)? {
+        guard let cursor = cursors[topic], let selection = cursor.selection, cursor.next < selection.end
+        else { return nil }
+        let from = cursor.next
+        return { batch in selection.selects(batch, from: from) }
+    }
+
+    /// Whether CAUGHT_UP, once sent, releases records held back (a latest subscription's live ones).
+    var releasesOnCaughtUp: Bool { selecting }
 
     /// The read of `topic` returned `batchCount` batches ending before `nextOffset`, and they were written.
     /// (A read that found nothing needs no report: the pass moves on.)

@@ -36,14 +36,20 @@ extension TopicLog {
     /// `read` for a caller on an event loop: it never CRC-checks on the caller's thread (that is a read of up to a
     /// whole segment, and maybe copies with fsyncs) but says which segment needs checking first, wherever the read
     /// got to (past damage with `skipDamaged`, or across a gap between segments).
+    ///
+    /// With `continuing`, the slice ends before the first batch after its first for which `continuing` (given the
+    /// batch's offsets) is false: a latest or history subscription reads only batches holding offsets it selected.
     public func readForDelivery(
-        from offset: Int64, maxBytes: Int, maxBatches: Int = .max, skipDamaged: Bool = false
+        from offset: Int64, maxBytes: Int, maxBatches: Int = .max, skipDamaged: Bool = false,
+        continuing: ((Range<Int64>) -> Bool)? = nil
     ) throws(TelexError) -> DeliveryRead {
-        try read(from: offset, maxBytes: maxBytes, maxBatches: maxBatches, skipDamaged: skipDamaged, checkHere: false)
+        try read(from: offset, maxBytes: maxBytes, maxBatches: maxBatches, skipDamaged: skipDamaged, checkHere: false,
+                 continuing: continuing)
     }
 
     private func read(
-        from offset: Int64, maxBytes: Int, maxBatches: Int, skipDamaged: Bool, checkHere: Bool
+        from offset: Int64, maxBytes: Int, maxBatches: Int, skipDamaged: Bool, checkHere: Bool,
+        continuing: ((Range<Int64>) -> Bool)? = nil
     ) throws(TelexError) -> DeliveryRead {
         var offset = offset
         while true {
@@ -80,7 +86,7 @@ extension TopicLog {
             let walkLimit = located.damaged.first { $0.position >= position }?.position ?? located.limit
             var headers = HeaderWindow(located.lease, limit: walkLimit)
             if let slice = try collect(&headers, from: position, offset: offset, end: located.end,
-                                       maxBytes: maxBytes, maxBatches: maxBatches) {
+                                       maxBytes: maxBytes, maxBatches: maxBatches, continuing: continuing) {
                 let sliceEnd = slice.position + slice.length
                 if sliceEnd > located.verifiedBytes {
                     guard checkHere else { return .needsCheck(offset: offset) }
@@ -141,7 +147,8 @@ extension TopicLog {
     }
 
     private func collect(
-        _ headers: inout HeaderWindow, from position: Int, offset: Int64, end: Int64, maxBytes: Int, maxBatches: Int
+        _ headers: inout HeaderWindow, from position: Int, offset: Int64, end: Int64, maxBytes: Int, maxBatches: Int,
+        continuing: ((Range<Int64>) -> Bool)?
     ) throws(TelexError) -> LogSlice? {
         var position = position
         var header = try headers.header(at: position)
@@ -155,7 +162,8 @@ extension TopicLog {
         var count = 0
         var next = first.baseOffset
         while let current = header, current.baseOffset < end,
-            count == 0 || (bytes + current.totalSize <= maxBytes && count < maxBatches)
+            count == 0 || (bytes + current.totalSize <= maxBytes && count < maxBatches
+                && continuing?(current.baseOffset..<current.nextOffset) != false)
         {
             bytes += current.totalSize
             count += 1

@@ -1,6 +1,6 @@
 import Foundation
 import NIOCore
-import TelexClient
+@testable import TelexClient
 import TelexProtocol
 import Testing
 
@@ -136,6 +136,27 @@ struct LatestReplayTests {
         }
     }
 
+    @Test("a record the batch cannot hold is refused by publish with the field and its size, not a crash")
+    func oversizedFieldsAreRefused() async throws {
+        try await withServer { _, client in
+            let long = ByteBuffer(string: String(repeating: "x", count: 70_000))
+            for (record, field) in [
+                (Record(timestamp: 0, key: ByteBuffer(string: "urn:a"), headers: [RecordHeader(name: "ce-type", value: long)],
+                        value: ByteBuffer(string: "{}")), "ce-type"),
+                (Record(timestamp: 0, key: long, value: ByteBuffer(string: "{}")), "the key"),
+            ] {
+                do {
+                    _ = try await client.publish([Self.record(key: "urn:ok", type: "article.created", serial: 1), record],
+                                                 to: "news.world")
+                    Issue.record("a record with a 70,000-byte \(field) was published")
+                } catch {
+                    let text = "\(error)"
+                    #expect(text.contains("INVALID_BATCH: record 1: ") && text.contains(field) && text.contains("70000 bytes"), "\(text)")
+                }
+            }
+        }
+    }
+
     @Test("latest and history refuse a consumer name and resume entries")
     func refusesConsumer() async throws {
         try await withServer { _, client in
@@ -157,5 +178,100 @@ struct SeededGenerator: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+/// The handover of a latest replay to live delivery, as a reader sees it (review findings).
+@Suite("Latest replay handover", .timeLimit(.minutes(1)))
+struct LatestHandoverTests {
+    typealias Model = LatestReplayTests
+
+    @Test("a live tombstone in another topic is delivered after the replayed version it deletes, and no gap is reported")
+    func liveTombstoneAfterReplay() async throws {
+        try await withServer { _, client in
+            _ = try await client.publish((0..<300).map { Model.record(key: "urn:k\($0)", type: "article.created", serial: $0) },
+                                         to: "news.europe")
+            _ = try await client.publish([Model.record(key: "urn:X", type: "article.created", serial: 1000)], to: "news.europe")
+            _ = try await client.publish([Model.record(key: "urn:Y", type: "article.created", serial: 1001)], to: "news.africa")
+            _ = try await client.publish([Model.record(key: "urn:Z", type: "article.created", serial: 1003)], to: "news.africa")
+            _ = try await client.publish([Model.record(key: "urn:Z", type: "article.deleted", serial: 1004)], to: "news.africa")
+            let subscription = try await client.subscribe("news.>", from: .latest)
+            _ = try await client.publish([Model.record(key: "urn:X", type: "article.deleted", serial: 1002)], to: "news.africa")
+            _ = try await client.publish([Model.record(key: "urn:W", type: "article.created", serial: 1005)], to: "news.asia")
+            var iterator = subscription.makeAsyncIterator()
+            let got = try await collect(&iterator, count: 304)
+            let order = got.map { "\($0.topic)@\($0.offset):\(String(buffer: $0.record.key)):\($0.record.header("ce-type") ?? "")" }
+            let version = try #require(order.firstIndex { $0.hasPrefix("news.europe@300:") })
+            let tombstone = try #require(order.firstIndex { $0.hasSuffix("urn:X:article.deleted") })
+            #expect(tombstone > version, "the live tombstone came at \(tombstone), before the replayed version at \(version)")
+            #expect(order.suffix(2).contains { $0.hasPrefix("news.asia@0:") }, "a topic born during the replay comes after it")
+            #expect(got.allSatisfy { $0.skippedBefore == nil }, "no damage reported in a healthy log")
+            await subscription.cancel()
+        }
+    }
+
+    @Test("batches holding no selected record are not sent")
+    func unselectedBatchesNotSent() async throws {
+        try await withServer { server, client in
+            _ = try await client.publish([Model.record(key: "urn:static", type: "article.created", serial: 0)], to: "news.world")
+            for index in 1...200 {
+                _ = try await client.publish([Model.record(key: "urn:hot", type: "article.updated", serial: index)], to: "news.world")
+            }
+            let raw = try RawConnection(port: server.localPort!)
+            try raw.hello()
+            raw.send(.subscribe(subscriptionID: 1, pattern: "news.>", start: .latest, consumerName: "", initialCredit: 1000,
+                                resume: []), requestID: 2)
+            var batchesSent = 0
+            var handedOn: [Range<Int64>] = []
+            loop: while true {
+                switch try raw.readMessage().message {
+                case .deliverSelected(_, _, let selected, let batches):
+                    batchesSent += try RecordBatch.split(batches).count
+                    handedOn += selected
+                case .deliver(_, _, let batches):
+                    batchesSent += try RecordBatch.split(batches).count
+                case .caughtUp: break loop
+                default: continue
+                }
+            }
+            #expect(handedOn == [0..<1, 200..<201])
+            #expect(batchesSent == 2, "sent \(batchesSent) batches for 2 selected records")
+        }
+    }
+
+    @Test("a connection cut after CAUGHT_UP resumes a latest subscription whose topic ends with a tombstone, without a reported gap")
+    func cutAfterCaughtUp() async throws {
+        try await withProxiedClient(configureClient: { _ in }) { _, proxy, client in
+            _ = try await client.publish([Model.record(key: "urn:a", type: "article.created", serial: 1)], to: "news.world")
+            _ = try await client.publish([Model.record(key: "urn:b", type: "article.created", serial: 2)], to: "news.world")
+            _ = try await client.publish([Model.record(key: "urn:b", type: "article.deleted", serial: 3)], to: "news.world")
+            let subscription = try await client.subscribe("news.>", from: .latest)
+            var iterator = subscription.makeAsyncIterator()
+            #expect(try await collect(&iterator, count: 1).map(\.offset) == [0])
+            #expect(await eventually { subscription.caughtUpArrived })
+            proxy.cutAll()
+            _ = try await client.publish([Model.record(key: "urn:c", type: "article.created", serial: 4)], to: "news.world")
+            let live = try await collect(&iterator, count: 1)
+            #expect(live.map(\.offset) == [3] && live[0].skippedBefore == nil)
+            await subscription.cancel()
+        }
+    }
+
+    @Test("a connection cut before CAUGHT_UP ends a latest replay with CONNECTION_FAILED, saying to start it again")
+    func cutDuringReplay() async throws {
+        try await withProxiedClient(configureClient: { $0.subscriptionCredit = 1 }) { _, proxy, client in
+            _ = try await client.publish((0..<200).map { Model.record(key: "urn:k\($0)", type: "article.created", serial: $0) },
+                                         to: "news.world")
+            let subscription = try await client.subscribe("news.>", from: .latest)
+            var iterator = subscription.makeAsyncIterator()
+            _ = try await collect(&iterator, count: 1)
+            proxy.cutAll()
+            do {
+                _ = try await collect(&iterator, count: 200)
+                Issue.record("a latest replay went on after its connection was lost mid-snapshot")
+            } catch let error as TelexError {
+                #expect(error.code == .connectionFailed && error.message.contains("start it again"))
+            }
+        }
     }
 }

@@ -40,35 +40,48 @@ struct SelectionTests {
         #expect(SelectionPlanner.isNewer(version(4, at: 1), in: "t", than: version(3, at: 1), in: "t"))
     }
 
-    @Test("ranges coalesce selected offsets and, for a latest replay, add everything from the snapshot end")
+    @Test("ranges coalesce the selected offsets of a slice, from the cursor on and below the snapshot end")
     func ranges() {
         let latest = TopicSelection(offsets: [2, 3, 4, 7, 9], end: 10, stopsAtEnd: false)
         #expect(latest.ranges(from: 0, to: 8) == [2..<5, 7..<8])
-        #expect(latest.ranges(from: 3, to: 14) == [3..<5, 7..<8, 9..<14])
-        #expect(latest.ranges(from: 10, to: 12) == [10..<12])
-        let history = TopicSelection(offsets: [2, 9], end: 10, stopsAtEnd: true)
-        #expect(history.ranges(from: 0, to: 14) == [2..<3, 9..<10])
+        #expect(latest.ranges(from: 3, to: 14) == [3..<5, 7..<8, 9..<10])
+        #expect(latest.ranges(from: 10, to: 12) == [])
+        #expect(latest.selects(5..<8, from: 0) && !latest.selects(5..<7, from: 0) && !latest.selects(2..<5, from: 5))
+        #expect(!TopicSelection(offsets: [12], end: 10, stopsAtEnd: false).selects(10..<13, from: 0))
     }
 
-    @Test("the machine jumps over unselected offsets, goes on live after a latest snapshot, stops a history")
+    @Test("the machine jumps over unselected offsets, holds live records until CAUGHT_UP, then goes on; a history stops")
     func machineJumps() {
         var machine = SubscriptionStateMachine(credit: 100, maxCredit: 100)
         machine.topicAdded("l", from: 0, caughtUpAt: 10,
                            selection: TopicSelection(offsets: [3, 8], end: 10, stopsAtEnd: false))
         machine.topicAdded("h", from: 0, caughtUpAt: 6, selection: TopicSelection(offsets: [5], end: 6, stopsAtEnd: true))
-        var reads: [SubscriptionStateMachine.Read] = []
-        // Each read delivers one offset; the logs end at 12.
-        while let read = machine.nextRead(writable: true) {
-            guard read.offset < 12 else { continue }
-            reads.append(read)
-            #expect(machine.selection(topic: read.topic, first: read.offset, next: read.offset + 1) != nil || read.offset >= 10)
-            machine.delivered(topic: read.topic, nextOffset: read.offset + 1, batchCount: 1)
+        machine.topicAdded("born-later", from: 0, caughtUpAt: nil)
+        func pump() -> [SubscriptionStateMachine.Read] {
+            var reads: [SubscriptionStateMachine.Read] = []
+            // Each read delivers one offset; the logs end at 12.
+            while let read = machine.nextRead(writable: true) {
+                guard read.offset < 12 else { continue }
+                reads.append(read)
+                if read.topic != "born-later", read.offset < 10 {
+                    #expect(machine.selection(topic: read.topic, first: read.offset, next: read.offset + 1) == [read.offset..<read.offset + 1])
+                    #expect(machine.continuing(topic: read.topic) != nil)
+                }
+                machine.delivered(topic: read.topic, nextOffset: read.offset + 1, batchCount: 1)
+            }
+            return reads
         }
-        #expect(reads.filter { $0.topic == "l" }.map(\.offset) == [3, 8, 10, 11])
-        #expect(reads.filter { $0.topic == "h" }.map(\.offset) == [5])
+        let replay = pump()
+        #expect(replay.filter { $0.topic == "l" }.map(\.offset) == [3, 8])
+        #expect(replay.filter { $0.topic == "h" }.map(\.offset) == [5])
+        #expect(!replay.contains { $0.topic == "born-later" }, "live records wait for CAUGHT_UP")
         let caughtUp = machine.shouldSendCaughtUp()
-        #expect(caughtUp)
-        #expect(machine.selection(topic: "l", first: 12, next: 13) == nil)
+        #expect(caughtUp && machine.releasesOnCaughtUp)
+        let live = pump()
+        #expect(live.filter { $0.topic == "l" }.map(\.offset) == [10, 11])
+        #expect(live.filter { $0.topic == "born-later" }.map(\.offset) == Array(0..<12))
+        #expect(!live.contains { $0.topic == "h" }, "a history delivers nothing after its snapshot")
+        #expect(machine.selection(topic: "l", first: 12, next: 13) == nil && machine.continuing(topic: "l") == nil)
     }
 
     @Test("a history with nothing selected is caught up at once and reads nothing")
