@@ -49,6 +49,17 @@ extension TelexClient {
         }
     }
 
+    /// Physically removes every stored record whose key is `key` (an article's uri) from every topic matching
+    /// `pattern` (every topic when nil): legal erasure. Returns each topic records were removed from, with their
+    /// offsets (gaps from now on). Records published while it runs may stay.
+    public func purge(key: String, topics pattern: String? = nil) async throws -> [PurgedTopic] {
+        if let pattern { try TopicName.validatePattern(pattern) }
+        guard case .purge(let topics) = try await admin(.purge(key: key, pattern: pattern ?? "")) else {
+            throw unexpectedAdminResult(.purge)
+        }
+        return topics
+    }
+
     private func admin(_ request: AdminRequest) async throws -> AdminResult {
         let reply = try await currentConnection().request(.admin(request))
         guard case .adminResult(let result) = reply, result.command == request.command else {

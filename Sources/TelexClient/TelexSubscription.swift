@@ -10,7 +10,9 @@ public struct DeliveredRecord: Sendable {
     public var brokerTime: Int64
     public var record: Record
     /// With `skipDamaged`: the offsets of this topic the broker stepped over right before this record (damaged on
-    /// its disk, or never stored); nil when the record follows on from the previous one.
+    /// its disk, never stored, or removed by compaction or a purge: the broker does not say which); nil when the
+    /// record follows on from the previous one, and always nil without `skipDamaged` (a compacted topic's gaps are
+    /// not damage).
     public var skippedBefore: Range<Int64>? = nil
 }
 
@@ -330,12 +332,14 @@ public final class TelexSubscription: AsyncSequence, Sendable {
             let decoded = try await BatchDecoder.decode(batches, topic: topic, codecs: subscription.client.codecs)
             let from = subscription.position(topic)
             let until = subscription.snapshotEnd(topic)
-            // Batches follow on from the expected offset unless the broker stepped over a range (skip-damaged);
-            // a selection jumps by design, so its jumps are not reported.
+            // Batches follow on from the expected offset unless the broker stepped over a range: damaged ones only
+            // with skip-damaged (reported), compaction's gaps on any subscription (not damage: never reported
+            // alone); a selection jumps by design, so its jumps are not reported.
             var expected = selected == nil ? from : nil
             var nextRange = 0
             for (header, records) in decoded {
-                var skipped = expected.flatMap { $0 < header.baseOffset ? $0..<header.baseOffset : nil }
+                var skipped = subscription.skipDamaged
+                    ? expected.flatMap { $0 < header.baseOffset ? $0..<header.baseOffset : nil } : nil
                 for (index, record) in records.enumerated() {
                     let offset = header.baseOffset + Int64(index)
                     if let from, offset < from { continue }

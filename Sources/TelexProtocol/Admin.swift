@@ -13,6 +13,9 @@ public enum AdminRequest: Sendable, Equatable {
     case resetConsumer(consumer: String, pattern: String, to: StartPosition, force: Bool)
     /// Removes a topic and its data.
     case deleteTopic(topic: String)
+    /// Physically removes every record whose key is `key` (an article's uri) from every topic matching `pattern`
+    /// (every topic when empty): legal erasure, PROTOCOL.md §5.17.
+    case purge(key: String, pattern: String)
 
     /// The `command` byte shared by a request and its result.
     public var command: AdminCommand {
@@ -22,6 +25,7 @@ public enum AdminRequest: Sendable, Equatable {
         case .consumers: .consumers
         case .resetConsumer: .resetConsumer
         case .deleteTopic: .deleteTopic
+        case .purge: .purge
         }
     }
 
@@ -41,6 +45,9 @@ public enum AdminRequest: Sendable, Equatable {
             buffer.writeInteger(UInt8(force ? 1 : 0))
         case .deleteTopic(let topic):
             buffer.writeShortString(topic)
+        case .purge(let key, let pattern):
+            buffer.writeShortString(key)
+            buffer.writeShortString(pattern)
         }
     }
 
@@ -60,6 +67,9 @@ public enum AdminRequest: Sendable, Equatable {
             return .resetConsumer(consumer: consumer, pattern: pattern, to: to, force: force)
         case .deleteTopic:
             return .deleteTopic(topic: try reader.shortString("topic"))
+        case .purge:
+            let key = try reader.shortString("key")
+            return .purge(key: key, pattern: try reader.shortString("pattern"))
         }
     }
 }
@@ -71,6 +81,7 @@ public enum AdminCommand: UInt8, Sendable, CaseIterable {
     case consumers = 2
     case resetConsumer = 3
     case deleteTopic = 4
+    case purge = 5
 
     /// The name used by `telex-admin` and in audit records.
     public var name: String {
@@ -80,13 +91,14 @@ public enum AdminCommand: UInt8, Sendable, CaseIterable {
         case .consumers: "consumers"
         case .resetConsumer: "reset-consumer"
         case .deleteTopic: "delete-topic"
+        case .purge: "purge"
         }
     }
 
     static func read(from reader: inout FieldReader) throws(TelexError) -> AdminCommand {
         let raw = try reader.integer("command", as: UInt8.self)
         guard let command = AdminCommand(rawValue: raw) else {
-            throw TelexError(.malformedFrame, "\(reader.context): command \(raw) is not 0-4")
+            throw TelexError(.malformedFrame, "\(reader.context): command \(raw) is not 0-\(AdminCommand.allCases.count - 1)")
         }
         return command
     }
@@ -101,6 +113,8 @@ public enum AdminResult: Sendable, Equatable {
     case resetConsumer([ConsumerReset])
     /// The topic that was removed.
     case deleteTopic(topic: String)
+    /// Each topic records were purged from, with the offsets removed.
+    case purge([PurgedTopic])
 
     /// The `command` byte shared by a request and its result.
     public var command: AdminCommand {
@@ -110,6 +124,7 @@ public enum AdminResult: Sendable, Equatable {
         case .consumers: .consumers
         case .resetConsumer: .resetConsumer
         case .deleteTopic: .deleteTopic
+        case .purge: .purge
         }
     }
 
@@ -147,6 +162,13 @@ public enum AdminResult: Sendable, Equatable {
             }
         case .deleteTopic(let topic):
             buffer.writeShortString(topic)
+        case .purge(let topics):
+            buffer.writeInteger(UInt32(topics.count))
+            for topic in topics {
+                buffer.writeShortString(topic.topic)
+                buffer.writeInteger(UInt32(topic.offsets.count))
+                for offset in topic.offsets { buffer.writeInteger(offset) }
+            }
         }
     }
 
@@ -201,7 +223,33 @@ public enum AdminResult: Sendable, Equatable {
             return .resetConsumer(resets)
         case .deleteTopic:
             return .deleteTopic(topic: try reader.shortString("topic"))
+        case .purge:
+            var topics: [PurgedTopic] = []
+            for index in 0..<Int(try reader.integer("topicCount", as: UInt32.self)) {
+                let topic = try reader.shortString("topics[\(index)].topic")
+                let count = Int(try reader.integer("topics[\(index)].offsetCount", as: UInt32.self))
+                var offsets: [Int64] = []
+                // Each offset takes 8 bytes: a count beyond the frame fails at the first missing one, before
+                // reserving memory for it.
+                for offset in 0..<count {
+                    offsets.append(try reader.integer("topics[\(index)].offsets[\(offset)]", as: Int64.self))
+                }
+                topics.append(PurgedTopic(topic: topic, offsets: offsets))
+            }
+            return .purge(topics)
         }
+    }
+}
+
+/// One topic `telex-admin purge` removed records from.
+public struct PurgedTopic: Sendable, Equatable, Codable {
+    public var topic: String
+    /// The offsets removed, ascending; they are gaps in the topic from now on.
+    public var offsets: [Int64]
+
+    public init(topic: String, offsets: [Int64]) {
+        self.topic = topic
+        self.offsets = offsets
     }
 }
 

@@ -65,6 +65,8 @@ extension ConnectionHandler {
             case .deleteTopic(let topic):
                 try TopicName.validate(topic)
                 deleteTopic(topic, request: request, requestID: requestID)
+            case .purge(let key, let pattern):
+                try purge(key, pattern: pattern, request: request, requestID: requestID)
             }
         } catch {
             reply(error, requestID)
@@ -173,6 +175,24 @@ extension ConnectionHandler {
         }
     }
 
+    /// Legal erasure (STORAGE.md §15.4): every record of `key` in the matching topics is removed from their segments,
+    /// on the thread pool. The result (and the audit record) name the offsets removed, never the content.
+    private func purge(_ key: String, pattern: String, request: AdminRequest, requestID: UInt32) throws(TelexError) {
+        guard !key.isEmpty else { throw TelexError(.invalidRequest, "purge: the key (the article's uri) is empty") }
+        if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
+        let store = self.store
+        let topics = store.topics.filter { pattern.isEmpty || TopicName.matches(pattern: pattern, topic: $0) }
+        runAdmin(request, requestID: requestID) {
+            var purged: [PurgedTopic] = []
+            for topic in topics {
+                guard let log = store.log(topic) else { continue }
+                let offsets = try log.purge(key: key).flatMap(\.removedOffsets)
+                if !offsets.isEmpty { purged.append(PurgedTopic(topic: topic, offsets: offsets)) }
+            }
+            return .purge(purged)
+        }
+    }
+
     /// A subscription reading `topic` ends: the topic was deleted.
     func topicDeleted(_ topic: String, listener: SubscriptionListener) {
         guard subscriptions[listener.subscriptionID]?.listener === listener else { return }
@@ -204,10 +224,15 @@ extension ConnectionHandler {
                 "the answer to ADMIN \(request.command.name) would take \(size) bytes, more than one frame (\(configuration.maxFrameSize)); ask with a narrower pattern or name")
         }
         logger.info("admin command", metadata: ["command": "\(request.command.name)"])
-        access.auditLog?.record(AuditRecord(
+        var audit = AuditRecord(
             event: .admin, peer: context?.channel.remoteAddress?.description, principal: principalName,
             action: request.command.name, topic: request.auditTopic, consumer: request.auditConsumer,
-            reason: result.auditSummary))
+            reason: result.auditSummary)
+        if case .purge(let key, _) = request, case .purge(let topics) = result {
+            audit.key = key
+            audit.offsets = Dictionary(uniqueKeysWithValues: topics.map { ($0.topic, $0.offsets) })
+        }
+        access.auditLog?.record(audit)
         // Already encoded to check its size: queue those bytes rather than encoding the result again.
         outbound.writeBuffer(&encoded)
     }
@@ -216,7 +241,8 @@ extension ConnectionHandler {
 extension AdminRequest {
     fileprivate var auditTopic: String? {
         switch self {
-        case .topics(let pattern), .resetConsumer(_, let pattern, _, _): pattern.isEmpty ? nil : pattern
+        case .topics(let pattern), .resetConsumer(_, let pattern, _, _), .purge(_, let pattern):
+            pattern.isEmpty ? nil : pattern
         case .deleteTopic(let topic): topic
         case .info, .consumers: nil
         }
@@ -225,7 +251,7 @@ extension AdminRequest {
     fileprivate var auditConsumer: String? {
         switch self {
         case .consumers(let consumer), .resetConsumer(let consumer, _, _, _): consumer.isEmpty ? nil : consumer
-        case .info, .topics, .deleteTopic: nil
+        case .info, .topics, .deleteTopic, .purge: nil
         }
     }
 }
@@ -240,6 +266,8 @@ extension AdminResult {
         case .resetConsumer(let resets):
             "reset " + resets.map { "\($0.topic) \($0.previous) -> \($0.committed)" }.joined(separator: ", ")
         case .deleteTopic(let topic): "deleted topic \(topic)"
+        case .purge(let topics):
+            "purged \(topics.reduce(0) { $0 + $1.offsets.count }) records from \(topics.count) topics"
         }
     }
 }

@@ -90,7 +90,8 @@ extension ConnectionHandler {
 ///
 /// Lost offsets are counted from the chain of offsets the slice should hold (`offsets`), never from a header that
 /// failed: a batch failing its CRC covers offsets up to the next batch that chains on, and bytes that do not hold
-/// a whole batch with the expected base offset make the rest of the slice corrupt.
+/// a whole batch with the expected base offset (or a later one in the slice: a compaction gap) make the rest of the
+/// slice corrupt.
 struct DeliveryCheck: Sendable {
     var intact = ByteBuffer()
     var corrupt: [Range<Int64>] = []
@@ -99,7 +100,10 @@ struct DeliveryCheck: Sendable {
         var position = bytes.readerIndex
         var expected = offsets.lowerBound
         while expected < offsets.upperBound {
-            guard let header = Self.batchHeader(in: bytes, at: position), header.baseOffset == expected else {
+            // A base offset above the expected one is a compacted topic's gap (Protocol/STORAGE.md §15), not damage.
+            guard let header = Self.batchHeader(in: bytes, at: position), header.baseOffset >= expected,
+                header.baseOffset < offsets.upperBound
+            else {
                 corrupt.append(expected..<offsets.upperBound)
                 return
             }

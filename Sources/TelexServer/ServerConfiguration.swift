@@ -36,6 +36,8 @@ public struct ServerConfiguration: Sendable {
     public var tls: ServerTLSConfiguration?
     /// Most distinct `topic` (and `consumer`) label values in metrics; later ones share `_other`. Default 1000.
     public var metricsMaxTopics = 1000
+    /// Topics compacted in the background and how (Protocol/STORAGE.md §15). Default: none.
+    public var compaction = CompactionConfiguration()
 
     public init(
         host: String = "127.0.0.1",

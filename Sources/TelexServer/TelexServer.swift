@@ -272,7 +272,12 @@ public final class TelexServer: Service, Sendable {
         let run: EventLoopFuture<Void>? = state.withLockedValue { state in
             guard case .running(var running) = state, running.retentionRun == nil else { return nil }
             let store = running.store
-            let run = threadPool.runIfActive(eventLoop: loop) { _ = store.applyRetention() }.recover { _ in }
+            let compactor = Compactor(configuration: configuration.compaction, logger: logger, metrics: metrics)
+            let run = threadPool.runIfActive(eventLoop: loop) {
+                _ = store.applyRetention()
+                // Compaction rounds ride on retention's timer, one at a time (Protocol/STORAGE.md §15.3).
+                compactor.runRound(store)
+            }.recover { _ in }
             running.retentionRun = run
             state = .running(running)
             return run

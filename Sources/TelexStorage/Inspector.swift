@@ -57,16 +57,34 @@ public enum StorageInspector {
         public var error: String?
     }
 
-    /// What `inspect` reports: a batch, the problem that ended a segment, or a segment's key index.
+    /// A rewritten segment's compaction marker (`.compacted`, Protocol/STORAGE.md §15.2) as the inspector read it.
+    public struct CompactionDescription: Codable, Sendable, Equatable {
+        public var topic: String
+        /// The marker's name, e.g. `00000000000000000000.compacted`.
+        public var compacted: String
+        /// The segment's logical end (offsets up to it are in the segment or removed), records left, records
+        /// removed by every rewrite, and rewrites so far; nil when the marker is damaged.
+        public var endOffset: Int64?
+        public var recordsKept: Int64?
+        public var recordsRemoved: Int64?
+        public var rewrites: UInt32?
+        /// Why the marker cannot be read, present only then.
+        public var error: String?
+    }
+
+    /// What `inspect` reports: a batch, the problem that ended a segment, a segment's key index, or its
+    /// compaction marker.
     public enum Finding: Sendable, Equatable {
         case batch(BatchDescription)
         case problem(Problem)
         case keyIndex(KeyIndexDescription)
+        case compaction(CompactionDescription)
     }
 
     /// Calls `emit` with one JSON object (a line of JSON Lines, keys sorted) per batch, and one per problem
     /// found: topic, segment, position, offsets, record count, timestamps, codec, size and whether the CRC holds;
-    /// and after each segment with a `.keys` file, one with its key, version and tombstone counts.
+    /// after each segment with a `.keys` file, one with its key, version and tombstone counts; and after each
+    /// rewritten segment, one for its compaction marker.
     public static func dump(dataDirectory: String, topic only: String? = nil, emit: (String) -> Void) throws(TelexError) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -76,6 +94,7 @@ public enum StorageInspector {
             case .batch(let batch): try! encoder.encode(batch)
             case .problem(let problem): try! encoder.encode(problem)
             case .keyIndex(let keys): try! encoder.encode(keys)
+            case .compaction(let marker): try! encoder.encode(marker)
             }
             emit(String(decoding: data, as: UTF8.self))
         }
@@ -98,6 +117,15 @@ public enum StorageInspector {
                 let keysName = String(name.dropLast(4)) + KeyTableFile.suffix
                 if let bytes = try Segment.readKeysFile(directory + "/" + keysName) {
                     visit(.keyIndex(describeKeys(topic: topic, file: keysName, bytes)))
+                }
+                // After a rewritten segment's batches (whose offsets then have gaps), its marker.
+                if let base = Int64(name.dropLast(4)), let marker = CompactionMarker.load(directory: directory, baseOffset: base) {
+                    let file = Segment.fileName(base, CompactionMarker.suffix)
+                    visit(.compaction(marker.valid
+                        ? CompactionDescription(
+                            topic: topic, compacted: file, endOffset: marker.endOffset, recordsKept: marker.recordsKept,
+                            recordsRemoved: marker.recordsRemoved, rewrites: marker.rewrites)
+                        : CompactionDescription(topic: topic, compacted: file, error: "not a valid compaction marker")))
                 }
             }
         }

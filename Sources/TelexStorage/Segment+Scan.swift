@@ -94,8 +94,9 @@ extension Segment {
         var position = position
         while position < target, position < limit {
             var reason: String?
-            if let header = try validBatch(at: position, in: &window, expected: scan.nextOffset, exact: true,
-                                           limits: limits, reason: &reason) {
+            // A compacted segment's batches may start above the expected offset (Protocol/STORAGE.md §15).
+            if let header = try validBatch(at: position, in: &window, expected: scan.nextOffset,
+                                           exact: compaction == nil, limits: limits, reason: &reason) {
                 // The batch is still in the window: validation loaded it whole.
                 if let onBatchBytes, let start = try window.load(position, length: header.totalSize) {
                     onBatchBytes(header, window.buffer.getSlice(at: start, length: header.totalSize)!)
@@ -165,8 +166,8 @@ extension Segment {
         let remaining = window.limit - end
         if remaining < RecordBatchHeader.size { return true }
         var ignored: String?
-        if try validBatch(at: end, in: &window, expected: expected, exact: true, limits: limits, reason: &ignored)
-            != nil
+        if try validBatch(at: end, in: &window, expected: expected, exact: compaction == nil, limits: limits,
+                          reason: &ignored) != nil
         {
             return true
         }

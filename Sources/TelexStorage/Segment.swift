@@ -67,6 +67,9 @@ final class Segment: @unchecked Sendable {
     /// How far the batches have been CRC-checked from the start of the file (by recovery, on append, or when
     /// first served): a segment loaded from its indexes starts unchecked.
     var verified: Verified
+    /// The segment's `.compacted` marker when it was rewritten by compaction or a purge: its offsets may then have
+    /// gaps (Protocol/STORAGE.md §15). Read when the segment object is made; a rewrite makes a new object.
+    let compaction: CompactionMarker?
 
     /// The CRC-checked prefix of the file and what the scan knew at its end.
     struct Verified {
@@ -97,6 +100,7 @@ final class Segment: @unchecked Sendable {
         _ = try timeIndexFile.lease(creating: true)
         nextOffset = baseOffset
         verified = Verified(bytes: 0, nextOffset: baseOffset, lastAppendTime: nil)
+        compaction = CompactionMarker.load(directory: directory, baseOffset: baseOffset)
     }
 
     /// Appends one stamped batch at the end of the file. On a failed write the file is cut back.
@@ -270,7 +274,9 @@ final class Segment: @unchecked Sendable {
             guard Int(position) < size else { return false }
             entries.append(OffsetIndexEntry(relativeOffset: relative, position: position))
         }
-        guard entries.first.map({ $0.relativeOffset == 0 && $0.position == 0 }) ?? true else { return false }
+        // A compacted segment's first batch may start above its base offset (Protocol/STORAGE.md §15.2).
+        guard entries.first.map({ ($0.relativeOffset == 0 || compaction != nil) && $0.position == 0 }) ?? true
+        else { return false }
         // Every entry must point at a batch with the offset it claims.
         for entry in entries {
             guard let header = try header(in: log, at: Int(entry.position), limit: size),
@@ -322,7 +328,7 @@ final class Segment: @unchecked Sendable {
         var sawBatch = false
         while let header = try header(in: log, at: position, limit: size) {
             guard header.totalSize >= RecordBatchHeader.size, position + header.totalSize <= size,
-                !sawBatch || header.baseOffset == nextOffset
+                !sawBatch || header.baseOffset == nextOffset || (compaction != nil && header.baseOffset > nextOffset)
             else { return false }
             if !sawBatch, let first = offsetIndex.last, header.baseOffset != baseOffset + Int64(first.relativeOffset) {
                 return false
@@ -338,6 +344,7 @@ final class Segment: @unchecked Sendable {
             firstAppendTime = first.appendTime
         }
         bytesSinceIndexEntry = indexInterval
+        applyCompactionEnd()
         return position == size
     }
 
@@ -374,6 +381,7 @@ final class Segment: @unchecked Sendable {
         damaged = scan.damaged
         nextOffset = scan.nextOffset
         verified = Verified(bytes: scan.end, nextOffset: scan.nextOffset, lastAppendTime: scan.lastAppendTime)
+        applyCompactionEnd()
         return scan
     }
 
@@ -391,6 +399,7 @@ final class Segment: @unchecked Sendable {
         try FileIO.remove(logPath)
         try FileIO.remove(indexFile.path)
         try FileIO.remove(timeIndexFile.path)
+        try FileIO.remove(String(logPath.dropLast(4)) + CompactionMarker.suffix)
         try FileIO.remove(keysPath)
     }
 }
@@ -411,18 +420,24 @@ struct HeaderWindow {
     let windowBytes: Int
     /// The segment's damaged ranges, which `chainedHeader(skippingDamageAt:expected:)` steps over.
     let damaged: [DamagedRange]
+    /// Whether base offsets may jump ahead (a compacted segment, `Segment.compaction`).
+    let allowsGaps: Bool
     private var buffer = ByteBuffer()
     /// File position of the buffer's first byte.
     private var start = 0
     /// Position of the last header returned, to tell how far the walk jumped.
     private var previous: Int?
 
-    init(_ log: FileLease, limit: Int, windowBytes: Int = HeaderWindow.defaultBytes, damaged: [DamagedRange] = []) {
+    init(
+        _ log: FileLease, limit: Int, windowBytes: Int = HeaderWindow.defaultBytes, damaged: [DamagedRange] = [],
+        allowsGaps: Bool = false
+    ) {
         precondition(windowBytes >= RecordBatchHeader.size, "a header window must hold one header")
         self.log = log
         self.limit = limit
         self.windowBytes = windowBytes
         self.damaged = damaged
+        self.allowsGaps = allowsGaps
     }
 
     /// The batch header at `position`; nil when fewer than a header's bytes remain below `limit`.

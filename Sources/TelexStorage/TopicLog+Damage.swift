@@ -200,7 +200,9 @@ extension TopicLog {
                                     target: target, limit: limit, tailNextOffset: tailNextOffset,
                                     limits: configuration.batchLimits)
         Self.logAppendTimesGoingBackwards(scan, in: segment, logger: logger)
-        let found = state.withLock { _ -> [DamagedRange] in
+        let found = state.withLock { state -> [DamagedRange] in
+            // A rewrite replaced the segment meanwhile: the scan may have read the new file with the old positions.
+            guard state.segments.contains(where: { $0 === segment }) else { return [] }
             let new = scan.damaged.filter { damage in !segment.damaged.contains { $0.position == damage.position } }
             segment.damaged = (segment.damaged + new).sorted { $0.position < $1.position }
             if scan.end > segment.verified.bytes {

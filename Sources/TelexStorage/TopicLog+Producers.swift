@@ -33,7 +33,8 @@ extension TopicLog {
                 ])
         }
         for segment in state.segments where segment.nextOffset > from {
-            var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size, damaged: segment.damaged)
+            var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size, damaged: segment.damaged,
+                                       allowsGaps: segment.compaction != nil)
             var position = 0
             var expected = segment.baseOffset
             // Stops at a header that does not continue the offset chain (bytes of a sealed segment not CRC-checked

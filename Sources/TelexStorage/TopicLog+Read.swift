@@ -108,6 +108,11 @@ extension TopicLog {
             }
             // The offset fell in a gap between segments (bytes lost from a segment's end): the offsets are lost.
             guard let following = located.following, following > offset else { return .end }
+            // Offsets a compaction or purge removed (Protocol/STORAGE.md §15): not lost, just gone.
+            if located.segment.compaction != nil {
+                offset = following
+                continue
+            }
             guard skipDamaged else { throw gapLoss(from: located.segmentEnd, to: following, at: offset) }
             offset = following
         }

@@ -179,6 +179,7 @@ public final class TopicLog: Sendable {
         self.logger = logger
         syncQueue = DispatchQueue(label: "telex.fsync.\(topic)")
         try FileIO.makeDirectory(directory)
+        try Self.removeRewriteLeftovers(directory: directory)
         let bases = try FileIO.listDirectory(directory).compactMap { name -> Int64? in
             guard name.hasSuffix(".log") else { return nil }
             return Int64(name.dropLast(4))
@@ -347,14 +348,15 @@ public final class TopicLog: Sendable {
             // Leased under the lock while the segment is still in the log (segments leave from the front); one
             // that retention took away since the snapshot is skipped.
             let located = try state.withLock { state throws(TelexError) -> (FileLease, Int64, Int, Int64)? in
-                guard segment.baseOffset >= state.segments.first!.baseOffset else { return nil }
+                // By identity: a rewrite (compaction, purge) replaces a segment by a new object at the same base.
+                guard state.segments.contains(where: { $0 === segment }) else { return nil }
                 let indexed = segment.indexedPosition(atOrBefore: segment.indexedOffset(before: timestamp))
                 return (try segment.logFile.lease(), indexed.offset, indexed.position, segment.nextOffset)
             }
             guard let (lease, indexedOffset, indexed, segmentEnd) = located else { continue }
             var position = indexed
             var expected = indexedOffset
-            var headers = HeaderWindow(lease, limit: size, damaged: damaged)
+            var headers = HeaderWindow(lease, limit: size, damaged: damaged, allowsGaps: segment.compaction != nil)
             while let header = try headers.chainedHeader(skippingDamageAt: &position, expected: &expected) {
                 if header.appendTime >= timestamp { return min(header.baseOffset, end) }
                 position += header.totalSize

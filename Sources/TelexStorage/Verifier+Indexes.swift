@@ -22,8 +22,10 @@ extension StorageVerifier.Run {
             defer { entryPosition += OffsetIndexEntry.size }
             let offset = baseOffset + Int64(relative)
             let entry = "entry (\(relative), \(position))"
-            if previous == nil, relative != 0 || position != 0 {
-                add(topic, file, entryPosition, offset, "the first \(entry) must be (0, 0)")
+            // (0, 0), or in a compacted segment whose first batch starts later, that batch's (STORAGE.md §15.2).
+            let first = walk.batchAtPosition[0].map { UInt32(clamping: $0.baseOffset - baseOffset) } ?? 0
+            if previous == nil, relative != first || position != 0 {
+                add(topic, file, entryPosition, offset, "the first \(entry) must be (\(first), 0)")
             }
             if let previous, relative <= previous.relative || position <= previous.position {
                 add(topic, file, entryPosition, offset,

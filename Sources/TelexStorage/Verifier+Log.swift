@@ -22,6 +22,13 @@ extension StorageVerifier.Run {
                 """)
         }
         var walk = StorageVerifier.LogWalk(size: size)
+        // A compacted segment's offsets may jump ahead, and it ends at its marker's end offset (STORAGE.md §15).
+        let directory = String(path.dropLast(file.count + 1))
+        let compaction = CompactionMarker.load(directory: directory, baseOffset: baseOffset)
+        if compaction?.valid == false {
+            add(topic, Segment.fileName(baseOffset, CompactionMarker.suffix), nil, nil,
+                "not a valid compaction marker (size, magic, version or CRC); the segment is read as compacted")
+        }
         var position = 0
         var expected = baseOffset
         // After a batch whose base offset was wrong, the next may follow either the chain or that batch.
@@ -45,7 +52,9 @@ extension StorageVerifier.Run {
             if inPlace {
                 report.batches += 1
                 var next = header.nextOffset
-                if chainTrusted, header.baseOffset != expected, header.baseOffset != alternative {
+                if chainTrusted, header.baseOffset != expected, header.baseOffset != alternative,
+                    compaction == nil || header.baseOffset < expected
+                {
                     add(topic, file, position, header.baseOffset,
                         "base offset \(header.baseOffset) where \(expected) was expected (offset chain broken)")
                     alternative = next
@@ -87,8 +96,9 @@ extension StorageVerifier.Run {
             position = resume.position
         }
         walk.checkedBytes = position
-        walk.nextOffset = expected
-        chain.previousEnd = expected
+        let end = compaction.map { $0.valid ? max(expected, $0.endOffset) : expected } ?? expected
+        walk.nextOffset = end
+        chain.previousEnd = end
         return walk
     }
 

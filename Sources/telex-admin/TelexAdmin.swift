@@ -21,8 +21,9 @@ struct TelexAdmin: AsyncParsableCommand {
               telex-admin reset-consumer search-indexer --to beginning --topic news.world
               telex-admin reset-consumer search-indexer --to 2024-03-06T08:00:00Z
               telex-admin delete-topic news.test --yes
+              telex-admin purge urn:newsml:example.com:20240305:withdrawn --yes
             """,
-        subcommands: [Info.self, Topics.self, Consumers.self, ResetConsumer.self, DeleteTopic.self])
+        subcommands: [Info.self, Topics.self, Consumers.self, ResetConsumer.self, DeleteTopic.self, Purge.self])
 }
 
 /// Options every subcommand takes.
@@ -37,9 +38,13 @@ extension AdminOptions {
     /// How results are printed.
     var output: Output { Output(json: json) }
 
-    /// Connects, runs `body`, and turns failures into a message and an exit status.
-    func run(_ tool: String, _ body: @escaping @Sendable (TelexClient) async throws -> Void) async throws {
-        let configuration = try connection.configuration(defaultName: "telex-admin")
+    /// Connects, runs `body`, and turns failures into a message and an exit status. `requestTimeout` replaces the
+    /// client's default for commands that may run long on the broker.
+    func run(
+        _ tool: String, requestTimeout: Duration? = nil, _ body: @escaping @Sendable (TelexClient) async throws -> Void
+    ) async throws {
+        var configuration = try connection.configuration(defaultName: "telex-admin")
+        if let requestTimeout { configuration.requestTimeout = requestTimeout }
         let exitCode = try await TelexClient.withClient(configuration: configuration) { client -> Int32 in
             do {
                 try await client.connect()

@@ -160,7 +160,7 @@ struct TelexSub: AsyncParsableCommand {
                 if let skipped = delivered.skippedBefore {
                     let offsets = skipped.count == 1
                         ? "offset \(skipped.lowerBound)" : "offsets \(skipped.lowerBound)-\(skipped.upperBound - 1)"
-                    printError("telex-sub: skipped \(offsets) of \(delivered.topic): the broker could not read them (damaged on its disk; --skip-damaged)")
+                    printError("telex-sub: skipped \(offsets) of \(delivered.topic): the broker could not read them (damaged on its disk, or removed by compaction; --skip-damaged)")
                 }
                 let line: String
                 do {

@@ -60,6 +60,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var files: FileOptions
     @OptionGroup var tls: TLSOptions
     @OptionGroup(title: "Metrics") var metrics: MetricsOptions
+    @OptionGroup(title: "Compaction") var compaction: CompactionOptions
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -96,6 +97,7 @@ struct Serve: AsyncParsableCommand {
         auth.apply(to: &configuration)
         configuration.limits = try limits.serverLimits(environment: environment)
         try tls.apply(to: &configuration, environment: environment)
+        try compaction.apply(to: &configuration, environment: environment)
         let metricsAddress = try metrics.apply(
             to: &configuration, allowPlaintext: try tls.allowsPlaintext(environment: environment), environment: environment)
         let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"

@@ -2,7 +2,7 @@ import TelexProtocol
 
 extension Newsroom {
     /// ADMIN requests and their ADMIN_RESULTs on a connection of the admin principal `ops-oncall` (request ids 31 to
-    /// 35, PROTOCOL.md §5.17 and §5.18).
+    /// 36, PROTOCOL.md §5.17 and §5.18).
     static var adminVectors: [Vector] {
         [
             Vector(
@@ -71,6 +71,19 @@ extension Newsroom {
             Vector(
                 name: "admin_result_delete_topic", description: "news.test is gone; its subscriptions have ended.",
                 message: .broker(.adminResult(.deleteTopic(topic: "news.test"))), requestID: 35),
+            Vector(
+                name: "admin_purge",
+                description: "Erase every version of one withdrawn article from the news.* topics (legal erasure).",
+                message: .client(.admin(.purge(
+                    key: "urn:newsml:example.com:20240305:withdrawn", pattern: "news.*"))), requestID: 36),
+            Vector(
+                name: "admin_result_purge",
+                description: "Its three versions are gone: offsets 1187 and 1189 of news.world, 530 of news.sport.",
+                message: .broker(.adminResult(.purge([
+                    PurgedTopic(topic: "news.sport", offsets: [530]),
+                    PurgedTopic(topic: "news.world", offsets: [1187, 1189]),
+                ]))),
+                requestID: 36),
         ]
     }
 }
@@ -105,6 +118,8 @@ enum AdminVectorCoding {
             ]
         case .deleteTopic(let topic):
             members.append(("topic", .string(topic)))
+        case .purge(let key, let pattern):
+            members += [("key", .string(key)), ("pattern", .string(pattern))]
         }
         return .object(members)
     }
@@ -146,6 +161,10 @@ enum AdminVectorCoding {
             })))
         case .deleteTopic(let topic):
             members.append(("topic", .string(topic)))
+        case .purge(let topics):
+            members.append(("topics", .array(topics.map {
+                .object([("topic", .string($0.topic)), ("offsets", .array($0.offsets.map { .int($0) }))])
+            })))
         }
         return .object(members)
     }
@@ -174,6 +193,8 @@ enum AdminVectorCoding {
                 force: try json.bool("force"))
         case .deleteTopic:
             return .deleteTopic(topic: try json.string("topic"))
+        case .purge:
+            return .purge(key: try json.string("key"), pattern: try json.string("pattern"))
         }
     }
 
@@ -208,6 +229,15 @@ enum AdminVectorCoding {
             })
         case .deleteTopic:
             return .deleteTopic(topic: try json.string("topic"))
+        case .purge:
+            return .purge(try json.array("topics").map {
+                PurgedTopic(topic: try $0.string("topic"), offsets: try $0.array("offsets").map { offset in
+                    guard case .int(let value) = offset else {
+                        throw VectorFormatError(description: "an offset is not an integer")
+                    }
+                    return value
+                })
+            })
         }
     }
 

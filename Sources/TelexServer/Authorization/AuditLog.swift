@@ -32,7 +32,7 @@ struct AuditRecord: Codable, Sendable, Equatable {
     /// The principal name: for a failed authentication only an existing principal's name; never a secret.
     var principal: String?
     /// The refused request: `PUBLISH`, `SUBSCRIBE`, `resume`, `COMMIT` or `ADMIN <command>`; for `admin` records
-    /// the command (`info`, `topics`, `consumers`, `reset-consumer`, `delete-topic`).
+    /// the command (`info`, `topics`, `consumers`, `reset-consumer`, `delete-topic`, `purge`).
     var action: String?
     /// The topic or pattern concerned.
     var topic: String?
@@ -50,6 +50,10 @@ struct AuditRecord: Codable, Sendable, Equatable {
     var admin: Bool?
     /// Why, in words.
     var reason: String?
+    /// For a `purge`: the key (article uri) purged.
+    var key: String?
+    /// For a `purge`: the offsets removed, by topic (never the records' content).
+    var offsets: [String: [Int64]]?
 
     init(
         time: Date = Date(), event: Event, peer: String? = nil, principal: String? = nil, action: String? = nil,

@@ -1,0 +1,46 @@
+import TelexProtocol
+
+/// Legal erasure: every record of one key physically removed from the topic's segments (Protocol/STORAGE.md §15.4).
+extension TopicLog {
+    /// Removes every record whose key is `key` that was appended before the call: the active segment is rolled
+    /// first (when it holds anything) and the log synced, so that the key's records all sit in sealed segments;
+    /// then every sealed segment holding one is rewritten without them (offsets kept, as gaps). Returns the
+    /// rewrites, oldest first. Records appended during the purge are not removed. Throws on the first segment that
+    /// cannot be rewritten (damaged ranges), naming it; segments rewritten before it stay rewritten.
+    ///
+    /// Blocking: reads every sealed segment, fsyncs. Call it off event loops.
+    public func purge(key: String) throws(TelexError) -> [SegmentRewrite] {
+        precondition(!key.isEmpty, "purge needs a key")
+        let rolled = try state.withLock { state throws(TelexError) -> Bool in
+            if state.closed { throw TelexError(.shuttingDown, "log \(topic) is closed", topic: topic) }
+            guard state.failure == nil, state.segments.last!.size > 0 else { return false }
+            _ = try roll(&state)
+            return true
+        }
+        if rolled { scheduleSync() }
+        // Seals the rolled segment (and any other unsealed one): only sealed segments are rewritten.
+        try sync()
+        let end = endOffset
+        var bases = sealedSegmentBases(below: end)
+        if configuration.indexKeys {
+            // Only the segments the key index names, and any with a damaged range (whose records it cannot name).
+            let offsets = versions(of: key, below: end).map(\.offset)
+            let damaged = state.withLock { state in Set(state.segments.filter { !$0.damaged.isEmpty }.map(\.baseOffset)) }
+            bases = bases.enumerated().filter { index, base in
+                let next = index + 1 < bases.count ? bases[index + 1] : end
+                return damaged.contains(base) || offsets.contains { $0 >= base && $0 < next }
+            }.map(\.element)
+        }
+        var rewrites: [SegmentRewrite] = []
+        for base in bases {
+            if let rewrite = try rewriteSegment(at: base, keep: { $0.key != key }) { rewrites.append(rewrite) }
+        }
+        if !rewrites.isEmpty {
+            logger.info("purged key", metadata: [
+                "segments": "\(rewrites.count)",
+                "recordsRemoved": "\(rewrites.reduce(0) { $0 + $1.removedOffsets.count })",
+            ])
+        }
+        return rewrites
+    }
+}
