@@ -250,6 +250,18 @@ struct SegmentKeyIndex: Sendable {
         }
     }
 
+    /// Calls `body` with every entry's key (as a String) and version, in no particular order; damaged ones too.
+    /// For compaction, which decides per record.
+    func forEachVersion(_ body: (String, KeyVersion) -> Void) {
+        for chunk in sealed.map({ [$0.entries] }) ?? growing {
+            chunk.keyBytes.withUnsafeBytes { arena in
+                for index in chunk.entries.indices {
+                    body(String(decoding: chunk.key(index, in: arena), as: UTF8.self), chunk.version(index, base: baseOffset))
+                }
+            }
+        }
+    }
+
     /// Sets each key's newest version below `end` in `latest`, unless it holds a newer one.
     func latest(below end: Int64, into latest: inout [String: KeyVersion]) {
         func offer(_ key: UnsafeRawBufferPointer, _ version: KeyVersion) {

@@ -78,26 +78,20 @@ extension TopicLog {
     func segmentsHoldingRemovable(
         of bases: [Int64], newest: [String: Int64], tombstonesBefore: Int64
     ) -> Set<Int64> {
-        let (keys, segmentBases, damaged) = state.withLock { state in
-            (state.keys, state.segments.map(\.baseOffset),
+        let candidates = Set(bases)
+        let (indexes, damaged) = state.withLock { state in
+            (state.segments.filter { candidates.contains($0.baseOffset) }.map(\.keyIndex),
              Set(state.segments.filter { !$0.damaged.isEmpty }.map(\.baseOffset)))
         }
         var holding = Set<Int64>()
-        for (key, versions) in keys.versions {
-            guard let latest = newest[key] else { continue }
-            for version in versions
-            where version.offset != latest || (version.tombstone && version.appendTime < tombstonesBefore) {
-                // The segment holding the offset: the last one whose base is at or below it.
-                var low = 0
-                var high = segmentBases.count
-                while low < high {
-                    let middle = (low + high) / 2
-                    if segmentBases[middle] <= version.offset { low = middle + 1 } else { high = middle }
-                }
-                if low > 0 { holding.insert(segmentBases[low - 1]) }
+        for index in indexes {
+            var removable = false
+            index.forEachVersion { key, version in
+                guard !removable, let latest = newest[key] else { return }
+                removable = version.offset != latest || (version.tombstone && version.appendTime < tombstonesBefore)
             }
+            if removable { holding.insert(index.baseOffset) }
         }
-        let candidates = Set(bases)
         return holding.union(damaged).intersection(candidates)
     }
 

@@ -84,14 +84,12 @@ extension TopicLog {
         // First pass: decide, without writing, so that a segment with nothing to remove costs no write.
         var plan: [[Bool]] = []
         var removed: [Int64] = []
-        var removedKeys: [String: [Int64]] = [:]
         var kept: Int64 = 0
         try forEachBatch(of: source) { batch, header throws(TelexError) in
             let versions = try rewriter.versions(of: batch, context: "\(segment.logPath) offset \(header.baseOffset)")
             let flags = versions.map(keep)
             for (version, flag) in zip(versions, flags) {
                 if flag { kept += 1 } else { removed.append(version.offset) }
-                if !flag, !version.key.isEmpty { removedKeys[version.key, default: []].append(version.offset) }
             }
             plan.append(flags)
         }
@@ -104,7 +102,7 @@ extension TopicLog {
             lastAppendTime: [source.lastAppendTime, previous?.lastAppendTime].compactMap { $0 }.max(),
             recordsKept: kept, recordsRemoved: Int64(removed.count) + (previous?.recordsRemoved ?? 0),
             rewrites: (previous?.rewrites ?? 0) + 1)
-        guard try swap(segment, cleaning: cleaning, marker: marker, lease: source.lease, removedKeys: removedKeys)
+        guard try swap(segment, cleaning: cleaning, marker: marker, lease: source.lease)
         else { return nil }
         return SegmentRewrite(topic: topic, baseOffset: baseOffset, removedOffsets: removed, recordsKept: kept,
                               bytesBefore: source.size, bytesAfter: bytesAfter)
@@ -212,8 +210,7 @@ extension TopicLog {
     /// Puts the rewritten file in place of `segment`'s `.log` (see `rewriteSegment`); false if the segment left
     /// the log (retention) or the log closed before the rename, when nothing is changed.
     private func swap(
-        _ segment: Segment, cleaning: String, marker: CompactionMarker, lease: FileLease,
-        removedKeys: [String: [Int64]]
+        _ segment: Segment, cleaning: String, marker: CompactionMarker, lease: FileLease
     ) throws(TelexError) -> Bool {
         // Retention and close take `directoryClosed` before unlinking a segment's files: holding it, the segment
         // cannot be unlinked between the check and the rename (which would bring a deleted segment back).
@@ -249,19 +246,22 @@ extension TopicLog {
                 }
                 try replacement.rewriteIndexes()
                 try replacement.sync()
-                if configuration.indexKeys { try replacement.writeKeys(replacement.keyTable()) }
+                if configuration.indexKeys {
+                    // The new segment's own key index, from its scan: the removed records are in no segment's index
+                    // any more, so history and latest replay no longer name them.
+                    replacement.sealKeysAfterScan()
+                    replacement.keyRecords = replacement.sealedKeys!.entries.count
+                    replacement.keyTombstones = replacement.sealedKeys!.entries.tombstones
+                    try replacement.writeKeys(KeyTableFile(
+                        baseOffset: replacement.baseOffset, nextOffset: replacement.nextOffset,
+                        logSize: Int64(replacement.size), keys: replacement.sealedKeys!))
+                }
                 try FileIO.syncDirectory(directory)
-                // The log's key map keeps the versions; the segment only its counts (as at open).
-                replacement.keyRecords = replacement.keys.records
-                replacement.keyTombstones = replacement.keys.tombstones
-                replacement.keys = SegmentKeys()
                 // Retention may have taken the segment out of the log meanwhile; it unlinks the files once this
                 // closure releases `directoryClosed`.
                 return state.withLock { state -> Segment? in
                     guard let index = state.segments.firstIndex(where: { $0 === segment }) else { return nil }
                     state.segments[index] = replacement
-                    // The key index forgets the removed records (history and latest replay no longer name them).
-                    state.keys.remove(removedKeys)
                     return replacement
                 }
             } catch {
@@ -278,16 +278,5 @@ extension TopicLog {
         withExtendedLifetime(lease) {}
         segment.closeFiles()
         return replacement != nil
-    }
-}
-
-extension LogKeys {
-    /// Forgets the versions at `offsets` of each key (records a rewrite removed); a key left with none goes.
-    mutating func remove(_ offsets: [String: [Int64]]) {
-        for (key, removed) in offsets {
-            let gone = Set(removed)
-            versions[key]?.removeAll { gone.contains($0.offset) }
-            if versions[key]?.isEmpty == true { versions[key] = nil }
-        }
     }
 }

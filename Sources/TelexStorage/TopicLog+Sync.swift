@@ -23,7 +23,9 @@ extension TopicLog {
             return .wait(schedule: schedule)
         }
         switch outcome {
-        case .now(let result): callback(result)
+        // On the sync queue, not here: a round that just made this batch durable may still be calling back the
+        // batches before it, and acks of one topic go out in append order.
+        case .now(let result): syncQueue.async { callback(result) }
         case .wait(let schedule): if schedule { syncQueue.async { self.syncRound() } }
         }
     }
