@@ -182,14 +182,46 @@ extension ConnectionHandler {
         if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
         let store = self.store
         let topics = store.topics.filter { pattern.isEmpty || TopicName.matches(pattern: pattern, topic: $0) }
-        runAdmin(request, requestID: requestID) {
-            var purged: [PurgedTopic] = []
+        // Every topic is tried even when one fails, and whatever was erased is audited and reported either way: an
+        // erasure must never go unrecorded.
+        let work: @Sendable () throws -> PurgeOutcome = {
+            var outcome = PurgeOutcome()
             for topic in topics {
                 guard let log = store.log(topic) else { continue }
-                let offsets = try log.purge(key: key).flatMap(\.removedOffsets)
-                if !offsets.isEmpty { purged.append(PurgedTopic(topic: topic, offsets: offsets)) }
+                do {
+                    let offsets = try log.purge(key: key).flatMap(\.removedOffsets)
+                    if !offsets.isEmpty { outcome.purged.append(PurgedTopic(topic: topic, offsets: offsets)) }
+                } catch let error as TelexError {
+                    outcome.failures.append("\(topic): \(error.message)")
+                }
             }
-            return .purge(purged)
+            return outcome
+        }
+        runBlocking(work) { result in
+            guard case .success(let outcome) = result else { return }
+            self.answerPurge(key, outcome, request: request, requestID: requestID)
+        }
+    }
+
+    /// What a purge did in every topic it tried.
+    struct PurgeOutcome: Sendable {
+        var purged: [PurgedTopic] = []
+        var failures: [String] = []
+    }
+
+    private func answerPurge(_ key: String, _ outcome: PurgeOutcome, request: AdminRequest, requestID: UInt32) {
+        guard outcome.failures.isEmpty else {
+            let failures = outcome.failures.joined(separator: "; ")
+            audit(request, .purge(outcome.purged), reason: "purge incomplete: \(failures)")
+            let done = outcome.purged.map { "\($0.topic) (\($0.offsets.count) records)" }.joined(separator: ", ")
+            return reply(TelexError(.storageFailure,
+                "purge of '\(key)' incomplete: erased from \(done.isEmpty ? "no topic" : done); failed in \(failures); run it again once the cause is fixed"),
+                requestID)
+        }
+        do {
+            try answerAdmin(request, .purge(outcome.purged), requestID: requestID)
+        } catch {
+            reply(error, requestID)
         }
     }
 
@@ -220,21 +252,29 @@ extension ConnectionHandler {
         var encoded = ByteBuffer()
         let size = encoded.writeMessage(BrokerMessage.adminResult(result), requestID: requestID)
         guard size - 4 <= configuration.maxFrameSize else {
+            // A purge has erased already: its record must not be lost with the answer.
+            if case .purge = request { audit(request, result, reason: result.auditSummary + "; the answer was too large to send") }
             throw TelexError(.invalidRequest,
                 "the answer to ADMIN \(request.command.name) would take \(size) bytes, more than one frame (\(configuration.maxFrameSize)); ask with a narrower pattern or name")
         }
         logger.info("admin command", metadata: ["command": "\(request.command.name)"])
+        audit(request, result, reason: result.auditSummary)
+        // Already encoded to check its size: queue those bytes rather than encoding the result again.
+        outbound.writeBuffer(&encoded)
+    }
+}
+
+extension ConnectionHandler {
+    /// Writes the audit record of an ADMIN command; a purge's names the key and the offsets removed per topic.
+    fileprivate func audit(_ request: AdminRequest, _ result: AdminResult, reason: String) {
         var audit = AuditRecord(
             event: .admin, peer: context?.channel.remoteAddress?.description, principal: principalName,
-            action: request.command.name, topic: request.auditTopic, consumer: request.auditConsumer,
-            reason: result.auditSummary)
+            action: request.command.name, topic: request.auditTopic, consumer: request.auditConsumer, reason: reason)
         if case .purge(let key, _) = request, case .purge(let topics) = result {
             audit.key = key
             audit.offsets = Dictionary(uniqueKeysWithValues: topics.map { ($0.topic, $0.offsets) })
         }
         access.auditLog?.record(audit)
-        // Already encoded to check its size: queue those bytes rather than encoding the result again.
-        outbound.writeBuffer(&encoded)
     }
 }
 

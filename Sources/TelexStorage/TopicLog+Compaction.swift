@@ -29,6 +29,9 @@ extension TopicLog {
     ) throws(TelexError) -> CompactionReport {
         let now = now ?? FileIO.nowMilliseconds()
         let end = readableEndOffset
+        // Everything below `end` durable first: under interval or never fsync, a newer version only in the page
+        // cache must not decide the removal of an older one that the swap makes durable (a power cut would lose both).
+        try sync()
         let tombstonesBefore = now - tombstoneRetentionMilliseconds
         // From the key index (in memory), which also says which segments hold something to remove; with the index
         // off, from the stored batches, and every sealed segment is read.

@@ -11,9 +11,18 @@ extension TopicLog {
     /// Blocking: reads every sealed segment, fsyncs. Call it off event loops.
     public func purge(key: String) throws(TelexError) -> [SegmentRewrite] {
         precondition(!key.isEmpty, "purge needs a key")
+        // With the key index: nothing to do in a topic without the key (no roll, no fsync), and the active segment
+        // rolls only when it holds a version.
+        let indexed = configuration.indexKeys ? versions(of: key, below: endOffset).map(\.offset) : nil
+        let damagedAnywhere = state.withLock { state in state.segments.contains { !$0.damaged.isEmpty } }
+        if let indexed, indexed.isEmpty, !damagedAnywhere { return [] }
         let rolled = try state.withLock { state throws(TelexError) -> Bool in
             if state.closed { throw TelexError(.shuttingDown, "log \(topic) is closed", topic: topic) }
-            guard state.failure == nil, state.segments.last!.size > 0 else { return false }
+            if let failure = state.failure {
+                throw TelexError(.storageFailure, "log \(topic) is failed: \(failure.message)", topic: topic)
+            }
+            let active = state.segments.last!
+            guard active.size > 0, indexed.map({ $0.contains { $0 >= active.baseOffset } }) ?? true else { return false }
             _ = try roll(&state)
             return true
         }
@@ -33,7 +42,18 @@ extension TopicLog {
         }
         var rewrites: [SegmentRewrite] = []
         for base in bases {
-            if let rewrite = try rewriteSegment(at: base, keep: { $0.key != key }) { rewrites.append(rewrite) }
+            if let rewrite = try rewriteSegment(at: base, keep: { $0.key != key }) {
+                rewrites.append(rewrite)
+                continue
+            }
+            // Nothing rewritten: the segment held no record of the key, or retention took it meanwhile — but not a
+            // log that closed or failed under the purge, which must not be reported as done.
+            try state.withLock { state throws(TelexError) in
+                if state.closed { throw TelexError(.shuttingDown, "log \(topic) closed during the purge", topic: topic) }
+                if let failure = state.failure {
+                    throw TelexError(.storageFailure, "log \(topic) failed during the purge: \(failure.message)", topic: topic)
+                }
+            }
         }
         if !rewrites.isEmpty {
             logger.info("purged key", metadata: [
