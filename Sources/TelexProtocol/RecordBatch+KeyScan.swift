@@ -74,33 +74,12 @@ extension RecordBatch {
     private static func tombstoneTypes(
         _ buffer: inout ByteBuffer, tableLength: Int, context: @autoclosure () -> String
     ) throws(TelexError) -> (typeCount: Int, indexes: [Int]) {
-        guard let typeCount = buffer.readInteger(as: UInt16.self) else {
-            throw TelexError(.invalidBatch,
-                "\(context()): key table of \(tableLength) bytes is truncated at field typeCount")
-        }
-        guard Int(typeCount) <= buffer.readableBytes / 2 else {
-            throw TelexError(.invalidBatch,
-                "\(context()): key table's typeCount \(typeCount) cannot fit in the \(buffer.readableBytes) bytes after it (2 bytes or more each)")
-        }
-        func fail(_ index: Int, _ problem: String) -> TelexError {
-            TelexError(.invalidBatch,
-                "\(context()): key table type \(index) of \(typeCount): \(problem) (\(buffer.readableBytes) bytes left)")
-        }
+        var count = 0
         var indexes: [Int] = []
-        for index in 0..<Int(typeCount) {
-            guard let length = buffer.readInteger(as: UInt16.self), let bytes = buffer.readSlice(length: Int(length))
-            else { throw fail(index, "truncated") }
-            let (valid, tombstone) = bytes.withUnsafeReadableBytes { type -> (Bool, Bool) in
-                let tombstone = type.count == tombstoneType.utf8.count && type.elementsEqual(tombstoneType.utf8)
-                // ASCII, as types usually are, is valid UTF-8 without decoding.
-                if tombstone || !type.contains(where: { $0 >= 0x80 }) { return (true, tombstone) }
-                let failed = transcode(
-                    type.makeIterator(), from: UTF8.self, to: UTF32.self, stoppingOnError: true) { _ in }
-                return (!failed, false)
-            }
-            guard valid else { throw fail(index, "type is not valid UTF-8") }
-            if tombstone { indexes.append(index) }
+        try walkTypes(&buffer, tableLength: tableLength, context: context()) { index, type in
+            count += 1
+            if type.readableBytesView.elementsEqual(tombstoneType.utf8) { indexes.append(index) }
         }
-        return (Int(typeCount), indexes)
+        return (count, indexes)
     }
 }

@@ -185,6 +185,20 @@ extension RecordBatch {
     private static func readTypes(
         _ buffer: inout ByteBuffer, tableLength: Int, context: @autoclosure () -> String
     ) throws(TelexError) -> [String] {
+        var types: [String] = []
+        try walkTypes(&buffer, tableLength: tableLength, context: context()) { _, bytes in
+            // Valid UTF-8, checked by the walk.
+            types.append(String(buffer: bytes))
+        }
+        return types
+    }
+
+    /// Reads `typeCount`, then checks each type (whole, valid UTF-8) and hands its bytes to `body`. A truncated or
+    /// invalid type fails naming its index.
+    static func walkTypes(
+        _ buffer: inout ByteBuffer, tableLength: Int, context: @autoclosure () -> String,
+        _ body: (_ index: Int, _ type: ByteBuffer) -> Void
+    ) throws(TelexError) {
         guard let typeCount = buffer.readInteger(as: UInt16.self) else {
             throw TelexError(.invalidBatch,
                 "\(context()): key table of \(tableLength) bytes is truncated at field typeCount")
@@ -193,23 +207,22 @@ extension RecordBatch {
             throw TelexError(.invalidBatch,
                 "\(context()): key table's typeCount \(typeCount) cannot fit in the \(buffer.readableBytes) bytes after it (2 bytes or more each)")
         }
-        func fail(_ index: Int, _ problem: String) -> TelexError {
-            TelexError(.invalidBatch,
-                "\(context()): key table type \(index) of \(typeCount): \(problem) (\(buffer.readableBytes) bytes left)")
-        }
-        var types: [String] = []
-        types.reserveCapacity(Int(typeCount))
         for index in 0..<Int(typeCount) {
-            guard let length = buffer.readInteger(as: UInt16.self), let bytes = buffer.readSlice(length: Int(length))
-            else { throw fail(index, "truncated") }
-            // Types are ASCII in practice, which is valid UTF-8 as it is: decoding it is cheaper than validating.
-            let ascii = bytes.withUnsafeReadableBytes { $0.allSatisfy { $0 < 0x80 } }
-            guard let type = ascii ? String(buffer: bytes) : bytes.validatedUTF8String() else {
-                throw fail(index, "type is not valid UTF-8")
+            guard let length = buffer.readInteger(as: UInt16.self), let bytes = buffer.readSlice(length: Int(length)) else {
+                throw TelexError(.invalidBatch,
+                    "\(context()): key table type \(index) of \(typeCount): truncated (\(buffer.readableBytes) bytes left)")
             }
-            types.append(type)
+            // ASCII, as types usually are, is valid UTF-8 without decoding.
+            let valid = bytes.withUnsafeReadableBytes { type in
+                !type.contains(where: { $0 >= 0x80 })
+                    || !transcode(type.makeIterator(), from: UTF8.self, to: UTF32.self, stoppingOnError: true) { _ in }
+            }
+            guard valid else {
+                throw TelexError(.invalidBatch,
+                    "\(context()): key table type \(index) of \(typeCount): type is not valid UTF-8 (\(buffer.readableBytes) bytes left)")
+            }
+            body(index, bytes)
         }
-        return types
     }
 
     /// Checks `count` entries without copying a key: each complete, its typeIndex below `typeCount`, its
