@@ -62,6 +62,12 @@ extension RecordBatch {
                 "\(context()): key table's \(entries.readableBytes) bytes of entries cannot hold \(count) entries (6 bytes or more each)")
         }
         let keyBytes = try checkEntries(entries, count: count, typeCount: tombstones.typeCount, context: context())
+        // Front coding lets a few table bytes stand for long keys: the index would hold the expanded keys. Real
+        // batches expand far less (their records hold every key too); a table expanding more is refused.
+        guard keyBytes <= 16 * header.totalSize else {
+            throw TelexError(.invalidBatch,
+                "\(context()): key table's keys total \(keyBytes) bytes, more than 16 times the batch's \(header.totalSize) bytes")
+        }
         guard keyBytes + 16 * count <= Int(header.uncompressedLength) else {
             throw TelexError(.invalidBatch,
                 "\(context()): key table's keys total \(keyBytes) bytes, more than \(count) records of uncompressedLength \(header.uncompressedLength) can hold (16 bytes each besides the key)")

@@ -41,7 +41,9 @@ struct KeyEntries: Sendable, Equatable {
     var tombstones: Int { entries.count { $0.tombstone } }
 
     mutating func add(_ key: UnsafeRawBufferPointer, offsetDelta: UInt32, appendTime: Int64, tombstone: Bool) {
-        guard key.count > 0, key.count <= Int(UInt16.max) else { return }
+        // A key that would start past a u32 arena is not indexed (a segment of over 4 GiB of keys: PUBLISH bounds
+        // keys at 16 times the batch, so only a segment size far above the default gets here).
+        guard key.count > 0, key.count <= Int(UInt16.max), keyBytes.count + key.count <= Int(UInt32.max) else { return }
         if appendTimes.last != appendTime { appendTimes.append(appendTime) }
         entries.append(KeyEntry(keyStart: UInt32(keyBytes.count), offsetDelta: offsetDelta,
                                 appendTimeIndex: UInt32(appendTimes.count - 1), keyLength: UInt16(key.count),

@@ -86,6 +86,10 @@ struct KeyTableFile: Equatable {
             guard step == 0 || (step == 1 && previous != nil), time < timeCount, length > 0, flags <= 1 else {
                 throw damaged("entry \(index): append time index \(time) of \(timeCount), key length \(length), flags \(flags)")
             }
+            // The keys follow the entries: they cannot take more than the bytes left (nor overflow a u32 start).
+            guard keyStart + Int(length) <= buffer.readableBytes else {
+                throw damaged("entry \(index): its key would end at byte \(keyStart + Int(length)) of keys the file cannot hold")
+            }
             entries.entries.append(KeyEntry(keyStart: UInt32(keyStart), offsetDelta: delta, appendTimeIndex: time,
                                             keyLength: length, tombstone: flags == 1))
             keyStart += Int(length)

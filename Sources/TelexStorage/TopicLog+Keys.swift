@@ -68,46 +68,16 @@ extension TopicLog {
     /// Swaps `table`, built off the lock, in as the sealed table of `segment` if it is still in the log: O(1)
     /// under the lock. The replaced chunks are freed after the lock is released.
     func installKeys(_ table: SealedKeys, in segment: Segment) {
+        let (records, tombstones) = (table.entries.count, table.entries.tombstones)
         let replaced = state.withLock { state -> (KeyChunks, SealedKeys?)? in
             guard state.segments.contains(where: { $0 === segment }) else { return nil }
             let old = (segment.keyChunks, segment.sealedKeys)
             segment.sealedKeys = table
             segment.keyChunks = KeyChunks()
-            segment.keyRecords = table.entries.count
-            segment.keyTombstones = table.entries.tombstones
+            segment.keyRecords = records
+            segment.keyTombstones = tombstones
             return old
         }
         withExtendedLifetime(replaced) {}
-    }
-
-    /// For compaction, after it rewrote the sealed segment at `baseOffset` in place (same base offset, records
-    /// removed): rebuilds that segment's key table from its `.log` as it is now, off the lock, swaps it in (O(1)
-    /// under the lock) and rewrites its `.keys`. Blocking: call it where compaction runs, never on an event loop.
-    func rebuildKeys(ofSealedSegmentAt baseOffset: Int64) throws(TelexError) {
-        guard configuration.indexKeys else { return }
-        let found = state.withLock { state -> (Segment, Int, Int64)? in
-            guard let index = state.segments.firstIndex(where: { $0.baseOffset == baseOffset }),
-                index < state.segments.count - 1
-            else { return nil }
-            return (state.segments[index], state.segments[index].size, state.segments[index + 1].baseOffset)
-        }
-        guard let (segment, size, following) = found else {
-            throw TelexError(.storageFailure,
-                "\(topic): no sealed segment at offset \(baseOffset) to rebuild the key index of", topic: topic)
-        }
-        var entries = KeyEntries()
-        let limits = configuration.batchLimits
-        let scan = try segment.scan(from: 0, offset: baseOffset, lastAppendTime: nil, target: size, limit: size,
-                                    tailNextOffset: following, limits: limits, onBatchBytes: { header, batch in
-            entries.add(batch, header: header, segmentBase: baseOffset, limits: limits)
-        })
-        let table = SealedKeys(entries)
-        installKeys(table, in: segment)
-        let file = KeyTableFile(baseOffset: baseOffset, nextOffset: scan.nextOffset, logSize: Int64(size), keys: table)
-        // As in the sync round: no `.keys` for a segment retention has taken out of the log meanwhile.
-        try directoryClosed.withLock { closed throws(TelexError) in
-            guard !closed, state.withLock({ $0.segments.contains { $0 === segment } }) else { return }
-            try segment.writeKeys(file)
-        }
     }
 }

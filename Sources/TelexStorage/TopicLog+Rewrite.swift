@@ -252,9 +252,15 @@ extension TopicLog {
                     replacement.sealKeysAfterScan()
                     replacement.keyRecords = replacement.sealedKeys!.entries.count
                     replacement.keyTombstones = replacement.sealedKeys!.entries.tombstones
-                    try replacement.writeKeys(KeyTableFile(
-                        baseOffset: replacement.baseOffset, nextOffset: replacement.nextOffset,
-                        logSize: Int64(replacement.size), keys: replacement.sealedKeys!))
+                    do throws(TelexError) {
+                        try replacement.writeKeys(KeyTableFile(
+                            baseOffset: replacement.baseOffset, nextOffset: replacement.nextOffset,
+                            logSize: Int64(replacement.size), keys: replacement.sealedKeys!))
+                    } catch {
+                        // Derived data (§14.2): never fails the log; the next open rebuilds it.
+                        logger.warning("could not write the key index; the next open rebuilds it",
+                                       metadata: ["path": "\(replacement.keysPath)", "error": "\(error)"])
+                    }
                 }
                 try FileIO.syncDirectory(directory)
                 // Retention may have taken the segment out of the log meanwhile; it unlinks the files once this

@@ -178,7 +178,7 @@ extension TopicLog {
             return KeyTableFile(baseOffset: segment.baseOffset, nextOffset: nextOffset, logSize: Int64(size),
                                 keys: table)
         }
-        directoryClosed.withLock { closed in
+        if !tables.isEmpty { directoryClosed.withLock { closed in
             for (segment, table) in zip(work.sealing, tables)
             where !closed && state.withLock({ $0.segments.first!.baseOffset <= segment.baseOffset }) {
                 do throws(TelexError) {
@@ -188,7 +188,7 @@ extension TopicLog {
                                    metadata: ["path": "\(segment.keysPath)", "error": "\(error)"])
                 }
             }
-        }
+        } }
         do throws(TelexError) {
             for segment in work.sealing { try segment.sync() }
             if let directory { try FileIO.syncDirectory(directory, path: self.directory) }

@@ -91,27 +91,4 @@ struct KeyIndexLayoutTests {
             try reopened.close()
         }
     }
-
-    @Test("the compaction hook rebuilds a sealed segment's table and .keys; the active segment has none")
-    func rebuildHook() throws {
-        try withTemporaryDirectorySync { directory in
-            let keys = (0..<40).map { "urn:telex:article:\($0)" }
-            let log = try openLog(directory, testConfiguration(segmentBytes: 4000))
-            var model = KeyIndexModel()
-            try append(log, batches: 30, size: 8, keys: keys, model: &model)
-            try log.sync()
-            let bases = try segmentBases(directory)
-            try #require(bases.count >= 3)
-            let path = segmentPath(directory, bases[1], ".keys")
-            let written = try readFile(path)
-            try FileManager.default.removeItem(atPath: path)
-            try log.rebuildKeys(ofSealedSegmentAt: bases[1])
-            #expect(try readFile(path) == written)
-            expectMatches(log, model, keys: keys)
-            let refused = Result { () throws(TelexError) in try log.rebuildKeys(ofSealedSegmentAt: bases.last!) }
-            guard case .failure(let error) = refused else { Issue.record("the active segment was rebuilt"); return }
-            #expect(error.message.contains("no sealed segment at offset \(bases.last!)"), "\(error)")
-            try log.close()
-        }
-    }
 }
