@@ -126,20 +126,10 @@ extension RecordBatch {
         _ table: ByteBuffer, header: RecordBatchHeader, context: @autoclosure () -> String
     ) throws(TelexError) -> [BatchKey] {
         let count = Int(header.recordCount)
-        var entries = table
-        let types = try readTypes(&entries, tableLength: table.readableBytes, context: context())
-        // Each entry takes at least its three u16 fields: refuse a count the table cannot hold before looping.
-        guard count <= entries.readableBytes / 6 else {
-            throw TelexError(.invalidBatch,
-                "\(context()): key table's \(entries.readableBytes) bytes of entries cannot hold \(count) entries (6 bytes or more each)")
-        }
-        let keyBytes = try checkEntries(entries, count: count, typeCount: types.count, context: context())
-        // Every record holds its key in 16 bytes or more: a table whose shared prefixes rebuild more cannot be true,
-        // and bounding it keeps a small table from making the broker allocate far more than the batch declares.
-        guard keyBytes + 16 * count <= Int(header.uncompressedLength) else {
-            throw TelexError(.invalidBatch,
-                "\(context()): key table's keys total \(keyBytes) bytes, more than \(count) records of uncompressedLength \(header.uncompressedLength) can hold (16 bytes each besides the key)")
-        }
+        // The checks PUBLISH makes (checkKeyTable), then the types as Strings.
+        let (entries, _, keyBytes) = try checkKeyTable(table, header: header, context: context())
+        var typeBytes = table
+        let types = try readTypes(&typeBytes, tableLength: table.readableBytes, context: context())
         // The entries passed checkEntries, so the two walks below read them without bounds checks.
         var keys = ByteBufferAllocator().buffer(capacity: keyBytes)
         keys.writeWithUnsafeMutableBytes(minimumWritableBytes: keyBytes) { output in
