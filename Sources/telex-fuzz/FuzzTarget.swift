@@ -118,6 +118,26 @@ enum FuzzTarget {
         // What the broker indexes on append: a batch it accepts always gives its keys.
         let keys = validated.flatMap { try? RecordBatch.keys(of: batch, header: $0, limits: batchLimits) }
         require(validated == nil || keys != nil, "validated batch gives no keys", batch)
+        // The append path walks keys with forEachKey (no allocation per record): it must give the same keys and
+        // tombstones as keys(of:), on every batch either accepts.
+        if let header = validated ?? RecordBatchHeader.peek(batch, at: batch.readerIndex) {
+            var walked: [(key: [UInt8], tombstone: Bool)] = []
+            let scanned: Bool
+            do {
+                try RecordBatch.forEachKey(of: batch, header: header, limits: batchLimits) { _, key, tombstone in
+                    walked.append((Array(key), tombstone))
+                }
+                scanned = true
+            } catch {
+                scanned = false
+            }
+            require(validated == nil || scanned, "validated batch fails forEachKey", batch)
+            if scanned, let listed = try? RecordBatch.keys(of: batch, header: header, limits: batchLimits) {
+                require(walked.map(\.key) == listed.map { Array($0.key.readableBytesView) }
+                        && walked.map(\.tombstone) == listed.map(\.isTombstone),
+                        "forEachKey disagrees with keys(of:)", batch)
+            }
+        }
         guard let (header, records) = try? RecordBatch.decodeRecords(batch, limits: batchLimits, decompressor: decompressor)
         else {
             // A batch the broker accepts may still fail to decode only when it is compressed (not inflated).
