@@ -64,21 +64,30 @@ extension ConnectionHandler {
         guard !lookups.isEmpty else { return finishSubscribing(pending, logs: logs, timestampOffsets: [:]) }
         // Finding a time means reading batch headers from the segments: on the thread pool, with later requests
         // waiting behind it so that replies stay in order.
-        runBlocking({ () throws -> [String: Int64] in
+        resolveOnThreadPool(pending, doing: "finding the start time for '\(pattern)'", { () throws -> [String: Int64] in
             var offsets: [String: Int64] = [:]
             for (topic, log, time) in lookups { offsets[topic] = try log.offset(atOrAfter: time) }
             return offsets
-        }, then: { result in
+        }, then: { offsets in
+            self.finishSubscribing(pending, logs: logs, timestampOffsets: offsets)
+        })
+    }
+
+    /// Runs `work` for a pending SUBSCRIBE on the thread pool, later requests waiting behind it so that replies
+    /// stay in order, then `finish`es on the loop; on an error it answers it, and either way a closed connection
+    /// forgets the subscription.
+    private func resolveOnThreadPool<Value: Sendable>(
+        _ pending: PendingSubscription, doing: String, _ work: @escaping @Sendable () throws -> Value,
+        then finish: @escaping (Value) -> Void
+    ) {
+        runBlocking(work, then: { result in
             switch result {
-            case .success(let offsets):
-                if case .closed = self.state {
-                    self.hub.unregister(listener)
-                    break
-                }
-                self.finishSubscribing(pending, logs: logs, timestampOffsets: offsets)
+            case .success(let value):
+                if case .closed = self.state { return self.hub.unregister(pending.listener) }
+                finish(value)
             case .failure(let error):
-                self.hub.unregister(listener)
-                self.reply(Self.storageError(error, doing: "finding the start time for '\(pattern)'"), requestID)
+                self.hub.unregister(pending.listener)
+                self.reply(Self.storageError(error, doing: doing), pending.requestID)
             }
         })
     }
@@ -100,7 +109,7 @@ extension ConnectionHandler {
     /// For a latest or history start: takes the snapshot (each topic's readable end) and reads the key indexes
     /// on the thread pool, with later requests waiting behind it, then finishes subscribing with the selection.
     private func planSelection(_ pending: PendingSubscription, start: StartPosition, logs: [(String, TopicLog)]) {
-        runBlocking({ () -> [String: TopicSelection] in
+        resolveOnThreadPool(pending, doing: "reading the key index for '\(pending.pattern)'", { () -> [String: TopicSelection] in
             let ends = logs.map { topic, log in (topic, log, log.readableEndOffset) }
             let offsets: [String: [Int64]]
             var stopsAtEnd = false
@@ -115,18 +124,8 @@ extension ConnectionHandler {
             return Dictionary(ends.map { topic, _, end in
                 (topic, TopicSelection(offsets: offsets[topic] ?? [], end: end, stopsAtEnd: stopsAtEnd))
             }, uniquingKeysWith: { first, _ in first })
-        }, then: { result in
-            switch result {
-            case .success(let selections):
-                if case .closed = self.state {
-                    self.hub.unregister(pending.listener)
-                    break
-                }
-                self.finishSubscribing(pending, logs: logs, timestampOffsets: [:], selections: selections)
-            case .failure(let error):
-                self.hub.unregister(pending.listener)
-                self.reply(Self.storageError(error, doing: "reading the key index for '\(pending.pattern)'"), pending.requestID)
-            }
+        }, then: { selections in
+            self.finishSubscribing(pending, logs: logs, timestampOffsets: [:], selections: selections)
         })
     }
 

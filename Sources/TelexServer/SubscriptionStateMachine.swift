@@ -86,24 +86,19 @@ struct SubscriptionStateMachine {
     /// The next read of the current pump, or nil when the pump is over.
     mutating func nextRead(writable: Bool) -> Read? {
         guard credit > 0, writable, !order.isEmpty else { return endPump() }
-        if triedInPass == order.count {
-            guard progressedInPass else { return endPump() }
-            triedInPass = 0
-            progressedInPass = false
-        }
         // A held topic (see `Cursor.held`) counts as tried without progress.
         while true {
+            if triedInPass == order.count {
+                guard progressedInPass else { return endPump() }
+                triedInPass = 0
+                progressedInPass = false
+            }
             let topic = order[nextIndex]
             nextIndex = (nextIndex + 1) % order.count
             triedInPass += 1
             cursors[topic]!.skipUnselected()
             if !cursors[topic]!.held(selecting: selecting, caughtUp: caughtUpSent) {
                 return Read(topic: topic, offset: cursors[topic]!.next, maxBatches: Int(credit))
-            }
-            if triedInPass == order.count {
-                guard progressedInPass else { return endPump() }
-                triedInPass = 0
-                progressedInPass = false
             }
         }
     }

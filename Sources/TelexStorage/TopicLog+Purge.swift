@@ -17,10 +17,7 @@ extension TopicLog {
         let damagedAnywhere = state.withLock { state in state.segments.contains { !$0.damaged.isEmpty } }
         if let indexed, indexed.isEmpty, !damagedAnywhere { return [] }
         let rolled = try state.withLock { state throws(TelexError) -> Bool in
-            if state.closed { throw TelexError(.shuttingDown, "log \(topic) is closed", topic: topic) }
-            if let failure = state.failure {
-                throw TelexError(.storageFailure, "log \(topic) is failed: \(failure.message)", topic: topic)
-            }
+            try refuseClosedOrFailed(state)
             let active = state.segments.last!
             guard active.size > 0, indexed.map({ $0.contains { $0 >= active.baseOffset } }) ?? true else { return false }
             _ = try roll(&state)
@@ -48,12 +45,7 @@ extension TopicLog {
             }
             // Nothing rewritten: the segment held no record of the key, or retention took it meanwhile — but not a
             // log that closed or failed under the purge, which must not be reported as done.
-            try state.withLock { state throws(TelexError) in
-                if state.closed { throw TelexError(.shuttingDown, "log \(topic) closed during the purge", topic: topic) }
-                if let failure = state.failure {
-                    throw TelexError(.storageFailure, "log \(topic) failed during the purge: \(failure.message)", topic: topic)
-                }
-            }
+            try state.withLock { state throws(TelexError) in try refuseClosedOrFailed(state, during: true) }
         }
         if !rewrites.isEmpty {
             logger.info("purged key", metadata: [
@@ -62,5 +54,15 @@ extension TopicLog {
             ])
         }
         return rewrites
+    }
+
+    /// Throws if the log is closed (SHUTTING_DOWN) or failed (STORAGE_FAILURE): a purge must never report as done
+    /// what it could not do. Caller holds the lock.
+    private func refuseClosedOrFailed(_ state: borrowing State, during: Bool = false) throws(TelexError) {
+        let when = during ? " (it closed or failed during the purge)" : ""
+        if state.closed { throw TelexError(.shuttingDown, "log \(topic) is closed\(when)", topic: topic) }
+        if let failure = state.failure {
+            throw TelexError(.storageFailure, "log \(topic) is failed\(when): \(failure.message)", topic: topic)
+        }
     }
 }
