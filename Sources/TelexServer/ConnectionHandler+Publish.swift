@@ -79,9 +79,16 @@ extension ConnectionHandler {
         let hub = self.hub
         let appended = NIODeadline.now()
         log.whenDurable(result) { outcome in
-            loop.execute {
+            // Under `interval` and `never` the log answers at once, on this loop: the ack goes out in this tick.
+            // Under `always` it answers from its fsync queue, in append order, and the hop keeps that order.
+            if loop.inEventLoop {
                 connection.value.countPublished(result, log: log, outcome: outcome, bytes: bytes, appended: appended)
                 connection.value.published(result, topic: topic, outcome: outcome, bytes: bytes, requestID: requestID)
+            } else {
+                loop.execute {
+                    connection.value.countPublished(result, log: log, outcome: outcome, bytes: bytes, appended: appended)
+                    connection.value.published(result, topic: topic, outcome: outcome, bytes: bytes, requestID: requestID)
+                }
             }
             if case .success = outcome, !result.duplicate { hub.readable(topic) }
         }
