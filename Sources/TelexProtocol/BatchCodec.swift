@@ -77,6 +77,8 @@ public final class BatchCompressor {
 public final class BatchDecompressor {
     public let implementation: DeflateImplementation
     private let engine: Engine
+    /// Gives the verdict when libdeflate fails (see `inflate`); made on the first failure.
+    private lazy var referee = ZlibDecompressor()
 
     private enum Engine {
         case libdeflate(OpaquePointer)
@@ -133,20 +135,22 @@ public final class BatchDecompressor {
                 return 0  // committed below, once the stream is known to be whole and of the declared size
             }
         }
-        switch result {
-        case LIBDEFLATE_SUCCESS:
-            if produced > expectedLength { throw ZlibDecompressor.inflatesPast(expectedLength, context: context()) }
-            let trailing = input.readableBytes - consumed
-            guard produced == expectedLength, trailing == 0 else {
-                throw ZlibDecompressor.mismatch(
-                    produced: produced, expected: expectedLength, trailing: trailing, context: context())
-            }
-            output.moveWriterIndex(forwardBy: produced)
-        case LIBDEFLATE_INSUFFICIENT_SPACE:
-            throw ZlibDecompressor.inflatesPast(expectedLength, context: context())
-        default:
-            // libdeflate does not tell a cut-off stream from a corrupt one; both are BAD_DATA.
-            throw TelexError(.invalidBatch, "\(context()): zlib data is corrupt or ends early (libdeflate: bad data)")
+        guard result == LIBDEFLATE_SUCCESS else {
+            // libdeflate reads on after the room is full and pads a cut-off stream with zero bits, so its failure
+            // does not tell "inflates past the declared size" from "corrupt" or "ends early" the way zlib does
+            // (zlib stops at the first byte past the room). Failures are rare: zlib, the reference, decides them,
+            // so both implementations give the same code and message for every bad stream.
+            try referee.decompress(input, expectedLength: expectedLength, into: &output, context: context())
+            output.moveWriterIndex(to: output.writerIndex - expectedLength)
+            throw TelexError(.invalidBatch,
+                "\(context()): libdeflate rejects this zlib stream (\(result == LIBDEFLATE_BAD_DATA ? "bad data" : "no room")) but zlib reads it")
         }
+        if produced > expectedLength { throw ZlibDecompressor.inflatesPast(expectedLength, context: context()) }
+        let trailing = input.readableBytes - consumed
+        guard produced == expectedLength, trailing == 0 else {
+            throw ZlibDecompressor.mismatch(
+                produced: produced, expected: expectedLength, trailing: trailing, context: context())
+        }
+        output.moveWriterIndex(forwardBy: produced)
     }
 }
