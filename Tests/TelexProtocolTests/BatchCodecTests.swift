@@ -18,7 +18,8 @@ struct BatchCodecTests {
             for file in VectorDirectory.jsonFiles(in: directory) {
                 let json = try JSONValue.load(directory.appendingPathComponent(file))
                 // Bad vectors may fail before the message decodes; those carry no batch to inflate.
-                guard let frames = try? decodeStream(try json.hexBytes("hex"), limits: FrameLimits(maxFrameSize: 64 << 20)),
+                let limits = FrameLimits(maxFrameSize: 64 << 20)
+                guard let frames = try? decodeStream(try json.hexBytes("hex"), limits: limits),
                     frames.count == 1, let message = try? WireMessage.decode(frames[0])
                 else { continue }
                 switch message {
@@ -93,7 +94,8 @@ struct BatchCodecTests {
             case (.success(let libdeflate), .success(let zlib)):
                 #expect(libdeflate.records == zlib.records, "\(file)")
                 // Written again by each implementation, read by the other: byte-identical records.
-                for (writer, reader) in [(DeflateImplementation.libdeflate, DeflateImplementation.zlib), (.zlib, .libdeflate)] {
+                let pairs: [(DeflateImplementation, DeflateImplementation)] = [(.libdeflate, .zlib), (.zlib, .libdeflate)]
+                for (writer, reader) in pairs {
                     var builder = RecordBatchBuilder()
                     zlib.records.forEach { builder.append($0) }
                     let rebuilt = builder.build(codec: .zlib, compressor: BatchCompressor(implementation: writer))
@@ -211,7 +213,8 @@ struct BatchCodecTests {
                 try BatchDecompressor(implementation: implementation).decompress(
                     stream, expectedLength: length - 1, into: &output, context: "test")
             }
-            expectTelexError(.invalidBatch, mentioning: ["inflated to \(length) bytes but the header declares \(length + 1)"]) {
+            let mentions = ["inflated to \(length) bytes but the header declares \(length + 1)"]
+            expectTelexError(.invalidBatch, mentioning: mentions) {
                 var output = ByteBuffer()
                 try BatchDecompressor(implementation: implementation).decompress(
                     stream, expectedLength: length + 1, into: &output, context: "test")
@@ -237,7 +240,8 @@ struct BatchCodecTests {
     // MARK: CRC-32
 
     @Test func crcIsZlibsCRC32OnRandomBytes() async {
-        await propertyCheck(count: 200, input: Gen<UInt8>.value().array(of: 0...5000), Gen<Int>.value(in: 0...7)) { bytes, skip in
+        let input = Gen<UInt8>.value().array(of: 0...5000)
+        await propertyCheck(count: 200, input: input, Gen<Int>.value(in: 0...7)) { bytes, skip in
             let reference = bytes.withUnsafeBufferPointer { UInt32(crc32(0, $0.baseAddress, uInt($0.count))) }
             #expect(CRC32.checksum(bytes) == reference)
             // A buffer whose readable bytes start part-way in.
@@ -254,7 +258,9 @@ struct BatchCodecTests {
     static let python3: String? = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
         .split(separator: ":").map { "\($0)/python3" }.first { FileManager.default.isExecutableFile(atPath: $0) }
 
-    @Test(.enabled(if: BatchCodecTests.python3 != nil, "python3 is not installed: skipping the check that Python's zlib reads Telex's batches"))
+    @Test(.enabled(
+        if: BatchCodecTests.python3 != nil,
+        "python3 is not installed: skipping the check that Python's zlib reads Telex's batches"))
     func pythonsZlibReadsWhatTelexWrites() throws {
         var builder = RecordBatchBuilder()
         Newsroom.records.forEach { builder.append($0) }
