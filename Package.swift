@@ -36,10 +36,12 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CLibdeflate", providers: [.apt(["libdeflate-dev"])]),
         .target(
             name: "TelexProtocol",
             dependencies: [
                 "CZlib",
+                "CLibdeflate",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),

@@ -22,8 +22,12 @@ public struct ClientConfiguration: Sendable {
     public var maxBatchBytes: Int
     /// Codec for published batches. Default zlib.
     public var codec: Codec
-    /// zlib level 1 (fastest) to 9 (smallest). Default 1.
+    /// Compression level for codec zlib: 0 (stored), 1 (fastest) to 12 (smallest) with libdeflate; zlib's own
+    /// scale ends at 9. Levels outside the implementation's range are clamped into it. Default 1.
     public var compressionLevel: Int32
+    /// Library that writes and reads codec-zlib batches (the bytes on the wire are RFC 1950 streams either way;
+    /// `.zlib` is the reference, kept for comparison). Default `.libdeflate`.
+    public var deflateImplementation: DeflateImplementation
     /// Batches a subscription lets the broker send ahead of the consumer. Default 64.
     public var subscriptionCredit: UInt32
     /// Connection attempts before an operation fails (authentication and version errors are not retried). Default 8.
@@ -41,6 +45,7 @@ public struct ClientConfiguration: Sendable {
         host: String = "127.0.0.1", port: Int = 7420, clientName: String = "telex-client", authToken: String = "",
         connectTimeout: Duration = .seconds(5), requestTimeout: Duration = .seconds(30), publishWindow: Int = 64,
         maxBatchRecords: Int = 64, maxBatchBytes: Int = 512 << 10, codec: Codec = .zlib, compressionLevel: Int32 = 1,
+        deflateImplementation: DeflateImplementation = .libdeflate,
         subscriptionCredit: UInt32 = 64, maxReconnectAttempts: Int = 8, initialReconnectDelay: Duration = .milliseconds(100),
         maxReconnectDelay: Duration = .seconds(5), maxFrameSize: Int = 16 << 20, tls: ClientTLSConfiguration? = nil
     ) {
@@ -55,6 +60,7 @@ public struct ClientConfiguration: Sendable {
         self.maxBatchBytes = maxBatchBytes
         self.codec = codec
         self.compressionLevel = compressionLevel
+        self.deflateImplementation = deflateImplementation
         self.subscriptionCredit = subscriptionCredit
         self.maxReconnectAttempts = maxReconnectAttempts
         self.initialReconnectDelay = initialReconnectDelay

@@ -57,7 +57,8 @@ public final class TelexClient: Sendable, Service {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        codecs = CodecPool(compressionLevel: configuration.compressionLevel)
+        codecs = CodecPool(
+            compressionLevel: configuration.compressionLevel, implementation: configuration.deflateImplementation)
         var id: Int64 = 0
         while id == 0 { id = Int64.random(in: 1...Int64.max) }
         producerID = id

@@ -4,7 +4,7 @@ extension RecordBatch {
     /// Decodes every record of one whole batch (inflating it if compressed). Offsets are `baseOffset + index`.
     /// A batch with a key table must agree with it: each record's key and first `ce-type` header.
     public static func decodeRecords(
-        _ batch: ByteBuffer, limits: RecordBatchLimits = .init(), decompressor: ZlibDecompressor? = nil,
+        _ batch: ByteBuffer, limits: RecordBatchLimits = .init(), decompressor: BatchDecompressor? = nil,
         context: @autoclosure () -> String = "batch"
     ) throws(TelexError) -> (header: RecordBatchHeader, records: [Record]) {
         var scratch = ByteBuffer()
@@ -14,7 +14,7 @@ extension RecordBatch {
     /// Decodes like `decodeRecords(_:limits:decompressor:context:)`, inflating into `scratch`. The records are
     /// slices of it; once they are gone, the next call reuses its memory (copy-on-write keeps live records safe).
     public static func decodeRecords(
-        _ batch: ByteBuffer, limits: RecordBatchLimits = .init(), decompressor: ZlibDecompressor?,
+        _ batch: ByteBuffer, limits: RecordBatchLimits = .init(), decompressor: BatchDecompressor?,
         context: @autoclosure () -> String, scratch: inout ByteBuffer
     ) throws(TelexError) -> (header: RecordBatchHeader, records: [Record]) {
         let header = try validateForDecoding(batch, limits: limits, context: context())
@@ -28,7 +28,7 @@ extension RecordBatch {
             plain = parts.records
         case .zlib:
             scratch.clear()
-            try (decompressor ?? ZlibDecompressor()).decompress(
+            try (decompressor ?? BatchDecompressor()).decompress(
                 parts.records, expectedLength: Int(header.uncompressedLength), into: &scratch, context: context())
             plain = scratch
         }

@@ -58,7 +58,7 @@ extension RecordBatch {
         var plain = parts.records
         if header.codec == .zlib {
             plain = ByteBuffer()
-            try ZlibDecompressor().decompress(
+            try BatchDecompressor().decompress(
                 parts.records, expectedLength: Int(header.uncompressedLength), into: &plain, context: context())
         }
         var keys: [BatchKey] = []

@@ -102,7 +102,7 @@ public struct RecordBatchBuilder {
     /// Encodes the batch, key table included (`flags` bit 0). Base offset and append time are 0: the broker fills
     /// them in.
     public func build(
-        codec: Codec, compressor: ZlibCompressor? = nil, producerID: Int64 = 0, producerSequence: Int32 = -1
+        codec: Codec, compressor: BatchCompressor? = nil, producerID: Int64 = 0, producerSequence: Int32 = -1
     ) -> ByteBuffer {
         precondition(count > 0, "a batch needs at least one record")
         var batch = ByteBuffer()
@@ -116,7 +116,7 @@ public struct RecordBatchBuilder {
         batch.writeImmutableBuffer(keyEntries)
         switch codec {
         case .none: batch.writeImmutableBuffer(records)
-        case .zlib: (compressor ?? ZlibCompressor()).compress(records, into: &batch)
+        case .zlib: (compressor ?? BatchCompressor()).compress(records, into: &batch)
         }
         let header = RecordBatchHeader(
             baseOffset: 0, batchLength: UInt32(batch.readableBytes - RecordBatchHeader.lengthPrefixSize), appendTime: 0,

@@ -1,32 +1,34 @@
+import CLibdeflate
 import CZlib
 import NIOCore
 
 /// CRC-32 as zlib computes it (CRC-32/ISO-HDLC, polynomial 0x04C11DB7 reflected, init and xorout 0xFFFFFFFF).
+/// Computed by libdeflate, which gives the same values more than twice as fast as this machine's zlib (carry-less
+/// multiplication: 2.3-3.3 against 1.0-1.2 GB/s on 4 KB and 64 KB buffers).
 public enum CRC32 {
     /// The CRC-32 of the readable bytes of `buffer`.
     @inlinable
     public static func checksum(_ buffer: ByteBuffer) -> UInt32 {
         buffer.withUnsafeReadableBytes { bytes in
-            guard let base = bytes.baseAddress else { return UInt32(crc32(0, nil, 0)) }
-            return UInt32(crc32(0, base.assumingMemoryBound(to: Bytef.self), uInt(bytes.count)))
+            libdeflate_crc32(0, bytes.baseAddress, bytes.count)
         }
     }
 
     /// The CRC-32 of `bytes`.
     public static func checksum(_ bytes: [UInt8]) -> UInt32 {
-        bytes.withUnsafeBufferPointer { pointer in
-            UInt32(crc32(0, pointer.baseAddress, uInt(pointer.count)))
+        bytes.withUnsafeBytes { pointer in
+            libdeflate_crc32(0, pointer.baseAddress, pointer.count)
         }
     }
 }
 
-/// A reusable zlib (RFC 1950) compressor. Not thread-safe: use one per thread or task.
-public final class ZlibCompressor {
+/// libz behind `BatchCompressor(implementation: .zlib)`. Not thread-safe: use one per thread or task.
+final class ZlibCompressor {
     private var stream = z_stream()
-    public let level: Int32
+    let level: Int32
 
     /// `level` is zlib's 0 (store) to 9 (smallest); 1 is fastest.
-    public init(level: Int32 = 1) {
+    init(level: Int32 = 1) {
         self.level = level
         let status = deflateInit_(&stream, level, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
         precondition(status == Z_OK, "deflateInit failed: \(status)")
@@ -35,7 +37,7 @@ public final class ZlibCompressor {
     deinit { deflateEnd(&stream) }
 
     /// Compresses the readable bytes of `input`, appending the zlib stream to `output`.
-    public func compress(_ input: ByteBuffer, into output: inout ByteBuffer) {
+    func compress(_ input: ByteBuffer, into output: inout ByteBuffer) {
         deflateReset(&stream)
         let bound = Int(deflateBound(&stream, uLong(input.readableBytes)))
         output.reserveCapacity(minimumWritableBytes: bound)
@@ -55,11 +57,11 @@ public final class ZlibCompressor {
     }
 }
 
-/// A reusable zlib inflater that never produces more than the caller's declared size.
-public final class ZlibDecompressor {
+/// libz behind `BatchDecompressor(implementation: .zlib)`: never produces more than the caller's declared size.
+final class ZlibDecompressor {
     private var stream = z_stream()
 
-    public init() {
+    init() {
         let status = inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
         precondition(status == Z_OK, "inflateInit failed: \(status)")
     }
@@ -69,7 +71,7 @@ public final class ZlibDecompressor {
     /// Inflates `input`, which must expand to exactly `expectedLength` bytes; appends them to `output`.
     ///
     /// At most `expectedLength` bytes are ever allocated, so a decompression bomb fails before it costs memory.
-    public func decompress(
+    func decompress(
         _ input: ByteBuffer, expectedLength: Int, into output: inout ByteBuffer, context: @autoclosure () -> String
     ) throws(TelexError) {
         inflateReset(&stream)
@@ -90,7 +92,7 @@ public final class ZlibDecompressor {
         }
         if extraByte {
             output.moveWriterIndex(to: output.writerIndex - produced)
-            throw TelexError(.batchTooLarge, "\(context()): inflates past its declared \(expectedLength) bytes")
+            throw Self.inflatesPast(expectedLength, context: context())
         }
         guard status == Z_STREAM_END else {
             output.moveWriterIndex(to: output.writerIndex - produced)
@@ -101,9 +103,22 @@ public final class ZlibDecompressor {
         }
         guard produced == expectedLength, stream.avail_in == 0 else {
             output.moveWriterIndex(to: output.writerIndex - produced)
-            throw TelexError(.invalidBatch,
-                "\(context()): inflated to \(produced) bytes but the header declares \(expectedLength)"
-                + (stream.avail_in == 0 ? "" : " (\(stream.avail_in) bytes after the zlib stream)"))
+            throw Self.mismatch(
+                produced: produced, expected: expectedLength, trailing: Int(stream.avail_in), context: context())
         }
+    }
+
+    // The errors both implementations give in the same words.
+
+    static func inflatesPast(_ expectedLength: Int, context: String) -> TelexError {
+        TelexError(.batchTooLarge, "\(context): inflates past its declared \(expectedLength) bytes")
+    }
+
+    static func mismatch(produced: Int, expected: Int, trailing: Int, context: String) -> TelexError {
+        let after = trailing == 0 ? "" : "\(trailing) bytes after the zlib stream"
+        if produced == expected { return TelexError(.invalidBatch, "\(context): \(after)") }
+        return TelexError(.invalidBatch,
+            "\(context): inflated to \(produced) bytes but the header declares \(expected)"
+            + (after.isEmpty ? "" : " (\(after))"))
     }
 }

@@ -21,8 +21,8 @@ struct RecordVersion: Sendable, Equatable {
 /// sequence −1 and a CRC computed here.
 struct SegmentRewriter {
     let limits: RecordBatchLimits
-    private let decompressor = ZlibDecompressor()
-    private let compressor = ZlibCompressor()
+    private let decompressor = BatchDecompressor()
+    private let compressor = BatchCompressor()
     private var scratch = ByteBuffer()
 
     init(limits: RecordBatchLimits) {

@@ -85,7 +85,7 @@ public enum StorageVerifier {
         let limits: RecordBatchLimits
         let found: (Finding) -> Void
         var report = Report()
-        let decompressor = ZlibDecompressor()
+        let decompressor = BatchDecompressor()
         var scratch = ByteBuffer()
 
         init(limits: RecordBatchLimits, found: @escaping (Finding) -> Void) {

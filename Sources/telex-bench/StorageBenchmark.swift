@@ -225,7 +225,7 @@ extension StorageBenchmark {
             distinctLimit: Int
         ) -> Workload {
             var generator = ArticleEventGenerator(seed: 0x7E1E_2024)
-            let compressor = ZlibCompressor(level: 1)
+            let compressor = BatchCompressor(level: 1)
             var sizes: [(event: Int, record: Int, stored: Int)] = []
             func makeBatch(events: Int) -> ByteBuffer {
                 var builder = RecordBatchBuilder(reservingCapacity: events * (eventBytes + 128))

@@ -29,6 +29,7 @@ struct BrokerBenchmark: AsyncParsableCommand {
     @Option(help: "Batches awaiting their ack per connection (64-event batches: 4 = 256 events in flight).") var window = 4
     @Option(help: "zlib or none.") var codec = "zlib"
     @Option(help: "zlib level 1-9.") var level: Int32 = 1
+    @Option(help: "Deflate library for codec zlib: libdeflate or zlib.") var deflate = DeflateImplementation.libdeflate.rawValue
     @Option(help: "Events per second in the latency run.") var rate = 5000
     @Option(help: "Seconds of the latency run.") var duration = 10.0
     @Option(help: "Runs of each workload; medians are reported.") var runs = 3
@@ -46,6 +47,11 @@ struct BrokerBenchmark: AsyncParsableCommand {
         var configuration = try connection.configuration(defaultName: "telex-bench")
         configuration.codec = codec
         configuration.compressionLevel = level
+        guard let implementation = DeflateImplementation(rawValue: deflate) else {
+            throw ValidationError("--deflate must be libdeflate or zlib")
+        }
+        configuration.deflateImplementation = implementation
+        log("deflate implementation: \(implementation)")
         configuration.maxBatchRecords = batch
         configuration.publishWindow = window
         configuration.subscriptionCredit = 256

@@ -15,10 +15,13 @@ enum FuzzTarget {
     static let batchLimits = RecordBatchLimits(maxUncompressedBytes: 256 << 10, maxRecordCount: 4096)
     /// Largest inflated size the inflate target asks for.
     static let maxInflatedBytes = 256 << 10
-    // Reused across inputs: a fresh zlib stream per input would cost more than the decoding under test.
-    // libFuzzer calls the harness from one thread only.
-    nonisolated(unsafe) static let compressor = ZlibCompressor()
-    nonisolated(unsafe) static let decompressor = ZlibDecompressor()
+    // Reused across inputs: a fresh codec per input would cost more than the decoding under test.
+    // libFuzzer calls the harness from one thread only. libdeflate is what Telex uses; zlib, the reference, is
+    // the inflate target's second opinion.
+    nonisolated(unsafe) static let compressor = BatchCompressor()
+    nonisolated(unsafe) static let decompressor = BatchDecompressor()
+    nonisolated(unsafe) static let zlibCompressor = BatchCompressor(implementation: .zlib)
+    nonisolated(unsafe) static let zlibDecompressor = BatchDecompressor(implementation: .zlib)
 
     /// The first input byte, modulo 6 (so every byte picks one). Scripts/fuzz-corpus.py writes seeds with these.
     enum Mode: UInt8 {
@@ -30,7 +33,7 @@ enum FuzzTarget {
         case batch = 2
         /// One record batch whose CRC the harness fixes first, so mutations reach the checks behind the CRC.
         case batchFixedCRC = 3
-        /// Bounded inflate: a u32 declared length, then a zlib stream.
+        /// Bounded inflate: a u32 declared length, then a zlib stream; libdeflate and zlib must agree.
         case inflate = 4
         /// A DELIVER payload: concatenated batches, split and decoded.
         case batches = 5
@@ -199,23 +202,55 @@ enum FuzzTarget {
 
     // MARK: Inflate
 
+    /// Inflates through libdeflate and zlib: both must accept or both reject (with the same error code), give the
+    /// same bytes, and read each other's compression of them. This is what shows that swapping the inflater
+    /// changed no verdict.
     static func inflate(_ input: ByteBuffer) {
         var input = input
         guard let declared = input.readInteger(as: UInt32.self) else { return }
         let expected = Int(declared) % (maxInflatedBytes + 1)
+        let output = inflated(input, expected: expected, by: decompressor)
+        let reference = inflated(input, expected: expected, by: zlibDecompressor)
+        switch (output, reference) {
+        case (.success(let output), .success(let reference)):
+            require(output == reference, "libdeflate and zlib inflate to different bytes", input)
+        case (.failure(let error), .failure(let referenceError)):
+            require(error.code == referenceError.code,
+                    "libdeflate fails with \(error.code), zlib with \(referenceError.code)", input)
+            return
+        case (.success, .failure(let error)):
+            fail("libdeflate accepts what zlib rejects (\(error.message))", input)
+        case (.failure(let error), .success):
+            fail("zlib accepts what libdeflate rejects (\(error.message))", input)
+        }
+        guard case .success(let output) = output else { return }
+        for writer in [compressor, zlibCompressor] {
+            var compressed = ByteBuffer()
+            writer.compress(output, into: &compressed)
+            for reader in [decompressor, zlibDecompressor] {
+                guard case .success(let again) = inflated(compressed, expected: expected, by: reader) else {
+                    fail("\(reader.implementation) cannot inflate what \(writer.implementation) deflated", input)
+                }
+                require(again == output, "\(writer.implementation) deflate, \(reader.implementation) inflate changed the bytes", input)
+            }
+        }
+    }
+
+    /// Inflates `input` to exactly `expected` bytes; a failure must leave the output empty.
+    static func inflated(
+        _ input: ByteBuffer, expected: Int, by decompressor: BatchDecompressor
+    ) -> Result<ByteBuffer, TelexError> {
         var output = ByteBuffer()
         do {
             try decompressor.decompress(input, expectedLength: expected, into: &output, context: "fuzz")
         } catch {
-            require(output.readableBytes == 0, "failed inflate left \(output.readableBytes) bytes", input)
-            return
+            require(output.readableBytes == 0,
+                    "failed \(decompressor.implementation) inflate left \(output.readableBytes) bytes", input)
+            return .failure(error)
         }
-        require(output.readableBytes == expected, "inflated \(output.readableBytes) of \(expected) bytes", input)
-        var compressed = ByteBuffer()
-        compressor.compress(output, into: &compressed)
-        var again = ByteBuffer()
-        require((try? decompressor.decompress(compressed, expectedLength: expected, into: &again, context: "fuzz")) != nil
-            && again == output, "deflate then inflate changed the bytes", input)
+        require(output.readableBytes == expected,
+                "\(decompressor.implementation) inflated \(output.readableBytes) of \(expected) bytes", input)
+        return .success(output)
     }
 
     // MARK: Failing

@@ -50,7 +50,7 @@ if arguments[1] == "build" {
                 value: ByteBuffer(string: "{\"uri\":\"urn:telex:article:\(seed)-\(index)\",\"body\":\"\(String(repeating: "newsroom copy \(seed) ", count: 48))\"}"))
         }
     }
-    let compressor = ZlibCompressor()
+    let compressor = BatchCompressor()
     var bytes = 0
     for index in 0..<events / batchEvents {
         var builder = RecordBatchBuilder()

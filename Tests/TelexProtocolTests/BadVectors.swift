@@ -77,7 +77,7 @@ enum BadVectors {
             timestamp: Newsroom.publishedAt, key: ByteBuffer(string: Newsroom.articleKey),
             value: ByteBuffer(repeating: 0, count: size))
         return builder.build(
-            codec: .zlib, compressor: ZlibCompressor(level: 9), producerID: Newsroom.producerID,
+            codec: .zlib, compressor: BatchCompressor(level: 9, implementation: .zlib), producerID: Newsroom.producerID,
             producerSequence: 2)
     }
 

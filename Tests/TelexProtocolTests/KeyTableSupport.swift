@@ -119,7 +119,7 @@ extension Newsroom {
     static var deletionBatch: ByteBuffer {
         var builder = RecordBatchBuilder()
         builder.append(deletion)
-        return builder.build(codec: .zlib, compressor: ZlibCompressor(level: 1))
+        return builder.build(codec: .zlib, compressor: BatchCompressor(level: 1, implementation: .zlib))
     }
 
     static var keyTableVectors: [Vector] {

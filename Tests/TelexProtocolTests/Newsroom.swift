@@ -69,7 +69,7 @@ enum Newsroom {
         var builder = RecordBatchBuilder()
         records[2...3].forEach { builder.append($0) }
         return builder.build(
-            codec: .zlib, compressor: ZlibCompressor(level: 1), producerID: producerID,
+            codec: .zlib, compressor: BatchCompressor(level: 1, implementation: .zlib), producerID: producerID,
             producerSequence: 1)
     }
 

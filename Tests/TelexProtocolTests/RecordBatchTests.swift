@@ -88,7 +88,7 @@ struct RecordBatchTests {
         batch.writeRepeatingByte(0, count: RecordBatchHeader.size)
         switch codec {
         case .none: batch.writeImmutableBuffer(records)
-        case .zlib: ZlibCompressor().compress(records, into: &batch)
+        case .zlib: BatchCompressor().compress(records, into: &batch)
         }
         let template = RecordBatchHeader.peek(builder.build(codec: codec), at: 0)!
         var header = template
@@ -266,7 +266,7 @@ struct RecordBatchTests {
     }
 
     @Test func decompressorIsReusable() throws {
-        let decompressor = ZlibDecompressor()
+        let decompressor = BatchDecompressor()
         for _ in 0..<3 {
             let (_, records) = try RecordBatch.decodeRecords(Newsroom.zlibBatch, decompressor: decompressor)
             #expect(records == Array(Newsroom.records[2...3]))

@@ -175,7 +175,7 @@ enum VectorWriter {
         if header.codec == .zlib {
             let stored = try RecordBatch.recordsSection(of: batch, header: header)
             var inflated = ByteBuffer()
-            try ZlibDecompressor().decompress(
+            try BatchDecompressor(implementation: .zlib).decompress(
                 stored, expectedLength: Int(header.uncompressedLength), into: &inflated, context: "vector")
             members.append(
                 (
@@ -353,7 +353,7 @@ enum VectorReader {
         }
         let level: Int32 = codec == .zlib ? try json.field("zlib").integer("level") : 1
         var batch = builder.build(
-            codec: codec, compressor: ZlibCompressor(level: level), producerID: try header.integer("producerId"),
+            codec: codec, compressor: BatchCompressor(level: level, implementation: .zlib), producerID: try header.integer("producerId"),
             producerSequence: try header.integer("producerSequence"))
         RecordBatch.assign(
             baseOffset: try header.integer("baseOffset"), appendTime: try header.integer("appendTime"),
@@ -404,7 +404,7 @@ enum VectorReader {
             let zlib = try json.field("zlib")
             let stored = try RecordBatch.recordsSection(of: bytes, header: header)
             var inflated = ByteBuffer()
-            try ZlibDecompressor().decompress(
+            try BatchDecompressor(implementation: .zlib).decompress(
                 stored, expectedLength: Int(header.uncompressedLength), into: &inflated, context: "vector")
             #expect(Hex.encode(inflated) == (try zlib.string("inflatedRecordsHex")), sourceLocation: sourceLocation)
         }

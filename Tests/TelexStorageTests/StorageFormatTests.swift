@@ -6,11 +6,12 @@ import Testing
 @testable import TelexStorage
 
 /// The batches of the format-1 fixture, by topic, in offset order; `writeFormatFixture` appends exactly these.
+/// The zlib batches are libz's bytes: the fixture was written before Telex compressed with libdeflate.
 let formatFixtureBatches: [String: [ByteBuffer]] = [
     "news.wire": [
-        makeBatch(records: 2, seed: 1, codec: .zlib, producerID: 7, sequence: 0),
-        makeBatch(records: 2, seed: 2, codec: .zlib, producerID: 7, sequence: 1),
-        makeBatch(records: 2, seed: 3, codec: .zlib, producerID: 7, sequence: 2),
+        makeBatch(records: 2, seed: 1, codec: .zlib, producerID: 7, sequence: 0, deflate: .zlib),
+        makeBatch(records: 2, seed: 2, codec: .zlib, producerID: 7, sequence: 1, deflate: .zlib),
+        makeBatch(records: 2, seed: 3, codec: .zlib, producerID: 7, sequence: 2, deflate: .zlib),
     ],
     "news.sport": [makeBatch(records: 1, seed: 4)],
 ]

@@ -38,7 +38,7 @@ struct SeededGenerator: RandomNumberGenerator {
 /// Builds one published batch of `records` article-like events; `seed` varies keys, values and sizes.
 func makeBatch(
     records: Int = 3, seed: Int = 0, codec: Codec = .none, producerID: Int64 = 0, sequence: Int32 = -1,
-    timestamp: Int64 = 1_700_000_000_000
+    timestamp: Int64 = 1_700_000_000_000, deflate: DeflateImplementation = .libdeflate
 ) -> ByteBuffer {
     var builder = RecordBatchBuilder()
     for index in 0..<records {
@@ -48,7 +48,9 @@ func makeBatch(
             timestamp: timestamp + Int64(index), key: ByteBuffer(string: "urn:telex:article:\(seed)-\(index)"),
             headers: [RecordHeader(name: "ce-type", value: "news.article.published")], value: ByteBuffer(string: value))
     }
-    return builder.build(codec: codec, producerID: producerID, producerSequence: sequence)
+    return builder.build(
+        codec: codec, compressor: BatchCompressor(implementation: deflate), producerID: producerID,
+        producerSequence: sequence)
 }
 
 /// Collects log messages, so tests can check what recovery reported without printing it.
