@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --events) events=$2; shift 2 ;;
         --runs) runs=$2; shift 2 ;;
-        --corpus) corpus=$(realpath "$2"); shift 2 ;;
+        --corpus) corpus=$(realpath -m "$2"); shift 2 ;;
         *) echo "usage: Scripts/bench-peers.sh [--events N] [--runs N] [--corpus FILE]" >&2; exit 64 ;;
     esac
 done
@@ -183,7 +183,8 @@ row(f"p50 / p99 ms at {nats['latencyRate']:,} ev/s", latency, latency(interval))
 row("disk B/event", disk)
 row("server peak RSS MiB", rss)
 print("\nTelex: zlib level 1 batches of 64; acks after fdatasync (always) or before the 100 ms fsync (interval:100); "
-      "latency as telex-bench measures it.\nNATS JetStream: file storage, no fsync before the ack (background fsync "
+      "latency as telex-bench measures it (before issue 13's bench work: from the actual send time, not corrected "
+      "for coordinated omission).\nNATS JetStream: file storage, no fsync before the ack (background fsync "
       "every 2 min); ordered consumers; latency from each event's intended send time.\nRedis Streams: AOF with "
       "appendfsync everysec, written before the reply; XADD pipelined, XRANGE pages of 1,000, XREAD BLOCK; latency "
       "from each event's intended send time.\nNATS and Redis streams are deleted after each run, so their peak RSS "
