@@ -182,9 +182,10 @@ row("replay ev/s", lambda r: rate(r, "replayEventsPerSecond", "replay"))
 row(f"p50 / p99 ms at {nats['latencyRate']:,} ev/s", latency, latency(interval))
 row("disk B/event", disk)
 row("server peak RSS MiB", rss)
+telex_latency = ("from each event's intended send time" if always.get("latencyFromIntendedSendTime")
+                 else "from each event's actual send time (this telex-bench does not correct for coordinated omission)")
 print("\nTelex: zlib level 1 batches of 64; acks after fdatasync (always) or before the 100 ms fsync (interval:100); "
-      "latency as telex-bench measures it (before issue 13's bench work: from the actual send time, not corrected "
-      "for coordinated omission).\nNATS JetStream: file storage, no fsync before the ack (background fsync "
+      f"latency {telex_latency}.\nNATS JetStream: file storage, no fsync before the ack (background fsync "
       "every 2 min); ordered consumers; latency from each event's intended send time.\nRedis Streams: AOF with "
       "appendfsync everysec, written before the reply; XADD pipelined, XRANGE pages of 1,000, XREAD BLOCK; latency "
       "from each event's intended send time.\nNATS and Redis streams are deleted after each run, so their peak RSS "
