@@ -208,8 +208,9 @@ func latencyRun(b broker, name string, events [][]byte, o options) ([]float64, e
 			seen[a.index] = true
 			delays = append(delays, float64(a.at.Sub(due(a.index)))/1e6)
 		case <-deadline:
-			stream.close()
-			return nil, fmt.Errorf("%s delivered %d of %d events within 30 s of the last send", name, len(delays), total)
+			closing := stream.close() // may say why (a failed subscriber)
+			return nil, fmt.Errorf("%s delivered %d of %d events within 30 s of the last send (closing: %v)",
+				name, len(delays), total, closing)
 		}
 	}
 	if err := stream.close(); err != nil {
