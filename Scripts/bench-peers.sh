@@ -6,8 +6,9 @@
 #
 #   Scripts/bench-peers.sh [--events N] [--runs N] [--corpus FILE]
 #
-# --corpus is a JSON Lines file, one event per line, published byte for byte to NATS and Redis (and to Telex once
-# telex-bench takes --corpus); without it, Bench/peers/make_corpus.py writes N deterministic ~2 KB article events.
+# --corpus is a JSON Lines file, one event per line, published byte for byte to NATS and Redis, and to Telex when
+# telex-bench takes --corpus (see below); without it, Bench/peers/make_corpus.py writes N deterministic ~2 KB
+# article events.
 # NATS and Redis are driven by Bench/peers (Go, built here in GOPATH mode from Debian's packaged client sources:
 # no network needed); Telex by its own telex-bench. TELEX_BIN=DIR takes telexd and telex-bench from DIR (e.g. a
 # release build folder) instead of building them with `swift build -c release` (scratch path TELEX_BENCH_SCRATCH,
