@@ -93,7 +93,7 @@ stop_broker
 
 if [ "$only_publish_and_replay" = 0 ]; then
     start_broker interval interval:100
-    "$bin/telex-bench" broker --server "127.0.0.1:$port" --server-pid "$pid" --server-fsync interval:100 \
+    "$bin/telex-bench" broker --server "127.0.0.1:$port" --data-dir "$data" --server-pid "$pid" --server-fsync interval:100 \
         --json-out "$work/interval.json" "${tls_client[@]}" "$@" --latency-only >&2
     stop_broker
 fi

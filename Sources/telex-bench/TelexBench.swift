@@ -227,6 +227,9 @@ struct BrokerBenchmark: AsyncParsableCommand {
     func latencyRun(_ records: [Record], topic: String, configuration: ClientConfiguration) async throws -> LatencyResult {
         var single = configuration
         single.maxBatchRecords = 1
+        // The same events in flight as the publish runs (256): a window of 4 single-event batches would cap the
+        // rate at 4 per ack round trip, and the schedule, measured from intended send times, would show it.
+        single.publishWindow = window * batch
         return try await withClients(2, configuration: single) { clients in
             try await LatencyRun(rate: rate, duration: duration)
                 .run(records, topic: topic, publisher: clients[0], consumer: clients[1])
