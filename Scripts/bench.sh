@@ -189,7 +189,9 @@ else:
 
 print()
 print(f"Telex benchmark (issue 13 targets): {main['events']:,} events of ~{main['averageEventJSONBytes']:,} B JSON "
-      f"({main['corpus']}, {main['corpusCompressionRatio']:.2f}:1 at level {main['zlibLevel']} in {main['batch']}-event "
+      f"({main['corpus']}"
+      + (f", {main['corpusDistinctEvents']:,} distinct, cycled" if main['corpusDistinctEvents'] < main['events'] else "")
+      + f", {main['corpusCompressionRatio']:.2f}:1 at level {main['zlibLevel']} in {main['batch']}-event "
       f"batches), codec {main['codec']}, {main['eventsInFlight']} events in flight; medians of {main['runs']}")
 print(f"floors: fdatasync p50 {main['floorFdatasyncP50Ms']:.3f} ms, p99 {main['floorFdatasyncP99Ms']:.3f} ms; "
       f"{main['floorCodec']} level {main['zlibLevel']} one core: compress {main['floorCompressMBPerSecond']:.0f} MB/s, "
