@@ -10,23 +10,27 @@
 # --publish-and-replay-only skips the parallel publish, the latency runs, the second broker and cli-bench.
 # TELEX_BENCH_TLS=1 runs the brokers with TLS (a throwaway CA and certificate made with openssl) and the client
 # with --tls-ca, e.g. TELEX_BENCH_TLS=1 Scripts/bench.sh --publish-and-replay-only. TELEX_BENCH_SCRATCH names
-# another build folder than .build; TELEX_BENCH_FSYNC another fsync policy than always for the first broker.
+# another build folder than .build; TELEX_BENCH_FSYNC another fsync policy than always for the first broker;
+# TELEX_BENCH_CLI_ARGS extra arguments for cli-bench.sh (e.g. "--events 10000 --runs 1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scratch=(--scratch-path "${TELEX_BENCH_SCRATCH:-.build}")
 swift build -c release "${scratch[@]}" --product telexd >&2
 swift build -c release "${scratch[@]}" --product telex-bench >&2
+only_publish_and_replay=0
+for argument in "$@"; do
+    [ "$argument" = --publish-and-replay-only ] && only_publish_and_replay=1
+done
+if [ "$only_publish_and_replay" = 0 ] && [ -f Scripts/cli-bench.sh ]; then
+    swift build -c release "${scratch[@]}" --product telex-pub >&2
+    swift build -c release "${scratch[@]}" --product telex-sub >&2
+fi
 bin=$(swift build -c release "${scratch[@]}" --show-bin-path)
 work=$(mktemp -d)
 fsync=${TELEX_BENCH_FSYNC:-always}
 pid=
 trap 'if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi; rm -rf "$work"' EXIT
-
-only_publish_and_replay=0
-for argument in "$@"; do
-    [ "$argument" = --publish-and-replay-only ] && only_publish_and_replay=1
-done
 
 tls_server=()
 tls_client=()
@@ -74,9 +78,12 @@ start_broker main "$fsync"
 
 cli_status="not measured (--publish-and-replay-only)"
 if [ "$only_publish_and_replay" = 0 ]; then
-    if [ -f Scripts/cli-bench.sh ]; then
+    if [ "${TELEX_BENCH_TLS:-0}" = 1 ]; then
+        cli_status="not measured (TLS run: Scripts/cli-bench.sh takes no CA)"
+    elif [ -f Scripts/cli-bench.sh ]; then
         # Its markdown table goes to stderr; its last JSON line feeds the telex-pub / telex-sub rows.
-        if bash Scripts/cli-bench.sh --server "127.0.0.1:$port" --bin "$bin" >"$work/cli.txt"; then
+        # shellcheck disable=SC2086
+        if bash Scripts/cli-bench.sh --server "127.0.0.1:$port" --bin "$bin" ${TELEX_BENCH_CLI_ARGS:-} >"$work/cli.txt"; then
             cat "$work/cli.txt" >&2
             grep '^{' "$work/cli.txt" | tail -n 1 >"$work/cli.json" || true
             cli_status="measured"
@@ -177,14 +184,22 @@ if cli is None:
     rows.append(["`telex-pub FILE` (2.4 KB CloudEvents)", status, "≥ 50,000 ev/s, ≤ 64 MB RSS", "—"])
     rows.append(["`telex-sub PATTERN --no-follow > FILE`", status, "≥ 100,000 ev/s", "—"])
 else:
-    pub_rate, pub_rss = find(cli, "pub", "second"), find(cli, "pub", "rss")
-    sub_rate = find(cli, "sub", "second")
+    # cli-bench.sh's keys (p13-cli): pub_events_per_s, pub_peak_rss_mib, sub_events_per_s, each with _samples.
+    pub_rate = cli.get("pub_events_per_s", find(cli, "pub", "per_s"))
+    pub_rss = cli.get("pub_peak_rss_mib", find(cli, "pub", "rss"))
+    sub_rate = cli.get("sub_events_per_s", find(cli, "sub", "per_s"))
+    def cli_samples(key, format):
+        values = cli.get(key + "_samples")
+        return f" ({samples(values, format)})" if values else ""
     rows.append(["`telex-pub FILE` (2.4 KB CloudEvents)",
-                 f"{pub_rate:,.0f} ev/s, {pub_rss} MB RSS" if pub_rate is not None else json.dumps(cli),
+                 f"{pub_rate:,.0f} ev/s{cli_samples('pub_events_per_s', events_per_second)}, "
+                 f"{pub_rss:.1f} MiB RSS{cli_samples('pub_peak_rss_mib', lambda v: f'{v:.1f}')}"
+                 if pub_rate is not None and pub_rss is not None else json.dumps(cli),
                  "≥ 50,000 ev/s, ≤ 64 MB RSS",
                  "—" if pub_rate is None or pub_rss is None else ("yes" if pub_rate >= 50_000 and pub_rss <= 64 else "no")])
     rows.append(["`telex-sub PATTERN --no-follow > FILE`",
-                 f"{sub_rate:,.0f} ev/s" if sub_rate is not None else json.dumps(cli),
+                 f"{sub_rate:,.0f} ev/s{cli_samples('sub_events_per_s', events_per_second)}"
+                 if sub_rate is not None else json.dumps(cli),
                  "≥ 100,000 ev/s", "—" if sub_rate is None else ("yes" if sub_rate >= 100_000 else "no")])
 
 print()
