@@ -65,15 +65,17 @@ struct BrokerBenchmark: AsyncParsableCommand {
         configuration.publishWindow = window
         configuration.subscriptionCredit = 256
 
-        let corpus = try self.corpus.map { try Corpus(file: $0, keyField: keyField, count: events) }
-            ?? Corpus(seedsPath: seeds, count: events, style: corpusStyle)
+        // A latency-only run sends rate x duration events (plus the one that creates the topic): build no more.
+        let count = latencyOnly ? min(events, Int(Double(rate) * duration) + 1) : events
+        let corpus = try self.corpus.map { try Corpus(file: $0, keyField: keyField, count: count) }
+            ?? Corpus(seedsPath: seeds, count: count, style: corpusStyle)
         let corpusName = self.corpus ?? "generated, \(corpusStyle.rawValue)"
-        let averageJSON = Double(corpus.jsonBytes) / Double(events)
+        let averageJSON = Double(corpus.jsonBytes) / Double(count)
         let floorDirectory = dataDir ?? FileManager.default.temporaryDirectory.path
         let floors = try Floors.measure(corpus: corpus, batch: batch, level: level, directory: floorDirectory)
-        log("corpus (\(corpusName)): \(events) events, ~\(Int(averageJSON)) bytes of JSON, compresses "
+        log("corpus (\(corpusName)): \(count) events, ~\(Int(averageJSON)) bytes of JSON, compresses "
             + "\(String(format: "%.2f", floors.ratio)):1 at level \(level) in \(batch)-event batches"
-            + (corpus.distinctEvents < events ? " (\(corpus.distinctEvents) distinct events, cycled)" : ""))
+            + (corpus.distinctEvents < count ? " (\(corpus.distinctEvents) distinct events, cycled)" : ""))
         log("floors: fdatasync of one \(batch)-event batch in \(floorDirectory): p50 \(ms(floors.fdatasyncP50)) ms, "
             + "p99 \(ms(floors.fdatasyncP99)) ms; \(floorCodecName) level \(level) on one core: compress "
             + "\(Int(floors.compressMBPerSecond)) MB/s, inflate \(Int(floors.inflateMBPerSecond)) MB/s")
