@@ -21,6 +21,8 @@ struct RebuildBenchmark: AsyncParsableCommand {
     @Option(help: "Articles being revised at any moment: each article's versions fall among those of the next this many articles (a newsroom corrects a story within hours, not years).") var window = 200
     @Option(help: "Replays of each kind; medians are reported.") var runs = 3
     @Option(help: "Seed articles for the corpus.") var seeds = "seeds/articles.jsonl"
+    @Option(help: "The generated corpus: realistic or easy (the one the README's rebuild figures were measured on).")
+    var corpusStyle: Corpus.Style = .realistic
     @Option(help: "Write the JSON summary to this file too.") var jsonOut: String?
 
     func run() async throws {
@@ -28,7 +30,7 @@ struct RebuildBenchmark: AsyncParsableCommand {
         configuration.subscriptionCredit = 256
         let plan = RebuildPlan(articles: articles, versions: versions, deleted: deleted, moved: moved, window: window)
         log("corpus: \(articles) articles, \(plan.events.count) events (\(plan.deletedCount) deletions)")
-        let corpus = try Corpus(seedsPath: seeds, count: plan.events.count,
+        let corpus = try Corpus(seedsPath: seeds, count: plan.events.count, style: corpusStyle,
                                 uri: { "urn:telex:rebuild:article-\(plan.events[$0].article)" },
                                 type: { plan.events[$0].deletion ? "article.deleted" : "article.updated" })
         let prefix = "rebuild.\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"

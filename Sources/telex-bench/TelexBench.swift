@@ -33,12 +33,27 @@ struct BrokerBenchmark: AsyncParsableCommand {
     @Option(help: "Events per second in the latency run.") var rate = 5000
     @Option(help: "Seconds of the latency run.") var duration = 10.0
     @Option(help: "Runs of each workload; medians are reported.") var runs = 3
-    @Option(help: "Seed articles for the corpus.") var seeds = "seeds/articles.jsonl"
-    @Option(help: "The broker's data directory, to measure bytes on disk per event.") var dataDir: String?
+    @Option(help: "Seed articles for the generated corpus.") var seeds = "seeds/articles.jsonl"
+    @Option(help: "The generated corpus: realistic (compresses like real articles) or easy (issues 5-12's, built from the seeds' sentences).")
+    var corpusStyle: Corpus.Style = .realistic
+    @Option(help: "A JSON Lines file to publish instead of the generated corpus: each line one record value, as is (cycled if shorter than --events).")
+    var corpus: String?
+    @Option(help: "The dotted field of each --corpus line that is its key (empty when absent).") var keyField = "data.uri"
+    @Option(help: "The broker's data directory, to measure bytes on disk per event (and fdatasync there).") var dataDir: String?
     @Option(help: "The broker's process id, to read its peak RSS (VmHWM).") var serverPid: Int?
     @Option(help: "The broker's fsync policy, as its startup line reports it.") var serverFsync = "unknown"
     @Option(help: "Write the JSON summary to this file too.") var jsonOut: String?
     @Flag(help: "Skip the parallel publish and latency runs (for profiling publish and replay).") var publishAndReplayOnly = false
+    @Flag(help: "Run only the latency workload (bench.sh's second broker, with another fsync policy).") var latencyOnly = false
+
+    func validate() throws {
+        guard events > 0, batch > 0, runs > 0, rate > 0, duration > 0 else {
+            throw ValidationError("--events, --batch, --runs, --rate and --duration must be positive")
+        }
+        guard !(publishAndReplayOnly && latencyOnly) else {
+            throw ValidationError("--publish-and-replay-only and --latency-only exclude each other")
+        }
+    }
 
     func run() async throws {
         guard let codec = Codec.allCases.first(where: { $0.description == self.codec }) else {
@@ -56,9 +71,20 @@ struct BrokerBenchmark: AsyncParsableCommand {
         configuration.publishWindow = window
         configuration.subscriptionCredit = 256
 
-        let corpus = try Corpus(seedsPath: seeds, count: events)
-        let averageJSON = Double(corpus.jsonBytes) / Double(events)
-        log("corpus: \(events) events, \(Int(averageJSON)) bytes of JSON each on average")
+        // A latency-only run sends rate x duration events (plus the one that creates the topic): build no more.
+        let count = latencyOnly ? min(events, Int(Double(rate) * duration) + 1) : events
+        let corpus = try self.corpus.map { try Corpus(file: $0, keyField: keyField, count: count) }
+            ?? Corpus(seedsPath: seeds, count: count, style: corpusStyle)
+        let corpusName = self.corpus ?? "generated, \(corpusStyle.rawValue)"
+        let averageJSON = Double(corpus.jsonBytes) / Double(count)
+        let floorDirectory = dataDir ?? FileManager.default.temporaryDirectory.path
+        let floors = try Floors.measure(corpus: corpus, batch: batch, level: level, directory: floorDirectory)
+        log("corpus (\(corpusName)): \(count) events, ~\(Int(averageJSON)) bytes of JSON, compresses "
+            + "\(String(format: "%.2f", floors.ratio)):1 at level \(level) in \(batch)-event batches"
+            + (corpus.distinctEvents < count ? " (\(corpus.distinctEvents) distinct events, cycled)" : ""))
+        log("floors: fdatasync of one \(batch)-event batch in \(floorDirectory): p50 \(ms(floors.fdatasyncP50)) ms, "
+            + "p99 \(ms(floors.fdatasyncP99)) ms; \(floorCodecName) level \(level) on one core: compress "
+            + "\(Int(floors.compressMBPerSecond)) MB/s, inflate \(Int(floors.inflateMBPerSecond)) MB/s")
         let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let pingFloor = try await pingRoundTrips(configuration: configuration)
         log("PING round trip: p50 \(ms(pingFloor.p50)) ms, p99 \(ms(pingFloor.p99)) ms (the floor under every latency)")
@@ -69,71 +95,100 @@ struct BrokerBenchmark: AsyncParsableCommand {
         var latencies: [LatencyResult] = []
         var diskPerEvent: [Double] = []
         for run in 1...runs {
-            let topic = "bench.\(tag).publish-\(run)"
-            let single = try await publish(corpus.records, topic: topic, clients: 1, configuration: configuration)
-            publishOne.append(single)
-            log("run \(run): publish, 1 connection: \(Int(single)) ev/s")
-            if let dataDir { diskPerEvent.append(Double(diskBytes(dataDir, topic: topic)) / Double(events)) }
-            let replayed = try await replayRate(topic: topic, expected: events, configuration: configuration)
-            replay.append(replayed)
-            log("run \(run): replay: \(Int(replayed)) ev/s")
-            if publishAndReplayOnly { continue }
-            let parallel = try await publish(corpus.records, topic: "bench.\(tag).parallel-\(run)", clients: connections,
-                                             configuration: configuration)
-            publishMany.append(parallel)
-            log("run \(run): publish, \(connections) connections: \(Int(parallel)) ev/s")
+            if !latencyOnly {
+                let topic = "bench.\(tag).publish-\(run)"
+                let single = try await publish(corpus.records, topic: topic, clients: 1, configuration: configuration)
+                publishOne.append(single)
+                log("run \(run): publish, 1 connection: \(Int(single)) ev/s")
+                if let dataDir { diskPerEvent.append(Double(diskBytes(dataDir, topic: topic)) / Double(events)) }
+                let replayed = try await replayRate(topic: topic, expected: events, configuration: configuration)
+                replay.append(replayed)
+                log("run \(run): replay: \(Int(replayed)) ev/s")
+                if publishAndReplayOnly { continue }
+                let parallel = try await publish(corpus.records, topic: "bench.\(tag).parallel-\(run)", clients: connections,
+                                                 configuration: configuration)
+                publishMany.append(parallel)
+                log("run \(run): publish, \(connections) connections: \(Int(parallel)) ev/s")
+            }
             let latency = try await latencyRun(corpus.records, topic: "bench.\(tag).latency-\(run)", configuration: configuration)
             latencies.append(latency)
-            log("run \(run): latency at \(rate) ev/s: p50 \(ms(latency.p50)) p99 \(ms(latency.p99)) p99.9 \(ms(latency.p999)) max \(ms(latency.max)) ms")
+            log("run \(run): publish→delivery at \(rate) ev/s (from intended send times): \(describe(latency.delivery))")
+            log("run \(run): publish→ack: \(describe(latency.ack))")
         }
         let peakRSS = serverPid.flatMap(peakRSSBytes)
-        let latency = LatencyResult(
-            p50: median(latencies.map(\.p50)), p99: median(latencies.map(\.p99)), p999: median(latencies.map(\.p999)),
-            max: median(latencies.map(\.max)), count: latencies.map(\.count).min() ?? 0)
+        let delivery = Percentiles.median(latencies.map(\.delivery))
+        let ack = Percentiles.median(latencies.map(\.ack))
         let megabytes = averageJSON / 1_000_000
         func number(_ value: Int) -> JSONValue { .integer(Int64(value)) }
-        func number(_ value: Double) -> JSONValue { .double(value) }
+        func number(_ value: Double) -> JSONValue { value.isFinite ? .double(value) : .null }
+        func optional(_ values: [Double], _ transform: (Double) -> JSONValue) -> JSONValue {
+            values.isEmpty ? .null : transform(median(values))
+        }
+        func milliseconds(_ values: [Double]) -> JSONValue { .array(values.map { number($0 / 1e6) }) }
         let summary: JSONValue = [
             "events": number(events), "runs": number(runs), "codec": .string(codec.description),
             "zlibLevel": number(Int(level)), "batch": number(batch), "window": number(window),
             "eventsInFlight": number(window * batch), "connections": number(connections), "serverFsync": .string(serverFsync),
-            "averageEventJSONBytes": number(Int(averageJSON)),
-            "publishEventsPerSecond": number(Int(median(publishOne))),
-            "publishMBPerSecond": number(round(median(publishOne) * megabytes * 10) / 10),
-            "publishParallelEventsPerSecond": number(Int(median(publishMany))),
-            "publishParallelMBPerSecond": number(round(median(publishMany) * megabytes * 10) / 10),
-            "replayEventsPerSecond": number(Int(median(replay))),
+            "corpus": .string(corpusName), "corpusDistinctEvents": number(corpus.distinctEvents),
+            "averageEventJSONBytes": number(Int(averageJSON)), "corpusCompressionRatio": number(floors.ratio),
+            "floorFdatasyncP50Ms": number(floors.fdatasyncP50 / 1e6), "floorFdatasyncP99Ms": number(floors.fdatasyncP99 / 1e6),
+            "floorCodec": .string(floorCodecName),
+            "floorCompressMBPerSecond": number(floors.compressMBPerSecond),
+            "floorInflateMBPerSecond": number(floors.inflateMBPerSecond),
+            "publishEventsPerSecond": optional(publishOne) { number(Int($0)) },
+            "publishMBPerSecond": optional(publishOne) { number(round($0 * megabytes * 10) / 10) },
+            "publishParallelEventsPerSecond": optional(publishMany) { number(Int($0)) },
+            "publishParallelMBPerSecond": optional(publishMany) { number(round($0 * megabytes * 10) / 10) },
+            "replayEventsPerSecond": optional(replay) { number(Int($0)) },
             "pingP50Ms": number(pingFloor.p50 / 1e6), "pingP99Ms": number(pingFloor.p99 / 1e6),
-            "latencyRate": number(rate), "latencySeconds": number(duration),
-            "latencyP50Ms": number(latency.p50 / 1e6), "latencyP99Ms": number(latency.p99 / 1e6),
-            "latencyP999Ms": number(latency.p999 / 1e6), "latencyMaxMs": number(latency.max / 1e6),
-            "diskBytesPerEvent": diskPerEvent.isEmpty ? .null : number(Int(median(diskPerEvent))),
+            "latencyRate": number(rate), "latencySeconds": number(duration), "latencyFromIntendedSendTime": true,
+            "latencyP50Ms": optional(latencies.map(\.delivery.p50)) { number($0 / 1e6) },
+            "latencyP99Ms": optional(latencies.map(\.delivery.p99)) { number($0 / 1e6) },
+            "latencyP999Ms": optional(latencies.map(\.delivery.p999)) { number($0 / 1e6) },
+            "latencyMaxMs": optional(latencies.map(\.delivery.max)) { number($0 / 1e6) },
+            "ackP50Ms": optional(latencies.map(\.ack.p50)) { number($0 / 1e6) },
+            "ackP99Ms": optional(latencies.map(\.ack.p99)) { number($0 / 1e6) },
+            "ackP999Ms": optional(latencies.map(\.ack.p999)) { number($0 / 1e6) },
+            "ackMaxMs": optional(latencies.map(\.ack.max)) { number($0 / 1e6) },
+            "diskBytesPerEvent": optional(diskPerEvent) { number(Int($0)) },
+            "diskBytesPerJSONByte": optional(diskPerEvent) { number($0 / averageJSON) },
             "serverPeakRSSMiB": peakRSS.map { number(Double($0) / 1_048_576) } ?? .null,
             "samples": [
                 "publish": .array(publishOne.map { number(Int($0)) }),
                 "publishParallel": .array(publishMany.map { number(Int($0)) }),
                 "replay": .array(replay.map { number(Int($0)) }),
-                "latencyP99Ms": .array(latencies.map { number($0.p99 / 1e6) }),
+                "diskBytesPerEvent": .array(diskPerEvent.map { number(Int($0)) }),
+                "latencyP99Ms": milliseconds(latencies.map(\.delivery.p99)),
+                "ackP99Ms": milliseconds(latencies.map(\.ack.p99)),
             ],
         ]
+        func throughput(_ values: [Double]) -> String {
+            values.isEmpty ? "not run" : "\(Int(median(values))) ev/s (\(String(format: "%.1f", median(values) * megabytes)) MB/s of JSON)"
+        }
         print("""
 
-            Telex benchmark: \(events) events of ~\(Int(averageJSON)) B JSON, codec \(codec)\(codec == .zlib ? " level \(level)" : ""), \
+            Telex benchmark: \(events) events of ~\(Int(averageJSON)) B JSON (\(corpusName), \
+            \(String(format: "%.2f", floors.ratio)):1 at level \(level)), codec \(codec)\(codec == .zlib ? " level \(level)" : ""), \
             batches of \(batch), \(window * batch) events in flight, server fsync \(serverFsync); medians of \(runs)
 
             | workload | result |
             |---|---|
-            | publish, 1 connection | \(Int(median(publishOne))) ev/s (\(String(format: "%.1f", median(publishOne) * megabytes)) MB/s of JSON) |
-            | publish, \(connections) connections | \(Int(median(publishMany))) ev/s (\(String(format: "%.1f", median(publishMany) * megabytes)) MB/s of JSON) |
-            | replay into decoded events | \(Int(median(replay))) ev/s |
-            | publish→delivery latency at \(rate) ev/s | p50 \(ms(latency.p50)) ms, p99 \(ms(latency.p99)) ms, p99.9 \(ms(latency.p999)) ms, max \(ms(latency.max)) ms |
-            | disk bytes per event | \(diskPerEvent.isEmpty ? "n/a (no --data-dir)" : String(Int(median(diskPerEvent)))) |
+            | publish, 1 connection | \(throughput(publishOne)) |
+            | publish, \(connections) connections | \(throughput(publishMany)) |
+            | replay into decoded events | \(replay.isEmpty ? "not run" : "\(Int(median(replay))) ev/s") |
+            | publish→delivery at \(rate) ev/s, from intended send times | \(latencies.isEmpty ? "not run" : describe(delivery)) |
+            | publish→ack at \(rate) ev/s, from intended send times | \(latencies.isEmpty ? "not run" : describe(ack)) |
+            | disk bytes per event | \(diskPerEvent.isEmpty ? "n/a (no --data-dir or not run)" : String(format: "%.0f (%.3f x the JSON)", median(diskPerEvent), median(diskPerEvent) / averageJSON)) |
             | server peak RSS | \(peakRSS.map { String(format: "%.1f MiB", Double($0) / 1_048_576) } ?? "n/a (no --server-pid)") |
 
             """)
         let json = summary.serialized()
         print(String(decoding: json, as: UTF8.self))
         if let jsonOut { try Data(json).write(to: URL(fileURLWithPath: jsonOut)) }
+    }
+
+    func describe(_ latency: Percentiles) -> String {
+        "p50 \(ms(latency.p50)) ms, p99 \(ms(latency.p99)) ms, p99.9 \(ms(latency.p999)) ms, max \(ms(latency.max)) ms"
     }
 
     /// Publishes all records to `topic`, split across `clients` connections; returns events per second.
@@ -175,82 +230,18 @@ struct BrokerBenchmark: AsyncParsableCommand {
         return Double(count) / seconds
     }
 
-    struct LatencyResult {
-        var p50: Double
-        var p99: Double
-        var p999: Double
-        var max: Double
-        var count: Int
-    }
-
     /// Publishes single-event batches at `rate` for `duration` while a subscriber on another connection records
-    /// publish→delivery time of each event in an HdrHistogram (nanoseconds).
+    /// each event's publish→delivery time (see `LatencyRun`).
     func latencyRun(_ records: [Record], topic: String, configuration: ClientConfiguration) async throws -> LatencyResult {
         var single = configuration
         single.maxBatchRecords = 1
+        // The same events in flight as the publish runs (256): a window of 4 single-event batches would cap the
+        // rate at 4 per ack round trip, and the schedule, measured from intended send times, would show it.
+        single.publishWindow = window * batch
         return try await withClients(2, configuration: single) { clients in
-            try await latencyRun(records, topic: topic, publisher: clients[0], consumer: clients[1])
+            try await LatencyRun(rate: rate, duration: duration)
+                .run(records, topic: topic, publisher: clients[0], consumer: clients[1])
         }
-    }
-
-    private func latencyRun(_ records: [Record], topic: String, publisher: TelexClient, consumer: TelexClient) async throws
-        -> LatencyResult
-    {
-        // Create the topic, then subscribe from its end so only timed events are measured.
-        _ = try await publisher.publish([records[0]], to: topic)
-        let subscription = try await consumer.subscribe(topic, from: .end)
-        let total = Int(Double(rate) * duration)
-        let receiving = Task { () throws -> Histogram<UInt64> in
-            var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
-            var received = 0
-            for try await delivered in subscription {
-                let now = DispatchTime.now().uptimeNanoseconds
-                guard let sent = delivered.record.header("bench-sent-ns").flatMap(UInt64.init) else { continue }
-                _ = histogram.record(now - sent)
-                received += 1
-                if received >= total { break }
-            }
-            return histogram
-        }
-        let interval = 1_000_000_000 / UInt64(rate)
-        let start = DispatchTime.now().uptimeNanoseconds
-        // Each ack is awaited by its own child task, so its time is taken when it arrives, not when it is read.
-        var ackTimes = try await withThrowingTaskGroup(of: Double.self) { acks in
-            for index in 0..<total {
-                let due = start + UInt64(index) * interval
-                let now = DispatchTime.now().uptimeNanoseconds
-                // Sleep, not spin: on two cores a spinning publisher would steal the broker's CPU.
-                if due > now { try await Task.sleep(nanoseconds: due - now) }
-                var record = records[(index + 1) % records.count]
-                record.headers.append(RecordHeader(name: "bench-sent-ns", value: String(DispatchTime.now().uptimeNanoseconds)))
-                let sentAt = DispatchTime.now().uptimeNanoseconds
-                let prepared = try await publisher.prepare([record], topic: topic)
-                let pending = try await publisher.send(prepared[0])
-                acks.addTask {
-                    _ = try await pending.ack()
-                    return Double(DispatchTime.now().uptimeNanoseconds - sentAt)
-                }
-            }
-            var times: [Double] = []
-            for try await time in acks { times.append(time) }
-            return times
-        }
-        ackTimes.sort()
-        // The 30 s limit ends the wait even if deliveries stop: cancelling the receiving task ends its iteration.
-        let timeout = Task {
-            try await Task.sleep(nanoseconds: 30_000_000_000)
-            receiving.cancel()
-        }
-        let histogram = try await receiving.value
-        timeout.cancel()
-        guard histogram.totalCount >= UInt64(total) else {
-            throw TelexError(.timeout, "latency subscriber received \(histogram.totalCount) of \(total) events in 30 s")
-        }
-        await subscription.cancel()
-        log("publish→ack latency: p50 \(ms(ackTimes[ackTimes.count / 2])) ms, p99 \(ms(ackTimes[ackTimes.count * 99 / 100])) ms")
-        return LatencyResult(
-            p50: Double(histogram.valueAtPercentile(50)), p99: Double(histogram.valueAtPercentile(99)),
-            p999: Double(histogram.valueAtPercentile(99.9)), max: Double(histogram.max), count: Int(histogram.totalCount))
     }
 
     /// Round-trip times of 2,000 sequential PINGs, in nanoseconds.
