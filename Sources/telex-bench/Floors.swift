@@ -2,16 +2,6 @@ import Foundation
 import NIOCore
 import TelexProtocol
 
-// The codec the client uses for batches. design13.md: when BatchCompressor / BatchDecompressor land on main, these
-// become `BatchCompressor(level: level, implementation: .libdeflate)` and `BatchDecompressor(implementation:
-// .libdeflate)` (and `--deflate` chooses the implementation); nothing else in the floors changes.
-typealias FloorCompressor = ZlibCompressor
-typealias FloorDecompressor = ZlibDecompressor
-func makeFloorCodec(level: Int32) -> (FloorCompressor, FloorDecompressor) {
-    (ZlibCompressor(level: level), ZlibDecompressor())
-}
-let floorCodecName = "zlib"
-
 /// What this machine can do at best on the bench's corpus, measured before the workloads so their figures can be
 /// read against it: the corpus's compression ratio, fdatasync latency, and one core's compress and inflate rates.
 struct Floors {
@@ -26,8 +16,12 @@ struct Floors {
     /// Up to this many events are cut into batches for the ratio and the codec rates (about 33 MB of JSON).
     static let sampleEvents = 16_384
 
-    static func measure(corpus: Corpus, batch: Int, level: Int32, directory: String) throws -> Floors {
-        let (compressor, decompressor) = makeFloorCodec(level: level)
+    /// `implementation` is the deflate library the client compresses with (`--deflate`).
+    static func measure(
+        corpus: Corpus, batch: Int, level: Int32, implementation: DeflateImplementation, directory: String
+    ) throws -> Floors {
+        let compressor = BatchCompressor(level: level, implementation: implementation)
+        let decompressor = BatchDecompressor(implementation: implementation)
         let sample = corpus.records.prefix(max(batch, min(corpus.records.count, sampleEvents)))
         var plain: [ByteBuffer] = []
         var json = 0

@@ -78,12 +78,13 @@ struct BrokerBenchmark: AsyncParsableCommand {
         let corpusName = self.corpus ?? "generated, \(corpusStyle.rawValue)"
         let averageJSON = Double(corpus.jsonBytes) / Double(count)
         let floorDirectory = dataDir ?? FileManager.default.temporaryDirectory.path
-        let floors = try Floors.measure(corpus: corpus, batch: batch, level: level, directory: floorDirectory)
+        let floors = try Floors.measure(corpus: corpus, batch: batch, level: level, implementation: implementation,
+                                        directory: floorDirectory)
         log("corpus (\(corpusName)): \(count) events, ~\(Int(averageJSON)) bytes of JSON, compresses "
             + "\(String(format: "%.2f", floors.ratio)):1 at level \(level) in \(batch)-event batches"
             + (corpus.distinctEvents < count ? " (\(corpus.distinctEvents) distinct events, cycled)" : ""))
         log("floors: fdatasync of one \(batch)-event batch in \(floorDirectory): p50 \(ms(floors.fdatasyncP50)) ms, "
-            + "p99 \(ms(floors.fdatasyncP99)) ms; \(floorCodecName) level \(level) on one core: compress "
+            + "p99 \(ms(floors.fdatasyncP99)) ms; \(implementation) level \(level) on one core: compress "
             + "\(Int(floors.compressMBPerSecond)) MB/s, inflate \(Int(floors.inflateMBPerSecond)) MB/s")
         let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let pingFloor = try await pingRoundTrips(configuration: configuration)
@@ -132,7 +133,7 @@ struct BrokerBenchmark: AsyncParsableCommand {
             "corpus": .string(corpusName), "corpusDistinctEvents": number(corpus.distinctEvents),
             "averageEventJSONBytes": number(Int(averageJSON)), "corpusCompressionRatio": number(floors.ratio),
             "floorFdatasyncP50Ms": number(floors.fdatasyncP50 / 1e6), "floorFdatasyncP99Ms": number(floors.fdatasyncP99 / 1e6),
-            "floorCodec": .string(floorCodecName),
+            "floorCodec": .string(implementation.rawValue),
             "floorCompressMBPerSecond": number(floors.compressMBPerSecond),
             "floorInflateMBPerSecond": number(floors.inflateMBPerSecond),
             "publishEventsPerSecond": optional(publishOne) { number(Int($0)) },
