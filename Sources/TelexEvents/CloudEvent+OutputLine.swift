@@ -33,8 +33,10 @@ extension CloudEvent {
             kept.withUnsafeReadableBytes { object in
                 // `{` then members (or nothing) then `}`: the members follow our three after a comma.
                 let inner = UnsafeRawBufferPointer(rebasing: object.dropFirst().dropLast())
-                if inner.contains(where: { $0 != 0x20 && $0 != 0x09 }) { output.append(UInt8(ascii: ",")) }
-                output.append(contentsOf: inner)
+                if inner.contains(where: { $0 != 0x20 && $0 != 0x09 }) {
+                    output.append(UInt8(ascii: ","))
+                    output.append(contentsOf: inner)
+                }
             }
             output.append(contentsOf: "}\n".utf8)
             return true

@@ -8,7 +8,7 @@ import Darwin
 /// object (and one nested object, e.g. `data`), records where each member's key and value are.
 ///
 /// It is the CLIs' fast path, and it is conservative: it accepts only texts `JSONValue(parsing:)` accepts. Anything
-/// unusual (a byte order mark, nesting deeper than `maxDepth`, a number that may be out of the `Double` range, an
+/// unusual (a comma before `]` or `}`, which Foundation accepts and RFC 8259 does not, a byte order mark, nesting deeper than `maxDepth`, a number that may be out of the `Double` range, an
 /// escaped key where members are recorded, a repeated recorded key) makes it answer nil, and the caller takes the
 /// slow path through `JSONValue`, which either accepts the text or says exactly what is wrong.
 struct JSONScanner {

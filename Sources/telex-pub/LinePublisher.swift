@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import NIOConcurrencyHelpers
 import NIOCore
 import TelexCLI
 import TelexClient
@@ -10,10 +11,11 @@ import TelexEvents
 import TelexProtocol
 
 /// Publishes JSON Lines as a pipeline: a reader thread cuts the input into chunks, parse tasks validate chunks
-/// into records on every core, and this task prepares (compresses) one chunk while the previous one is being
-/// published. Chunks are published one after another, so every topic gets its events in input order. Memory is
-/// bounded by the chunks in flight: `ChunkReader`'s queue, `parseAhead` chunks parsing, one preparing, one
-/// publishing (within the client's publish window).
+/// into records on every core, a producer task prepares (compresses) them in input order, and the publishing
+/// task sends whatever is prepared as one group while the next group is being prepared. Groups are published one
+/// after another, so every topic gets its events in input order. Memory is bounded by what is in flight:
+/// `readAhead` chunks read, `parseAhead` parsing, one preparing, `preparedAhead` prepared (compressed) chunks
+/// waiting, and one group publishing.
 struct LinePublisher: Sendable {
     let client: TelexClient
     /// `--topic`, or nil to use each event's own.
@@ -23,8 +25,12 @@ struct LinePublisher: Sendable {
     let quiet: Bool
     let progress: ProgressReporter
 
-    /// Chunks parsed ahead of the one being prepared.
-    static let parseAhead = 3
+    /// Chunks read ahead of the parsers.
+    static let readAhead = 2
+    /// Chunks parsing at once (the one being prepared waits for the first).
+    static let parseAhead = 2
+    /// Prepared chunks waiting to be published (compressed: about a quarter of their input).
+    static let preparedAhead = 10
 
     /// The events of one chunk, up to its first bad line.
     struct ParsedChunk: Sendable {
@@ -49,30 +55,34 @@ struct LinePublisher: Sendable {
     func run(files: [String], summary: inout TelexPub.Summary) async throws {
         // Per-event lines on the same terminal would land in the middle of the progress line: erase it first.
         let clearsProgress = !quiet && isTerminal(STDOUT_FILENO)
-        let reader = ChunkReader(files: files)
-        reader.start()
-        var parsing: [Task<ParsedChunk, Never>] = []
-        var preparing: Task<PreparedChunk, any Error>?
-        defer { preparing?.cancel() }
+        let queue = PreparedQueue(capacity: Self.preparedAhead)
+        let producer = Task { await produce(files: files, into: queue) }
+        defer {
+            queue.close()
+            producer.cancel()
+        }
         var output: [UInt8] = []
         while true {
-            if preparing == nil {
-                if parsing.isEmpty {
-                    guard let item = await reader.next() else { break }
-                    parsing.append(parseTask(item))
+            // Everything prepared while the last group was on the wire goes out together, so the publish window
+            // stays full instead of draining at the end of every chunk.
+            let items = await queue.takeAll()
+            if items.isEmpty { break }
+            var chunks: [PreparedChunk] = []
+            var failure: (any Error)?
+            for item in items {
+                switch item {
+                case .chunk(let chunk): chunks.append(chunk)
+                case .failed(let error): failure = error
                 }
-                preparing = prepareTask(parsing.removeFirst())
             }
-            while parsing.count < Self.parseAhead, let item = reader.ready() { parsing.append(parseTask(item)) }
-            let prepared = try await preparing!.value
-            preparing = nil
-            // Compress the next chunk while this one is on the wire; not after a bad line.
-            if prepared.parsed.stop == nil, !parsing.isEmpty { preparing = prepareTask(parsing.removeFirst()) }
-            let parsed = prepared.parsed
-            if !prepared.batches.isEmpty {
-                let acks = try await client.publish(prepared: prepared.batches)
-                output.removeAll(keepingCapacity: true)
-                for (ack, owners) in zip(acks, prepared.owners) {
+            let batches = chunks.flatMap(\.batches)
+            let acks = batches.isEmpty ? [] : try await client.publish(prepared: batches)
+            output.removeAll(keepingCapacity: true)
+            var acked = acks.makeIterator()
+            for chunk in chunks {
+                let parsed = chunk.parsed
+                for owners in chunk.owners {
+                    guard let ack = acked.next() else { break }
                     for (position, index) in owners.enumerated() {
                         let offset = ack.baseOffset + Int64(position)
                         summary.add(topic: ack.topic, offset: offset)
@@ -82,26 +92,45 @@ struct LinePublisher: Sendable {
                         }
                     }
                 }
-                if !output.isEmpty {
-                    if clearsProgress { progress.clear() }
-                    try writeAll(output)
-                }
                 progress.update { counts in
                     counts.events += Int64(parsed.ids.count)
                     counts.bytes += parsed.bytes
                     counts.done += parsed.bytes
                 }
             }
-            if let stop = parsed.stop { throw stop }
+            if !output.isEmpty {
+                if clearsProgress { progress.clear() }
+                try writeAll(output)
+            }
+            // The producer stops after a chunk with a bad line or a failure: either is the last item.
+            if let stop = chunks.last?.parsed.stop { throw stop }
+            if let failure { throw failure }
         }
     }
 
-    private func parseTask(_ item: ChunkReader.Item) -> Task<ParsedChunk, Never> {
-        Task { parse(item) }
-    }
-
-    private func prepareTask(_ parsing: Task<ParsedChunk, Never>) -> Task<PreparedChunk, any Error> {
-        Task { try await prepare(await parsing.value) }
+    /// Reads, parses (several chunks at a time) and prepares chunks in input order into `queue`, until the input
+    /// ends, a line is bad, preparing fails, or the consumer is gone.
+    private func produce(files: [String], into queue: PreparedQueue) async {
+        let reader = ChunkReader(files: files, capacity: Self.readAhead)
+        reader.start()
+        var parsing: [Task<ParsedChunk, Never>] = []
+        while !Task.isCancelled {
+            if parsing.isEmpty {
+                guard let item = await reader.next() else { break }
+                parsing.append(Task { parse(item) })
+            }
+            while parsing.count < Self.parseAhead, let item = reader.ready() { parsing.append(Task { parse(item) }) }
+            let parsed = await parsing.removeFirst().value
+            do {
+                let prepared = try await prepare(parsed)
+                guard await queue.push(.chunk(prepared)) else { return }
+                if parsed.stop != nil { break }
+            } catch {
+                _ = await queue.push(.failed(error))
+                break
+            }
+        }
+        queue.finish()
     }
 
     /// Validates a chunk's lines into records, up to the first bad line.
@@ -220,5 +249,94 @@ func writeAll(_ bytes: [UInt8]) throws {
             }
             position += written
         }
+    }
+}
+
+/// The prepared chunks between the producer and the publishing task: at most `capacity` wait.
+final class PreparedQueue: Sendable {
+    enum Item: Sendable {
+        case chunk(LinePublisher.PreparedChunk)
+        case failed(any Error)
+    }
+
+    private struct State {
+        var items: [Item] = []
+        var finished = false
+        var closed = false
+        var consumer: CheckedContinuation<Void, Never>?
+        var producer: CheckedContinuation<Void, Never>?
+    }
+
+    private let capacity: Int
+    private let state = NIOLockedValueBox(State())
+
+    init(capacity: Int) {
+        self.capacity = capacity
+    }
+
+    /// Adds an item, waiting while the queue is full; false once the consumer has closed it.
+    func push(_ item: Item) async -> Bool {
+        while true {
+            let (added, consumer): (Bool?, CheckedContinuation<Void, Never>?) = state.withLockedValue { state in
+                if state.closed { return (false, nil) }
+                guard state.items.count < capacity else { return (nil, nil) }
+                state.items.append(item)
+                defer { state.consumer = nil }
+                return (true, state.consumer)
+            }
+            consumer?.resume()
+            if let added { return added }
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLockedValue { state in
+                    if state.closed || state.items.count < capacity { return true }
+                    state.producer = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        }
+    }
+
+    /// Everything waiting; waits for at least one item. Empty once the producer has finished and all is taken.
+    func takeAll() async -> [Item] {
+        while true {
+            let (items, producer): ([Item]?, CheckedContinuation<Void, Never>?) = state.withLockedValue { state in
+                if !state.items.isEmpty {
+                    defer { (state.items, state.producer) = ([], nil) }
+                    return (state.items, state.producer)
+                }
+                return (state.finished ? [] : nil, nil)
+            }
+            producer?.resume()
+            if let items { return items }
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLockedValue { state in
+                    if !state.items.isEmpty || state.finished { return true }
+                    state.consumer = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        }
+    }
+
+    /// The producer has pushed its last item.
+    func finish() {
+        let consumer = state.withLockedValue { state in
+            state.finished = true
+            defer { state.consumer = nil }
+            return state.consumer
+        }
+        consumer?.resume()
+    }
+
+    /// The consumer takes nothing more: a waiting producer returns false.
+    func close() {
+        let producer = state.withLockedValue { state in
+            state.closed = true
+            defer { state.producer = nil }
+            return state.producer
+        }
+        producer?.resume()
     }
 }
