@@ -34,7 +34,7 @@ final class ChunkReader: Sendable {
     }
 
     /// Bytes per chunk (a longer line makes a longer chunk).
-    static let chunkSize = 1 << 20
+    static let chunkSize = 512 << 10
 
     private let files: [String]
     private let slots: DispatchSemaphore
