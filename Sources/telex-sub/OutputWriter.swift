@@ -7,19 +7,26 @@ import Dispatch
 import Foundation
 import NIOConcurrencyHelpers
 
-/// Standard output written by a thread of its own. Lines are appended to a buffer and the thread writes whatever
-/// has gathered in one call as soon as it is free: a fast replay makes few large writes, while a quiet live tail
-/// still prints each line at once. At most `limit` bytes wait; `write` waits beyond that.
+/// Standard output written by a thread of its own. Lines are appended to a buffer; the thread writes whatever has
+/// gathered in one call. It is woken when the buffer passes `batchBytes`, or by the first line after it fell asleep;
+/// after writing it lingers a millisecond for more before sleeping. So a fast replay makes few large writes and few
+/// wake-ups, while a quiet live tail still prints each line at once. At most `limit` bytes wait; `write` waits
+/// beyond that.
 final class OutputWriter: Sendable {
     private struct State {
         var pending: [UInt8] = []
-        /// The thread has been woken or is writing; it clears this only when it finds nothing pending.
-        var writing = false
+        /// The thread waits until woken (not lingering).
+        var asleep = true
+        /// The thread was woken for a full buffer and has not taken it yet.
+        var signalled = false
+        /// The thread is writing a batch it took.
+        var inFlight = false
         var failed = false
         var spaceWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
+    static let batchBytes = 64 << 10
     static let limit = 4 << 20
 
     private let descriptor: Int32
@@ -42,9 +49,15 @@ final class OutputWriter: Sendable {
                 if state.failed { return (.failed, false) }
                 if state.pending.count >= Self.limit { return (.wait, false) }
                 state.pending.append(contentsOf: bytes)
-                if state.writing { return (.done, false) }
-                state.writing = true
-                return (.done, true)
+                if state.asleep {
+                    state.asleep = false
+                    return (.done, true)
+                }
+                if state.pending.count >= Self.batchBytes, !state.signalled {
+                    state.signalled = true
+                    return (.done, true)
+                }
+                return (.done, false)
             }
             if wakeThread { wake.signal() }
             switch next {
@@ -67,11 +80,16 @@ final class OutputWriter: Sendable {
     @discardableResult
     func flush() async -> Bool {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let resumeNow = state.withLockedValue { state in
-                if state.failed || !state.writing { return true }
+            let (resumeNow, wakeThread) = state.withLockedValue { state -> (Bool, Bool) in
+                if state.failed || (state.pending.isEmpty && !state.inFlight) { return (true, false) }
                 state.drainWaiters.append(continuation)
-                return false
+                if state.asleep || (!state.pending.isEmpty && !state.signalled) {
+                    (state.asleep, state.signalled) = (false, true)
+                    return (false, true)
+                }
+                return (false, false)
             }
+            if wakeThread { wake.signal() }
             if resumeNow { continuation.resume() }
         }
         return !state.withLockedValue { $0.failed }
@@ -79,32 +97,47 @@ final class OutputWriter: Sendable {
 
     private func writeLoop() {
         var batch: [UInt8] = []
+        wake.wait()
         while true {
-            wake.wait()
-            while true {
-                let (spaceWaiters, drainWaiters, done) = state.withLockedValue { state in
-                    if state.pending.isEmpty || state.failed {
-                        state.writing = false
-                        defer { state.drainWaiters = [] }
-                        return ([CheckedContinuation<Void, Never>](), state.drainWaiters, true)
-                    }
-                    swap(&batch, &state.pending)
-                    defer { state.spaceWaiters = [] }
-                    return (state.spaceWaiters, [], false)
-                }
-                for waiter in spaceWaiters + drainWaiters { waiter.resume() }
-                if done { break }
-                if !writeAll(batch, to: descriptor) {
-                    let waiters = state.withLockedValue { state in
-                        state.failed = true
-                        state.pending = []
-                        defer { (state.spaceWaiters, state.drainWaiters) = ([], []) }
-                        return state.spaceWaiters + state.drainWaiters
-                    }
-                    for waiter in waiters { waiter.resume() }
-                }
-                batch.removeAll(keepingCapacity: true)
+            drain(&batch)
+            // More lines usually follow at once: linger before sleeping until woken.
+            if wake.wait(timeout: .now() + .milliseconds(1)) == .success { continue }
+            let sleep = state.withLockedValue { state in
+                guard state.pending.isEmpty else { return false }
+                state.asleep = true
+                return true
             }
+            if sleep { wake.wait() }
+        }
+    }
+
+    /// Writes until nothing is pending; then resumes whoever waits for the drain.
+    private func drain(_ batch: inout [UInt8]) {
+        while true {
+            let (waiters, done) = state.withLockedValue { state -> ([CheckedContinuation<Void, Never>], Bool) in
+                state.inFlight = false
+                state.signalled = false
+                if state.pending.isEmpty || state.failed {
+                    defer { state.drainWaiters = [] }
+                    return (state.drainWaiters, true)
+                }
+                swap(&batch, &state.pending)
+                state.inFlight = true
+                defer { state.spaceWaiters = [] }
+                return (state.spaceWaiters, false)
+            }
+            for waiter in waiters { waiter.resume() }
+            if done { return }
+            if !writeAll(batch, to: descriptor) {
+                let waiters = state.withLockedValue { state in
+                    state.failed = true
+                    state.pending = []
+                    defer { (state.spaceWaiters, state.drainWaiters) = ([], []) }
+                    return state.spaceWaiters + state.drainWaiters
+                }
+                for waiter in waiters { waiter.resume() }
+            }
+            batch.removeAll(keepingCapacity: true)
         }
     }
 }
