@@ -124,6 +124,7 @@ let package = Package(
                 "TelexCLI",
                 "TelexClient",
                 "TelexEvents",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -134,6 +135,7 @@ let package = Package(
                 "TelexCLI",
                 "TelexClient",
                 "TelexEvents",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

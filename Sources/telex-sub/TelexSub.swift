@@ -152,9 +152,14 @@ struct TelexSub: AsyncParsableCommand {
     private static func printEvents(
         _ subscription: TelexSubscription, limit: Int?, commitEvery: Int?, progress: ProgressReporter
     ) async throws {
+        // On a terminal each line is written before the next (the progress line is erased first); elsewhere the
+        // writer thread gathers lines into large writes.
         let clearsProgress = isTerminal(STDOUT_FILENO)
+        let writer = OutputWriter()
+        writer.start()
         var printed = 0
         var sinceCommit = 0
+        var line: [UInt8] = []
         do {
             for try await delivered in subscription {
                 if let skipped = delivered.skippedBefore {
@@ -162,27 +167,29 @@ struct TelexSub: AsyncParsableCommand {
                         ? "offset \(skipped.lowerBound)" : "offsets \(skipped.lowerBound)-\(skipped.upperBound - 1)"
                     printError("telex-sub: skipped \(offsets) of \(delivered.topic): the broker could not read them (damaged on its disk, or removed by compaction; --skip-damaged)")
                 }
-                let line: String
+                line.removeAll(keepingCapacity: true)
                 do {
-                    line = try CloudEvent.outputLine(value: delivered.record.value, topic: delivered.topic,
-                                                     offset: delivered.offset, brokerTime: delivered.brokerTime)
+                    try CloudEvent.appendOutputLine(value: delivered.record.value, topic: delivered.topic,
+                                                    offset: delivered.offset, brokerTime: delivered.brokerTime,
+                                                    to: &line)
                 } catch {
                     printError("telex-sub: skipping \(delivered.topic)@\(delivered.offset): \(error.message)")
                     continue
                 }
                 if clearsProgress { progress.clear() }
-                print(line)
-                // fflush(nil) flushes every output stream (naming the C `stdout` global is not concurrency-safe);
-                // EOF means standard output is gone (a closed pipe).
-                if fflush(nil) != 0 { break }
+                // False means standard output is gone (a closed pipe).
+                guard await writer.write(line) else { break }
+                if clearsProgress, await !writer.flush() { break }
                 printed += 1
                 progress.update { counts in
                     counts.events += 1
                     counts.done += 1
-                    counts.bytes += Int64(line.utf8.count) + 1
+                    counts.bytes += Int64(line.count)
                 }
                 sinceCommit += 1
                 if let commitEvery, sinceCommit >= commitEvery {
+                    // Commit only what has reached standard output.
+                    guard await writer.flush() else { break }
                     try await subscription.commit()
                     sinceCommit = 0
                 }
@@ -190,7 +197,11 @@ struct TelexSub: AsyncParsableCommand {
             }
         } catch is CancellationError {
             // Stopped by a signal: the caller commits what was printed.
+        } catch {
+            await writer.flush()
+            throw error
         }
+        await writer.flush()
     }
 }
 
