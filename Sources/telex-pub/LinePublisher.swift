@@ -30,7 +30,7 @@ struct LinePublisher: Sendable {
     /// Chunks parsing at once (the one being prepared waits for the first).
     static let parseAhead = 2
     /// Prepared chunks waiting to be published (compressed: about a quarter of their input).
-    static let preparedAhead = 16
+    static let preparedAhead = 4
 
     /// The events of one chunk, up to its first bad line.
     struct ParsedChunk: Sendable {
