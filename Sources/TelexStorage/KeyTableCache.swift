@@ -31,7 +31,10 @@ struct SealedKeySummary: Sendable {
                 }
             }
         }
-        self.hashes = hashes
+        // Without spare capacity: the summary lives as long as its segment.
+        self.hashes = [UInt32](unsafeUninitializedCapacity: hashes.count) { buffer, initialized in
+            initialized = buffer.initialize(fromContentsOf: hashes)
+        }
         self.hasNonASCII = hasNonASCII
         records = table.entries.count
         tombstones = table.entries.tombstones

@@ -60,6 +60,25 @@ extension TopicLog {
     /// Bytes of sealed key tables held in memory for queries (at most `LogConfiguration.keyTableCacheBytes`).
     public var keyTableCacheBytes: Int { keyTables.bytes }
 
+    /// Bytes the key index keeps in memory besides the cache, counted from its arrays' capacities (not the
+    /// allocator's overhead): the sealed segments' summaries and the growing segments' chunks, with their records.
+    var keyIndexResidentBytes: (sealed: Int, sealedRecords: Int, growing: Int, growingRecords: Int) {
+        state.withLock { state in
+            state.segments.reduce(into: (0, 0, 0, 0)) { total, segment in
+                if let summary = segment.keySummary {
+                    total.0 += summary.hashes.capacity * MemoryLayout<UInt32>.stride
+                    total.1 += summary.records
+                } else {
+                    let chunks = segment.keyChunks
+                    total.2 += chunks.full.reduce(0) { $0 + $1.residentBytes }
+                        + chunks.last.entries.capacity * MemoryLayout<KeyEntry>.stride
+                        + chunks.last.keyBytes.capacity + chunks.last.appendTimes.capacity * MemoryLayout<Int64>.stride
+                    total.3 += chunks.count
+                }
+            }
+        }
+    }
+
     /// The indexes of the segments holding offsets below `end`, taken under the lock: O(segments).
     func keySnapshots(below end: Int64) -> [SegmentKeySnapshot] {
         state.withLock { state in state.segments.filter { $0.baseOffset < end }.map(\.keySnapshot) }
