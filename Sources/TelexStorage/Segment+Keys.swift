@@ -32,7 +32,12 @@ extension Segment {
                      tailNextOffset: nextOffset, limits: limits) { _, _ in } onBatchBytes: { header, batch in
             entries.add(batch, header: header, segmentBase: self.baseOffset, limits: limits)
         }
-        return SealedKeys(entries)
+        // Copied without the arrays' spare capacity: the cache counts the entries, not the capacity.
+        var exact = KeyEntries()
+        exact.entries.reserveCapacity(entries.count)
+        exact.keyBytes.reserveCapacity(entries.keyBytes.count)
+        exact.append(contentsOf: entries)
+        return SealedKeys(exact)
     }
 
     /// Writes `table` to the `.keys` file and fdatasyncs it. Not atomic: a torn or stale file fails its checks
