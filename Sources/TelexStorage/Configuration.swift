@@ -64,6 +64,10 @@ public struct LogConfiguration: Sendable, Equatable {
     /// Keep a key index (article key → versions) per segment, in memory and in sealed segments' `.keys` files
     /// (Protocol/STORAGE.md §14). Off: nothing is indexed and key queries answer empty. Default true.
     public var indexKeys: Bool
+    /// Bytes of sealed segments' key tables a log keeps in memory for key queries, least recently used evicted
+    /// first; the others are read from their `.keys` files when a query needs them (Protocol/STORAGE.md §14.1).
+    /// A table larger than this is read for each query that needs it. Per topic log. Default 8 MiB; 0 keeps none.
+    public var keyTableCacheBytes: Int
 
     public init(
         segmentBytes: Int = 128 << 20,
@@ -74,7 +78,8 @@ public struct LogConfiguration: Sendable, Equatable {
         fsync: FsyncPolicy = .always,
         batchLimits: RecordBatchLimits = .init(),
         maxOpenFiles: Int = LogConfiguration.defaultMaxOpenFiles(),
-        indexKeys: Bool = true
+        indexKeys: Bool = true,
+        keyTableCacheBytes: Int = 8 << 20
     ) {
         precondition(segmentBytes > RecordBatchHeader.size && segmentBytes <= Int(Int32.max), "segmentBytes out of range")
         self.segmentBytes = segmentBytes
@@ -87,6 +92,8 @@ public struct LogConfiguration: Sendable, Equatable {
         precondition(maxOpenFiles >= 1, "maxOpenFiles must be at least 1")
         self.maxOpenFiles = maxOpenFiles
         self.indexKeys = indexKeys
+        precondition(keyTableCacheBytes >= 0, "keyTableCacheBytes must not be negative")
+        self.keyTableCacheBytes = keyTableCacheBytes
     }
 
     /// The default `maxOpenFiles`: half the process's soft `RLIMIT_NOFILE` now, at least 8 (an unlimited or

@@ -87,34 +87,48 @@ struct KeyEntries: Sendable, Equatable {
 }
 
 /// The index of the segment being appended to (and of rolled ones until their sealing round): entries in chunks
-/// of `capacity`. A query takes the chunks by reference under the log's lock; the next append then copies at
-/// most the partial last one (copy-on-write), never the whole index.
+/// of `capacity`, each full one packed (`PackedKeyEntries`, about 7 bytes an entry instead of about 45). A query
+/// takes the chunks by reference under the log's lock; the next append then copies at most the partial last one
+/// (copy-on-write), never the whole index.
 struct KeyChunks: Sendable {
     static let capacity = 4096
 
-    var full: [KeyEntries] = []
+    var full: [PackedKeyEntries] = []
     var last = KeyEntries()
 
     mutating func add(_ key: UnsafeRawBufferPointer, offsetDelta: UInt32, appendTime: Int64, tombstone: Bool) {
         if last.entries.count == Self.capacity {
-            full.append(last)
+            // Once per 4,096 records, under the log's lock on the append path: a pass over the chunk's keys.
+            full.append(PackedKeyEntries(last))
             last = KeyEntries()
         }
         if last.entries.isEmpty { last.entries.reserveCapacity(Self.capacity) }
         last.add(key, offsetDelta: offsetDelta, appendTime: appendTime, tombstone: tombstone)
     }
 
-    var chunks: [KeyEntries] { last.entries.isEmpty ? full : full + [last] }
     var count: Int { full.reduce(last.count) { $0 + $1.count } }
     var tombstones: Int { full.reduce(last.tombstones) { $0 + $1.tombstones } }
 
-    /// All entries in one value, as a sealed table holds them, without spare capacity (it lives as long as its
-    /// segment).
+    /// Calls `body` with each entry in offset order (as `PackedKeyEntries.forEach`) until it returns false.
+    func forEach(_ body: (UnsafeRawBufferPointer, UInt32, Int64, Bool) -> Bool) {
+        for chunk in full where !chunk.forEach(body) { return }
+        last.keyBytes.withUnsafeBytes { arena in
+            for (index, entry) in last.entries.enumerated() {
+                let time = last.appendTimes[Int(entry.appendTimeIndex)]
+                guard body(last.key(index, in: arena), entry.offsetDelta, time, entry.tombstone) else { return }
+            }
+        }
+    }
+
+    /// All entries in one value, as a sealed table holds them, without spare capacity.
     func joined() -> KeyEntries {
         var all = KeyEntries()
         all.entries.reserveCapacity(count)
-        all.keyBytes.reserveCapacity(chunks.reduce(0) { $0 + $1.keyBytes.count })
-        for chunk in chunks { all.append(contentsOf: chunk) }
+        all.keyBytes.reserveCapacity(full.reduce(last.keyBytes.count) { $0 + $1.keyByteCount })
+        forEach { key, offsetDelta, appendTime, tombstone in
+            all.add(key, offsetDelta: offsetDelta, appendTime: appendTime, tombstone: tombstone)
+            return true
+        }
         return all
     }
 }
@@ -206,16 +220,31 @@ struct SealedKeys: Sendable, Equatable {
 struct SegmentKeyIndex: Sendable {
     var baseOffset: Int64
     var sealed: SealedKeys?
-    var growing: [KeyEntries]
+    var growing: KeyChunks
     /// Damaged ranges (§6.2): their records cannot be read, so they are not answered.
     var damaged: [DamagedRange]
 
     func isDamaged(_ offset: Int64) -> Bool { !damaged.isEmpty && damaged.contains { $0.contains(offset) } }
 
+    /// Calls `body` with each entry's key and version in offset order, sealed or growing, until it returns false.
+    func forEachEntry(_ body: (UnsafeRawBufferPointer, KeyVersion) -> Bool) {
+        if let sealed {
+            sealed.entries.keyBytes.withUnsafeBytes { arena in
+                for index in sealed.entries.entries.indices {
+                    guard body(sealed.entries.key(index, in: arena), sealed.entries.version(index, base: baseOffset))
+                    else { return }
+                }
+            }
+            return
+        }
+        growing.forEach { key, offsetDelta, appendTime, tombstone in
+            body(key, KeyVersion(offset: baseOffset + Int64(offsetDelta), appendTime: appendTime, tombstone: tombstone))
+        }
+    }
+
     /// Adds the versions of `key` below `end` to `found` (unordered when the key is not ASCII).
     func versions(of key: String, ascii: Bool, below end: Int64, into found: inout [KeyVersion]) {
-        func add(_ entries: KeyEntries, _ index: Int) {
-            let version = entries.version(index, base: baseOffset)
+        func add(_ version: KeyVersion) {
             if version.offset < end, !isDamaged(version.offset) { found.append(version) }
         }
         var utf8 = key
@@ -225,29 +254,25 @@ struct SegmentKeyIndex: Sendable {
                 sealed.entries.keyBytes.withUnsafeBytes { arena in
                     for position in sealed.bucket(SealedKeys.hash(wanted), in: arena)
                     where sealed.entries.key(Int(sealed.byHash[position]), in: arena).elementsEqual(wanted) {
-                        add(sealed.entries, Int(sealed.byHash[position]))
+                        add(sealed.entries.version(Int(sealed.byHash[position]), base: baseOffset))
                     }
                     // A key with bytes outside ASCII may still equal an ASCII String (U+212A KELVIN SIGN is "K").
                     for position in sealed.bucket(SealedKeys.nonASCIIHash, in: arena) {
                         let index = Int(sealed.byHash[position])
                         if String(decoding: sealed.entries.key(index, in: arena), as: UTF8.self) == key {
-                            add(sealed.entries, index)
+                            add(sealed.entries.version(index, base: baseOffset))
                         }
                     }
                 }
                 return
             }
-            for chunk in sealed.map({ [$0.entries] }) ?? growing {
-                chunk.keyBytes.withUnsafeBytes { arena in
-                    for index in chunk.entries.indices {
-                        let candidate = chunk.key(index, in: arena)
-                        let equal = ascii && candidate.elementsEqual(wanted)
-                        let asString = !ascii || candidate.contains(where: { $0 >= 0x80 })
-                        if equal || asString && String(decoding: candidate, as: UTF8.self) == key {
-                            add(chunk, index)
-                        }
-                    }
-                }
+            forEachEntry { candidate, version in
+                // Entries are in offset order: none after this one is below `end`.
+                guard version.offset < end else { return false }
+                let equal = ascii && candidate.elementsEqual(wanted)
+                let asString = !ascii || candidate.contains(where: { $0 >= 0x80 })
+                if equal || asString && String(decoding: candidate, as: UTF8.self) == key { add(version) }
+                return true
             }
         }
     }
@@ -255,12 +280,9 @@ struct SegmentKeyIndex: Sendable {
     /// Calls `body` with every entry's key (as a String) and version, in no particular order; damaged ones too.
     /// For compaction, which decides per record.
     func forEachVersion(_ body: (String, KeyVersion) -> Void) {
-        for chunk in sealed.map({ [$0.entries] }) ?? growing {
-            chunk.keyBytes.withUnsafeBytes { arena in
-                for index in chunk.entries.indices {
-                    body(String(decoding: chunk.key(index, in: arena), as: UTF8.self), chunk.version(index, base: baseOffset))
-                }
-            }
+        forEachEntry { key, version in
+            body(String(decoding: key, as: UTF8.self), version)
+            return true
         }
     }
 
@@ -279,14 +301,10 @@ struct SegmentKeyIndex: Sendable {
             }
             return
         }
-        for chunk in growing {
-            chunk.keyBytes.withUnsafeBytes { arena in
-                for index in chunk.entries.indices {
-                    let version = chunk.version(index, base: baseOffset)
-                    guard version.offset < end else { return }
-                    if !isDamaged(version.offset) { offer(chunk.key(index, in: arena), version) }
-                }
-            }
+        forEachEntry { key, version in
+            guard version.offset < end else { return false }
+            if !isDamaged(version.offset) { offer(key, version) }
+            return true
         }
     }
 }

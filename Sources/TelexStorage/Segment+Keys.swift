@@ -8,16 +8,36 @@ import TelexProtocol
 extension Segment {
     var keysPath: String { String(logPath.dropLast(4)) + KeyTableFile.suffix }
 
-    /// The index a query reads, taken under the log's lock: O(chunks), no entry is copied.
-    var keyIndex: SegmentKeyIndex {
-        SegmentKeyIndex(baseOffset: baseOffset, sealed: sealedKeys, growing: sealedKeys == nil ? keyChunks.chunks : [],
-                        damaged: damaged)
+    /// The index a query takes under the log's lock: O(chunks), no entry is copied, no file read.
+    var keySnapshot: SegmentKeySnapshot {
+        SegmentKeySnapshot(segment: self, baseOffset: baseOffset, nextOffset: nextOffset, size: size,
+                           summary: keySummary, growing: keySummary == nil ? keyChunks : KeyChunks(), damaged: damaged)
     }
 
-    /// Seals the index built by a recovery scan: its table, ordered by hash, replaces the chunks. Owner only.
-    func sealKeysAfterScan() {
-        sealedKeys = SealedKeys(keyChunks.joined())
+    /// Seals the index built by a recovery scan: its table, ordered by hash, is returned (to be written) and only
+    /// its summary kept. Owner only.
+    func sealKeysAfterScan() -> SealedKeys {
+        let table = SealedKeys(keyChunks.joined())
+        keySummary = SealedKeySummary(table)
         keyChunks = KeyChunks()
+        return table
+    }
+
+    /// The key table of the sealed segment as its `.log` holds it now, built by walking its valid batches (as a
+    /// recovery scan does, without changing the segment). For a `.keys` missing, damaged or stale after open.
+    /// Blocking: reads the whole `.log`.
+    func scanKeys(nextOffset: Int64, size: Int, limits: RecordBatchLimits) throws(TelexError) -> SealedKeys {
+        var entries = KeyEntries()
+        _ = try scan(from: 0, offset: baseOffset, lastAppendTime: nil, target: size, limit: size,
+                     tailNextOffset: nextOffset, limits: limits) { _, _ in } onBatchBytes: { header, batch in
+            entries.add(batch, header: header, segmentBase: self.baseOffset, limits: limits)
+        }
+        // Copied without the arrays' spare capacity: the cache counts the entries, not the capacity.
+        var exact = KeyEntries()
+        exact.entries.reserveCapacity(entries.count)
+        exact.keyBytes.reserveCapacity(entries.keyBytes.count)
+        exact.append(contentsOf: entries)
+        return SealedKeys(exact)
     }
 
     /// Writes `table` to the `.keys` file and fdatasyncs it. Not atomic: a torn or stale file fails its checks
@@ -44,6 +64,12 @@ extension Segment {
     /// The stored key index if the `.keys` file is sound and was written for the segment as it is now (same
     /// base offset, next offset and `.log` size); otherwise why not. Blocking.
     func storedKeys() -> Result<SealedKeys, TelexError> {
+        storedKeys(nextOffset: nextOffset, size: size)
+    }
+
+    /// The stored key index if the `.keys` file is sound and was written for the segment with this next offset
+    /// and `.log` size (a query's snapshot of them); otherwise why not. Blocking.
+    func storedKeys(nextOffset: Int64, size: Int) -> Result<SealedKeys, TelexError> {
         Result { () throws(TelexError) -> SealedKeys in
             guard let bytes = try Self.readKeysFile(keysPath) else {
                 throw TelexError(.storageFailure, "\(keysPath) is missing")

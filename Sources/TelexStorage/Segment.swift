@@ -57,10 +57,11 @@ final class Segment: @unchecked Sendable {
     private var bytesSinceIndexEntry = 0
     /// Damaged ranges found by recovery or while serving, in file order (Protocol/STORAGE.md §6.2).
     var damaged: [DamagedRange] = []
-    /// The segment's key index (§14.1): chunks while it grows (appends, a recovery scan), replaced by its sealed
-    /// table when its sealing round (or, at open, recovery) has built one.
+    /// The segment's key index (§14.1): chunks while it grows (appends, a recovery scan), replaced by the summary
+    /// of its sealed table when its sealing round (or, at open, recovery) has built one; the table itself is in
+    /// the `.keys` file, loaded on demand through the log's `KeyTableCache`.
     var keyChunks = KeyChunks()
-    var sealedKeys: SealedKeys?
+    var keySummary: SealedKeySummary?
     /// Key versions (tombstones included) and tombstones indexed in this segment.
     var keyRecords = 0
     var keyTombstones = 0
@@ -358,7 +359,7 @@ final class Segment: @unchecked Sendable {
     ) throws(TelexError) -> SegmentScan {
         offsetIndex = []
         keyChunks = KeyChunks()
-        sealedKeys = nil
+        keySummary = nil
         timeIndex = []
         bytesSinceIndexEntry = 0
         nextOffset = baseOffset

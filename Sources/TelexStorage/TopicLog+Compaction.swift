@@ -82,12 +82,14 @@ extension TopicLog {
         of bases: [Int64], newest: [String: Int64], tombstonesBefore: Int64
     ) -> Set<Int64> {
         let candidates = Set(bases)
-        let (indexes, damaged) = state.withLock { state in
-            (state.segments.filter { candidates.contains($0.baseOffset) }.map(\.keyIndex),
+        let (snapshots, damaged) = state.withLock { state in
+            (state.segments.filter { candidates.contains($0.baseOffset) }.map(\.keySnapshot),
              Set(state.segments.filter { !$0.damaged.isEmpty }.map(\.baseOffset)))
         }
         var holding = Set<Int64>()
-        for index in indexes {
+        // One sealed table loaded at a time (through the key table cache).
+        for snapshot in snapshots {
+            guard let index = keyIndex(snapshot) else { continue }
             var removable = false
             index.forEachVersion { key, version in
                 guard !removable, let latest = newest[key] else { return }

@@ -41,7 +41,7 @@ extension TopicLog {
                     // by scanning the segment (§14.2).
                     switch segment.storedKeys() {
                     case .success(let keys):
-                        segment.sealedKeys = keys
+                        segment.keySummary = SealedKeySummary(keys)
                         continue
                     case .failure(let error):
                         logger.warning("rebuilding key index", metadata: [
@@ -85,10 +85,10 @@ extension TopicLog {
             // A scanned sealed segment's `.keys` is rewritten unless it already holds what the scan found.
             guard !isActive, configuration.indexKeys else { continue }
             let stored = try? segment.storedKeys().get()
-            segment.sealKeysAfterScan()
-            if stored?.entries != segment.sealedKeys!.entries {
+            let keys = segment.sealKeysAfterScan()
+            if stored?.entries != keys.entries {
                 let table = KeyTableFile(baseOffset: segment.baseOffset, nextOffset: segment.nextOffset,
-                                         logSize: Int64(segment.size), keys: segment.sealedKeys!)
+                                         logSize: Int64(segment.size), keys: keys)
                 do throws(TelexError) {
                     try segment.writeKeys(table)
                 } catch {

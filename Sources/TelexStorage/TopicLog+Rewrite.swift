@@ -249,13 +249,13 @@ extension TopicLog {
                 if configuration.indexKeys {
                     // The new segment's own key index, from its scan: the removed records are in no segment's index
                     // any more, so history and latest replay no longer name them.
-                    replacement.sealKeysAfterScan()
-                    replacement.keyRecords = replacement.sealedKeys!.entries.count
-                    replacement.keyTombstones = replacement.sealedKeys!.entries.tombstones
+                    let keys = replacement.sealKeysAfterScan()
+                    replacement.keyRecords = keys.entries.count
+                    replacement.keyTombstones = keys.entries.tombstones
                     do throws(TelexError) {
                         try replacement.writeKeys(KeyTableFile(
                             baseOffset: replacement.baseOffset, nextOffset: replacement.nextOffset,
-                            logSize: Int64(replacement.size), keys: replacement.sealedKeys!))
+                            logSize: Int64(replacement.size), keys: keys))
                     } catch {
                         // Derived data (§14.2): never fails the log; the next open rebuilds it.
                         logger.warning("could not write the key index; the next open rebuilds it",

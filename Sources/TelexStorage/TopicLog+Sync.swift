@@ -143,7 +143,7 @@ extension TopicLog {
         let leases = Result { () throws(TelexError) -> [FileLease] in
             try syncing.map { segment throws(TelexError) in try segment.logFile.lease() }
         }
-        let sealingKeys = configuration.indexKeys ? sealing.map { ($0.keyChunks, $0.sealedKeys) } : []
+        let sealingKeys = configuration.indexKeys ? sealing.map { ($0.keyChunks, $0.keySummary != nil) } : []
         return SyncWork(unsealed: state.unsealed, sealing: sealing, sealingKeys: sealingKeys, active: active,
                         target: state.nextOffset,
                         syncActive: syncActive, fullActiveSync: fullActiveSync, leases: leases)
@@ -169,18 +169,19 @@ extension TopicLog {
         // Derived data, like the indexes: a `.keys` that could not be written is rebuilt at the next open. Under
         // `directoryClosed`, which retention holds while it unlinks: a segment it took out of the log since the
         // snapshot gets no `.keys`, which would be left behind without its segment.
-        // Each sealed table is built here, off the lock, then swapped in under it (O(1)); a segment no longer
-        // growing keeps the same base offset, next offset and size.
-        let tables = zip(work.sealing, work.sealingKeys).map { segment, keys in
-            let table = keys.sealed ?? SealedKeys(keys.chunks.joined())
-            if keys.sealed == nil { installKeys(table, in: segment) }
+        // Each sealed table is built here, off the lock, written, then its summary swapped in under the lock
+        // (O(1)): a query that finds the summary finds the file. A segment no longer growing keeps the same base
+        // offset, next offset and size. One whose summary an earlier round (failed since) installed has its file.
+        let tables = zip(work.sealing, work.sealingKeys).map { segment, keys -> KeyTableFile? in
+            guard !keys.sealed else { return nil }
             let (nextOffset, size) = state.withLock { _ in (segment.nextOffset, segment.size) }
             return KeyTableFile(baseOffset: segment.baseOffset, nextOffset: nextOffset, logSize: Int64(size),
-                                keys: table)
+                                keys: SealedKeys(keys.chunks.joined()))
         }
         if !tables.isEmpty { directoryClosed.withLock { closed in
             for (segment, table) in zip(work.sealing, tables)
             where !closed && state.withLock({ $0.segments.first!.baseOffset <= segment.baseOffset }) {
+                guard let table else { continue }
                 do throws(TelexError) {
                     try segment.writeKeys(table)
                 } catch {
@@ -189,6 +190,9 @@ extension TopicLog {
                 }
             }
         } }
+        for (segment, table) in zip(work.sealing, tables) {
+            if let table { installKeys(table.keys, in: segment) }
+        }
         do throws(TelexError) {
             for segment in work.sealing { try segment.sync() }
             if let directory { try FileIO.syncDirectory(directory, path: self.directory) }

@@ -29,6 +29,8 @@ public final class TopicLog: Sendable {
     public let metrics: TopicMetrics
     let storeMetrics: TelexMetrics
     let files: FileDescriptorCache
+    /// Sealed segments' key tables loaded for queries (Protocol/STORAGE.md §14.1).
+    let keyTables: KeyTableCache
     let syncQueue: DispatchQueue
     let state: Mutex<State>
     /// True once `close()` has finished with the directory. Held (outside `state`) by whatever changes the
@@ -120,9 +122,9 @@ public final class TopicLog: Sendable {
         /// Those of `unsealed` still in the log, whose files to fsync (retention may have deleted the others).
         var sealing: [Segment]
         /// The key index of each of `sealing`, taken under the lock (empty when keys are not indexed): its chunks,
-        /// or its sealed table when an earlier round that failed afterwards built it already. The round builds
-        /// and writes the tables off the lock.
-        var sealingKeys: [(chunks: KeyChunks, sealed: SealedKeys?)]
+        /// or whether an earlier round that failed afterwards sealed it already. The round builds and writes the
+        /// tables off the lock.
+        var sealingKeys: [(chunks: KeyChunks, sealed: Bool)]
         var active: Segment
         var target: Int64
         var syncActive: Bool
@@ -174,6 +176,7 @@ public final class TopicLog: Sendable {
         self.directory = directory
         self.configuration = configuration
         self.files = files
+        keyTables = KeyTableCache(capacity: configuration.keyTableCacheBytes)
         var logger = logger
         logger[metadataKey: "topic"] = "\(topic)"
         self.logger = logger
@@ -209,9 +212,8 @@ public final class TopicLog: Sendable {
         }
         var initial = State(segments: segments)
         for segment in segments {
-            let entries = segment.sealedKeys?.entries
-            segment.keyRecords = entries?.count ?? segment.keyChunks.count
-            segment.keyTombstones = entries?.tombstones ?? segment.keyChunks.tombstones
+            segment.keyRecords = segment.keySummary?.records ?? segment.keyChunks.count
+            segment.keyTombstones = segment.keySummary?.tombstones ?? segment.keyChunks.tombstones
         }
         try Self.restoreProducerState(&initial, directory: directory, logger: logger)
         state = Mutex(initial)

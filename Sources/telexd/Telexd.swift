@@ -49,6 +49,8 @@ struct Serve: AsyncParsableCommand {
     var retentionBytes: Int?
     @Flag(name: .customLong("no-key-index"), help: "Keep no key index (latest-version replay and history then find nothing); for measuring its cost.")
     var noKeyIndex = false
+    @Option(name: .customLong("key-cache-bytes"), help: "Bytes of sealed segments' key tables each topic keeps in memory for history and latest queries. Env TELEX_KEY_CACHE_BYTES. Default 8388608.")
+    var keyCacheBytes: Int?
     @Option(name: .customLong("create-topics"), help: "Whether publishing creates topics: true|false. Env TELEX_CREATE_TOPICS. Default true.")
     var createTopics: Bool?
     @Option(name: .customLong("auth-token"), help: "Require this token in HELLO. Env TELEX_AUTH_TOKEN. Default: none.")
@@ -83,6 +85,10 @@ struct Serve: AsyncParsableCommand {
         }
         log.retentionBytes = try setting(retentionBytes, "TELEX_RETENTION_BYTES", { Int($0) })
         log.indexKeys = !noKeyIndex
+        if let bytes = try setting(keyCacheBytes, "TELEX_KEY_CACHE_BYTES", { Int($0) }) {
+            guard bytes >= 0 else { throw ValidationError("key cache bytes must not be negative") }
+            log.keyTableCacheBytes = bytes
+        }
         let openFileLimit = try files.apply(to: &log, environment: environment)
         var configuration = ServerConfiguration(log: log)
         configuration.host = try setting(host, "TELEX_HOST", { $0 }) ?? configuration.host

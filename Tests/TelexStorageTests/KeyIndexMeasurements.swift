@@ -8,8 +8,10 @@ import Testing
 /// Opt-in measurements of the key index (Protocol/STORAGE.md §14.4): `TELEX_KEY_INDEX_RECORDS=N` appends N records
 /// of about 1 KiB (10 versions per key, batches of 64, codec none, fsync never) with the index off and then on,
 /// and prints the RSS each run added, the append time of each, and the time to open the log from its `.keys`
-/// files, to rebuild them from the segments, and to open with the index off, and the time of a history query
-/// (`versions(of:)`, averaged over 100 keys) and a latest query over the reopened log. A key's versions are spread over
+/// files, to rebuild them from the segments, and to open with the index off, the bytes the reopened index keeps in
+/// memory per sealed and per growing record, and the time of a history query (`versions(of:)`, averaged over 100
+/// keys) and a latest query over the reopened log, with the sealed tables not cached (cold), cached within the
+/// default `keyTableCacheBytes`, and all cached. A key's versions are spread over
 /// the whole log (record i has key i mod N/10: every key in every segment, the worst case for memory), or with
 /// `TELEX_KEY_INDEX_CLUSTERED=1` consecutive (key i/10, as corrections follow a story within hours).
 @Suite("Key index measurements (TELEX_KEY_INDEX_RECORDS)")
@@ -75,17 +77,35 @@ struct KeyIndexMeasurements {
             let load = try Self.seconds { loaded = try TopicLog(topic: "news.wire", directory: path,
                                                                  configuration: configuration, logger: makeLogger()) }
             let versions = loaded!.keyIndexCounts.reduce(0) { $0 + $1.records }
+            let resident = loaded!.keyIndexResidentBytes
             let end = loaded!.readableEndOffset
             let keys = max(1, records / 10)
+            let probes = stride(from: 0, to: keys, by: max(1, keys / 100)).prefix(100).map { "urn:telex:article:\($0)" }
             var found = 0
-            let history = Self.seconds {
-                for key in stride(from: 0, to: keys, by: max(1, keys / 100)).prefix(100) {
-                    found += loaded!.versions(of: "urn:telex:article:\(key)", below: end).count
+            // Per key: with no table cached (each query loads what it needs), then warm with the default cache
+            // (8 MiB: it may hold fewer tables than a key touches) and with one holding every table.
+            let cold = Self.seconds {
+                for key in probes {
+                    loaded!.keyTables.removeAll()
+                    found += loaded!.versions(of: key, below: end).count
                 }
-            } / 100
+            } / Double(probes.count)
+            let warm = Self.seconds { for key in probes { _ = loaded!.versions(of: key, below: end) } } / Double(probes.count)
+            loaded!.keyTables.removeAll()
             var latestCount = 0
-            let latest = Self.seconds { latestCount = loaded!.latestVersions(below: end).count }
+            let latestCold = Self.seconds { latestCount = loaded!.latestVersions(below: end).count }
+            let latestWarm = Self.seconds { _ = loaded!.latestVersions(below: end) }
+            let cacheDefault = loaded!.keyTableCacheBytes
             try loaded!.close()
+            var large = configuration
+            large.keyTableCacheBytes = 1 << 30
+            let big = try TopicLog(topic: "news.wire", directory: path, configuration: large, logger: makeLogger())
+            for key in probes { _ = big.versions(of: key, below: end) }
+            let warmAll = Self.seconds { for key in probes { _ = big.versions(of: key, below: end) } } / Double(probes.count)
+            _ = big.latestVersions(below: end)
+            let latestWarmAll = Self.seconds { _ = big.latestVersions(below: end) }
+            let cacheAll = big.keyTableCacheBytes
+            try big.close()
             for name in try FileManager.default.contentsOfDirectory(atPath: path) where name.hasSuffix(".keys") {
                 try FileManager.default.removeItem(atPath: path + "/" + name)
             }
@@ -108,8 +128,14 @@ struct KeyIndexMeasurements {
                 key index: append time off \(off.append) s, on \(on.append) s \
                 (\(Int((on.append / off.append - 1) * 100))% more)
                 key index: open loading .keys \(load) s, rebuilding from segments \(rebuild) s, index off \(plain) s
-                key index: history query \(history * 1000) ms (\(found) versions of 100 keys), \
-                latest query \(latest * 1000) ms (\(latestCount) keys)
+                key index: resident after reopen: sealed \(resident.sealed) bytes for \(resident.sealedRecords) records \
+                (\(Double(resident.sealed) / Double(max(1, resident.sealedRecords))) B each), growing \(resident.growing) \
+                bytes for \(resident.growingRecords) (\(Double(resident.growing) / Double(max(1, resident.growingRecords))) B each)
+                key index: history query (100 keys, \(found) versions) cold \(cold * 1000) ms, warm (default cache, \
+                \(cacheDefault >> 10) KiB held) \(warm * 1000) ms, warm (every table cached, \(cacheAll >> 10) KiB) \
+                \(warmAll * 1000) ms
+                key index: latest query (\(latestCount) keys) cold \(latestCold * 1000) ms, warm (default cache) \
+                \(latestWarm * 1000) ms, warm (every table cached) \(latestWarmAll * 1000) ms
                 """)
             #expect(versions == records)
         }
