@@ -31,10 +31,11 @@ public final class BatchCompressor {
         case zlib(ZlibCompressor)
     }
 
-    /// `level` 0 stores, 1 is fastest, 6 is zlib's default, 9 (zlib) or 12 (libdeflate) is smallest; levels
-    /// outside `0...implementation.maxLevel` are clamped into it.
+    /// `level` 0 stores, 1 is fastest, 6 is zlib's default, 9 (zlib) or 12 (libdeflate) is smallest; a negative
+    /// level means 6 (zlib's `Z_DEFAULT_COMPRESSION` is -1), and levels above `implementation.maxLevel` are clamped
+    /// to it.
     public init(level: Int32 = 1, implementation: DeflateImplementation = .libdeflate) {
-        let level = min(max(level, 0), implementation.maxLevel)
+        let level = level < 0 ? 6 : min(level, implementation.maxLevel)
         self.level = level
         self.implementation = implementation
         switch implementation {
@@ -107,9 +108,18 @@ public final class BatchDecompressor {
     ///
     /// At most `expectedLength + 1` bytes are ever allocated, so a decompression bomb fails (`batchTooLarge`)
     /// before it costs memory. Corrupt, truncated and short streams and bytes after the stream are `invalidBatch`.
+    ///
+    /// libdeflate is permissive where zlib is strict about symbols RFC 1951 reserves: a stream using literal/length
+    /// symbols 286-287, distance codes 30-31 or a dynamic header declaring more than 286 / 30 codes inflates here
+    /// and fails under `.zlib`. No compressor writes such streams; PROTOCOL.md §6.5 calls them invalid, lets readers
+    /// accept them, and `telexd verify` (which inflates with `.zlib`) reports them.
     public func decompress(
         _ input: ByteBuffer, expectedLength: Int, into output: inout ByteBuffer, context: @autoclosure () -> String
     ) throws(TelexError) {
+        // Callers pass a header's u32; a public API must still not hand libdeflate a size_t wrapped from a negative.
+        guard expectedLength >= 0, expectedLength < Int(UInt32.max) else {
+            throw TelexError(.invalidBatch, "\(context()): cannot inflate to \(expectedLength) bytes")
+        }
         switch engine {
         case .zlib(let decompressor):
             try decompressor.decompress(input, expectedLength: expectedLength, into: &output, context: context())
@@ -139,7 +149,7 @@ public final class BatchDecompressor {
             // libdeflate reads on after the room is full and pads a cut-off stream with zero bits, so its failure
             // does not tell "inflates past the declared size" from "corrupt" or "ends early" the way zlib does
             // (zlib stops at the first byte past the room). Failures are rare: zlib, the reference, decides them,
-            // so both implementations give the same code and message for every bad stream.
+            // so both implementations give the same code and message for every stream both reject.
             try referee.decompress(input, expectedLength: expectedLength, into: &output, context: context())
             output.moveWriterIndex(to: output.writerIndex - expectedLength)
             throw TelexError(.invalidBatch,

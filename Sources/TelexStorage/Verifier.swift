@@ -85,7 +85,9 @@ public enum StorageVerifier {
         let limits: RecordBatchLimits
         let found: (Finding) -> Void
         var report = Report()
-        let decompressor = BatchDecompressor()
+        /// libz, the reference: it refuses streams using symbols RFC 1951 reserves, which libdeflate would decode
+        /// (PROTOCOL.md §6.5), so verify reports every batch some reader would refuse.
+        let decompressor = BatchDecompressor(implementation: .zlib)
         var scratch = ByteBuffer()
 
         init(limits: RecordBatchLimits, found: @escaping (Finding) -> Void) {

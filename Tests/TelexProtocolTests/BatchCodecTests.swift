@@ -232,9 +232,39 @@ struct BatchCodecTests {
         #expect(BatchCompressor(level: 12).level == 12)
         #expect(BatchCompressor(level: 13).level == 12)
         #expect(BatchCompressor(level: 12, implementation: .zlib).level == 9)
-        #expect(BatchCompressor(level: -1, implementation: .zlib).level == 0)
+        #expect(BatchCompressor(level: -1, implementation: .zlib).level == 6)
+        #expect(BatchCompressor(level: -1).level == 6)
         #expect(BatchCompressor().level == 1)
         #expect(BatchCompressor().implementation == .libdeflate)
+    }
+
+    /// libdeflate decodes the length symbol RFC 1951 reserves (286) where zlib refuses it: the one known way the
+    /// two disagree (PROTOCOL.md §6.5). A fixed-Huffman block: 'a', then symbol 286 at distance 1, then end of
+    /// block; the Adler-32 is that of the 259 'a's libdeflate produces.
+    @Test func reservedSymbolsAreRefusedByTheReferenceAndToleratedByLibdeflate() throws {
+        let stream = ByteBuffer(bytes: [0x78, 0x01, 0x4b, 0x1c, 0x03, 0x00, 0xd9, 0xa8, 0x62, 0x24])
+        var output = ByteBuffer()
+        try BatchDecompressor().decompress(stream, expectedLength: 259, into: &output, context: "reserved")
+        #expect(output.readableBytesView.elementsEqual(repeatElement(UInt8(ascii: "a"), count: 259)))
+        var strict = ByteBuffer()
+        #expect(throws: TelexError.self) {
+            try BatchDecompressor(implementation: .zlib).decompress(
+                stream, expectedLength: 259, into: &strict, context: "reserved")
+        }
+        #expect(strict.readableBytes == 0)
+    }
+
+    @Test func aNegativeOrHugeDeclaredLengthIsRefusedBeforeInflating() {
+        for implementation in DeflateImplementation.allCases {
+            for length in [-2, -1, Int(UInt32.max), Int.max] {
+                var output = ByteBuffer()
+                #expect(throws: TelexError.self) {
+                    try BatchDecompressor(implementation: implementation).decompress(
+                        ByteBuffer(bytes: [0x78, 0x01, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]), expectedLength: length,
+                        into: &output, context: "length")
+                }
+            }
+        }
     }
 
     // MARK: CRC-32
