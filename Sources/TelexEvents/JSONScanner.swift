@@ -12,6 +12,9 @@ import Darwin
 /// escaped key where members are recorded, a repeated recorded key) makes it answer nil, and the caller takes the
 /// slow path through `JSONValue`, which either accepts the text or says exactly what is wrong.
 struct JSONScanner {
+    /// Members recorded per object before the scanner leaves the object to the slow path.
+    static let maxRecordedMembers = 64
+
     /// One member of a recorded object: byte positions in the scanned text.
     struct Member {
         /// The key's bytes, without quotes (never escaped: an escaped recorded key makes the scan answer nil).
@@ -153,6 +156,9 @@ struct JSONScanner {
             if record {
                 var member = Member(key: key, member: keyStart..<keyStart, value: valueStart..<valueStart, kind: kind,
                                     escaped: false)
+                // Repeats are found by comparing with every recorded member: past 64 (an envelope has about 10, a
+                // ninjs article rarely 40) that would grow quadratically, so such an object takes the slow path.
+                if members.count >= Self.maxRecordedMembers { return false }
                 let base = bytes.baseAddress!
                 let repeated = members.contains {
                     $0.key.count == key.count && memcmp(base + $0.key.lowerBound, base + key.lowerBound, key.count) == 0

@@ -76,32 +76,57 @@ struct LinePublisher: Sendable {
                 }
             }
             let batches = chunks.flatMap(\.batches)
-            let acks = batches.isEmpty ? [] : try await client.publish(prepared: batches)
+            var acks: [PublishAck] = []
+            var stopped: PublishError?
+            if !batches.isEmpty {
+                do {
+                    acks = try await client.publish(prepared: batches)
+                } catch let error as PublishError {
+                    // The batches acknowledged before the failure are stored: their lines are reported below.
+                    acks = error.acknowledged
+                    stopped = error
+                }
+            }
             output.removeAll(keepingCapacity: true)
             var acked = acks.makeIterator()
             for chunk in chunks {
                 let parsed = chunk.parsed
+                // Batches are grouped by topic: offsets are put back in input order before the lines are written.
+                var stored = [(topic: String, offset: Int64)?](repeating: nil, count: parsed.ids.count)
+                var complete = true
                 for owners in chunk.owners {
-                    guard let ack = acked.next() else { break }
+                    guard let ack = acked.next() else {
+                        complete = false
+                        break
+                    }
                     for (position, index) in owners.enumerated() {
-                        let offset = ack.baseOffset + Int64(position)
-                        summary.add(topic: ack.topic, offset: offset)
-                        if !quiet {
-                            appendAckLine(file: namesFiles ? parsed.source : nil, id: parsed.ids[index],
-                                          line: parsed.lines[index], topic: ack.topic, offset: offset, to: &output)
-                        }
+                        stored[index] = (ack.topic, ack.baseOffset + Int64(position))
+                    }
+                }
+                var events: Int64 = 0
+                for (index, event) in stored.enumerated() {
+                    guard let event else { continue }
+                    events += 1
+                    summary.add(topic: event.topic, offset: event.offset)
+                    if !quiet {
+                        appendAckLine(file: namesFiles ? parsed.source : nil, id: parsed.ids[index],
+                                      line: parsed.lines[index], topic: event.topic, offset: event.offset, to: &output)
                     }
                 }
                 progress.update { counts in
-                    counts.events += Int64(parsed.ids.count)
-                    counts.bytes += parsed.bytes
-                    counts.done += parsed.bytes
+                    counts.events += events
+                    if complete {
+                        counts.bytes += parsed.bytes
+                        counts.done += parsed.bytes
+                    }
                 }
+                if !complete { break }
             }
             if !output.isEmpty {
                 if clearsProgress { progress.clear() }
                 try writeAll(output)
             }
+            if let stopped { throw stopped }
             // The producer stops after a chunk with a bad line or a failure: either is the last item.
             if let stop = chunks.last?.parsed.stop { throw stop }
             if let failure { throw failure }

@@ -22,6 +22,8 @@ final class OutputWriter: Sendable {
         /// The thread is writing a batch it took.
         var inFlight = false
         var failed = false
+        /// The errno of the write that failed.
+        var failure: Int32 = 0
         var spaceWaiters: [CheckedContinuation<Void, Never>] = []
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -95,6 +97,9 @@ final class OutputWriter: Sendable {
         return !state.withLockedValue { $0.failed }
     }
 
+    /// The errno of the write that failed, nil while writing works. Lines queued when it failed were not written.
+    var failure: Int32? { state.withLockedValue { $0.failed ? $0.failure : nil } }
+
     private func writeLoop() {
         var batch: [UInt8] = []
         wake.wait()
@@ -129,8 +134,10 @@ final class OutputWriter: Sendable {
             for waiter in waiters { waiter.resume() }
             if done { return }
             if !writeAll(batch, to: descriptor) {
+                let failure = errno
                 let waiters = state.withLockedValue { state in
                     state.failed = true
+                    state.failure = failure
                     state.pending = []
                     defer { (state.spaceWaiters, state.drainWaiters) = ([], []) }
                     return state.spaceWaiters + state.drainWaiters

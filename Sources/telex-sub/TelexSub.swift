@@ -127,8 +127,20 @@ struct TelexSub: AsyncParsableCommand {
             var exitCode: Int32 = 0
             let result = await printing.result
             progress.finish()
+            // The subscription's positions are past every event iterated, but lines still queued when standard
+            // output failed were never written: then only the periodic commits (each after a flush) stand.
+            var outputLost = false
             switch result {
-            case .success: break
+            case .success(let failure):
+                if let failure {
+                    outputLost = true
+                    // A closed pipe (`| head`) is how a reader says it has enough; anything else is an error.
+                    if failure != EPIPE {
+                        printError("telex-sub: could not write to standard output: \(String(cString: strerror(failure)))"
+                            + (consumer == nil ? "" : "; positions after the last commit were not committed"))
+                        exitCode = 1
+                    }
+                }
             case .failure(let error):
                 printError("telex-sub: \(describe(error))")
                 if (error as? TelexError)?.code == .corruptBatch {
@@ -136,7 +148,7 @@ struct TelexSub: AsyncParsableCommand {
                 }
                 exitCode = 1
             }
-            if consumer != nil {
+            if consumer != nil, !outputLost {
                 do { try await subscription.commit() } catch {
                     printError("telex-sub: could not commit positions: \(describe(error))")
                     exitCode = 1
@@ -149,9 +161,10 @@ struct TelexSub: AsyncParsableCommand {
 
     /// Prints events until the subscription ends, `limit` is reached, standard output closes or the task is
     /// cancelled; commits every `commitEvery` events when given, and counts each printed event in `progress`.
+    /// Returns the errno of a failed write to standard output (some iterated events were then not written), or nil.
     private static func printEvents(
         _ subscription: TelexSubscription, limit: Int?, commitEvery: Int?, progress: ProgressReporter
-    ) async throws {
+    ) async throws -> Int32? {
         // On a terminal each line is written before the next (the progress line is erased first); elsewhere the
         // writer thread gathers lines into large writes.
         let clearsProgress = isTerminal(STDOUT_FILENO)
@@ -202,6 +215,7 @@ struct TelexSub: AsyncParsableCommand {
             throw error
         }
         await writer.flush()
+        return writer.failure
     }
 }
 
