@@ -33,10 +33,12 @@ struct Percentiles {
     }
 }
 
-/// publish→delivery and publish→ack of one latency run.
+/// publish→delivery and publish→ack of one latency run, and how late the publisher handed each event to the
+/// client (`send`: from its intended time until `send` returned), the load generator's own share of both.
 struct LatencyResult {
     var delivery: Percentiles
     var ack: Percentiles
+    var send: Percentiles
 }
 
 /// A latency run without coordinated omission: single-event batches are due on a fixed schedule (`rate` a second)
@@ -71,6 +73,7 @@ struct LatencyRun {
         let interval = 1_000_000_000 / UInt64(rate)
         let start = DispatchTime.now().uptimeNanoseconds + 10_000_000
         // Each ack is awaited by its own child task, so its time is taken when it arrives, not when it is read.
+        var sendLateness = Self.histogram()
         let acks = try await withThrowingTaskGroup(of: UInt64.self, returning: Histogram<UInt64>.self) { acks in
             for index in 0..<total {
                 let intended = start + UInt64(index) * interval
@@ -82,6 +85,8 @@ struct LatencyRun {
                 record.headers.append(RecordHeader(name: Self.intendedHeader, value: String(intended)))
                 let prepared = try await publisher.prepare([record], topic: topic)
                 let pending = try await publisher.send(prepared[0])
+                let sent = DispatchTime.now().uptimeNanoseconds
+                _ = sendLateness.record(sent &- min(sent, intended))
                 acks.addTask {
                     _ = try await pending.ack()
                     let now = DispatchTime.now().uptimeNanoseconds
@@ -103,7 +108,7 @@ struct LatencyRun {
             throw TelexError(.timeout, "latency subscriber received \(delivered.totalCount) of \(total) events in 30 s")
         }
         await subscription.cancel()
-        return LatencyResult(delivery: Percentiles(delivered), ack: Percentiles(acks))
+        return LatencyResult(delivery: Percentiles(delivered), ack: Percentiles(acks), send: Percentiles(sendLateness))
     }
 
     /// Nanoseconds up to 60 s, three significant digits.

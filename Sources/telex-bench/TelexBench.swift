@@ -115,6 +115,7 @@ struct BrokerBenchmark: AsyncParsableCommand {
             latencies.append(latency)
             log("run \(run): publish→delivery at \(rate) ev/s (from intended send times): \(describe(latency.delivery))")
             log("run \(run): publish→ack: \(describe(latency.ack))")
+            log("run \(run): the publisher's own lateness (intended time → send returned): \(describe(latency.send))")
         }
         let peakRSS = serverPid.flatMap(peakRSSBytes)
         let delivery = Percentiles.median(latencies.map(\.delivery))
@@ -151,6 +152,8 @@ struct BrokerBenchmark: AsyncParsableCommand {
             "ackP99Ms": optional(latencies.map(\.ack.p99)) { number($0 / 1e6) },
             "ackP999Ms": optional(latencies.map(\.ack.p999)) { number($0 / 1e6) },
             "ackMaxMs": optional(latencies.map(\.ack.max)) { number($0 / 1e6) },
+            "sendLatenessP50Ms": optional(latencies.map(\.send.p50)) { number($0 / 1e6) },
+            "sendLatenessP99Ms": optional(latencies.map(\.send.p99)) { number($0 / 1e6) },
             "diskBytesPerEvent": optional(diskPerEvent) { number(Int($0)) },
             "diskBytesPerJSONByte": optional(diskPerEvent) { number($0 / averageJSON) },
             "serverPeakRSSMiB": peakRSS.map { number(Double($0) / 1_048_576) } ?? .null,
