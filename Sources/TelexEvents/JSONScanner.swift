@@ -179,17 +179,24 @@ struct JSONScanner {
             } else {
                 guard value() else { return false }
             }
-            skipWhitespace()
-            guard index < bytes.count else { return false }
-            if bytes[index] == UInt8(ascii: ",") {
-                index += 1
-                skipWhitespace()
-                continue
-            }
-            guard bytes[index] == UInt8(ascii: "}") else { return false }
+            guard let more = separator(closing: UInt8(ascii: "}")) else { return false }
+            if !more { return true }
+        }
+    }
+
+    /// After a member or an element: true past a `,` (another follows), false past `closing` (the container ends),
+    /// nil at anything else.
+    private mutating func separator(closing: UInt8) -> Bool? {
+        skipWhitespace()
+        guard index < bytes.count else { return nil }
+        if bytes[index] == UInt8(ascii: ",") {
             index += 1
+            skipWhitespace()
             return true
         }
+        guard bytes[index] == closing else { return nil }
+        index += 1
+        return false
     }
 
     private mutating func array() -> Bool {
@@ -204,16 +211,8 @@ struct JSONScanner {
         }
         while true {
             guard value() else { return false }
-            skipWhitespace()
-            guard index < bytes.count else { return false }
-            if bytes[index] == UInt8(ascii: ",") {
-                index += 1
-                skipWhitespace()
-                continue
-            }
-            guard bytes[index] == UInt8(ascii: "]") else { return false }
-            index += 1
-            return true
+            guard let more = separator(closing: UInt8(ascii: "]")) else { return false }
+            if !more { return true }
         }
     }
 

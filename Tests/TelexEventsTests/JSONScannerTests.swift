@@ -77,7 +77,7 @@ struct JSONScannerTests {
         var generator = SplitMix(state: 0x5CA7)
         let replacements = Array(#"{}[]:,"\ 0123456789.eE+-tfnrux"#.utf8) + [0x00, 0x1F, 0x7F, 0x80, 0xC3, 0xFF]
         for _ in 0..<300 {
-            let document = JSONValue.object(["data": randomValue(&generator, depth: 0), "id": "x"]).serialized()
+            let document = JSONValue.object(["data": generator.randomValue(depth: 0), "id": "x"]).serialized()
             #expect(scannerAccepts(document), "\(String(decoding: document, as: UTF8.self))")
             for _ in 0..<20 {
                 var changed = document
@@ -91,29 +91,6 @@ struct JSONScannerTests {
                 #expect(scanner == parser || (parser && Self.hasTrailingComma(changed)),
                         "\(String(decoding: changed, as: UTF8.self))")
             }
-        }
-    }
-
-    private func randomValue(_ generator: inout SplitMix, depth: Int) -> JSONValue {
-        switch generator.next(depth > 3 ? 5 : 7) {
-        case 0: return .null
-        case 1: return .bool(generator.next(2) == 0)
-        case 2: return .integer(Int64(bitPattern: generator.next()))
-        case 3:
-            let double = Double(bitPattern: generator.next())
-            if !double.isFinite || Int64(exactly: double) != nil { return .double(0.25) }
-            return .double(double)
-        case 4:
-            let pool: [UInt32] = [0x00, 0x08, 0x0A, 0x1F, 0x22, 0x2F, 0x5C, 0x41, 0x7F, 0xE9, 0x2028, 0x6771, 0x1F5DE]
-            let scalars = (0..<generator.next(12)).map { _ in Character(Unicode.Scalar(pool[generator.next(pool.count)])!) }
-            return .string(String(scalars))
-        case 5: return .array((0..<generator.next(5)).map { _ in randomValue(&generator, depth: depth + 1) })
-        default:
-            var members: [String: JSONValue] = [:]
-            for index in 0..<generator.next(5) {
-                members["k\(index)/\"\(generator.next(3))"] = randomValue(&generator, depth: depth + 1)
-            }
-            return .object(members)
         }
     }
 
