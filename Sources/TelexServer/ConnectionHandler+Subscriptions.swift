@@ -117,9 +117,9 @@ extension ConnectionHandler {
             case .history(let key):
                 stopsAtEnd = true
                 let key = String(buffer: key)
-                offsets = SelectionPlanner.history(ends.map { topic, log, end in (topic, log.versions(of: key, below: end)) })
+                offsets = SelectionPlanner.history(try ends.map { topic, log, end in (topic, try log.versions(of: key, below: end)) })
             default:
-                offsets = SelectionPlanner.latest(ends.map { topic, log, end in (topic, log.latestVersions(below: end)) })
+                offsets = SelectionPlanner.latest(try ends.map { topic, log, end in (topic, try log.latestVersions(below: end)) })
             }
             return Dictionary(ends.map { topic, _, end in
                 (topic, TopicSelection(offsets: offsets[topic] ?? [], end: end, stopsAtEnd: stopsAtEnd))

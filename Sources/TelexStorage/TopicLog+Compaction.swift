@@ -38,8 +38,8 @@ extension TopicLog {
         let newest: [String: Int64]
         var candidates = sealedSegmentBases(below: end)
         if configuration.indexKeys {
-            newest = latestVersions(below: end).mapValues(\.offset)
-            let holding = segmentsHoldingRemovable(of: candidates, newest: newest, tombstonesBefore: tombstonesBefore)
+            newest = try latestVersions(below: end).mapValues(\.offset)
+            let holding = try segmentsHoldingRemovable(of: candidates, newest: newest, tombstonesBefore: tombstonesBefore)
             candidates = candidates.filter(holding.contains)
         } else {
             newest = try newestVersions(below: end).mapValues(\.offset)
@@ -80,7 +80,7 @@ extension TopicLog {
     /// damaged range (records in damage are not indexed, and the round must see such a segment to skip it).
     func segmentsHoldingRemovable(
         of bases: [Int64], newest: [String: Int64], tombstonesBefore: Int64
-    ) -> Set<Int64> {
+    ) throws(TelexError) -> Set<Int64> {
         let candidates = Set(bases)
         let (snapshots, damaged) = state.withLock { state in
             (state.segments.filter { candidates.contains($0.baseOffset) }.map(\.keySnapshot),
@@ -89,7 +89,7 @@ extension TopicLog {
         var holding = Set<Int64>()
         // One sealed table loaded at a time (through the key table cache).
         for snapshot in snapshots {
-            guard let index = keyIndex(snapshot) else { continue }
+            guard let index = try keyIndex(snapshot) else { continue }
             var removable = false
             index.forEachVersion { key, version in
                 guard !removable, let latest = newest[key] else { return }

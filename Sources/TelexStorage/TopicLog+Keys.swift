@@ -23,20 +23,22 @@ struct SegmentKeySnapshot: Sendable {
 /// caller's thread, outside the lock: blocking file reads, never on an event loop.
 extension TopicLog {
     /// Each key's newest version below `end` (none when `indexKeys` is off). O(records); loads every sealed
-    /// segment's table in turn, so only the cached ones and one more are in memory at a time.
-    public func latestVersions(below end: Int64) -> [String: KeyVersion] {
+    /// segment's table in turn, so only the cached ones and one more are in memory at a time. Throws when a
+    /// segment's table can be neither loaded nor rebuilt: an answer without it would be wrong, not smaller.
+    public func latestVersions(below end: Int64) throws(TelexError) -> [String: KeyVersion] {
         guard configuration.indexKeys else { return [:] }
         var latest: [String: KeyVersion] = [:]
         for snapshot in keySnapshots(below: end) {
-            keyIndex(snapshot)?.latest(below: end, into: &latest)
+            try keyIndex(snapshot)?.latest(below: end, into: &latest)
         }
         return latest
     }
 
     /// Every version of `key` below `end`, oldest first (none when `indexKeys` is off). Of the sealed segments,
     /// only those whose summary may hold the key are loaded and binary-searched; the growing ones are scanned. A
-    /// key with a byte outside ASCII is compared as a String with every entry of every segment.
-    public func versions(of key: String, below end: Int64) -> [KeyVersion] {
+    /// key with a byte outside ASCII is compared as a String with every entry of every segment. Throws when a
+    /// segment that may hold the key has a table that can be neither loaded nor rebuilt (purge must not miss it).
+    public func versions(of key: String, below end: Int64) throws(TelexError) -> [KeyVersion] {
         guard configuration.indexKeys else { return [] }
         let ascii = key.utf8.allSatisfy { $0 < 0x80 }
         var utf8 = key
@@ -44,7 +46,7 @@ extension TopicLog {
         var found: [KeyVersion] = []
         for snapshot in keySnapshots(below: end) {
             if ascii, let summary = snapshot.summary, !summary.mayContain(hash) { continue }
-            guard let index = keyIndex(snapshot) else { continue }
+            guard let index = try keyIndex(snapshot) else { continue }
             let start = found.count
             index.versions(of: key, ascii: ascii, below: end, into: &found)
             if !ascii || index.sealed != nil { found[start...].sort { $0.offset < $1.offset } }
@@ -86,8 +88,9 @@ extension TopicLog {
 
     /// The searchable index of `snapshot`: its growing chunks, or its sealed table from the cache, else from its
     /// `.keys` (then cached), else — the file missing, damaged or stale — rebuilt from its `.log`, cached and
-    /// written again. Nil when the segment left the log meanwhile (retention) and nothing replaced it. Blocking.
-    func keyIndex(_ snapshot: SegmentKeySnapshot) -> SegmentKeyIndex? {
+    /// written again. Nil when the segment left the log meanwhile (retention) and nothing replaced it; throws when
+    /// the segment is still there but its `.log` cannot be read to rebuild the table. Blocking.
+    func keyIndex(_ snapshot: SegmentKeySnapshot) throws(TelexError) -> SegmentKeyIndex? {
         guard let summary = snapshot.summary else {
             return SegmentKeyIndex(baseOffset: snapshot.baseOffset, sealed: nil, growing: snapshot.growing,
                                    damaged: snapshot.damaged)
@@ -109,7 +112,7 @@ extension TopicLog {
                 state.segments.first { $0.baseOffset == snapshot.baseOffset }.map { ($0 === segment, $0.keySnapshot) }
             }
             guard let (same, current) = now else { return nil }
-            if !same { return keyIndex(current) }
+            if !same { return try keyIndex(current) }
             logger.warning("rebuilding key index", metadata: [
                 "segment": "\(segment.logPath)", "reason": "\(error.message)",
             ])
@@ -120,9 +123,10 @@ extension TopicLog {
                 rewriteKeys(table, of: segment, nextOffset: snapshot.nextOffset, size: snapshot.size)
                 return index(table)
             } catch {
-                logger.error("could not rebuild the key index; its segment is left out of key queries",
+                logger.error("could not rebuild the key index; key queries of this topic fail until it can be read",
                              metadata: ["segment": "\(segment.logPath)", "error": "\(error)"])
-                return nil
+                throw TelexError(.storageFailure,
+                    "the key index of \(segment.logPath) can be neither loaded nor rebuilt: \(error.message)", topic: topic)
             }
         }
     }

@@ -13,7 +13,7 @@ extension TopicLog {
         precondition(!key.isEmpty, "purge needs a key")
         // With the key index: nothing to do in a topic without the key (no roll, no fsync), and the active segment
         // rolls only when it holds a version.
-        let indexed = configuration.indexKeys ? versions(of: key, below: endOffset).map(\.offset) : nil
+        let indexed = configuration.indexKeys ? try versions(of: key, below: endOffset).map(\.offset) : nil
         let damagedAnywhere = state.withLock { state in state.segments.contains { !$0.damaged.isEmpty } }
         if let indexed, indexed.isEmpty, !damagedAnywhere { return [] }
         let rolled = try state.withLock { state throws(TelexError) -> Bool in
@@ -30,7 +30,7 @@ extension TopicLog {
         var bases = sealedSegmentBases(below: end)
         if configuration.indexKeys {
             // Only the segments the key index names, and any with a damaged range (whose records it cannot name).
-            let offsets = versions(of: key, below: end).map(\.offset)
+            let offsets = try versions(of: key, below: end).map(\.offset)
             let damaged = state.withLock { state in Set(state.segments.filter { !$0.damaged.isEmpty }.map(\.baseOffset)) }
             bases = bases.enumerated().filter { index, base in
                 let next = index + 1 < bases.count ? bases[index + 1] : end

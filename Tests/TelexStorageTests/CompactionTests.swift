@@ -85,7 +85,7 @@ struct CompactionTests {
                 let purged = try reopened.purge(key: purgedKey).flatMap(\.removedOffsets)
                 #expect(!purged.isEmpty)
                 #expect(Set(purged) == Set(published.filter { $0.value.key == purgedKey }.map(\.key)).intersection(expired))
-                #expect(reopened.versions(of: purgedKey, below: reopened.readableEndOffset).isEmpty)
+                #expect(try reopened.versions(of: purgedKey, below: reopened.readableEndOffset).isEmpty)
                 expectIndexHolds(reopened, published, kept: expired.subtracting(purged))
                 try expectHolds(reopened, published, kept: expired.subtracting(purged))
                 // Appends go on at the end, after the gaps.

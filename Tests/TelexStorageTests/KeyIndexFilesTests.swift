@@ -31,7 +31,7 @@ struct KeyIndexFilesTests {
             try appendSome(log, 5, seed: 4)
             let acknowledged = log.endOffset
             let ends = [acknowledged, acknowledged / 3]
-            let before = keyAnswers(log, keys: KeyIndexTests.keys, ends: ends)
+            let before = try keyAnswers(log, keys: KeyIndexTests.keys, ends: ends)
             let copy = directory + "/crash"
             // Rounds still queued would create and rename files under the copy; the appends are all written.
             log.syncQueue.sync {}
@@ -42,7 +42,7 @@ struct KeyIndexFilesTests {
             let recovered = try TopicLog(topic: "news.wire", directory: copy, configuration: configuration,
                                          logger: makeLogger())
             #expect(recovered.endOffset == acknowledged)
-            #expect(keyAnswers(recovered, keys: KeyIndexTests.keys, ends: ends) == before)
+            #expect(try keyAnswers(recovered, keys: KeyIndexTests.keys, ends: ends) == before)
             try recovered.close()
             try log.close()
         }
@@ -65,7 +65,7 @@ struct KeyIndexFilesTests {
             #expect(try log.applyRetention() > 0)
             let start = log.startOffset
             #expect(try keysFiles().allSatisfy { Int64($0.dropLast(5))! >= start })
-            #expect(log.latestVersions(below: log.endOffset).values.allSatisfy { $0.offset >= start })
+            #expect(try log.latestVersions(below: log.endOffset).values.allSatisfy { $0.offset >= start })
             #expect(try store.deleteLog("news.wire"))
             #expect(!FileManager.default.fileExists(atPath: topicDirectory))
             try store.close()
@@ -113,15 +113,15 @@ struct KeyIndexFilesTests {
             configuration.indexKeys = false
             var log = try openLog(directory, configuration)
             try appendSome(log, 30, seed: 6)
-            #expect(log.latestVersions(below: log.endOffset).isEmpty)
-            #expect(log.versions(of: KeyIndexTests.keys[0], below: log.endOffset).isEmpty)
+            #expect(try log.latestVersions(below: log.endOffset).isEmpty)
+            #expect(try log.versions(of: KeyIndexTests.keys[0], below: log.endOffset).isEmpty)
             try log.close()
             #expect(try FileManager.default.contentsOfDirectory(atPath: logDirectory(directory))
                 .allSatisfy { !$0.hasSuffix(".keys") })
             // Turned on again: the missing `.keys` files are rebuilt.
             configuration.indexKeys = true
             log = try openLog(directory, configuration)
-            #expect(log.versions(of: KeyIndexTests.keys[0], below: log.endOffset).count > 1)
+            #expect(try log.versions(of: KeyIndexTests.keys[0], below: log.endOffset).count > 1)
             try log.close()
             #expect(try segmentBases(directory).dropLast().allSatisfy {
                 FileManager.default.fileExists(atPath: segmentPath(directory, $0, ".keys"))

@@ -28,9 +28,9 @@ struct KeyIndexLayoutTests {
     func expectMatches(_ log: TopicLog, _ model: KeyIndexModel, keys: [String]) {
         let end = log.readableEndOffset
         for probe in [end, end / 3, 4096, 4097, 0] {
-            #expect(log.latestVersions(below: probe) == model.latest(below: probe, from: 0), "below \(probe)")
+            #expect(try log.latestVersions(below: probe) == model.latest(below: probe, from: 0), "below \(probe)")
             for key in keys.prefix(8) {
-                #expect(log.versions(of: key, below: probe) == model.versions(of: key, below: probe, from: 0))
+                #expect(try log.versions(of: key, below: probe) == model.versions(of: key, below: probe, from: 0))
             }
         }
     }
@@ -45,9 +45,9 @@ struct KeyIndexLayoutTests {
             #expect(log.keyIndexCounts.map(\.records) == [5_000])
             expectMatches(log, model, keys: keys)
             // A query holds the chunks it took; appends after it copy at most the last one and do not change it.
-            let before = log.versions(of: keys[0], below: log.readableEndOffset)
+            let before = try log.versions(of: keys[0], below: log.readableEndOffset)
             try append(log, batches: 3, size: 200, keys: keys, model: &model, start: 5_000)
-            #expect(log.versions(of: keys[0], below: 5_000) == before)
+            #expect(try log.versions(of: keys[0], below: 5_000) == before)
             expectMatches(log, model, keys: keys)
             try log.close()
             let reopened = try openLog(directory, testConfiguration(segmentBytes: 1 << 16))
@@ -74,11 +74,11 @@ struct KeyIndexLayoutTests {
                 let end = log.readableEndOffset
                 for (index, (plain, other)) in spellings.enumerated() {
                     let offsets = [Int64(index * 3), Int64(index * 3 + 2)]
-                    #expect(log.versions(of: plain, below: end).map(\.offset) == offsets)
-                    #expect(log.versions(of: other, below: end).map(\.offset) == offsets)
-                    #expect(log.latestVersions(below: end)[plain]?.offset == offsets[1])
+                    #expect(try log.versions(of: plain, below: end).map(\.offset) == offsets)
+                    #expect(try log.versions(of: other, below: end).map(\.offset) == offsets)
+                    #expect(try log.latestVersions(below: end)[plain]?.offset == offsets[1])
                 }
-                #expect(log.latestVersions(below: log.readableEndOffset).count == keyCount)
+                #expect(try log.latestVersions(below: log.readableEndOffset).count == keyCount)
             }
             check(log, keyCount: 3)
             try log.close()

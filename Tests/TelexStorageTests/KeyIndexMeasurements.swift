@@ -87,23 +87,23 @@ struct KeyIndexMeasurements {
             let cold = Self.seconds {
                 for key in probes {
                     loaded!.keyTables.removeAll()
-                    found += loaded!.versions(of: key, below: end).count
+                    found += try! loaded!.versions(of: key, below: end).count
                 }
             } / Double(probes.count)
-            let warm = Self.seconds { for key in probes { _ = loaded!.versions(of: key, below: end) } } / Double(probes.count)
+            let warm = Self.seconds { for key in probes { _ = try! loaded!.versions(of: key, below: end) } } / Double(probes.count)
             loaded!.keyTables.removeAll()
             var latestCount = 0
-            let latestCold = Self.seconds { latestCount = loaded!.latestVersions(below: end).count }
-            let latestWarm = Self.seconds { _ = loaded!.latestVersions(below: end) }
+            let latestCold = Self.seconds { latestCount = try! loaded!.latestVersions(below: end).count }
+            let latestWarm = Self.seconds { _ = try! loaded!.latestVersions(below: end) }
             let cacheDefault = loaded!.keyTableCacheBytes
             try loaded!.close()
             var large = configuration
             large.keyTableCacheBytes = 1 << 30
             let big = try TopicLog(topic: "news.wire", directory: path, configuration: large, logger: makeLogger())
-            for key in probes { _ = big.versions(of: key, below: end) }
-            let warmAll = Self.seconds { for key in probes { _ = big.versions(of: key, below: end) } } / Double(probes.count)
-            _ = big.latestVersions(below: end)
-            let latestWarmAll = Self.seconds { _ = big.latestVersions(below: end) }
+            for key in probes { _ = try! big.versions(of: key, below: end) }
+            let warmAll = Self.seconds { for key in probes { _ = try! big.versions(of: key, below: end) } } / Double(probes.count)
+            _ = try! big.latestVersions(below: end)
+            let latestWarmAll = Self.seconds { _ = try! big.latestVersions(below: end) }
             let cacheAll = big.keyTableCacheBytes
             try big.close()
             for name in try FileManager.default.contentsOfDirectory(atPath: path) where name.hasSuffix(".keys") {

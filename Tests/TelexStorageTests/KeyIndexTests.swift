@@ -43,12 +43,12 @@ struct KeyIndexModel {
 }
 
 /// Every answer of the index at the ends `ends`: the latest versions and each key's versions.
-func keyAnswers(_ log: TopicLog, keys: [String], ends: [Int64]) -> [String] {
-    ends.flatMap { end in
-        ["latest below \(end): " + log.latestVersions(below: end).sorted { $0.key < $1.key }
+func keyAnswers(_ log: TopicLog, keys: [String], ends: [Int64]) throws -> [String] {
+    try ends.flatMap { end in
+        try ["latest below \(end): " + log.latestVersions(below: end).sorted { $0.key < $1.key }
             .map { "\($0.key)=\($0.value.offset)/\($0.value.appendTime)/\($0.value.tombstone)" }.joined(separator: " ")]
             + keys.map { key in
-                "\(key) below \(end): "
+                try "\(key) below \(end): "
                     + log.versions(of: key, below: end).map { "\($0.offset)/\($0.appendTime)/\($0.tombstone)" }
                     .joined(separator: " ")
             }
@@ -83,9 +83,9 @@ struct KeyIndexTests {
         let start = log.startOffset
         let end = log.readableEndOffset
         for probe in [end, start, (start + end) / 2, Int64.random(in: 0...end, using: &random), end + 10] {
-            #expect(log.latestVersions(below: probe) == model.latest(below: probe, from: start), "end \(probe)")
+            #expect(try log.latestVersions(below: probe) == model.latest(below: probe, from: start), "end \(probe)")
             for key in Self.keys {
-                #expect(log.versions(of: key, below: probe) == model.versions(of: key, below: probe, from: start),
+                #expect(try log.versions(of: key, below: probe) == model.versions(of: key, below: probe, from: start),
                         "\(key) below \(probe)")
             }
         }
@@ -121,7 +121,7 @@ struct KeyIndexTests {
             var model = KeyIndexModel()
             try appendRandom(log, 40, model: &model, random: &random)
             let ends = [log.readableEndOffset, log.readableEndOffset / 2]
-            let before = keyAnswers(log, keys: Self.keys, ends: ends)
+            let before = try keyAnswers(log, keys: Self.keys, ends: ends)
             let bases = try segmentBases(directory)
             try log.close()
             for base in bases.dropLast() {
@@ -130,7 +130,7 @@ struct KeyIndexTests {
             #expect(!FileManager.default.fileExists(atPath: segmentPath(directory, bases.last!, ".keys")))
             let handler = RecordingLogHandler()
             log = try openLog(directory, configuration, handler: handler)
-            #expect(keyAnswers(log, keys: Self.keys, ends: ends) == before)
+            #expect(try keyAnswers(log, keys: Self.keys, ends: ends) == before)
             #expect(!handler.messages.contains("rebuilding key index"), "\(handler.messages)")
             expectMatches(log, model, random: &random)
             try log.close()
@@ -146,7 +146,7 @@ struct KeyIndexTests {
             var model = KeyIndexModel()
             try appendRandom(log, 40, model: &model, random: &random)
             let ends = [log.readableEndOffset, 17]
-            let before = keyAnswers(log, keys: Self.keys, ends: ends)
+            let before = try keyAnswers(log, keys: Self.keys, ends: ends)
             try log.close()
             let bases = try segmentBases(directory)
             try #require(bases.count >= 5)
@@ -171,7 +171,7 @@ struct KeyIndexTests {
             log = try TopicLog(topic: "news.wire", directory: dataDirectory + "/topics/news.wire",
                                configuration: configuration, logger: makeLogger(handler))
             #expect(handler.messages.filter { $0 == "rebuilding key index" }.count == 4)
-            #expect(keyAnswers(log, keys: Self.keys, ends: ends) == before)
+            #expect(try keyAnswers(log, keys: Self.keys, ends: ends) == before)
             try log.close()
             #expect(try StorageVerifier.verify(dataDirectory: dataDirectory).findings.isEmpty)
             #expect(try readFile(dataDirectory + "/topics/news.wire/" + Segment.fileName(bases[1], ".keys")) == sound)

@@ -22,7 +22,7 @@ struct KeyTableCacheTests {
     /// The bytes of the largest sealed table of `log`.
     func largestTable(_ log: TopicLog) -> Int {
         log.keySnapshots(below: log.endOffset).compactMap { snapshot in
-            snapshot.summary == nil ? nil : log.keyIndex(snapshot)?.sealed.map(KeyTableCache.bytes(of:))
+            snapshot.summary == nil ? nil : try! log.keyIndex(snapshot)?.sealed.map(KeyTableCache.bytes(of:))
         }.max() ?? 0
     }
 
@@ -33,12 +33,12 @@ struct KeyTableCacheTests {
             let sealed = log.keySnapshots(below: log.endOffset).filter { $0.summary != nil }.count
             #expect(sealed >= 5)
             let ends = [log.endOffset, log.endOffset / 2, 1]
-            let cold = keyAnswers(log, keys: Self.keys, ends: ends)
+            let cold = try keyAnswers(log, keys: Self.keys, ends: ends)
             #expect(log.keyTables.count == sealed)
-            let warm = keyAnswers(log, keys: Self.keys, ends: ends)
+            let warm = try keyAnswers(log, keys: Self.keys, ends: ends)
             #expect(warm == cold)
             log.keyTables.removeAll()
-            #expect(keyAnswers(log, keys: Self.keys, ends: ends) == cold)
+            #expect(try keyAnswers(log, keys: Self.keys, ends: ends) == cold)
             let table = largestTable(log)
             try log.close()
             // The same log reopened with room for two tables (constant eviction), and with none.
@@ -46,10 +46,34 @@ struct KeyTableCacheTests {
                 var configuration = testConfiguration(segmentBytes: 1500)
                 configuration.keyTableCacheBytes = bytes
                 let reopened = try openLog(directory, configuration)
-                #expect(keyAnswers(reopened, keys: Self.keys, ends: ends) == cold)
+                #expect(try keyAnswers(reopened, keys: Self.keys, ends: ends) == cold)
                 #expect(reopened.keyTables.count <= (bytes == 0 ? 0 : 2))
                 try reopened.close()
             }
+        }
+    }
+
+    @Test("a sealed table that can be neither loaded nor rebuilt fails key queries and purge; it is never left out")
+    func unreadableTableFailsQueries() async throws {
+        try await withTemporaryDirectory { directory in
+            let log = try filledLog(directory, cacheBytes: 0)
+            let key = Self.keys[0]
+            let expected = try log.versions(of: key, below: log.endOffset)
+            #expect(!expected.isEmpty)
+            let topicDirectory = log.directory
+            for name in try FileManager.default.contentsOfDirectory(atPath: topicDirectory) where name.hasSuffix(".keys") {
+                try FileManager.default.removeItem(atPath: topicDirectory + "/" + name)
+            }
+            let faults = FaultInjectingFileSystem()
+            faults.fail(.read, on: ".log", with: EIO, count: 1_000_000)
+            try await withFileSystem(faults, under: directory) {
+                #expect(throws: TelexError.self) { try log.versions(of: key, below: log.endOffset) }
+                #expect(throws: TelexError.self) { try log.latestVersions(below: log.endOffset) }
+                #expect(throws: TelexError.self) { try log.purge(key: key) }
+            }
+            // Readable again: the tables are rebuilt and the answer is whole.
+            #expect(try log.versions(of: key, below: log.endOffset) == expected)
+            try log.close()
         }
     }
 
@@ -57,8 +81,8 @@ struct KeyTableCacheTests {
     func bound() throws {
         try withTemporaryDirectorySync { directory in
             let probe = try filledLog(directory, cacheBytes: 0)
-            let sizes = probe.keySnapshots(below: probe.endOffset).filter { $0.summary != nil }
-                .map { KeyTableCache.bytes(of: probe.keyIndex($0)!.sealed!) }
+            let sizes = try probe.keySnapshots(below: probe.endOffset).filter { $0.summary != nil }
+                .map { KeyTableCache.bytes(of: try probe.keyIndex($0)!.sealed!) }
             #expect(probe.keyTableCacheBytes == 0 && probe.keyTables.count == 0)
             try probe.close()
             // Room for the first table and the larger of the next two.
@@ -68,19 +92,19 @@ struct KeyTableCacheTests {
             let log = try openLog(directory, configuration)
             let snapshots = log.keySnapshots(below: log.endOffset).filter { $0.summary != nil }
             let ids = snapshots.map { $0.summary!.id }
-            _ = log.keyIndex(snapshots[0])
-            _ = log.keyIndex(snapshots[1])
+            _ = try log.keyIndex(snapshots[0])
+            _ = try log.keyIndex(snapshots[1])
             #expect(log.keyTableCacheBytes == sizes[0] + sizes[1])
             _ = log.keyTables.table(ids[0])
-            _ = log.keyIndex(snapshots[2])
+            _ = try log.keyIndex(snapshots[2])
             #expect(log.keyTables.table(ids[1]) == nil)
             #expect(log.keyTables.table(ids[0]) != nil && log.keyTables.table(ids[2]) != nil)
             #expect(log.keyTableCacheBytes == sizes[0] + sizes[2])
             for snapshot in snapshots {
-                _ = log.keyIndex(snapshot)
+                _ = try log.keyIndex(snapshot)
                 #expect(log.keyTableCacheBytes <= capacity)
             }
-            _ = keyAnswers(log, keys: Self.keys, ends: [log.endOffset])
+            _ = try keyAnswers(log, keys: Self.keys, ends: [log.endOffset])
             #expect(log.keyTableCacheBytes <= capacity && log.keyTableCacheBytes > 0)
             try log.close()
         }
@@ -96,7 +120,7 @@ struct KeyTableCacheTests {
             try KeyIndexFilesTests().appendSome(log, 60, seed: 12)
             try log.sync()
             let ends = [log.endOffset, log.endOffset / 2]
-            let before = keyAnswers(log, keys: Self.keys, ends: ends)
+            let before = try keyAnswers(log, keys: Self.keys, ends: ends)
             let bases = try segmentBases(directory)
             let path = { (base: Int64) in logDirectory(directory) + "/" + Segment.fileName(base, ".keys") }
             let written = try Data(contentsOf: URL(fileURLWithPath: path(bases[1])))
@@ -104,7 +128,7 @@ struct KeyTableCacheTests {
             var damaged = try Data(contentsOf: URL(fileURLWithPath: path(bases[2])))
             damaged[damaged.count / 2] ^= 0xFF
             try damaged.write(to: URL(fileURLWithPath: path(bases[2])))
-            #expect(keyAnswers(log, keys: Self.keys, ends: ends) == before)
+            #expect(try keyAnswers(log, keys: Self.keys, ends: ends) == before)
             // Rewritten as the sealing round wrote it (a table's file is unique).
             #expect(try Data(contentsOf: URL(fileURLWithPath: path(bases[1]))) == written)
             let repaired = try Data(contentsOf: URL(fileURLWithPath: path(bases[2])))
@@ -117,7 +141,7 @@ struct KeyTableCacheTests {
             // The reopened log trusts the rewritten files: nothing to rebuild.
             let handlerAfter = RecordingLogHandler()
             let reopened = try openLog(directory, configuration, handler: handlerAfter)
-            #expect(keyAnswers(reopened, keys: Self.keys, ends: ends) == before)
+            #expect(try keyAnswers(reopened, keys: Self.keys, ends: ends) == before)
             #expect(!handlerAfter.messages.contains { $0.contains("rebuilding") })
             try reopened.close()
         }

@@ -152,7 +152,7 @@ enum PowerLoss {
                     for (index, record) in try RecordBatch.decodeRecords(stored).records.enumerated() {
                         let key = String(decoding: record.key.readableBytesView, as: UTF8.self)
                         let offset = batch.offset + Int64(index)
-                        if !log.versions(of: key, below: log.readableEndOffset).contains(where: { $0.offset == offset }) {
+                        if try !log.versions(of: key, below: log.readableEndOffset).contains(where: { $0.offset == offset }) {
                             problems.append("key index lost \(topic) offset \(offset) of key \(key)")
                         }
                     }
