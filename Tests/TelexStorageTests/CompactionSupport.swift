@@ -107,7 +107,7 @@ func expectHolds(_ log: TopicLog, _ published: [Int64: ArticleVersion], kept: Se
 
 /// Checks that the key index of `log` names exactly the stored versions of every key of `published` at `kept`.
 func expectIndexHolds(_ log: TopicLog, _ published: [Int64: ArticleVersion], kept: Set<Int64>,
-                      sourceLocation: SourceLocation = #_sourceLocation) {
+                      sourceLocation: SourceLocation = #_sourceLocation) throws {
     let end = log.readableEndOffset
     for key in Set(published.values.map(\.key)) where !key.isEmpty {
         let expected = published.filter { $0.value.key == key && kept.contains($0.key) }.map(\.key).sorted()

@@ -68,7 +68,7 @@ struct CompactionTests {
                 let expired = modelKept(published, dropTombstones: true).union(published.keys.filter { $0 >= active })
                 try expectHolds(log, published, kept: expired)
                 // The key index forgets what was removed: history and latest replay name only what is stored.
-                expectIndexHolds(log, published, kept: expired)
+                try expectIndexHolds(log, published, kept: expired)
                 let end = log.endOffset
                 try log.close()
 
@@ -79,14 +79,14 @@ struct CompactionTests {
                 #expect(!handler.messages.contains("rebuilding index"), "\(handler.messages)")
                 try expectHolds(reopened, published, kept: expired)
                 #expect(!handler.messages.contains("rebuilding key index"), "\(handler.messages)")
-                expectIndexHolds(reopened, published, kept: expired)
+                try expectIndexHolds(reopened, published, kept: expired)
                 // A purge removes a key's every version, from the files and the index.
                 let purgedKey = try #require(published.first { expired.contains($0.key) && !$0.value.key.isEmpty }?.value.key)
                 let purged = try reopened.purge(key: purgedKey).flatMap(\.removedOffsets)
                 #expect(!purged.isEmpty)
                 #expect(Set(purged) == Set(published.filter { $0.value.key == purgedKey }.map(\.key)).intersection(expired))
                 #expect(try reopened.versions(of: purgedKey, below: reopened.readableEndOffset).isEmpty)
-                expectIndexHolds(reopened, published, kept: expired.subtracting(purged))
+                try expectIndexHolds(reopened, published, kept: expired.subtracting(purged))
                 try expectHolds(reopened, published, kept: expired.subtracting(purged))
                 // Appends go on at the end, after the gaps.
                 let appended = try reopened.append(makeArticleBatch([ArticleVersion(key: "k", tombstone: false, value: "v")]))

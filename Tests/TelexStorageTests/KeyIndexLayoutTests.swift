@@ -25,7 +25,7 @@ struct KeyIndexLayoutTests {
         }
     }
 
-    func expectMatches(_ log: TopicLog, _ model: KeyIndexModel, keys: [String]) {
+    func expectMatches(_ log: TopicLog, _ model: KeyIndexModel, keys: [String]) throws {
         let end = log.readableEndOffset
         for probe in [end, end / 3, 4096, 4097, 0] {
             #expect(try log.latestVersions(below: probe) == model.latest(below: probe, from: 0), "below \(probe)")
@@ -43,19 +43,19 @@ struct KeyIndexLayoutTests {
             var model = KeyIndexModel()
             try append(log, batches: 25, size: 200, keys: keys, model: &model)
             #expect(log.keyIndexCounts.map(\.records) == [5_000])
-            expectMatches(log, model, keys: keys)
+            try expectMatches(log, model, keys: keys)
             // A query holds the chunks it took; appends after it copy at most the last one and do not change it.
             let before = try log.versions(of: keys[0], below: log.readableEndOffset)
             try append(log, batches: 3, size: 200, keys: keys, model: &model, start: 5_000)
             #expect(try log.versions(of: keys[0], below: 5_000) == before)
-            expectMatches(log, model, keys: keys)
+            try expectMatches(log, model, keys: keys)
             try log.close()
             let reopened = try openLog(directory, testConfiguration(segmentBytes: 1 << 16))
-            expectMatches(reopened, model, keys: keys)
+            try expectMatches(reopened, model, keys: keys)
             try append(reopened, batches: 10, size: 200, keys: keys, model: &model, start: 5_600)
             try reopened.sync()
             #expect(reopened.segmentCount > 2)
-            expectMatches(reopened, model, keys: keys)
+            try expectMatches(reopened, model, keys: keys)
             try reopened.close()
         }
     }
@@ -70,7 +70,7 @@ struct KeyIndexLayoutTests {
                 _ = try log.append(makeKeyedBatch([(plain, "news.article.published"), ("x", "news.article.published")]))
                 _ = try log.append(makeKeyedBatch([(other, "article.deleted")]))
             }
-            func check(_ log: TopicLog, keyCount: Int) {
+            func check(_ log: TopicLog, keyCount: Int) throws {
                 let end = log.readableEndOffset
                 for (index, (plain, other)) in spellings.enumerated() {
                     let offsets = [Int64(index * 3), Int64(index * 3 + 2)]
@@ -80,14 +80,14 @@ struct KeyIndexLayoutTests {
                 }
                 #expect(try log.latestVersions(below: log.readableEndOffset).count == keyCount)
             }
-            check(log, keyCount: 3)
+            try check(log, keyCount: 3)
             try log.close()
             // Reopened with tiny segments the log rolls; the old segment is sealed into a hash-ordered table.
             let reopened = try openLog(directory, testConfiguration(segmentBytes: 100))
             _ = try reopened.append(makeKeyedBatch([("y", "news.article.published")]))
             try reopened.sync()
             #expect(reopened.segmentCount == 2)
-            check(reopened, keyCount: 4)
+            try check(reopened, keyCount: 4)
             try reopened.close()
         }
     }

@@ -79,7 +79,7 @@ struct KeyIndexTests {
         }
     }
 
-    func expectMatches(_ log: TopicLog, _ model: KeyIndexModel, random: inout SeededGenerator) {
+    func expectMatches(_ log: TopicLog, _ model: KeyIndexModel, random: inout SeededGenerator) throws {
         let start = log.startOffset
         let end = log.readableEndOffset
         for probe in [end, start, (start + end) / 2, Int64.random(in: 0...end, using: &random), end + 10] {
@@ -103,7 +103,7 @@ struct KeyIndexTests {
                 for step in 0..<8 {
                     try appendRandom(log, Int.random(in: 1...12, using: &random), model: &model, random: &random)
                     if step == 5 || Int.random(in: 0..<3, using: &random) == 0 { try log.applyRetention() }
-                    expectMatches(log, model, random: &random)
+                    try expectMatches(log, model, random: &random)
                 }
                 #expect(log.segmentCount > 2)
                 #expect(log.startOffset > 0, "retention deleted segments")
@@ -132,7 +132,7 @@ struct KeyIndexTests {
             log = try openLog(directory, configuration, handler: handler)
             #expect(try keyAnswers(log, keys: Self.keys, ends: ends) == before)
             #expect(!handler.messages.contains("rebuilding key index"), "\(handler.messages)")
-            expectMatches(log, model, random: &random)
+            try expectMatches(log, model, random: &random)
             try log.close()
         }
     }
