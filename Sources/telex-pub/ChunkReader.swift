@@ -35,6 +35,8 @@ final class ChunkReader: Sendable {
 
     /// Bytes per chunk (a longer line makes a longer chunk).
     static let chunkSize = 512 << 10
+    /// The longest line read: the client's largest frame (16 MiB), which no longer record could fit.
+    static let maxLineBytes = 16 << 20
 
     private let files: [String]
     private let slots: DispatchSemaphore
@@ -89,10 +91,10 @@ final class ChunkReader: Sendable {
                 push(.failure("\(source): cannot open for reading"))
                 break
             }
-            let ok = readChunks(descriptor, name: source == "-" ? "stdin" : source)
+            let failure = readChunks(descriptor, name: source == "-" ? "stdin" : source)
             if descriptor != STDIN_FILENO { close(descriptor) }
-            if !ok {
-                push(.failure("\(source): read failed (\(String(cString: strerror(errno))))"))
+            if let failure {
+                push(.failure(failure))
                 break
             }
         }
@@ -104,13 +106,15 @@ final class ChunkReader: Sendable {
         waiter?.resume()
     }
 
-    /// Reads one input to its end; false on a read error.
-    private func readChunks(_ descriptor: Int32, name: String) -> Bool {
+    /// Reads one input to its end. Returns the message that stops the run when it cannot: a read error (the whole
+    /// lines read before it are pushed first), or a line longer than `maxLineBytes` (which could never be published,
+    /// and would otherwise grow the buffer without bound).
+    private func readChunks(_ descriptor: Int32, name: String) -> String? {
         var line = 1
         var buffer = ByteBuffer()
         buffer.reserveCapacity(Self.chunkSize)
         var atEnd = false
-        var failed = false
+        var readError: Int32 = 0
         while !atEnd {
             // Fill to a chunk's worth, or to the end of the input, or until a pipe has no more for now (once there
             // is a whole line).
@@ -122,14 +126,25 @@ final class ChunkReader: Sendable {
                     var count: Int
                     repeat { count = read(descriptor, pointer.baseAddress, wanted) } while count < 0 && errno == EINTR
                     if count < 0 {
-                        failed = true
+                        readError = errno
                         return 0
                     }
                     newline = count > 0 && memchr(pointer.baseAddress!, 0x0A, count) != nil
                     return count
                 }
-                if failed { return false }
+                if readError != 0 {
+                    // Publish what was whole before the error; the partial line after it is dropped.
+                    if hasNewline || newline {
+                        let view = buffer.readableBytesView
+                        let chunk = buffer.readSlice(length: view.lastIndex(of: UInt8(ascii: "\n"))! + 1 - view.startIndex)!
+                        push(.chunk(LineChunk(source: name, firstLine: line, bytes: chunk)))
+                    }
+                    return "\(name): read failed (\(String(cString: strerror(readError))))"
+                }
                 hasNewline = hasNewline || newline
+                if !hasNewline, buffer.readableBytes > Self.maxLineBytes {
+                    return "\(name) line \(line): longer than \(Self.maxLineBytes >> 20) MiB without a line break (no record that large fits a frame; is this JSON Lines?)"
+                }
                 if count == 0 {
                     atEnd = true
                     break
@@ -149,7 +164,7 @@ final class ChunkReader: Sendable {
             push(.chunk(LineChunk(source: name, firstLine: line, bytes: chunk)))
             line += lines
         }
-        return true
+        return nil
     }
 
     /// Whether more input is ready right now (a pipe that was drained is not).
