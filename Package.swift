@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "TelexAuth", targets: ["TelexAuth"]),
         .library(name: "TelexServer", targets: ["TelexServer"]),
         .library(name: "TelexClient", targets: ["TelexClient"]),
+        .library(name: "TelexS3", targets: ["TelexS3"]),
+        .library(name: "TelexArchive", targets: ["TelexArchive"]),
         .executable(name: "telexd", targets: ["telexd"]),
         .executable(name: "telex-pub", targets: ["telex-pub"]),
         .executable(name: "telex-sub", targets: ["telex-sub"]),
@@ -33,6 +35,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
@@ -83,6 +86,32 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The S3 API (Signature V4, path-style requests) over async-http-client; knows nothing of Telex's logs.
+        .target(
+            name: "TelexS3",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Sealed segments to and from an object store: uploads, the local cache replays read from, restore, replicas.
+        .target(
+            name: "TelexArchive",
+            dependencies: [
+                "TelexProtocol",
+                "TelexStorage",
+                "TelexS3",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .target(
             name: "TelexClient",
             dependencies: [
@@ -99,6 +128,8 @@ let package = Package(
         .executableTarget(
             name: "telexd",
             dependencies: [
+                "TelexArchive",
+                "TelexS3",
                 "TelexAuth",
                 "TelexServer",
                 "TelexStorage",
@@ -216,6 +247,23 @@ let package = Package(
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
+            name: "TelexS3Tests",
+            dependencies: [
+                "TelexS3",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "TelexArchiveTests",
+            dependencies: [
+                "TelexArchive", "TelexS3", "TelexStorage", "TelexProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
             name: "TelexEventsTests",
             dependencies: ["TelexEvents", "TelexProtocol", .product(name: "NIOCore", package: "swift-nio")]
         ),
@@ -240,6 +288,7 @@ let package = Package(
         .testTarget(
             name: "TelexIntegrationTests",
             dependencies: [
+                "TelexArchive", "TelexS3",
                 "TelexAuth", "TelexCLI", "TelexServer", "TelexClient", "TelexEvents", "TelexStorage", "TelexProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,0 +1,3 @@
+import Testing
+
+@Suite struct TelexS3Placeholder { @Test func builds() {} }
