@@ -261,6 +261,7 @@ let package = Package(
                 "TelexArchive", "TelexS3", "TelexStorage", "TelexProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(

@@ -1,0 +1,272 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOCore
+import Synchronization
+import TelexProtocol
+import TelexStorage
+
+/// The local copies of archived segments that reads below the local log are served from (Protocol/STORAGE.md
+/// §16.3): `DIR/<topic>/<base20>.r<rewrites>.log`, at most `cacheBytes` in total, least recently used evicted
+/// first. Each copy is downloaded by ranged GETs into a `.part` file, checked against the manifest's SHA-256 and
+/// only then renamed into place, so a path it hands out is always a complete, verified copy.
+///
+/// Thread-safe. `archivedSegments` and `cachedLogFile` only take a short lock (event loops call them); downloads
+/// and evictions run in their own tasks.
+public final class ArchiveCache: ArchiveTier {
+    public let directory: String
+    /// The bound on the bytes of cached segments (a segment bigger than it is still fetched, alone).
+    public let cacheBytes: Int
+    let objectStore: any ObjectStore
+    let catalog: ArchiveCatalog
+    let logger: Logger
+    let metrics: ArchiveMetrics
+    /// Bytes per ranged GET, and how many of one fetch are in flight at once.
+    static let rangeBytes = 8 << 20
+    static let rangesInFlight = 2
+    /// Segments after a hit that are prefetched.
+    static let prefetchCount = 2
+
+    struct SegmentID: Hashable {
+        var topic: String
+        var baseOffset: Int64
+        var rewrites: UInt32
+    }
+
+    struct CachedSegment {
+        var path: String
+        var bytes: Int
+        var lastUse: UInt64
+    }
+
+    struct State {
+        var cached: [SegmentID: CachedSegment] = [:]
+        var inFlight: [SegmentID: Task<Result<String, TelexError>, Never>] = [:]
+        var prefetches: [UInt64: Task<Void, Never>] = [:]
+        /// Bytes of cached segments plus those being downloaded.
+        var bytes = 0
+        var clock: UInt64 = 0
+    }
+
+    let state = Mutex(State())
+
+    enum Lookup {
+        case cached(String)
+        case downloading(Task<Result<String, TelexError>, Never>)
+    }
+
+    /// Opens the cache at `directory`, creating it, and empties it (it is only a cache: nothing in it is trusted
+    /// across restarts). Blocking: call it at startup, off event loops.
+    public init(
+        directory: String, objectStore: any ObjectStore, catalog: ArchiveCatalog, cacheBytes: Int = 512 << 20,
+        logger: Logger, metrics: ArchiveMetrics = ArchiveMetrics()
+    ) throws(TelexError) {
+        try ArchiveFiles.makeDirectory(directory)
+        try ArchiveFiles.emptyDirectory(directory)
+        self.directory = directory
+        self.objectStore = objectStore
+        self.catalog = catalog
+        self.cacheBytes = cacheBytes
+        self.logger = logger
+        self.metrics = metrics
+        metrics.cacheBytes.record(0)
+    }
+
+    public func archivedSegments(of topic: String) -> [ArchivedSegment] {
+        catalog.segments(of: topic)
+    }
+
+    public func cachedLogFile(topic: String, baseOffset: Int64) -> String? {
+        guard let (entry, following) = catalog.entry(topic: topic, baseOffset: baseOffset, following: Self.prefetchCount)
+        else { return nil }
+        let id = SegmentID(topic: topic, baseOffset: baseOffset, rewrites: entry.segment.rewrites)
+        let path: String? = state.withLock { state in
+            guard var cached = state.cached[id] else { return nil }
+            state.clock += 1
+            cached.lastUse = state.clock
+            state.cached[id] = cached
+            return cached.path
+        }
+        if path != nil { prefetch(topic: topic, bases: following) }
+        return path
+    }
+
+    public func fetch(topic: String, baseOffset: Int64) async throws(TelexError) -> String {
+        guard let (entry, _) = catalog.entry(topic: topic, baseOffset: baseOffset) else {
+            throw TelexError(.offsetOutOfRange, "topic '\(topic)' has no archived segment at base offset \(baseOffset)",
+                             topic: topic, offset: baseOffset)
+        }
+        let id = SegmentID(topic: topic, baseOffset: baseOffset, rewrites: entry.segment.rewrites)
+        let found: Lookup = state.withLock { state in
+            if var cached = state.cached[id] {
+                state.clock += 1
+                cached.lastUse = state.clock
+                state.cached[id] = cached
+                return .cached(cached.path)
+            }
+            if let running = state.inFlight[id] { return .downloading(running) }
+            state.bytes += entry.segment.bytes
+            let download = Task { await self.download(entry, id: id) }
+            state.inFlight[id] = download
+            return .downloading(download)
+        }
+        switch found {
+        case .cached(let path): return path
+        case .downloading(let task): return try await task.value.get()
+        }
+    }
+
+    /// Starts fetching `bases` of `topic` one after the other in the background, those neither cached nor in flight.
+    private func prefetch(topic: String, bases: [Int64]) {
+        state.withLock { state in
+            let wanted = bases.filter { base in
+                !state.cached.keys.contains { $0.topic == topic && $0.baseOffset == base }
+                    && !state.inFlight.keys.contains { $0.topic == topic && $0.baseOffset == base }
+            }
+            guard !wanted.isEmpty else { return }
+            state.clock += 1
+            let number = state.clock
+            state.prefetches[number] = Task {
+                for base in wanted {
+                    do {
+                        _ = try await self.fetch(topic: topic, baseOffset: base)
+                    } catch {
+                        self.logger.debug("prefetch failed", metadata: ["topic": "\(topic)", "error": "\(error)"])
+                    }
+                }
+                _ = self.state.withLock { $0.prefetches.removeValue(forKey: number) }
+            }
+        }
+    }
+
+    /// Waits until every prefetch and download started so far has ended (tests).
+    func settle() async {
+        while true {
+            let tasks = state.withLock { state in (Array(state.prefetches.values), Array(state.inFlight.values)) }
+            if tasks.0.isEmpty && tasks.1.isEmpty { return }
+            for task in tasks.0 { await task.value }
+            for task in tasks.1 { _ = await task.value }
+        }
+    }
+
+    /// The base offsets of `topic` with a complete cached copy, ascending (tests and diagnostics; no use counted).
+    public func cachedBaseOffsets(of topic: String) -> [Int64] {
+        state.withLock { $0.cached.keys.filter { $0.topic == topic }.map(\.baseOffset).sorted() }
+    }
+
+    /// Downloads one segment (the single flight's body): space first, then the ranges, the check, the rename.
+    private func download(_ entry: ArchiveEntry, id: SegmentID) async -> Result<String, TelexError> {
+        let result: Result<String, TelexError>
+        do {
+            try evict(toFit: id)
+            result = .success(try await downloadRanges(entry, id: id))
+        } catch {
+            result = .failure(error)
+        }
+        state.withLock { state in
+            state.inFlight[id] = nil
+            switch result {
+            case .success(let path):
+                state.clock += 1
+                state.cached[id] = CachedSegment(path: path, bytes: entry.segment.bytes, lastUse: state.clock)
+            case .failure:
+                state.bytes -= entry.segment.bytes
+            }
+            metrics.cacheBytes.record(state.bytes)
+        }
+        return result
+    }
+
+    /// Removes least recently used copies until the cache's bytes (this download's reserved already) fit.
+    private func evict(toFit id: SegmentID) throws(TelexError) {
+        let victims: [CachedSegment] = state.withLock { state in
+            var victims: [CachedSegment] = []
+            while state.bytes > cacheBytes,
+                let oldest = state.cached.min(by: { $0.value.lastUse < $1.value.lastUse })
+            {
+                state.cached[oldest.key] = nil
+                state.bytes -= oldest.value.bytes
+                victims.append(oldest.value)
+            }
+            return victims
+        }
+        // A reader holding one of these open keeps reading it; the next `cachedLogFile` says it must be fetched.
+        for victim in victims { try ArchiveFiles.unlink(victim.path) }
+    }
+
+    private func downloadRanges(_ entry: ArchiveEntry, id: SegmentID) async throws(TelexError) -> String {
+        let segment = entry.segment
+        let topicDirectory = directory + "/" + id.topic
+        try ArchiveFiles.makeDirectory(topicDirectory)
+        let path = topicDirectory + "/" + ArchiveLayout.base20(id.baseOffset) + ".r\(id.rewrites).log"
+        let partPath = path + ".part"
+        let fd = try ArchiveFiles.open(partPath, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        do {
+            try await Self.getRanges(entry.logKey, bytes: segment.bytes, from: objectStore, metrics: metrics) {
+                offset, chunk throws(TelexError) in try ArchiveFiles.write(fd, chunk, at: offset, path: partPath)
+            }
+            close(fd)
+        } catch {
+            close(fd)
+            try? ArchiveFiles.unlink(partPath)
+            throw storeError(error, key: entry.logKey, topic: id.topic, offset: id.baseOffset)
+        }
+        let digest = try FileDigest(path: partPath, length: segment.bytes)
+        guard digest.sha256 == entry.sha256 else {
+            try? ArchiveFiles.unlink(partPath)
+            logger.error("archived segment does not match its manifest", metadata: [
+                "topic": "\(id.topic)", "baseOffset": "\(id.baseOffset)", "key": "\(entry.logKey)",
+            ])
+            throw TelexError(.dataLoss, """
+                archived segment \(ArchiveLayout.base20(id.baseOffset)) of topic '\(id.topic)' (offsets \
+                \(segment.baseOffset)-\(segment.nextOffset - 1)) is damaged: object \(entry.logKey) in \
+                \(objectStore.displayName) has sha256 \(digest.sha256), its manifest says \(entry.sha256); not served
+                """, topic: id.topic, offset: segment.baseOffset)
+        }
+        try ArchiveFiles.rename(partPath, to: path)
+        metrics.fetchedBytes.increment(by: segment.bytes)
+        return path
+    }
+
+    /// Reads `bytes` bytes of `key` by ranged GETs of `rangeBytes`, `rangesInFlight` at a time, handing each range
+    /// to `write` (in any order) with its offset. A short range throws `invalidResponse`.
+    static func getRanges(
+        _ key: String, bytes: Int, from objectStore: any ObjectStore, metrics: ArchiveMetrics,
+        write: @escaping @Sendable (Int, ByteBuffer) throws(TelexError) -> Void
+    ) async throws {
+        let offsets = Array(stride(from: 0, to: bytes, by: rangeBytes))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var next = 0
+            func start() {
+                let offset = offsets[next]
+                next += 1
+                let range = offset..<min(bytes, offset + rangeBytes)
+                group.addTask {
+                    let chunk = try await metrics.counting("get") { try await objectStore.get(key: key, range: range) }
+                    guard chunk.readableBytes == range.count else {
+                        throw ObjectStoreError(.invalidResponse, """
+                            GET \(key) bytes \(range.lowerBound)-\(range.upperBound - 1) returned \
+                            \(chunk.readableBytes) bytes, expected \(range.count)
+                            """)
+                    }
+                    try write(offset, chunk)
+                }
+            }
+            while next < offsets.count && next < rangesInFlight { start() }
+            while try await group.next() != nil {
+                if next < offsets.count { start() }
+            }
+        }
+    }
+
+    private func storeError(_ error: any Error, key: String, topic: String, offset: Int64) -> TelexError {
+        if let error = error as? TelexError { return error }
+        if let error = error as? ObjectStoreError, error.kind == .unavailable {
+            return TelexError(.storageFailure, "archive \(objectStore.displayName) unavailable: \(error.message)",
+                              topic: topic, offset: offset)
+        }
+        return TelexError(.storageFailure, "archive \(objectStore.displayName): reading \(key) failed: \(error)",
+                          topic: topic, offset: offset)
+    }
+}

@@ -1,0 +1,329 @@
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+import TelexProtocol
+import TelexStorage
+
+/// Uploads every sealed segment of a `TopicStore` to the archive exactly once per (segment, rewrites), plus the
+/// consumer offsets and the primary's address (Protocol/STORAGE.md §16.2). Publishing never waits for it.
+///
+/// Runs in its own task (`run()`, a `Service`); its blocking file I/O (hashing segments, appending the state
+/// files, reading consumer files) happens in that task, never on an event loop. `runOnce()` and
+/// `uploadConsumerOffsets()` are one round each, for tests.
+public final class Archiver: Service, Sendable {
+    /// Timing of the archiver's rounds.
+    public struct Configuration: Sendable {
+        /// How often sealed segments are listed. Default 1 s.
+        public var scanInterval: Duration
+        /// The first wait after an `unavailable` store; doubled per failed round up to `maximumBackoff`. Default 1 s.
+        public var minimumBackoff: Duration
+        /// The longest wait between rounds while the store fails (and the wait after `denied`). Default 60 s.
+        public var maximumBackoff: Duration
+        /// How often changed consumer-offsets files are uploaded. Default 10 s.
+        public var consumerOffsetsInterval: Duration
+        /// The broker's advertised `HOST:PORT`, written to `PREFIX/primary`; nil writes no such object.
+        public var advertisedAddress: String?
+
+        public init(
+            scanInterval: Duration = .seconds(1), minimumBackoff: Duration = .seconds(1),
+            maximumBackoff: Duration = .seconds(60), consumerOffsetsInterval: Duration = .seconds(10),
+            advertisedAddress: String? = nil
+        ) {
+            self.scanInterval = scanInterval
+            self.minimumBackoff = minimumBackoff
+            self.maximumBackoff = maximumBackoff
+            self.consumerOffsetsInterval = consumerOffsetsInterval
+            self.advertisedAddress = advertisedAddress
+        }
+    }
+
+    /// What one round did.
+    public struct Round: Sendable, Equatable {
+        /// Segments uploaded (manifest confirmed) in this round.
+        public var uploaded = 0
+        /// Segments found in the archive already (a crash after the manifest) and recorded without an upload.
+        public var adopted = 0
+        /// Sealed segments still not archived after the round.
+        public var pending = 0
+        /// The worst store failure of the round, nil when every call succeeded.
+        public var failure: ObjectStoreError.Kind?
+    }
+
+    let store: TopicStore
+    let objectStore: any ObjectStore
+    let layout: ArchiveLayout
+    let catalog: ArchiveCatalog
+    let configuration: Configuration
+    let logger: Logger
+    let metrics: ArchiveMetrics
+    private let startedAt = ArchiveFiles.nowMilliseconds()
+
+    struct Progress {
+        /// Per topic, its loaded local state (loaded from the file on first use).
+        var states: [String: [Int64: ArchivedSegmentRecord]] = [:]
+        /// Consumer-offsets file name → MD5 of the bytes last confirmed uploaded.
+        var consumerUploads: [String: String] = [:]
+        var primaryWritten = false
+        /// Whether the store is failing (a warning was logged once for it).
+        var failing = false
+    }
+
+    let progress = Mutex(Progress())
+
+    public init(
+        store: TopicStore, objectStore: any ObjectStore, layout: ArchiveLayout, catalog: ArchiveCatalog,
+        configuration: Configuration = .init(), logger: Logger, metrics: ArchiveMetrics = ArchiveMetrics()
+    ) {
+        self.store = store
+        self.objectStore = objectStore
+        self.layout = layout
+        self.catalog = catalog
+        self.configuration = configuration
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    /// Runs rounds until cancelled or a graceful shutdown: `PREFIX/primary` first, then a segment scan every
+    /// `scanInterval` and the consumer offsets every `consumerOffsetsInterval`; after a failed round it waits
+    /// with exponential backoff (`denied` and a missing bucket: the maximum).
+    public func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                var backoff = self.configuration.minimumBackoff
+                var lastOffsetsUpload = ContinuousClock.now - self.configuration.consumerOffsetsInterval
+                while !Task.isCancelled {
+                    var failure: ObjectStoreError.Kind? = nil
+                    if !self.progress.withLock({ $0.primaryWritten }) { failure = await self.writePrimary() }
+                    let round = await self.runOnce()
+                    failure = failure ?? round.failure
+                    if ContinuousClock.now - lastOffsetsUpload >= self.configuration.consumerOffsetsInterval {
+                        let offsetsFailure = await self.uploadConsumerOffsets()
+                        if offsetsFailure == nil { lastOffsetsUpload = .now }
+                        failure = failure ?? offsetsFailure
+                    }
+                    let wait: Duration
+                    switch failure {
+                    case nil:
+                        wait = self.configuration.scanInterval
+                        backoff = self.configuration.minimumBackoff
+                    case .unavailable?, .invalidResponse?:
+                        wait = backoff
+                        backoff = min(backoff * 2, self.configuration.maximumBackoff)
+                    case .denied?, .notFound?:
+                        wait = self.configuration.maximumBackoff
+                    }
+                    try await Task.sleep(for: wait)
+                }
+            }
+        } catch is CancellationError {
+            return
+        }
+    }
+
+    /// Writes `PREFIX/primary` (the advertised address); returns the failure's kind, nil when written.
+    @discardableResult
+    public func writePrimary() async -> ObjectStoreError.Kind? {
+        guard let address = configuration.advertisedAddress else { return nil }
+        let json = PrimaryRecord(address: address, startedAt: startedAt, dataDirectory: store.directory).encoded()
+        do {
+            _ = try await metrics.counting("put") { try await objectStore.putBytes(key: layout.primary, bytes: json) }
+            progress.withLock { $0.primaryWritten = true }
+            return nil
+        } catch {
+            return failed(error, "writing the primary's address to \(layout.primary)")
+        }
+    }
+
+    /// One scan: uploads every sealed segment not archived yet, oldest first per topic (steps 1-5 of §16.2). A
+    /// store failure ends the round (the next one resumes); a local file error skips that segment.
+    public func runOnce() async -> Round {
+        var round = Round()
+        var pending = 0
+        for topic in store.topics {
+            guard let log = store.log(topic) else { continue }
+            let sealed = log.sealedSegmentFiles()
+            let state: [Int64: ArchivedSegmentRecord]
+            do {
+                state = try loadState(topic)
+            } catch {
+                logger.error("cannot read the archive state; the topic is not archived", metadata: [
+                    "topic": "\(topic)", "error": "\(error.message)",
+                ])
+                continue
+            }
+            let todo = sealed.filter { file in
+                guard let done = state[file.baseOffset] else { return true }
+                return done.bytes != file.bytes || done.rewrites != file.rewrites
+            }
+            pending += todo.count
+            guard round.failure == nil else { continue }
+            for file in todo {
+                do {
+                    switch try await archive(file, log: log) {
+                    case .uploaded: round.uploaded += 1
+                    case .adopted: round.adopted += 1
+                    case .changed: continue
+                    }
+                    pending -= 1
+                } catch let error as ObjectStoreError {
+                    round.failure = error.kind
+                    _ = failed(error, "archiving segment \(ArchiveLayout.base20(file.baseOffset)) of topic '\(topic)'")
+                    break
+                } catch {
+                    logger.warning("archiving a segment failed; it is retried next round", metadata: [
+                        "topic": "\(topic)", "baseOffset": "\(file.baseOffset)", "error": "\(error)",
+                    ])
+                }
+            }
+        }
+        round.pending = pending
+        metrics.pendingSegments.record(pending)
+        if round.failure == nil { recovered() }
+        return round
+    }
+
+    private func loadState(_ topic: String) throws(TelexError) -> [Int64: ArchivedSegmentRecord] {
+        if let state = progress.withLock({ $0.states[topic] }) { return state }
+        let state = try ArchiveState.load(path: statePath(topic), logger: logger)
+        progress.withLock { $0.states[topic] = state }
+        return state
+    }
+
+    private func statePath(_ topic: String) -> String {
+        ArchiveState.path(dataDirectory: store.directory, topic: topic)
+    }
+
+    enum Outcome { case uploaded, adopted, changed }
+
+    /// Steps 2-5 for one sealed segment.
+    private func archive(_ file: SealedSegmentFile, log: TopicLog) async throws -> Outcome {
+        let topic = file.topic
+        let digest = try FileDigest(path: file.logPath, length: file.bytes)
+        let manifestKey = layout.manifest(topic: topic, baseOffset: file.baseOffset)
+        // 2. A manifest matching the local file: the upload was confirmed before a crash lost its state line.
+        if try await metrics.counting("head", { try await objectStore.head(key: manifestKey) }) != nil {
+            let bytes = try await metrics.counting("get") { try await objectStore.get(key: manifestKey, range: nil) }
+            if let found = try? SegmentManifest.decode(bytes, key: manifestKey, layout: layout),
+                found.bytes == file.bytes, found.rewrites == file.rewrites, found.sha256 == digest.sha256
+            {
+                try commit(found)
+                logger.info("segment found archived already; recorded", metadata: [
+                    "topic": "\(topic)", "baseOffset": "\(file.baseOffset)",
+                ])
+                try await deleteOlderRewrites(of: found)
+                return .adopted
+            }
+        }
+        // 3. The objects, each confirmed by size and MD5; a file that changed meanwhile is left to the next round.
+        let logKey = layout.segmentLog(topic: topic, baseOffset: file.baseOffset, rewrites: file.rewrites)
+        let stored = try await metrics.counting("put") {
+            try await objectStore.putFile(key: logKey, path: file.logPath, offset: 0, length: file.bytes)
+        }
+        guard stored.size == file.bytes, stored.etag == nil || stored.etag == digest.md5 else { return .changed }
+        var compactedKey: String? = nil
+        if let markerPath = file.compactionMarkerPath {
+            let marker = try ArchiveFiles.readFile(markerPath)
+            let key = layout.compactionMarker(topic: topic, baseOffset: file.baseOffset, rewrites: file.rewrites)
+            _ = try await metrics.counting("put") { try await objectStore.putBytes(key: key, bytes: marker) }
+            compactedKey = key
+        }
+        let now = log.sealedSegmentFiles().first { $0.baseOffset == file.baseOffset }
+        guard let now, now.bytes == file.bytes, now.rewrites == file.rewrites else { return .changed }
+        // 4. The manifest: the commit point.
+        let manifest = SegmentManifest(
+            topic: topic, baseOffset: file.baseOffset, nextOffset: file.nextOffset, bytes: file.bytes,
+            sha256: digest.sha256, md5: digest.md5, rewrites: file.rewrites, firstAppendTime: file.firstAppendTime,
+            lastAppendTime: file.lastAppendTime, logKey: logKey, compactedKey: compactedKey,
+            uploadedAt: ArchiveFiles.nowMilliseconds())
+        _ = try await metrics.counting("put") { try await objectStore.putBytes(key: manifestKey, bytes: manifest.encoded()) }
+        // 5. The local state, then the superseded objects.
+        try commit(manifest)
+        metrics.uploadedSegments.increment()
+        metrics.uploadedBytes.increment(by: file.bytes)
+        logger.debug("archived segment", metadata: [
+            "topic": "\(topic)", "baseOffset": "\(file.baseOffset)", "rewrites": "\(file.rewrites)",
+            "bytes": "\(file.bytes)",
+        ])
+        try await deleteOlderRewrites(of: manifest)
+        return .uploaded
+    }
+
+    /// Step 5: the state line (fdatasynced), the in-memory state and the catalog.
+    private func commit(_ manifest: SegmentManifest) throws(TelexError) {
+        let record = ArchivedSegmentRecord(manifest: manifest)
+        try ArchiveState.append(record, path: statePath(manifest.topic))
+        progress.withLock { $0.states[manifest.topic, default: [:]][manifest.baseOffset] = record }
+        catalog.record(ArchiveEntry(manifest: manifest), topic: manifest.topic)
+    }
+
+    /// Deletes the objects of the segment's earlier rewrites (a compaction or purge replaced them).
+    private func deleteOlderRewrites(of manifest: SegmentManifest) async throws {
+        guard manifest.rewrites > 0 else { return }
+        let prefix = layout.rewritesPrefix(topic: manifest.topic, baseOffset: manifest.baseOffset)
+        let current = prefix + "\(manifest.rewrites)."
+        for object in try await metrics.counting("list", { try await objectStore.list(prefix: prefix) })
+        where !object.key.hasPrefix(current) {
+            try await metrics.counting("delete") { try await objectStore.delete(key: object.key) }
+        }
+    }
+
+    /// Uploads each `consumers/<name>.offsets` whose bytes changed since its last confirmed upload. Returns the
+    /// failure's kind, nil when every changed file was uploaded.
+    @discardableResult
+    public func uploadConsumerOffsets() async -> ObjectStoreError.Kind? {
+        let directory = store.directory + "/consumers"
+        let names: [String]
+        do {
+            names = try ArchiveFiles.listDirectory(directory).filter { $0.hasSuffix(".offsets") }
+        } catch {
+            logger.warning("cannot list consumer offsets", metadata: ["error": "\(error.message)"])
+            return nil
+        }
+        for name in names {
+            do {
+                let bytes = try ArchiveFiles.readFile(directory + "/" + name)
+                let md5 = FileDigest.md5(bytes)
+                if progress.withLock({ $0.consumerUploads[name] }) == md5 { continue }
+                let key = layout.consumersPrefix + name
+                // After a restart, an object already holding these bytes is not uploaded again.
+                let existing = try await metrics.counting("head") { try await objectStore.head(key: key) }
+                if existing?.etag != md5 || existing?.size != bytes.readableBytes {
+                    _ = try await metrics.counting("put") { try await objectStore.putBytes(key: key, bytes: bytes) }
+                }
+                progress.withLock { $0.consumerUploads[name] = md5 }
+            } catch let error as ObjectStoreError {
+                return failed(error, "uploading consumer offsets \(name)")
+            } catch {
+                logger.warning("cannot read consumer offsets", metadata: ["file": "\(name)", "error": "\(error)"])
+            }
+        }
+        return nil
+    }
+
+    /// Logs a store failure (once while the store stays unavailable; every time for `denied`/`notFound`).
+    private func failed(_ error: any Error, _ doing: String) -> ObjectStoreError.Kind {
+        let kind = (error as? ObjectStoreError)?.kind ?? .invalidResponse
+        let first = progress.withLock { progress in
+            defer { progress.failing = true }
+            return !progress.failing
+        }
+        switch kind {
+        case .denied, .notFound:
+            logger.error("archive \(objectStore.displayName) refused \(doing): \(error); retrying in \(configuration.maximumBackoff)")
+        case .unavailable, .invalidResponse:
+            if first {
+                logger.warning("archive \(objectStore.displayName) unavailable while \(doing): \(error); retrying with backoff")
+            } else {
+                logger.debug("archive still unavailable", metadata: ["error": "\(error)"])
+            }
+        }
+        return kind
+    }
+
+    private func recovered() {
+        if progress.withLock({ progress in defer { progress.failing = false }; return progress.failing }) {
+            logger.info("archive \(objectStore.displayName) reachable again")
+        }
+    }
+}

@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore
+import Synchronization
+import TelexProtocol
+
+/// An `ObjectStore` kept as files under a directory (a key's "/" become subdirectories), for tests and local
+/// experiments. A put writes a temporary file and renames it over the object, so readers see the old or the new
+/// bytes; the ETag is the hex MD5, as S3's for a single-part upload.
+///
+/// Test switches: `setUnavailable(_:)` makes every call fail with `.unavailable` (a store that is down), and
+/// `corrupt(key:)` flips a byte of a stored object. `calls` counts calls per operation ("put", "get", ...).
+/// Blocking file I/O in the caller's task.
+public final class DirectoryObjectStore: ObjectStore {
+    public let directory: String
+    public var displayName: String { "dir://\(directory)" }
+
+    struct Faults {
+        var unavailable = false
+        var calls: [String: Int] = [:]
+        var puts: [String] = []
+    }
+
+    private let faults = Mutex(Faults())
+
+    /// A store in `directory` (created if missing).
+    public init(directory: String) throws(TelexError) {
+        try ArchiveFiles.makeDirectory(directory)
+        self.directory = directory
+    }
+
+    /// While true, every call throws `ObjectStoreError(.unavailable, ...)` and stores nothing.
+    public func setUnavailable(_ unavailable: Bool) { faults.withLock { $0.unavailable = unavailable } }
+
+    /// How many calls of `operation` ("put", "get", "head", "list", "delete") were answered (not failed).
+    public func calls(_ operation: String) -> Int { faults.withLock { $0.calls[operation] ?? 0 } }
+
+    /// Every key put so far, in order.
+    public var putKeys: [String] { faults.withLock { $0.puts } }
+
+    /// Flips the bits of the byte at `offset` of the object `key`, bypassing the store (a damaged disk).
+    public func corrupt(key: String, at offset: Int = 0) throws(TelexError) {
+        let path = self.path(key)
+        var bytes = try ArchiveFiles.readFile(path)
+        guard let byte = bytes.getInteger(at: offset, as: UInt8.self) else {
+            throw TelexError(.invalidRequest, "object \(key) has no byte at \(offset)")
+        }
+        bytes.setInteger(~byte, at: offset)
+        try ArchiveFiles.writeFile(path, bytes)
+    }
+
+    private func path(_ key: String) -> String { directory + "/" + key }
+
+    /// Counts a call of `operation`, or throws when the store is switched unavailable.
+    private func begin(_ operation: String, _ key: String) throws(ObjectStoreError) {
+        let down = faults.withLock { faults in
+            if !faults.unavailable {
+                faults.calls[operation, default: 0] += 1
+                if operation == "put" { faults.puts.append(key) }
+            }
+            return faults.unavailable
+        }
+        if down { throw ObjectStoreError(.unavailable, "\(operation) \(key) at \(displayName): connection refused") }
+    }
+
+    private func failure(_ operation: String, _ key: String, _ error: TelexError) -> ObjectStoreError {
+        ObjectStoreError(.invalidResponse, "\(operation) \(key) at \(displayName): \(error.message)")
+    }
+
+    public func putFile(key: String, path source: String, offset: Int, length: Int) async throws -> StoredObject {
+        try begin("put", key)
+        do {
+            let fd = try ArchiveFiles.open(source, flags: O_RDONLY)
+            defer { close(fd) }
+            let bytes = try ArchiveFiles.read(fd, at: offset, length: length, path: source)
+            return try store(key, bytes)
+        } catch {
+            throw failure("put", key, error)
+        }
+    }
+
+    public func putBytes(key: String, bytes: ByteBuffer) async throws -> StoredObject {
+        try begin("put", key)
+        do {
+            return try store(key, bytes)
+        } catch {
+            throw failure("put", key, error)
+        }
+    }
+
+    private func store(_ key: String, _ bytes: ByteBuffer) throws(TelexError) -> StoredObject {
+        let target = path(key)
+        if let slash = target.lastIndex(of: "/") { try ArchiveFiles.makeDirectory(String(target[..<slash])) }
+        try ArchiveFiles.writeFile(target + ".tmp-put", bytes)
+        try ArchiveFiles.rename(target + ".tmp-put", to: target)
+        return StoredObject(key: key, size: bytes.readableBytes, etag: FileDigest.md5(bytes))
+    }
+
+    public func get(key: String, range: Range<Int>?) async throws -> ByteBuffer {
+        try begin("get", key)
+        guard ArchiveFiles.exists(path(key)) else {
+            throw ObjectStoreError(.notFound, "get \(key) at \(displayName): no such key")
+        }
+        do {
+            let bytes = try ArchiveFiles.readFile(path(key))
+            guard let range else { return bytes }
+            return bytes.getSlice(at: range.lowerBound, length: max(0, min(range.upperBound, bytes.readableBytes) - range.lowerBound))
+                ?? ByteBuffer()
+        } catch {
+            throw failure("get", key, error)
+        }
+    }
+
+    public func head(key: String) async throws -> StoredObject? {
+        try begin("head", key)
+        guard ArchiveFiles.exists(path(key)) else { return nil }
+        do {
+            let bytes = try ArchiveFiles.readFile(path(key))
+            return StoredObject(key: key, size: bytes.readableBytes, etag: FileDigest.md5(bytes))
+        } catch {
+            throw failure("head", key, error)
+        }
+    }
+
+    public func list(prefix: String) async throws -> [StoredObject] {
+        try begin("list", prefix)
+        do {
+            var objects: [StoredObject] = []
+            try walk("", into: &objects)
+            return objects.filter { $0.key.hasPrefix(prefix) }.sorted { $0.key < $1.key }
+        } catch {
+            throw failure("list", prefix, error)
+        }
+    }
+
+    private func walk(_ relative: String, into objects: inout [StoredObject]) throws(TelexError) {
+        for name in try ArchiveFiles.listDirectory(relative.isEmpty ? directory : path(relative))
+        where !name.hasSuffix(".tmp-put") {
+            let key = relative.isEmpty ? name : relative + "/" + name
+            var info = stat()
+            guard lstat(path(key), &info) == 0 else { continue }
+            if (info.st_mode & S_IFMT) == S_IFDIR {
+                try walk(key, into: &objects)
+            } else {
+                let bytes = try ArchiveFiles.readFile(path(key))
+                objects.append(StoredObject(key: key, size: bytes.readableBytes, etag: FileDigest.md5(bytes)))
+            }
+        }
+    }
+
+    public func delete(key: String) async throws {
+        try begin("delete", key)
+        do {
+            try ArchiveFiles.unlink(path(key))
+        } catch {
+            throw failure("delete", key, error)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+import TelexProtocol
+
+/// The `PREFIX/primary` object: where the primary broker writing the archive listens.
+public struct PrimaryRecord: Codable, Sendable, Equatable {
+    /// `HOST:PORT` clients publish to.
+    public var address: String
+    /// When that broker started (ms since the epoch).
+    public var startedAt: Int64
+    public var dataDirectory: String
+
+    public init(address: String, startedAt: Int64, dataDirectory: String) {
+        self.address = address
+        self.startedAt = startedAt
+        self.dataDirectory = dataDirectory
+    }
+
+    func encoded() -> ByteBuffer {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return ByteBuffer(bytes: try! encoder.encode(self))
+    }
+}
+
+/// A read replica's view of the archive: polls `list(PREFIX/topics/)` every `interval`, reads manifests that are
+/// new or changed (by size and ETag), records them in the catalog and reports the topics that grew through
+/// `onChange`. Also reads `PREFIX/primary`, for the refusal message of publishes sent to the replica.
+public final class ReplicaCatalog: Service, Sendable {
+    let objectStore: any ObjectStore
+    let layout: ArchiveLayout
+    public let catalog: ArchiveCatalog
+    let interval: Duration
+    let logger: Logger
+    let metrics: ArchiveMetrics
+    let onChange: @Sendable ([String]) -> Void
+
+    struct Known {
+        /// Manifest key → (size, ETag) when last read.
+        var manifests: [String: StoredObject] = [:]
+        var primary: PrimaryRecord?
+        var failing = false
+    }
+
+    private let known = Mutex(Known())
+
+    public init(
+        objectStore: any ObjectStore, layout: ArchiveLayout, catalog: ArchiveCatalog = ArchiveCatalog(),
+        interval: Duration = .seconds(2), logger: Logger, metrics: ArchiveMetrics = ArchiveMetrics(),
+        onChange: @escaping @Sendable ([String]) -> Void
+    ) {
+        self.objectStore = objectStore
+        self.layout = layout
+        self.catalog = catalog
+        self.interval = interval
+        self.logger = logger
+        self.metrics = metrics
+        self.onChange = onChange
+    }
+
+    /// The primary's `HOST:PORT` as it last wrote it, nil before it wrote one (or before the first poll).
+    public var primaryAddress: String? { known.withLock { $0.primary?.address } }
+
+    /// Polls until cancelled or a graceful shutdown; a failed poll is logged (once while the store stays
+    /// unavailable) and retried at the next interval.
+    public func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    do {
+                        _ = try await self.pollOnce()
+                        if self.known.withLock({ known in defer { known.failing = false }; return known.failing }) {
+                            self.logger.info("archive \(self.objectStore.displayName) reachable again")
+                        }
+                    } catch {
+                        let first = self.known.withLock { known in defer { known.failing = true }; return !known.failing }
+                        if first {
+                            self.logger.warning("reading archive \(self.objectStore.displayName) failed: \(error); retrying every \(self.interval)")
+                        }
+                    }
+                    try await Task.sleep(for: self.interval)
+                }
+            }
+        } catch is CancellationError {
+            return
+        }
+    }
+
+    /// One poll: the primary's address, then every new or changed manifest into the catalog; calls `onChange`
+    /// with the topics that changed (when any) and returns them. A manifest that fails validation is logged and
+    /// skipped (it is retried at the next poll).
+    @discardableResult
+    public func pollOnce() async throws -> [String] {
+        do {
+            let bytes = try await metrics.counting("get") { try await objectStore.get(key: layout.primary, range: nil) }
+            let primary = try JSONDecoder().decode(PrimaryRecord.self, from: Data(bytes.readableBytesView))
+            known.withLock { $0.primary = primary }
+        } catch let error as ObjectStoreError where error.kind == .notFound {
+            known.withLock { $0.primary = nil }
+        } catch is DecodingError {
+            logger.warning("ignoring an unreadable primary address object", metadata: ["key": "\(layout.primary)"])
+        }
+        let objects = try await metrics.counting("list") { try await objectStore.list(prefix: layout.topicsPrefix) }
+        let fresh = known.withLock { known in
+            objects.filter { object in
+                layout.manifestSegment(object.key) != nil && known.manifests[object.key] != object
+            }
+        }
+        var changed: Set<String> = []
+        for object in fresh {
+            let bytes: ByteBuffer
+            do {
+                bytes = try await metrics.counting("get") { try await objectStore.get(key: object.key, range: nil) }
+            } catch let error as ObjectStoreError where error.kind == .notFound {
+                continue
+            }
+            do {
+                let manifest = try SegmentManifest.decode(bytes, key: object.key, layout: layout)
+                if catalog.record(ArchiveEntry(manifest: manifest), topic: manifest.topic) {
+                    changed.insert(manifest.topic)
+                }
+                known.withLock { $0.manifests[object.key] = object }
+            } catch {
+                logger.error("ignoring an invalid archive manifest", metadata: ["error": "\(error.message)"])
+            }
+        }
+        let topics = changed.sorted()
+        if !topics.isEmpty { onChange(topics) }
+        return topics
+    }
+}

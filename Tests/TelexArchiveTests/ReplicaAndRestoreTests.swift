@@ -1,0 +1,102 @@
+import Foundation
+import NIOCore
+import Synchronization
+import TelexProtocol
+import TelexStorage
+import Testing
+
+@testable import TelexArchive
+
+@Suite("Replicas, restore, manifests", .timeLimit(.minutes(1)))
+struct ReplicaAndRestoreTests {
+    @Test("the replica catalog picks up new manifests, reports the topics and the primary's address")
+    func replicaCatalog() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = try openStore(directory + "/data")
+            let objects = try DirectoryObjectStore(directory: directory + "/bucket")
+            let primaryCatalog = ArchiveCatalog()
+            let archiver = makeArchiver(store, objects, catalog: primaryCatalog)
+            let changes = Mutex<[[String]]>([])
+            let replica = ReplicaCatalog(objectStore: objects, layout: layout, logger: makeLogger()) { topics in
+                changes.withLock { $0.append(topics) }
+            }
+            #expect(try await replica.pollOnce() == [])
+            #expect(replica.primaryAddress == nil)
+
+            try publish(store, count: 30)
+            await archiver.writePrimary()
+            _ = await archiver.runOnce()
+            #expect(try await replica.pollOnce() == [topic])
+            #expect(replica.catalog.entries(of: topic) == primaryCatalog.entries(of: topic))
+            #expect(replica.primaryAddress == "primary.example:7400")
+            let manifestsRead = objects.calls("get")
+            #expect(try await replica.pollOnce() == [])
+            #expect(objects.calls("get") == manifestsRead + 1)  // the primary object only
+
+            try publish(store, count: 30, from: 100)
+            _ = await archiver.runOnce()
+            #expect(try await replica.pollOnce() == [topic])
+            #expect(replica.catalog.entries(of: topic) == primaryCatalog.entries(of: topic))
+            #expect(changes.withLock { $0 } == [[topic], [topic]])
+            try store.close()
+        }
+    }
+
+    @Test("a manifest that does not match its key is rejected naming the key and the field")
+    func manifestValidation() throws {
+        let key = layout.manifest(topic: topic, baseOffset: 4096)
+        var manifest = SegmentManifest(
+            topic: topic, baseOffset: 4096, nextOffset: 4200, bytes: 10, sha256: String(repeating: "a", count: 64),
+            md5: String(repeating: "b", count: 32), rewrites: 0, firstAppendTime: nil, lastAppendTime: nil,
+            logKey: layout.segmentLog(topic: topic, baseOffset: 4096, rewrites: 0), compactedKey: nil, uploadedAt: 1)
+        #expect(try SegmentManifest.decode(manifest.encoded(), key: key, layout: layout) == manifest)
+        #expect(String(buffer: manifest.encoded()).hasPrefix("{\"baseOffset\":4096,\"bytes\":10,"))
+
+        manifest.nextOffset = 1
+        var error = #expect(throws: TelexError.self) { try SegmentManifest.decode(manifest.encoded(), key: key, layout: layout) }
+        #expect(error?.message.hasPrefix("archive manifest \(key): field 'nextOffset'") == true)
+        error = #expect(throws: TelexError.self) {
+            try SegmentManifest.decode(ByteBuffer(string: "{\"format\":1}"), key: key, layout: layout)
+        }
+        #expect(error?.code == .dataLoss && error?.message.contains("is missing") == true)
+    }
+
+    @Test("restore round trip: every archived record reads back identical from the restored directory")
+    func restoreRoundTrip() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = try openStore(directory + "/data")
+            let objects = try DirectoryObjectStore(directory: directory + "/bucket")
+            let archiver = makeArchiver(store, objects)
+            let log = try publish(store, count: 50)
+            try store.consumerOffsets.commit("indexer", topic: topic, offset: 17)
+            _ = await archiver.runOnce()
+            await archiver.uploadConsumerOffsets()
+            let archivedEnd = log.sealedSegmentFiles().last!.nextOffset
+            let original = try records(of: log).filter { $0.0 < archivedEnd }
+            try store.close()
+
+            let restoredDirectory = directory + "/restored"
+            let summary = try await ArchiveRestore.restore(from: objects, layout: layout, into: restoredDirectory,
+                                                           logger: makeLogger())
+            #expect(summary.topics.map(\.topic) == [topic] && summary.consumers == 1)
+            #expect(summary.topics[0].startOffset == 0 && summary.topics[0].endOffset == archivedEnd)
+
+            let restored = try openStore(restoredDirectory)
+            let restoredLog = try #require(restored.log(topic))
+            #expect(restoredLog.endOffset == archivedEnd)
+            let read = try records(of: restoredLog)
+            #expect(read.count == original.count && read.count == Int(archivedEnd))
+            #expect(zip(read, original).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 && $0.2 == $1.2 })
+            #expect(restored.consumerOffsets.committed("indexer") == [topic: 17])
+            // Restored segments count as archived: an archiver over the restored directory uploads nothing.
+            let puts = objects.calls("put")
+            #expect(await makeArchiver(restored, objects).runOnce() == Archiver.Round())
+            #expect(objects.calls("put") == puts)
+            try restored.close()
+
+            await #expect(throws: TelexError.self) {
+                try await ArchiveRestore.restore(from: objects, layout: layout, into: restoredDirectory, logger: makeLogger())
+            }
+        }
+    }
+}
