@@ -73,7 +73,7 @@ public enum ArchiveState {
     /// stays one unreadable line instead of spoiling this one.
     public static func append(_ record: ArchivedSegmentRecord, path: String) throws(TelexError) {
         let created = !ArchiveFiles.exists(path)
-        let fd = try ArchiveFiles.open(path, flags: O_WRONLY | O_CREAT)
+        let fd = try ArchiveFiles.open(path, flags: O_RDWR | O_CREAT)
         defer { close(fd) }
         let size = try ArchiveFiles.size(fd, path: path)
         var line = ByteBuffer()

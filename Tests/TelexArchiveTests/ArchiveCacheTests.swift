@@ -104,7 +104,7 @@ struct ArchiveCacheTests {
         try await withTemporaryDirectory { directory in
             let fixture = try await Fixture(directory)
             let segments = Array(fixture.sealed.prefix(3))
-            let cache = try fixture.cache(bytes: segments[0].bytes + segments[1].bytes)
+            let cache = try fixture.cache(bytes: 2 * segments.map(\.bytes).max()!)
             let first = try await cache.fetch(topic: topic, baseOffset: segments[0].baseOffset)
             _ = try await cache.fetch(topic: topic, baseOffset: segments[1].baseOffset)
             // Segment 0 used again after 1: segment 1 is the least recently used when 2 arrives.
