@@ -12,7 +12,7 @@ public final class ArchiveMetrics: Sendable {
     let pendingSegments: Gauge
     /// `telex_archive_fetched_bytes_total`: bytes downloaded into the cache (and by restore).
     let fetchedBytes: Counter
-    /// `telex_archive_cache_bytes`: bytes of complete segments in the cache.
+    /// `telex_archive_cache_bytes`: bytes of the cache's segments, downloads in progress included.
     let cacheBytes: Gauge
     private let errors = Mutex<[String: Counter]>([:])
 

@@ -191,4 +191,30 @@ struct ArchiverTests {
             try store.close()
         }
     }
+
+    @Test("run(): the primary's address, then rounds in the background until cancelled")
+    func runsAsAService() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = try openStore(directory + "/data")
+            let objects = try DirectoryObjectStore(directory: directory + "/bucket")
+            let catalog = ArchiveCatalog()
+            let archiver = Archiver(
+                store: store, objectStore: objects, layout: layout, catalog: catalog,
+                configuration: .init(scanInterval: .milliseconds(5), consumerOffsetsInterval: .milliseconds(5),
+                                     advertisedAddress: "primary.example:7400"),
+                logger: makeLogger())
+            let service = Task { try await archiver.run() }
+            let log = try publish(store, count: 40)
+            try store.consumerOffsets.commit("indexer", topic: topic, offset: 1)
+            let sealed = log.sealedSegmentFiles().count
+            while catalog.segments(of: topic).count < sealed || puts(objects, endingWith: ".offsets").isEmpty {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            service.cancel()
+            try await service.value
+            #expect(objects.putKeys.first == layout.primary)
+            #expect(puts(objects, endingWith: ".log").count == sealed)
+            try store.close()
+        }
+    }
 }
