@@ -107,7 +107,8 @@ public final class ArchiveCache: ArchiveTier {
             }
             if let running = state.inFlight[id] { return .downloading(running) }
             state.bytes += entry.segment.bytes
-            let download = Task { await self.download(entry, id: id) }
+            // Detached: the download's blocking file I/O must not run on the caller's executor (an event loop's).
+            let download = Task.detached { await self.download(entry, id: id) }
             state.inFlight[id] = download
             return .downloading(download)
         }
@@ -127,7 +128,7 @@ public final class ArchiveCache: ArchiveTier {
             guard !wanted.isEmpty else { return }
             state.clock += 1
             let number = state.clock
-            state.prefetches[number] = Task {
+            state.prefetches[number] = Task.detached {
                 for base in wanted {
                     do {
                         _ = try await self.fetch(topic: topic, baseOffset: base)

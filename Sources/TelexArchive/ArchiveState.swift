@@ -81,7 +81,7 @@ public enum ArchiveState {
             line.writeString("\n")
         }
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         line.writeBytes(try! encoder.encode(record))
         line.writeString("\n")
         try ArchiveFiles.write(fd, line, at: size, path: path)

@@ -184,7 +184,10 @@ public final class Archiver: Service, Sendable {
     }
 
     private func loadState(_ topic: String) throws(TelexError) -> [Int64: ArchivedSegmentRecord] {
-        if let state = progress.withLock({ $0.states[topic] }) { return state }
+        // A topic deleted and created again lost its state file with its directory: forget what was remembered.
+        if let state = progress.withLock({ $0.states[topic] }), state.isEmpty || ArchiveFiles.exists(statePath(topic)) {
+            return state
+        }
         let state = try ArchiveState.load(path: statePath(topic), logger: logger)
         progress.withLock { $0.states[topic] = state }
         return state

@@ -21,7 +21,7 @@ public struct PrimaryRecord: Codable, Sendable, Equatable {
 
     func encoded() -> ByteBuffer {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return ByteBuffer(bytes: try! encoder.encode(self))
     }
 }

@@ -59,7 +59,7 @@ public struct SegmentManifest: Codable, Sendable, Equatable {
     /// The JSON bytes, keys sorted.
     public func encoded() -> ByteBuffer {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         // Encoding plain integers and strings cannot fail.
         return ByteBuffer(bytes: try! encoder.encode(self))
     }

@@ -42,6 +42,22 @@ struct ReplicaAndRestoreTests {
         }
     }
 
+    @Test("object keys as the design names them, with and without a prefix")
+    func layoutKeys() {
+        let root = ArchiveLayout(prefix: "")
+        #expect(root.segmentLog(topic: "news.wire", baseOffset: 1186, rewrites: 2)
+            == "topics/news.wire/00000000000000001186.r2.log")
+        #expect(root.primary == "primary" && root.consumerOffsets("indexer") == "consumers/indexer.offsets")
+        let prefixed = ArchiveLayout(prefix: "/newsroom/prod/")
+        #expect(prefixed.compactionMarker(topic: "news.wire", baseOffset: 0, rewrites: 1)
+            == "newsroom/prod/topics/news.wire/00000000000000000000.r1.compacted")
+        let manifestKey = prefixed.manifest(topic: "news.wire", baseOffset: 1186)
+        #expect(manifestKey == "newsroom/prod/topics/news.wire/00000000000000001186.manifest")
+        #expect(prefixed.manifestSegment(manifestKey)! == ("news.wire", 1186))
+        #expect(prefixed.manifestSegment("newsroom/prod/topics/news.wire/00000000000000001186.r0.log") == nil)
+        #expect(root.manifestSegment(manifestKey) == nil)
+    }
+
     @Test("a manifest that does not match its key is rejected naming the key and the field")
     func manifestValidation() throws {
         let key = layout.manifest(topic: topic, baseOffset: 4096)
@@ -51,6 +67,7 @@ struct ReplicaAndRestoreTests {
             logKey: layout.segmentLog(topic: topic, baseOffset: 4096, rewrites: 0), compactedKey: nil, uploadedAt: 1)
         #expect(try SegmentManifest.decode(manifest.encoded(), key: key, layout: layout) == manifest)
         #expect(String(buffer: manifest.encoded()).hasPrefix("{\"baseOffset\":4096,\"bytes\":10,"))
+        #expect(String(buffer: manifest.encoded()).contains("\"logKey\":\"newsroom/prod/topics/news.wire/"))
 
         manifest.nextOffset = 1
         var error = #expect(throws: TelexError.self) { try SegmentManifest.decode(manifest.encoded(), key: key, layout: layout) }
