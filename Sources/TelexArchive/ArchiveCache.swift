@@ -22,8 +22,9 @@ public final class ArchiveCache: ArchiveTier {
     let catalog: ArchiveCatalog
     let logger: Logger
     let metrics: ArchiveMetrics
-    /// Bytes per ranged GET, and how many of one fetch are in flight at once.
-    static let rangeBytes = 8 << 20
+    /// Bytes per ranged GET (8 MiB unless a test asks for less), and how many of one fetch are in flight at once.
+    let rangeBytes: Int
+    static let defaultRangeBytes = 8 << 20
     static let rangesInFlight = 2
     /// Segments after a hit that are prefetched.
     static let prefetchCount = 2
@@ -58,9 +59,17 @@ public final class ArchiveCache: ArchiveTier {
 
     /// Opens the cache at `directory`, creating it, and empties it (it is only a cache: nothing in it is trusted
     /// across restarts). Blocking: call it at startup, off event loops.
-    public init(
+    public convenience init(
         directory: String, objectStore: any ObjectStore, catalog: ArchiveCatalog, cacheBytes: Int = 512 << 20,
         logger: Logger, metrics: ArchiveMetrics = ArchiveMetrics()
+    ) throws(TelexError) {
+        try self.init(directory: directory, objectStore: objectStore, catalog: catalog, cacheBytes: cacheBytes,
+                      rangeBytes: Self.defaultRangeBytes, logger: logger, metrics: metrics)
+    }
+
+    init(
+        directory: String, objectStore: any ObjectStore, catalog: ArchiveCatalog, cacheBytes: Int, rangeBytes: Int,
+        logger: Logger, metrics: ArchiveMetrics
     ) throws(TelexError) {
         try ArchiveFiles.makeDirectory(directory)
         try ArchiveFiles.emptyDirectory(directory)
@@ -68,6 +77,7 @@ public final class ArchiveCache: ArchiveTier {
         self.objectStore = objectStore
         self.catalog = catalog
         self.cacheBytes = cacheBytes
+        self.rangeBytes = rangeBytes
         self.logger = logger
         self.metrics = metrics
         metrics.cacheBytes.record(0)
@@ -204,7 +214,8 @@ public final class ArchiveCache: ArchiveTier {
         let partPath = path + ".part"
         let fd = try ArchiveFiles.open(partPath, flags: O_WRONLY | O_CREAT | O_TRUNC)
         do {
-            try await Self.getRanges(entry.logKey, bytes: segment.bytes, from: objectStore, metrics: metrics) {
+            try await Self.getRanges(entry.logKey, bytes: segment.bytes, rangeBytes: rangeBytes, from: objectStore,
+                                     metrics: metrics) {
                 offset, chunk throws(TelexError) in try ArchiveFiles.write(fd, chunk, at: offset, path: partPath)
             }
             close(fd)
@@ -233,7 +244,8 @@ public final class ArchiveCache: ArchiveTier {
     /// Reads `bytes` bytes of `key` by ranged GETs of `rangeBytes`, `rangesInFlight` at a time, handing each range
     /// to `write` (in any order) with its offset. A short range throws `invalidResponse`.
     static func getRanges(
-        _ key: String, bytes: Int, from objectStore: any ObjectStore, metrics: ArchiveMetrics,
+        _ key: String, bytes: Int, rangeBytes: Int = defaultRangeBytes, from objectStore: any ObjectStore,
+        metrics: ArchiveMetrics,
         write: @escaping @Sendable (Int, ByteBuffer) throws(TelexError) -> Void
     ) async throws {
         let offsets = Array(stride(from: 0, to: bytes, by: rangeBytes))

@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import NIOCore
 import TelexProtocol
 import TelexStorage
@@ -23,9 +24,10 @@ private struct Fixture {
         cacheDirectory = directory + "/data/archive-cache"
     }
 
-    func cache(bytes: Int = 512 << 20) throws -> ArchiveCache {
+    func cache(bytes: Int = 512 << 20, rangeBytes: Int = ArchiveCache.defaultRangeBytes,
+               metrics: ArchiveMetrics = ArchiveMetrics()) throws -> ArchiveCache {
         try ArchiveCache(directory: cacheDirectory, objectStore: objects, catalog: catalog, cacheBytes: bytes,
-                         logger: makeLogger())
+                         rangeBytes: rangeBytes, logger: makeLogger(), metrics: metrics)
     }
 
     func files() throws -> [String] {
@@ -56,6 +58,23 @@ struct ArchiveCacheTests {
             await cache.settle()
             _ = try fixture.cache()
             #expect(try fixture.files().isEmpty)
+            try fixture.store.close()
+        }
+    }
+
+    @Test("small ranges: one GET per range, each written at its offset; the bytes are counted")
+    func rangedGets() async throws {
+        try await withTemporaryDirectory { directory in
+            let fixture = try await Fixture(directory)
+            let testMetrics = TestMetrics()
+            let cache = try fixture.cache(rangeBytes: 1000, metrics: ArchiveMetrics(factory: testMetrics))
+            let segment = fixture.sealed[3]
+            let gets = fixture.objects.calls("get")
+            let path = try await cache.fetch(topic: topic, baseOffset: segment.baseOffset)
+            #expect(try ArchiveFiles.readFile(path) == (try ArchiveFiles.readFile(segment.logPath)))
+            #expect(fixture.objects.calls("get") == gets + (segment.bytes + 999) / 1000)
+            #expect(try testMetrics.expectCounter("telex_archive_fetched_bytes_total").totalValue == Int64(segment.bytes))
+            #expect(try testMetrics.expectGauge("telex_archive_cache_bytes").lastValue == Double(segment.bytes))
             try fixture.store.close()
         }
     }
