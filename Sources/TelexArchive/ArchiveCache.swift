@@ -88,7 +88,9 @@ public final class ArchiveCache: ArchiveTier {
     }
 
     public func cachedLogFile(topic: String, baseOffset: Int64) -> String? {
-        guard let (entry, following) = catalog.entry(topic: topic, baseOffset: baseOffset, following: Self.prefetchCount)
+        guard
+            let (entry, following) = catalog.entry(
+                topic: topic, baseOffset: baseOffset, following: Self.prefetchCount)
         else { return nil }
         let id = SegmentID(topic: topic, baseOffset: baseOffset, rewrites: entry.segment.rewrites)
         let path: String? = state.withLock { state in

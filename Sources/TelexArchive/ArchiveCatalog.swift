@@ -45,12 +45,16 @@ public final class ArchiveCatalog: Sendable {
     }
 
     /// The catalog of a primary's data directory: every topic's `archive.state`. Blocking (reads the files).
-    public static func load(dataDirectory: String, layout: ArchiveLayout, logger: Logger) throws(TelexError) -> ArchiveCatalog {
+    public static func load(
+        dataDirectory: String, layout: ArchiveLayout, logger: Logger
+    ) throws(TelexError) -> ArchiveCatalog {
         let catalog = ArchiveCatalog()
         for topic in try ArchiveFiles.listDirectory(dataDirectory + "/topics") {
             let records = try ArchiveState.load(path: ArchiveState.path(dataDirectory: dataDirectory, topic: topic),
                                                 logger: logger)
-            for record in records.values { catalog.record(ArchiveEntry(record: record, topic: topic, layout: layout), topic: topic) }
+            for record in records.values {
+                catalog.record(ArchiveEntry(record: record, topic: topic, layout: layout), topic: topic)
+            }
         }
         return catalog
     }

@@ -71,8 +71,9 @@ public enum ArchiveRestore {
             let end = segments.last!.nextOffset
             try ArchiveFiles.writeFile(directory + "/" + ArchiveLayout.base20(end) + ".log", ByteBuffer())
             try ArchiveFiles.syncDirectory(directory)
-            let topicSummary = TopicSummary(topic: topic, segments: segments.count, bytes: segments.reduce(0) { $0 + $1.bytes },
-                                            startOffset: segments.first!.baseOffset, endOffset: end)
+            let topicSummary = TopicSummary(
+                topic: topic, segments: segments.count, bytes: segments.reduce(0) { $0 + $1.bytes },
+                startOffset: segments.first!.baseOffset, endOffset: end)
             logger.info("restored topic", metadata: ["summary": "\(topicSummary)"])
             summary.topics.append(topicSummary)
         }
@@ -84,8 +85,8 @@ public enum ArchiveRestore {
         }
         for object in consumerObjects where object.key.hasSuffix(".offsets") {
             let name = String(object.key.dropFirst(layout.consumersPrefix.count))
-            guard !name.contains("/"), (try? ConsumerOffsets.validateName(String(name.dropLast(".offsets".count)))) != nil
-            else { continue }
+            let consumer = String(name.dropLast(".offsets".count))
+            guard !name.contains("/"), (try? ConsumerOffsets.validateName(consumer)) != nil else { continue }
             let bytes = try await call(objectStore, "reading \(object.key)") {
                 try await objectStore.get(key: object.key, range: nil)
             }
@@ -105,15 +106,18 @@ public enum ArchiveRestore {
             let marker = try await call(objectStore, "reading \(compactedKey)") {
                 try await objectStore.get(key: compactedKey, range: nil)
             }
-            try ArchiveFiles.writeFile(directory + "/" + base + ".compacted.part", marker)
-            try ArchiveFiles.rename(directory + "/" + base + ".compacted.part", to: directory + "/" + base + ".compacted")
+            let markerPath = directory + "/" + base + ".compacted"
+            try ArchiveFiles.writeFile(markerPath + ".part", marker)
+            try ArchiveFiles.rename(markerPath + ".part", to: markerPath)
         }
         let path = directory + "/" + base + ".log"
         let partPath = path + ".part"
         let fd = try ArchiveFiles.open(partPath, flags: O_WRONLY | O_CREAT | O_TRUNC)
         defer { close(fd) }
         try await call(objectStore, "reading \(manifest.logKey)") {
-            try await ArchiveCache.getRanges(manifest.logKey, bytes: manifest.bytes, from: objectStore, metrics: metrics) {
+            try await ArchiveCache.getRanges(
+                manifest.logKey, bytes: manifest.bytes, from: objectStore, metrics: metrics
+            ) {
                 offset, chunk throws(TelexError) in try ArchiveFiles.write(fd, chunk, at: offset, path: partPath)
             }
         }

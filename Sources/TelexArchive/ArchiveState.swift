@@ -59,9 +59,9 @@ public enum ArchiveState {
         let decoder = JSONDecoder()
         for (number, line) in lines.enumerated() where !line.isEmpty {
             guard let record = try? decoder.decode(ArchivedSegmentRecord.self, from: Data(line)) else {
-                logger.warning("ignoring an unreadable line of the archive state; its segment is re-checked", metadata: [
-                    "file": "\(path)", "line": "\(number + 1)",
-                ])
+                logger.warning(
+                    "ignoring an unreadable line of the archive state; its segment is re-checked",
+                    metadata: ["file": "\(path)", "line": "\(number + 1)"])
                 continue
             }
             records[record.baseOffset] = record

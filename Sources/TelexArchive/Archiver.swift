@@ -239,7 +239,9 @@ public final class Archiver: Service, Sendable {
             sha256: digest.sha256, md5: digest.md5, rewrites: file.rewrites, firstAppendTime: file.firstAppendTime,
             lastAppendTime: file.lastAppendTime, logKey: logKey, compactedKey: compactedKey,
             uploadedAt: ArchiveFiles.nowMilliseconds())
-        _ = try await metrics.counting("put") { try await objectStore.putBytes(key: manifestKey, bytes: manifest.encoded()) }
+        _ = try await metrics.counting("put") {
+            try await objectStore.putBytes(key: manifestKey, bytes: manifest.encoded())
+        }
         // 5. The local state, then the superseded objects.
         try commit(manifest)
         metrics.uploadedSegments.increment()
@@ -313,10 +315,15 @@ public final class Archiver: Service, Sendable {
         }
         switch kind {
         case .denied, .notFound:
-            logger.error("archive \(objectStore.displayName) refused \(doing): \(error); retrying in \(configuration.maximumBackoff)")
+            logger.error("""
+                archive \(objectStore.displayName) refused \(doing): \(error); \
+                retrying in \(configuration.maximumBackoff)
+                """)
         case .unavailable, .invalidResponse:
             if first {
-                logger.warning("archive \(objectStore.displayName) unavailable while \(doing): \(error); retrying with backoff")
+                logger.warning("""
+                    archive \(objectStore.displayName) unavailable while \(doing): \(error); retrying with backoff
+                    """)
             } else {
                 logger.debug("archive still unavailable", metadata: ["error": "\(error)"])
             }

@@ -105,8 +105,8 @@ public final class DirectoryObjectStore: ObjectStore {
         do {
             let bytes = try ArchiveFiles.readFile(path(key))
             guard let range else { return bytes }
-            return bytes.getSlice(at: range.lowerBound, length: max(0, min(range.upperBound, bytes.readableBytes) - range.lowerBound))
-                ?? ByteBuffer()
+            let length = max(0, min(range.upperBound, bytes.readableBytes) - range.lowerBound)
+            return bytes.getSlice(at: range.lowerBound, length: length) ?? ByteBuffer()
         } catch {
             throw failure("get", key, error)
         }

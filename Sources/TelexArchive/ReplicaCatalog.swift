@@ -76,9 +76,15 @@ public final class ReplicaCatalog: Service, Sendable {
                             self.logger.info("archive \(self.objectStore.displayName) reachable again")
                         }
                     } catch {
-                        let first = self.known.withLock { known in defer { known.failing = true }; return !known.failing }
+                        let first = self.known.withLock { known in
+                            defer { known.failing = true }
+                            return !known.failing
+                        }
                         if first {
-                            self.logger.warning("reading archive \(self.objectStore.displayName) failed: \(error); retrying every \(self.interval)")
+                            self.logger.warning("""
+                                reading archive \(self.objectStore.displayName) failed: \(error); \
+                                retrying every \(self.interval)
+                                """)
                         }
                     }
                     try await Task.sleep(for: self.interval)

@@ -94,7 +94,8 @@ public struct SegmentManifest: Codable, Sendable, Equatable {
         func isHex(_ text: String, length: Int) -> Bool {
             text.utf8.count == length && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
         }
-        try check(format == Self.currentFormat, "format", "is \(format); this telexd reads format \(Self.currentFormat)")
+        try check(format == Self.currentFormat, "format",
+                  "is \(format); this telexd reads format \(Self.currentFormat)")
         let named = layout.manifestSegment(key)
         try check(named?.topic == topic, "topic", "is '\(topic)', the key names '\(named?.topic ?? "none")'")
         try check(named?.baseOffset == baseOffset, "baseOffset", "is \(baseOffset), the key names another")
