@@ -48,6 +48,8 @@ public final class ArchiveCache: ArchiveTier {
         /// Bytes of cached segments plus those being downloaded.
         var bytes = 0
         var clock: UInt64 = 0
+        /// Fetches that joined a download another fetch had started (tests).
+        var joined = 0
     }
 
     let state = Mutex(State())
@@ -117,7 +119,10 @@ public final class ArchiveCache: ArchiveTier {
                 state.cached[id] = cached
                 return .cached(cached.path)
             }
-            if let running = state.inFlight[id] { return .downloading(running) }
+            if let running = state.inFlight[id] {
+                state.joined += 1
+                return .downloading(running)
+            }
             state.bytes += entry.segment.bytes
             // Detached: the download's blocking file I/O must not run on the caller's executor (an event loop's).
             let download = Task.detached { await self.download(entry, id: id) }

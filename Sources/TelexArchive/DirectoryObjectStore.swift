@@ -9,8 +9,8 @@ import TelexProtocol
 /// experiments. A put writes a temporary file and renames it over the object, so readers see the old or the new
 /// bytes; the ETag is the hex MD5, as S3's for a single-part upload.
 ///
-/// Test switches: `setUnavailable(_:)` makes every call fail with `.unavailable` (a store that is down), and
-/// `corrupt(key:)` flips a byte of a stored object. `calls` counts calls per operation ("put", "get", ...).
+/// Test switches: `setUnavailable(_:)` makes every call fail with `.unavailable` (a store that is down),
+/// `corrupt(key:)` flips a byte of a stored object, `holdGets()` makes GETs wait until `releaseGets()`. `calls` counts calls per operation ("put", "get", ...).
 /// Blocking file I/O in the caller's task.
 public final class DirectoryObjectStore: ObjectStore {
     public let directory: String
@@ -20,6 +20,9 @@ public final class DirectoryObjectStore: ObjectStore {
         var unavailable = false
         var calls: [String: Int] = [:]
         var puts: [String] = []
+        /// While held, GETs wait here until `releaseGets()`.
+        var holdingGets = false
+        var heldGets: [CheckedContinuation<Void, Never>] = []
     }
 
     private let faults = Mutex(Faults())
@@ -35,6 +38,22 @@ public final class DirectoryObjectStore: ObjectStore {
 
     /// How many calls of `operation` ("put", "get", "head", "list", "delete") were answered (not failed).
     public func calls(_ operation: String) -> Int { faults.withLock { $0.calls[operation] ?? 0 } }
+
+    /// Makes GETs wait (without failing) until `releaseGets()`, so a test can act while a download is in flight.
+    public func holdGets() { faults.withLock { $0.holdingGets = true } }
+
+    /// How many GETs are waiting for `releaseGets()`.
+    public var heldGets: Int { faults.withLock { $0.heldGets.count } }
+
+    /// Lets every held GET go on, and later ones pass.
+    public func releaseGets() {
+        let held = faults.withLock { faults in
+            faults.holdingGets = false
+            defer { faults.heldGets = [] }
+            return faults.heldGets
+        }
+        for continuation in held { continuation.resume() }
+    }
 
     /// Every key put so far, in order.
     public var putKeys: [String] { faults.withLock { $0.puts } }
@@ -99,6 +118,13 @@ public final class DirectoryObjectStore: ObjectStore {
 
     public func get(key: String, range: Range<Int>?) async throws -> ByteBuffer {
         try begin("get", key)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let held = faults.withLock { faults in
+                if faults.holdingGets { faults.heldGets.append(continuation) }
+                return faults.holdingGets
+            }
+            if !held { continuation.resume() }
+        }
         guard ArchiveFiles.exists(path(key)) else {
             throw ObjectStoreError(.notFound, "get \(key) at \(displayName): no such key")
         }

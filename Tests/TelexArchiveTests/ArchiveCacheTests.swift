@@ -144,9 +144,14 @@ struct ArchiveCacheTests {
             let cache = try fixture.cache()
             let base = fixture.sealed[2].baseOffset
             let gets = fixture.objects.calls("get")
-            async let first = cache.fetch(topic: topic, baseOffset: base)
-            async let second = cache.fetch(topic: topic, baseOffset: base)
-            let paths = try await [first, second]
+            fixture.objects.holdGets()
+            let first = Task { try await cache.fetch(topic: topic, baseOffset: base) }
+            while fixture.objects.heldGets < 1 { await Task.yield() }
+            // The second asks while the first's download is held in its GET.
+            let second = Task { try await cache.fetch(topic: topic, baseOffset: base) }
+            while cache.state.withLock({ $0.joined }) < 1 { await Task.yield() }
+            fixture.objects.releaseGets()
+            let paths = try await [first.value, second.value]
             #expect(paths[0] == paths[1])
             // One segment of under 8 MiB: one ranged GET.
             #expect(fixture.objects.calls("get") == gets + 1)
