@@ -9,15 +9,16 @@ import TelexProtocol
 /// experiments. A put writes a temporary file and renames it over the object, so readers see the old or the new
 /// bytes; the ETag is the hex MD5, as S3's for a single-part upload.
 ///
-/// Test switches: `setUnavailable(_:)` makes every call fail with `.unavailable` (a store that is down),
-/// `corrupt(key:)` flips a byte of a stored object, `holdGets()` makes GETs wait until `releaseGets()`. `calls` counts calls per operation ("put", "get", ...).
-/// Blocking file I/O in the caller's task.
+/// Test switches: `setUnavailable(_:)` makes every call fail with `.unavailable` (a store that is down; `setFailing`
+/// with another kind), `corrupt(key:)` flips a byte of a stored object, `holdGets()` makes GETs wait until
+/// `releaseGets()`. `calls` counts calls per operation ("put", "get", ...). Blocking file I/O in the caller's task;
+/// `list` reads every object to give its ETag (fine for tests, not for big archives).
 public final class DirectoryObjectStore: ObjectStore {
     public let directory: String
     public var displayName: String { "dir://\(directory)" }
 
     struct Faults {
-        var unavailable = false
+        var failing: ObjectStoreError.Kind?
         var calls: [String: Int] = [:]
         var puts: [String] = []
         /// While held, GETs wait here until `releaseGets()`.
@@ -34,7 +35,11 @@ public final class DirectoryObjectStore: ObjectStore {
     }
 
     /// While true, every call throws `ObjectStoreError(.unavailable, ...)` and stores nothing.
-    public func setUnavailable(_ unavailable: Bool) { faults.withLock { $0.unavailable = unavailable } }
+    public func setUnavailable(_ unavailable: Bool) { setFailing(unavailable ? .unavailable : nil) }
+
+    /// While not nil, every call throws an `ObjectStoreError` of that kind (`.denied`: rejected credentials,
+    /// `.notFound`: a missing bucket) and stores nothing.
+    public func setFailing(_ kind: ObjectStoreError.Kind?) { faults.withLock { $0.failing = kind } }
 
     /// How many calls of `operation` ("put", "get", "head", "list", "delete") were answered (not failed).
     public func calls(_ operation: String) -> Int { faults.withLock { $0.calls[operation] ?? 0 } }
@@ -71,16 +76,23 @@ public final class DirectoryObjectStore: ObjectStore {
 
     private func path(_ key: String) -> String { directory + "/" + key }
 
-    /// Counts a call of `operation`, or throws when the store is switched unavailable.
+    /// Counts a call of `operation`, or throws the error the store is switched to fail with.
     private func begin(_ operation: String, _ key: String) throws(ObjectStoreError) {
-        let down = faults.withLock { faults in
-            if !faults.unavailable {
+        let failing = faults.withLock { faults in
+            if faults.failing == nil {
                 faults.calls[operation, default: 0] += 1
                 if operation == "put" { faults.puts.append(key) }
             }
-            return faults.unavailable
+            return faults.failing
         }
-        if down { throw ObjectStoreError(.unavailable, "\(operation) \(key) at \(displayName): connection refused") }
+        guard let failing else { return }
+        let reply = switch failing {
+        case .unavailable: "connection refused"
+        case .denied: "403 AccessDenied"
+        case .notFound: "404 NoSuchBucket"
+        case .invalidResponse: "bad reply"
+        }
+        throw ObjectStoreError(failing, "\(operation) \(key) at \(displayName): \(reply)")
     }
 
     private func failure(_ operation: String, _ key: String, _ error: TelexError) -> ObjectStoreError {

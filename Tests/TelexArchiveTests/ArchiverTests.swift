@@ -134,6 +134,24 @@ struct ArchiverTests {
         }
     }
 
+    @Test("rejected credentials: logged as an error with the store's message at every round, nothing stored")
+    func deniedStore() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = try openStore(directory + "/data")
+            let objects = try DirectoryObjectStore(directory: directory + "/bucket")
+            let handler = RecordingLogHandler()
+            let archiver = makeArchiver(store, objects, logger: makeLogger(handler))
+            try publish(store, count: 20)
+            objects.setFailing(.denied)
+            #expect(await archiver.runOnce().failure == .denied)
+            #expect(await archiver.runOnce().failure == .denied)
+            let errors = handler.messages(atLeast: .error)
+            #expect(errors.count == 2 && errors.allSatisfy { $0.contains("403 AccessDenied") })
+            #expect(objects.putKeys.isEmpty)
+            try store.close()
+        }
+    }
+
     @Test("a compaction rewrite uploads r1 objects, updates the manifest and deletes r0")
     func compactionRewrite() async throws {
         try await withTemporaryDirectory { directory in
