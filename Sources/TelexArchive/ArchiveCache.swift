@@ -26,8 +26,8 @@ public final class ArchiveCache: ArchiveTier {
     let rangeBytes: Int
     static let defaultRangeBytes = 8 << 20
     static let rangesInFlight = 2
-    /// Segments after a hit that are prefetched.
-    static let prefetchCount = 2
+    /// Segments after a hit or a fetch that are prefetched (2 unless a test asks otherwise).
+    let prefetchCount: Int
 
     struct SegmentID: Hashable {
         var topic: String
@@ -66,12 +66,12 @@ public final class ArchiveCache: ArchiveTier {
         logger: Logger, metrics: ArchiveMetrics = ArchiveMetrics()
     ) throws(TelexError) {
         try self.init(directory: directory, objectStore: objectStore, catalog: catalog, cacheBytes: cacheBytes,
-                      rangeBytes: Self.defaultRangeBytes, logger: logger, metrics: metrics)
+                      rangeBytes: Self.defaultRangeBytes, prefetchCount: 2, logger: logger, metrics: metrics)
     }
 
     init(
         directory: String, objectStore: any ObjectStore, catalog: ArchiveCatalog, cacheBytes: Int, rangeBytes: Int,
-        logger: Logger, metrics: ArchiveMetrics
+        prefetchCount: Int, logger: Logger, metrics: ArchiveMetrics
     ) throws(TelexError) {
         try ArchiveFiles.makeDirectory(directory)
         try ArchiveFiles.emptyDirectory(directory)
@@ -80,6 +80,7 @@ public final class ArchiveCache: ArchiveTier {
         self.catalog = catalog
         self.cacheBytes = cacheBytes
         self.rangeBytes = rangeBytes
+        self.prefetchCount = prefetchCount
         self.logger = logger
         self.metrics = metrics
         metrics.cacheBytes.record(0)
@@ -92,7 +93,7 @@ public final class ArchiveCache: ArchiveTier {
     public func cachedLogFile(topic: String, baseOffset: Int64) -> String? {
         guard
             let (entry, following) = catalog.entry(
-                topic: topic, baseOffset: baseOffset, following: Self.prefetchCount)
+                topic: topic, baseOffset: baseOffset, following: prefetchCount)
         else { return nil }
         let id = SegmentID(topic: topic, baseOffset: baseOffset, rewrites: entry.segment.rewrites)
         let path: String? = state.withLock { state in
@@ -106,8 +107,17 @@ public final class ArchiveCache: ArchiveTier {
         return path
     }
 
+    /// Downloads the segment (once, however many ask at the same time), then prefetches the two after it: a reader
+    /// that needed segment k needs k+1 next.
     public func fetch(topic: String, baseOffset: Int64) async throws(TelexError) -> String {
-        guard let (entry, _) = catalog.entry(topic: topic, baseOffset: baseOffset) else {
+        try await fetch(topic: topic, baseOffset: baseOffset, prefetching: true)
+    }
+
+    private func fetch(topic: String, baseOffset: Int64, prefetching: Bool) async throws(TelexError) -> String {
+        guard
+            let (entry, following) = catalog.entry(
+                topic: topic, baseOffset: baseOffset, following: prefetching ? prefetchCount : 0)
+        else {
             throw TelexError(.offsetOutOfRange, "topic '\(topic)' has no archived segment at base offset \(baseOffset)",
                              topic: topic, offset: baseOffset)
         }
@@ -129,10 +139,13 @@ public final class ArchiveCache: ArchiveTier {
             state.inFlight[id] = download
             return .downloading(download)
         }
+        let path: String
         switch found {
-        case .cached(let path): return path
-        case .downloading(let task): return try await task.value.get()
+        case .cached(let cached): path = cached
+        case .downloading(let task): path = try await task.value.get()
         }
+        if prefetching { prefetch(topic: topic, bases: following) }
+        return path
     }
 
     /// Starts fetching `bases` of `topic` one after the other in the background, those neither cached nor in flight.
@@ -148,7 +161,7 @@ public final class ArchiveCache: ArchiveTier {
             state.prefetches[number] = Task.detached {
                 for base in wanted {
                     do {
-                        _ = try await self.fetch(topic: topic, baseOffset: base)
+                        _ = try await self.fetch(topic: topic, baseOffset: base, prefetching: false)
                     } catch {
                         self.logger.debug("prefetch failed", metadata: ["topic": "\(topic)", "error": "\(error)"])
                     }
