@@ -116,4 +116,37 @@ struct ReplicaAndRestoreTests {
             }
         }
     }
+
+    @Test("restore of a compacted topic: the markers come back, and the gaps read as gaps, not lost data")
+    func restoreCompacted() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = try openStore(directory + "/data")
+            let objects = try DirectoryObjectStore(directory: directory + "/bucket")
+            // Articles with keys of their own between versions of one front page: compaction leaves gaps among them.
+            try publish(store, count: 10, key: "urn:telex:article:frontpage")
+            try publish(store, count: 20, from: 100)
+            let log = try publish(store, count: 10, from: 200, key: "urn:telex:article:frontpage")
+            #expect(!(try log.compact(tombstoneRetentionMilliseconds: 0)).rewrites.isEmpty)
+            _ = await makeArchiver(store, objects).runOnce()
+            let sealed = log.sealedSegmentFiles()
+            let archivedEnd = sealed.last!.nextOffset
+            let original = try records(of: log).filter { $0.0 < archivedEnd }
+            #expect(original.count > 30 && original.count < Int(archivedEnd))
+            try store.close()
+
+            let restoredDirectory = directory + "/restored"
+            _ = try await ArchiveRestore.restore(from: objects, layout: layout, into: restoredDirectory, logger: makeLogger())
+            let markers = try ArchiveFiles.listDirectory(restoredDirectory + "/topics/" + topic).filter {
+                $0.hasSuffix(".compacted")
+            }
+            #expect(markers.count == sealed.filter { $0.compactionMarkerPath != nil }.count && !markers.isEmpty)
+            let restored = try openStore(restoredDirectory)
+            let restoredLog = try #require(restored.log(topic))
+            #expect(restoredLog.sealedSegmentFiles().map(\.rewrites) == sealed.map(\.rewrites))
+            let read = try records(of: restoredLog)
+            #expect(read.count == original.count)
+            #expect(zip(read, original).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 && $0.2 == $1.2 })
+            try restored.close()
+        }
+    }
 }
