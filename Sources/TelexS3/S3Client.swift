@@ -53,9 +53,15 @@ public final class S3Client: Sendable {
         )
     }
 
-    /// Closes the connections; the client cannot be used afterwards.
+    /// Closes the connections and waits for them; the client cannot be used afterwards.
     public func shutdown() async throws {
         try await httpClient.shutdown()
+    }
+
+    // A client dropped without `shutdown()` (a test that threw, say) closes its connections in the background
+    // instead of tripping async-http-client's debug-build trap; after `shutdown()` this is a no-op.
+    deinit {
+        httpClient.shutdown { _ in }
     }
 
     /// `s3://bucket at ENDPOINT`, for logs.

@@ -93,6 +93,49 @@ actor MotoServer {
         self.exited = nil
     }
 
+    /// Turns on moto's authentication and returns the access key of a new IAM user allowed everything. From then
+    /// on every request must be signed with a known key, and moto checks the signature (recomputing it with
+    /// botocore), so wrong credentials are answered 403. Runs python3 with boto3 (a dependency of moto).
+    func requireAuthentication() async throws -> (accessKeyID: String, secretAccessKey: String) {
+        let script = """
+            import boto3, json, sys, urllib.request
+            endpoint, user = sys.argv[1], sys.argv[2]
+            iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                               aws_access_key_id="setup", aws_secret_access_key="setup")
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="everything", PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            urllib.request.urlopen(urllib.request.Request(endpoint + "/moto-api/reset-auth", data=b"0",
+                                   method="POST", headers={"Content-Type": "text/plain"}))
+            print(key["AccessKeyId"])
+            print(key["SecretAccessKey"])
+            """
+        let outputPath = logPath + ".credentials"
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        guard FileManager.default.createFile(atPath: outputPath, contents: nil) else {
+            throw MotoServerError("cannot create \(outputPath)")
+        }
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        let python = Process()
+        python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let user = "telex-\(UUID().uuidString.prefix(8))"
+        python.arguments = ["python3", "-c", script, endpoint.absoluteString, user]
+        python.standardOutput = output
+        python.standardError = output
+        let exited = ExitSignal()
+        python.terminationHandler = { _ in exited.signal() }
+        try python.run()
+        try? output.close()
+        await exited.wait()
+        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        let lines = text.split(separator: "\n").map(String.init)
+        guard python.terminationStatus == 0, lines.count == 2 else {
+            throw MotoServerError("could not turn on moto's authentication: \(text.suffix(2000))")
+        }
+        return (lines[0], lines[1])
+    }
+
     /// Deletes the server's output file (kept when the suite failed, for its requests and errors).
     func removeLog() {
         try? FileManager.default.removeItem(atPath: logPath)
