@@ -150,6 +150,31 @@ struct S3ClientTests {
         }
     }
 
+    @Test func aFileShrinkingUnderTheUploadStopsIt() async throws {
+        let path = NSTemporaryDirectory() + "s3-shrink-\(UUID().uuidString)"
+        try Data(patternBytes(3 << 20)).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try await withClient(bucket: uniqueBucket("shrink")) { client in
+            // The second pass finds fewer bytes than the first hashed: the body stream fails, nothing is stored.
+            let file = try await FileDescriptorBox.open(path)
+            let chunks = FileRangeChunks(file: file, offset: 1 << 20, length: 3 << 20, chunkSize: 1 << 20)
+            let failure: S3Error?
+            do throws(S3Error) {
+                _ = try await client.put(
+                    key: "k", body: .stream(chunks, length: .known(Int64(3 << 20))), length: 3 << 20,
+                    sha256: SigV4Signer.unsignedPayload, md5: Digest.md5(ByteBuffer()), metadata: [:]
+                )
+                failure = nil
+            } catch {
+                failure = error
+            }
+            let error = try #require(failure, "a short body was accepted")
+            #expect(error.kind == .invalidResponse)
+            #expect("\(error)".contains("file \(path) ends at offset \(3 << 20)"))
+            #expect(try await client.headObject(key: "k") == nil)
+        }
+    }
+
     @Test func listFollowsContinuationTokens() async throws {
         try await withClient(bucket: uniqueBucket("list")) { client in
             let keys = [
