@@ -1,3 +1,0 @@
-import Testing
-
-@Suite struct TelexS3Placeholder { @Test func builds() {} }
