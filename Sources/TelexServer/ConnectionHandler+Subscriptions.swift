@@ -316,7 +316,8 @@ extension ConnectionHandler {
             switch result {
             case .success: self.pump(id)
             case .failure(let error):
-                self.endSubscription(id, error: Self.storageError(error, doing: "fetching archived \(topic) at offset \(offset)"))
+                let doing = "fetching archived \(topic) at offset \(offset)"
+                self.endSubscription(id, error: Self.storageError(error, doing: doing))
             }
         }
     }

@@ -132,7 +132,8 @@ final class FileDescriptorCache: Sendable {
     var opens: Int { state.withLock { $0.opens } }
 
     /// A lease on `file`'s descriptor, opening the file (`O_RDWR`, plus `O_CREAT` when `creating`; `O_RDONLY` for
-    /// a read-only file) if it is not open. Blocking when it opens: one `open(2)`, and the `close(2)`s of the files it evicts.
+    /// a read-only file) if it is not open. Blocking when it opens: one `open(2)`, and the `close(2)`s of the
+    /// files it evicts.
     fileprivate func lease(_ file: CachedFile, creating: Bool) throws(TelexError) -> FileLease {
         let key = file.id
         let (open, evicted) = state.withLock { state -> (CInt?, [(FileID, CInt, String)]) in

@@ -27,6 +27,12 @@ struct ArchivedSegmentCache {
         return found.segment
     }
 
+    /// Forgets every open segment (the log is closing), returning them to close.
+    mutating func removeAll() -> [Segment] {
+        defer { open = [] }
+        return open.map(\.segment)
+    }
+
     /// Adds an opened segment, replacing one of the same base, dropping the least recently used beyond `capacity`.
     mutating func insert(_ opened: OpenArchivedSegment, dropped: inout [Segment]) {
         open.removeAll { existing in
@@ -95,8 +101,13 @@ extension TopicLog {
         let cached = archive.cachedLogFile(topic: topic, baseOffset: entry.baseOffset)
         if let cached, cachedArchivedSegment(entry, path: cached) != nil { return }
         let path: String
-        if let cached { path = cached } else { path = try await archive.fetch(topic: topic, baseOffset: entry.baseOffset) }
-        let opened = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Segment, TelexError>, Never>) in
+        if let cached {
+            path = cached
+        } else {
+            path = try await archive.fetch(topic: topic, baseOffset: entry.baseOffset)
+        }
+        let opened = await withCheckedContinuation {
+            (continuation: CheckedContinuation<Result<Segment, TelexError>, Never>) in
             DispatchQueue.global().async {
                 do throws(TelexError) {
                     continuation.resume(returning: .success(try self.openArchived(entry, path: path)))
@@ -169,7 +180,8 @@ extension TopicLog {
                     "at file position \(damage.position) (\(damage.length) bytes hold no valid batch)")
             }
             if let reason = scan.tornReason {
-                throw archivedDamage(entry, path: path, offset: scan.nextOffset, "at file position \(scan.end): \(reason)")
+                throw archivedDamage(entry, path: path, offset: scan.nextOffset,
+                                     "at file position \(scan.end): \(reason)")
             }
             if segment.size != entry.bytes {
                 throw archivedDamage(entry, path: path, offset: scan.nextOffset,

@@ -434,6 +434,7 @@ public final class TopicLog: Sendable {
             syncQueue.sync { state.withLock { $0.closedFiles = true } }
             directoryClosed.withLock { $0 = true }
             for segment in state.withLock({ $0.segments }) { segment.closeFiles() }
+            for segment in archivedOpen.withLock({ $0.removeAll() }) { segment.closeFiles() }
         }
         do throws(TelexError) {
             try sync()

@@ -46,6 +46,43 @@ struct ArchiveReadTests {
         }
     }
 
+    @Test("a damaged archived segment ends the subscription with DATA_LOSS after the records before it")
+    func damagedArchivedSegmentEndsSubscription() async throws {
+        try await withTemporaryDirectory { directory in
+            let archive = try FakeArchiveTier(directory: directory + "/tier")
+            try await withServer(directory: directory + "/data", configure: { configuration in
+                Self.smallSegments(&configuration)
+                configuration.log.localRetentionBytes = 0
+                configuration.archive = archive
+            }) { server, client in
+                for round in 0..<12 { _ = try await client.publish(records(round * 5..<round * 5 + 5), to: "news.world") }
+                let log = try #require(server.topicStore?.log("news.world"))
+                try log.sync()
+                try archive.archive(log)
+                try log.applyRetention()
+                let second = try #require(archive.archivedSegments(of: "news.world").dropFirst().first)
+                // Flip a byte inside the segment's first batch (past its 61-byte header).
+                let path = archive.archivedPath(topic: "news.world", baseOffset: second.baseOffset)
+                var data = try Data(contentsOf: URL(fileURLWithPath: path))
+                data[RecordBatchHeader.size + 10] ^= 0x40
+                try data.write(to: URL(fileURLWithPath: path))
+
+                let subscription = try await client.subscribe("news.world", from: .beginning)
+                var offsets: [Int64] = []
+                var failure: TelexError?
+                do {
+                    for try await delivered in subscription { offsets.append(delivered.offset) }
+                } catch let error as TelexError {
+                    failure = error
+                }
+                #expect(offsets == Array(0..<second.baseOffset))
+                #expect(failure?.code == .dataLoss)
+                #expect(failure?.message.contains("archived segment \(second.baseOffset) of news.world") == true,
+                        "\(String(describing: failure))")
+            }
+        }
+    }
+
     @Test("a read replica refuses PUBLISH, COMMIT and durable SUBSCRIBE, naming the archive and the primary")
     func replicaRefusesWrites() async throws {
         let primary = PrimaryAddress()
