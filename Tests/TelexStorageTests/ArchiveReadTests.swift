@@ -56,6 +56,28 @@ struct ArchiveReadTests {
         }
     }
 
+    @Test("archived segments still in the local log are read locally (local wins), with no gap or duplicate")
+    func overlappingArchiveAndLocal() async throws {
+        try await withTemporaryDirectory { directory in
+            let archive = try FakeArchiveTier(directory: directory)
+            let log = try makeArchivedLog(directory, archive: archive, localRetentionBytes: nil)
+            let sealed = archive.archivedSegments(of: log.topic)
+            try log.close()
+            // Keep the two newest sealed segments locally although the archive has them all.
+            var configuration = log.configuration
+            configuration.localRetentionBytes = log.sizeInBytes - sealed.dropLast(2).reduce(0) { $0 + $1.bytes }
+            let kept = try TopicLog(topic: log.topic, directory: directory + "/log", configuration: configuration,
+                                    logger: makeLogger(), archive: archive)
+            #expect(try kept.applyRetention() == sealed.count - 2)
+            #expect(kept.localStartOffset == sealed[sealed.count - 2].baseOffset)
+            let delivered = try await deliverAll(kept)
+            #expect(delivered.offsets == Array(0..<40))
+            // Only the segments below the local start were fetched.
+            #expect(archive.fetchCount == sealed.count - 2)
+            try kept.close()
+        }
+    }
+
     @Test("a read of an archived segment not open answers needsFetch; after the fetch it is a slice")
     func needsFetchThenSlice() async throws {
         try await withTemporaryDirectory { directory in
