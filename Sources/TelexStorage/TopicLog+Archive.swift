@@ -27,6 +27,11 @@ struct ArchivedSegmentCache {
         return found.segment
     }
 
+    /// Forgets `segment`, if it is still open.
+    mutating func remove(_ segment: Segment) {
+        open.removeAll { $0.segment === segment }
+    }
+
     /// Forgets every open segment (the log is closing), returning them to close.
     mutating func removeAll() -> [Segment] {
         defer { open = [] }
@@ -58,7 +63,7 @@ extension TopicLog {
         /// The archived segment holding the offset is not open and opening it needs a fetch or a whole-file scan.
         case needsFetch(Int64)
         /// No batch at or after the offset in its archived segment (offsets a compaction removed, or ones the
-        /// local log holds): read on from there.
+        /// local log holds), or its file was evicted under the read: read on from there.
         case continueAt(Int64)
     }
 
@@ -82,7 +87,18 @@ extension TopicLog {
         let following = min(index + 1 < listed.count ? listed[index + 1].baseOffset : localStart, localStart)
         guard offset < entry.nextOffset else { return .continueAt(following) }
         guard let segment = try openArchived(entry, fetching: fetching) else { return .needsFetch(offset) }
-        var headers = HeaderWindow(try segment.logFile.lease(), limit: segment.size)
+        let lease: FileLease
+        do throws(TelexError) {
+            lease = try segment.logFile.lease()
+        } catch {
+            // The tier evicted the file after naming it, and its descriptor was closed meanwhile: forget the
+            // segment, so that the read again fetches it (a failing open then throws; it does not loop).
+            guard !FileIO.exists(segment.logPath) else { throw error }
+            archivedOpen.withLock { $0.remove(segment) }
+            segment.closeFiles()
+            return .continueAt(offset)
+        }
+        var headers = HeaderWindow(lease, limit: segment.size)
         if let slice = try collect(&headers, from: segment.indexedPosition(atOrBefore: offset).position,
                                    offset: offset, end: min(end, localStart), maxBytes: maxBytes,
                                    maxBatches: maxBatches, continuing: continuing) {
