@@ -160,6 +160,23 @@ struct ArchiveReadTests {
                     #expect(log.startOffset == 0)
                     let delivered = try await collect(&iterator, count: Int(end))
                     #expect(delivered.map(\.offset) == Array(0..<end))
+
+                    // The primary goes on; the subscriber waits at the old end until the archive grows again.
+                    try await withServer(directory: directory + "/primary", configure: Self.smallSegments) { _, client in
+                        for round in 8..<12 {
+                            _ = try await client.publish(records(round * 5..<round * 5 + 5), to: "news.world")
+                        }
+                    }
+                    let grown = try TopicLog(topic: "news.world", directory: directory + "/primary/topics/news.world",
+                                             configuration: primaryLog.configuration, logger: .init(label: "test"))
+                    try archive.archive(grown)
+                    try grown.close()
+                    let newEnd = try #require(archive.archivedSegments(of: "news.world").last?.nextOffset)
+                    #expect(newEnd > end)
+                    await replica.archiveGrew(topics: ["news.world"])
+                    #expect(log.endOffset == newEnd)
+                    let more = try await collect(&iterator, count: Int(newEnd - end))
+                    #expect(more.map(\.offset) == Array(end..<newEnd))
                     await subscription.cancel()
                 }
                 try await replica.shutdown()
