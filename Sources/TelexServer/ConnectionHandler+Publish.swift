@@ -11,6 +11,9 @@ extension ConnectionHandler {
         let reservation: TopicCreationLimiter.Reservation
         do throws(TelexError) {
             try TopicName.validate(topic)
+            if let replica = configuration.replica {
+                throw replica.refusal("PUBLISH to '\(topic)'", action: "publish to")
+            }
             // Checked before the topic exists: a refused PUBLISH creates nothing.
             try authorizePublish(to: topic)
             if let log = store.log(topic) {
@@ -111,6 +114,9 @@ extension ConnectionHandler {
     }
 
     func commit(subscriptionID: UInt32, topic: String, offset: Int64, requestID: UInt32) {
+        if let replica = configuration.replica {
+            return reply(replica.refusal("COMMIT for '\(topic)'", action: "commit to"), requestID)
+        }
         guard let subscription = subscriptions[subscriptionID] else {
             return reply(TelexError(.unknownSubscription, "COMMIT for subscription \(subscriptionID), which is not active"), requestID)
         }

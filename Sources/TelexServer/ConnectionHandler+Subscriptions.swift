@@ -37,6 +37,10 @@ extension ConnectionHandler {
         guard let loop = context?.eventLoop else { return }
         let consumer = consumerName.isEmpty ? nil : consumerName
         if let consumer { try ConsumerOffsets.validateName(consumer) }
+        if consumer != nil, let replica = configuration.replica {
+            throw replica.refusal("SUBSCRIBE to '\(pattern)' with consumer '\(consumerName)'",
+                                  action: "subscribe with a consumer name at")
+        }
         if start.selects, consumer != nil || !resume.isEmpty {
             throw TelexError(.invalidRequest,
                 "SUBSCRIBE to '\(pattern)': a latest or history start takes no consumer name and no resume entries (it delivers a snapshot of its own)")
@@ -246,6 +250,10 @@ extension ConnectionHandler {
                     subscriptions[id]?.machine.readPostponed()
                     if wrote { flushOutbound() }
                     return checkBeforeReading(id, log: log, topic: read.topic, offset: offset)
+                case .needsFetch(let offset):
+                    subscriptions[id]?.machine.readPostponed()
+                    if wrote { flushOutbound() }
+                    return fetchBeforeReading(id, log: log, topic: read.topic, offset: offset)
                 case .slice(let found): slice = found
                 }
                 let selected = subscriptions[id]!.machine.selection(
@@ -290,6 +298,26 @@ extension ConnectionHandler {
             case .success: self.pump(id)
             case .failure(let error):
                 self.endSubscription(id, error: Self.storageError(error, doing: "checking \(topic) before delivering it"))
+            }
+        }
+    }
+
+    /// Makes the archived segment of `topic` holding `offset` readable (fetched into the archive cache and
+    /// CRC-checked: Protocol/STORAGE.md §4.1) in a task off the loop, then pumps again. The subscription waits
+    /// meanwhile; a failed fetch or a damaged segment ends it with the error, which names the topic and offset.
+    private func fetchBeforeReading(_ id: UInt32, log: TopicLog, topic: String, offset: Int64) {
+        guard let context, let listener = subscriptions[id]?.listener else { return }
+        subscriptions[id]?.checking = true
+        context.eventLoop.makeFutureWithTask { () async throws in
+            try await log.fetchArchived(containing: offset)
+        }.assumeIsolated().whenComplete { result in
+            guard self.subscriptions[id]?.listener === listener else { return }
+            self.subscriptions[id]?.checking = false
+            switch result {
+            case .success: self.pump(id)
+            case .failure(let error):
+                let doing = "fetching archived \(topic) at offset \(offset)"
+                self.endSubscription(id, error: Self.storageError(error, doing: doing))
             }
         }
     }

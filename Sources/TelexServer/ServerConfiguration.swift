@@ -38,6 +38,11 @@ public struct ServerConfiguration: Sendable {
     public var metricsMaxTopics = 1000
     /// Topics compacted in the background and how (Protocol/STORAGE.md §15). Default: none.
     public var compaction = CompactionConfiguration()
+    /// The object-storage tier below the local segments, given to the store: reads below them are served from it
+    /// and local retention trusts it (Protocol/STORAGE.md §4.1, §7). Default nil: no archive.
+    public var archive: (any ArchiveTier)?
+    /// Set on a read replica: PUBLISH, COMMIT and durable SUBSCRIBE are refused, naming the primary. Default nil.
+    public var replica: ReplicaRole?
 
     public init(
         host: String = "127.0.0.1",

@@ -23,10 +23,10 @@ public final class TelexServer: Service, Sendable {
     public let configuration: ServerConfiguration
     /// Where the broker and its store record metrics (see `TelexMetrics`).
     public let metrics: TelexMetrics
-    private let logger: Logger
+    let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     let threadPool: NIOThreadPool
-    private let hub = TopicHub()
+    let hub = TopicHub()
     private let state = NIOLockedValueBox(State.idle)
     private let connections = NIOLockedValueBox(Connections())
     /// The TLS context new connections get, when `configuration.tls` is set; `reload()` replaces it.
@@ -111,7 +111,7 @@ public final class TelexServer: Service, Sendable {
             access = try await threadPool.runIfActive { try AccessControl(configuration: configuration, logger: logger) }
             store = try await threadPool.runIfActive {
                 try TopicStore(directory: configuration.dataDirectory, configuration: configuration.log, logger: logger,
-                               metrics: metrics)
+                               metrics: metrics, archive: configuration.archive)
             }
             try await loadTLSContext()
             channel = try await bind(store: store, access: access)

@@ -52,6 +52,10 @@ public struct LogConfiguration: Sendable, Equatable {
     public var retentionMilliseconds: Int64?
     /// Delete the oldest whole segments while the log is larger than this, in bytes. Default nil (no limit).
     public var retentionBytes: Int?
+    /// With an archive tier (`TopicStore(archive:)`): delete the oldest local segments the archive holds while the
+    /// local segments take more than this, in bytes (Protocol/STORAGE.md §7). Ignored without an archive. Default
+    /// nil (off).
+    public var localRetentionBytes: Int?
     /// When appends reach the disk. Default `.always`.
     public var fsync: FsyncPolicy
     /// Limits applied when checking appended batches. Default `RecordBatchLimits()`.
@@ -79,8 +83,10 @@ public struct LogConfiguration: Sendable, Equatable {
         batchLimits: RecordBatchLimits = .init(),
         maxOpenFiles: Int = LogConfiguration.defaultMaxOpenFiles(),
         indexKeys: Bool = true,
-        keyTableCacheBytes: Int = 8 << 20
+        keyTableCacheBytes: Int = 8 << 20,
+        localRetentionBytes: Int? = nil
     ) {
+        self.localRetentionBytes = localRetentionBytes
         precondition(segmentBytes > RecordBatchHeader.size && segmentBytes <= Int(Int32.max), "segmentBytes out of range")
         self.segmentBytes = segmentBytes
         self.segmentAgeMilliseconds = segmentAgeMilliseconds

@@ -131,8 +131,9 @@ final class FileDescriptorCache: Sendable {
     /// Files opened so far (first opens and re-opens after eviction).
     var opens: Int { state.withLock { $0.opens } }
 
-    /// A lease on `file`'s descriptor, opening the file (`O_RDWR`, plus `O_CREAT` when `creating`) if it is not
-    /// open. Blocking when it opens: one `open(2)`, and the `close(2)`s of the files it evicts.
+    /// A lease on `file`'s descriptor, opening the file (`O_RDWR`, plus `O_CREAT` when `creating`; `O_RDONLY` for
+    /// a read-only file) if it is not open. Blocking when it opens: one `open(2)`, and the `close(2)`s of the
+    /// files it evicts.
     fileprivate func lease(_ file: CachedFile, creating: Bool) throws(TelexError) -> FileLease {
         let key = file.id
         let (open, evicted) = state.withLock { state -> (CInt?, [(FileID, CInt, String)]) in
@@ -148,7 +149,7 @@ final class FileDescriptorCache: Sendable {
         let opened: CInt
         do throws(TelexError) {
             if Self.take(openFaults) { throw FileIO.failure("open", file.path, errno: EMFILE) }
-            opened = try FileIO.open(file.path, flags: creating ? O_RDWR | O_CREAT : O_RDWR)
+            opened = try FileIO.open(file.path, flags: file.readOnly ? O_RDONLY : creating ? O_RDWR | O_CREAT : O_RDWR)
         } catch {
             state.withLock { $0.openCount -= 1 }
             throw error
@@ -254,11 +255,14 @@ final class FileDescriptorCache: Sendable {
 /// under a user.
 final class CachedFile: Sendable {
     let path: String
+    /// Opened `O_RDONLY`: a file the log must never write (an archived segment's copy, `TopicLog+Archive.swift`).
+    let readOnly: Bool
     fileprivate let id: FileDescriptorCache.FileID
     private let cache: FileDescriptorCache
 
-    init(path: String, cache: FileDescriptorCache) {
+    init(path: String, cache: FileDescriptorCache, readOnly: Bool = false) {
         self.path = path
+        self.readOnly = readOnly
         self.cache = cache
         id = cache.makeFileID()
     }

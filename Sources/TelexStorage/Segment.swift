@@ -104,6 +104,23 @@ final class Segment: @unchecked Sendable {
         compaction = CompactionMarker.load(directory: directory, baseOffset: baseOffset)
     }
 
+    /// Opens an archived segment's `.log` read-only (`TopicLog+Archive.swift`): no file is created and its indexes
+    /// live in memory only (their `CachedFile`s are never opened). `compaction` stands in for the marker the archive
+    /// does not hand over. The caller scans it whole (`recover`) before publishing it; its `var`s never change after.
+    init(archivedLogPath path: String, baseOffset: Int64, compaction: CompactionMarker?, files: FileDescriptorCache)
+        throws(TelexError)
+    {
+        self.baseOffset = baseOffset
+        let logFile = CachedFile(path: path, cache: files, readOnly: true)
+        self.logFile = logFile
+        indexFile = CachedFile(path: path + ".index", cache: files)
+        timeIndexFile = CachedFile(path: path + ".timeindex", cache: files)
+        size = try logFile.lease().withDescriptor { fd throws(TelexError) in try FileIO.size(fd, path: path) }
+        nextOffset = baseOffset
+        verified = Verified(bytes: 0, nextOffset: baseOffset, lastAppendTime: nil)
+        self.compaction = compaction
+    }
+
     /// Appends one stamped batch at the end of the file. On a failed write the file is cut back.
     func append(_ parts: [ByteBuffer], header: RecordBatchHeader, indexInterval: Int) throws(TelexError) {
         let position = size

@@ -13,13 +13,17 @@ extension TopicLog {
     ///
     /// Reads batch headers from the page cache (a 64 KiB window at a time), not the batches themselves, except for
     /// that first check.
+    ///
+    /// With an archive, offsets below the oldest local segment are read from the archived segment holding them
+    /// (Protocol/STORAGE.md §4.1); one not open yet is fetched and CRC-checked here, waiting for the tier's fetch
+    /// task: do not call this from a thread of the Swift concurrency pool.
     public func read(
         from offset: Int64, maxBytes: Int, maxBatches: Int = .max, skipDamaged: Bool = false
     ) throws(TelexError) -> LogSlice? {
         switch try read(from: offset, maxBytes: maxBytes, maxBatches: maxBatches, skipDamaged: skipDamaged,
                         checkHere: true) {
         case .slice(let slice): slice
-        case .end, .needsCheck: nil
+        case .end, .needsCheck, .needsFetch: nil
         }
     }
 
@@ -31,6 +35,9 @@ extension TopicLog {
         /// The read reached bytes of a sealed segment not CRC-checked yet: run `checkSegment(containing: offset)`
         /// off the event loop, then read again.
         case needsCheck(offset: Int64)
+        /// The read reached an archived segment (below the local log) not open yet: run
+        /// `fetchArchived(containing: offset)`, then read again.
+        case needsFetch(offset: Int64)
     }
 
     /// `read` for a caller on an event loop: it never CRC-checks on the caller's thread (that is a read of up to a
@@ -55,24 +62,37 @@ extension TopicLog {
         while true {
             // The lease is taken under the lock, while the segment is still in the log: retention may unlink its
             // files as soon as the lock is released, and the lease keeps them readable.
-            let located = try state.withLock { state throws(TelexError) -> Located? in
+            let location = try state.withLock { state throws(TelexError) -> Location in
                 let start = state.segments.first!.baseOffset
+                if offset < start, archive != nil { return .archived(localStart: start, end: readableEnd(state)) }
                 guard offset >= start else {
                     throw TelexError(.offsetOutOfRange,
                                      "offset \(offset) is out of range for \(topic) (log starts at \(start))",
                                      topic: topic, offset: offset)
                 }
                 let end = readableEnd(state)
-                guard offset < end else { return nil }
+                guard offset < end else { return .end }
                 let index = state.segmentIndex(containing: offset)
                 let segment = state.segments[index]
-                return Located(
+                return .local(Located(
                     segment: segment, lease: try segment.logFile.lease(),
                     position: segment.indexedPosition(atOrBefore: offset).position, limit: segment.size, end: end,
                     following: index + 1 < state.segments.count ? state.segments[index + 1].baseOffset : nil,
-                    segmentEnd: segment.nextOffset, damaged: segment.damaged, verifiedBytes: segment.verified.bytes)
+                    segmentEnd: segment.nextOffset, damaged: segment.damaged, verifiedBytes: segment.verified.bytes))
             }
-            guard let located else { return .end }
+            let located: Located
+            switch location {
+            case .end: return .end
+            case .local(let found): located = found
+            case .archived(let localStart, let end):
+                switch try readArchived(from: offset, localStart: localStart, end: end, maxBytes: maxBytes,
+                                        maxBatches: maxBatches, fetching: checkHere, continuing: continuing) {
+                case .slice(let slice): return .slice(slice)
+                case .needsFetch(let at): return .needsFetch(offset: at)
+                case .continueAt(let next): offset = next
+                }
+                continue
+            }
             if let damage = located.damaged.first(where: { $0.contains(offset) }) {
                 guard skipDamaged else { throw dataLoss(damage, in: located.segment) }
                 offset = damage.nextOffset
@@ -128,6 +148,14 @@ extension TopicLog {
             topic: topic, offset: offset)
     }
 
+    /// Where a read goes, decided under the lock.
+    private enum Location {
+        case local(Located)
+        /// Below the oldest local segment, which starts at `localStart`; `end` is the readable end.
+        case archived(localStart: Int64, end: Int64)
+        case end
+    }
+
     /// Where a read found `offset`, taken under the lock.
     private struct Located {
         var segment: Segment
@@ -146,7 +174,7 @@ extension TopicLog {
         var verifiedBytes: Int
     }
 
-    private func collect(
+    func collect(
         _ headers: inout HeaderWindow, from position: Int, offset: Int64, end: Int64, maxBytes: Int, maxBatches: Int,
         continuing: ((Range<Int64>) -> Bool)?
     ) throws(TelexError) -> LogSlice? {

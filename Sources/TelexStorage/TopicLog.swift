@@ -40,6 +40,10 @@ public final class TopicLog: Sendable {
     let directoryClosed = Mutex<Bool>(false)
     /// Segments recovery scanned batch by batch when the log opened (the others were trusted by their indexes).
     let segmentsScannedAtOpen: Int
+    /// The object-storage tier below the local segments (Protocol/STORAGE.md §4.1), nil without one.
+    public let archive: (any ArchiveTier)?
+    /// Archived segments open for reads below the local log (`TopicLog+Archive.swift`).
+    let archivedOpen = Mutex(ArchivedSegmentCache())
 
     /// Everything that changes after opening, behind `state`. The `var`s of its segments are guarded by the
     /// same lock (see `Segment`).
@@ -156,21 +160,26 @@ public final class TopicLog: Sendable {
     /// around (`recoverSegments`); damaged indexes are rebuilt.
     ///
     /// Blocking: reads, fsyncs and possibly rewrites files. Call it off event loops.
+    ///
+    /// With an `archive`, offsets below the oldest local segment are read from it, and retention deletes only
+    /// segments it holds (§4.1, §7).
     public convenience init(
         topic: String, directory: String, configuration: LogConfiguration, logger: Logger,
-        metrics: TelexMetrics = .disabled
+        metrics: TelexMetrics = .disabled, archive: (any ArchiveTier)? = nil
     ) throws(TelexError) {
         try self.init(topic: topic, directory: directory, configuration: configuration, logger: logger,
-                      files: FileDescriptorCache(budget: configuration.maxOpenFiles), metrics: metrics)
+                      files: FileDescriptorCache(budget: configuration.maxOpenFiles), metrics: metrics,
+                      archive: archive)
     }
 
     /// Opens the log with its files in `files`, the cache shared by a store's logs. Each file is released to
     /// the cache once recovered, so opening many logs holds no more than the cache's budget open.
     init(
         topic: String, directory: String, configuration: LogConfiguration, logger: Logger, files: FileDescriptorCache,
-        metrics: TelexMetrics = .disabled
+        metrics: TelexMetrics = .disabled, archive: (any ArchiveTier)? = nil
     ) throws(TelexError) {
         self.topic = topic
+        self.archive = archive
         self.metrics = metrics.topic(topic)
         storeMetrics = metrics
         self.directory = directory
@@ -221,8 +230,13 @@ public final class TopicLog: Sendable {
         if case .interval(let milliseconds) = configuration.fsync { scheduleIntervalSync(milliseconds) }
     }
 
-    /// The first offset still in the log.
-    public var startOffset: Int64 { state.withLock { $0.segments.first!.baseOffset } }
+    /// The first offset still in the log: with an archive, its first archived segment's base when that is below the
+    /// oldest local segment (`localStartOffset`).
+    public var startOffset: Int64 {
+        let local = localStartOffset
+        guard let archived = archive?.archivedSegments(of: topic).first?.baseOffset else { return local }
+        return min(archived, local)
+    }
     /// The offset the next appended record gets.
     public var endOffset: Int64 { state.withLock { $0.nextOffset } }
     /// The offset after the last record readers may see (durable records only under `.always`).
@@ -341,7 +355,18 @@ public final class TopicLog: Sendable {
     }
 
     /// The first offset appended at or after `timestamp` (ms since the epoch), or the readable end if none.
+    ///
+    /// Below the local log the answer is coarse: the base offset of the first archived segment whose newest batch
+    /// is at or after `timestamp` (archived segments are not opened for a time lookup).
     public func offset(atOrAfter timestamp: Int64) throws(TelexError) -> Int64 {
+        if let archive {
+            let localStart = localStartOffset
+            if let archived = archive.archivedSegments(of: topic).first(where: {
+                $0.baseOffset < localStart && ($0.lastAppendTime ?? .min) >= timestamp
+            }) {
+                return archived.baseOffset
+            }
+        }
         let (snapshot, end) = state.withLock { state in
             (state.segments.map { ($0, $0.lastAppendTime, $0.size, $0.damaged) }, readableEnd(state))
         }
@@ -409,6 +434,7 @@ public final class TopicLog: Sendable {
             syncQueue.sync { state.withLock { $0.closedFiles = true } }
             directoryClosed.withLock { $0 = true }
             for segment in state.withLock({ $0.segments }) { segment.closeFiles() }
+            for segment in archivedOpen.withLock({ $0.removeAll() }) { segment.closeFiles() }
         }
         do throws(TelexError) {
             try sync()

@@ -27,6 +27,8 @@ public final class TopicStore: Sendable {
     private let creation = Mutex(false)
     /// Called while holding `creation`, before a new topic's files are made; lets tests slow creation down.
     private let willCreateLog: @Sendable (String) -> Void
+    /// The object-storage tier every log reads below its local segments, nil without one.
+    public let archive: (any ArchiveTier)?
     /// Keeps other brokers out of the directory until `close()`.
     private let lock: DataDirectoryLock
 
@@ -36,18 +38,22 @@ public final class TopicStore: Sendable {
     ///
     /// Blocking: recovery reads, checks and fsyncs every topic's files. Call it off event loops (for example on
     /// an `NIOThreadPool`).
+    ///
+    /// With an `archive`, every log reads offsets below its oldest local segment from it, and retention deletes
+    /// only local segments it holds (Protocol/STORAGE.md §4.1, §7).
     public convenience init(
         directory: String, configuration: LogConfiguration = .init(), logger: Logger,
-        metrics: TelexMetrics = .disabled
+        metrics: TelexMetrics = .disabled, archive: (any ArchiveTier)? = nil
     ) throws(TelexError) {
         try self.init(directory: directory, configuration: configuration, logger: logger, metrics: metrics,
-                      willCreateLog: { _ in })
+                      archive: archive, willCreateLog: { _ in })
     }
 
     init(
         directory: String, configuration: LogConfiguration, logger: Logger, metrics: TelexMetrics = .disabled,
-        willCreateLog: @escaping @Sendable (String) -> Void
+        archive: (any ArchiveTier)? = nil, willCreateLog: @escaping @Sendable (String) -> Void
     ) throws(TelexError) {
+        self.archive = archive
         try FileIO.makeDirectory(directory)
         lock = try DataDirectoryLock(directory: directory)
         self.directory = directory
@@ -69,7 +75,8 @@ public final class TopicStore: Sendable {
                 continue
             }
             logs[name] = try TopicLog(topic: name, directory: directory + "/topics/" + name,
-                                      configuration: configuration, logger: logger, files: files, metrics: metrics)
+                                      configuration: configuration, logger: logger, files: files, metrics: metrics,
+                                      archive: archive)
         }
         self.logs = Mutex(logs)
     }
@@ -96,7 +103,8 @@ public final class TopicStore: Sendable {
             }
             willCreateLog(topic)
             let log = try TopicLog(topic: topic, directory: directory + "/topics/" + topic,
-                                   configuration: configuration, logger: logger, files: files, metrics: metrics)
+                                   configuration: configuration, logger: logger, files: files, metrics: metrics,
+                                   archive: archive)
             try FileIO.syncDirectory(directory + "/topics")
             logs.withLock { $0[topic] = log }
             logger.info("created topic", metadata: ["topic": "\(topic)"])
