@@ -23,7 +23,7 @@ struct Telexd: AsyncParsableCommand {
               telexd inspect ./telex-data | jq .
               telexd verify ./telex-data
             """,
-        subcommands: [Serve.self, Inspect.self, Verify.self, Users.self],
+        subcommands: [Serve.self, Inspect.self, Verify.self, Users.self, Restore.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -63,6 +63,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var tls: TLSOptions
     @OptionGroup(title: "Metrics") var metrics: MetricsOptions
     @OptionGroup(title: "Compaction") var compaction: CompactionOptions
+    @OptionGroup(title: "Archive") var archive: ArchiveOptions
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -122,7 +123,11 @@ struct Serve: AsyncParsableCommand {
         openFileLimit?.log(to: logger)
         // Without --metrics-address nothing is bootstrapped and every metric is a no-op.
         let registry = metricsAddress.map { _ in MetricsOptions.bootstrapPrometheus() }
+        let serverBox = ServerBox()
+        let archived = try await archive.prepare(
+            &configuration, server: serverBox, environment: environment, logger: logger)
         let server = TelexServer(configuration: configuration, logger: logger)
+        serverBox.value = server
         signal(SIGPIPE, SIG_IGN)
         // Every long-running part of telexd is a Service in this one group: it starts them together, and on
         // SIGTERM or SIGINT shuts them down gracefully in reverse order (the broker last: it quiesces, fsyncs
@@ -133,6 +138,8 @@ struct Serve: AsyncParsableCommand {
             services.append(MetricsEndpoint(host: address.host, port: address.port, tls: configuration.tls,
                                             registry: registry, server: server, logger: logger))
         }
+        // After the broker: they wait for its store, and stop before it.
+        services += archived.services
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -144,8 +151,10 @@ struct Serve: AsyncParsableCommand {
             try await group.run()
         } catch {
             logger.critical("could not start, or stopped on an error", metadata: ["error": "\(error)"])
+            try? await archived.client?.shutdown()
             throw ExitCode(1)
         }
+        try? await archived.client?.shutdown()
     }
 }
 

@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# The archive end to end, with the real tools against a real S3 API (moto's server on loopback, behind a TCP proxy
+# that is stopped to cut the store off):
+#   1. telexd --archive with 1 MiB segments and a 4 MiB local budget takes MB megabytes of log (default 100);
+#      every sealed segment reaches the bucket, the local directory keeps a few, and telex-sub --from beginning
+#      --no-follow returns every event in order (archive → local → end);
+#   2. a replica (--replica-of) serves the same archived events, refuses a publish naming the primary, and picks
+#      up segments archived while it runs;
+#   3. the store goes away: publishing goes on, errors are counted, and the backlog is uploaded once it is back;
+#   4. kill -9 of the primary during uploads: after a restart every segment is in the bucket once, readable;
+#   5. a corrupted object is never served: the read ends with DATA_LOSS naming the topic and offsets;
+#   6. telexd restore rebuilds a data directory from the bucket that serves every archived event.
+# Prints replay throughput from the archive and from local segments.
+#
+#   Scripts/archive.sh [--megabytes MB]        TELEX_SCRATCH=DIR builds with --scratch-path DIR; -c release with
+#                                              TELEX_ARCHIVE_RELEASE=1 (for the throughput figures)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+megabytes=100
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --megabytes) megabytes=$2; shift 2 ;;
+        *) echo "archive: unknown argument $1 (--megabytes MB)" >&2; exit 64 ;;
+    esac
+done
+command -v moto_server >/dev/null || { echo "archive: moto_server is missing: pip install 'moto[server]'" >&2; exit 1; }
+
+build=(--scratch-path "${TELEX_SCRATCH:-.build}")
+if [ "${TELEX_ARCHIVE_RELEASE:-0}" = 1 ]; then build+=(-c release); fi
+swift build "${build[@]}"
+bin=$(swift build "${build[@]}" --show-bin-path)
+tool="python3 Scripts/archive_tool.py"
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+moto_port=$(free_port)
+store_port=$(free_port)
+port=$(free_port)
+replica_port=$(free_port)
+metrics_port=$(free_port)
+restored_port=$(free_port)
+endpoint="http://127.0.0.1:$store_port"
+bucket=telex-archive
+prefix=newsroom
+archive="s3://$bucket/$prefix"
+topic=archive.news
+export AWS_ACCESS_KEY_ID=telex-test AWS_SECRET_ACCESS_KEY=telex-test-secret AWS_DEFAULT_REGION=us-east-1
+moto_pid="" proxy_pid="" pid="" replica_pid="" restored_pid=""
+
+stop() {  # stop PID-VARIABLE: SIGTERM, and the broker must exit cleanly
+    local p=${!1}
+    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+        kill -TERM "$p"
+        wait "$p" || { echo "archive: process $1 exited with $? on SIGTERM" >&2; exit 1; }
+    fi
+    printf -v "$1" '%s' ""
+}
+cleanup() {
+    for p in "$restored_pid" "$replica_pid" "$pid" "$proxy_pid" "$moto_pid"; do
+        if [ -n "$p" ]; then kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
+    done
+    if [ "${KEEP:-0}" = 1 ]; then echo "archive: kept $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+fail() { echo "archive: $*" >&2; for f in "$work"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }
+wait_port() {
+    for _ in $(seq 1 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    fail "nothing listens on port $1 ($2)"
+}
+start_proxy() { $tool proxy "$store_port" "$moto_port" & proxy_pid=$!; wait_port "$store_port" "the store proxy"; }
+start_primary() {
+    "$bin/telexd" --port "$port" --data-dir "$work/primary" --segment-bytes 1048576 \
+        --archive "$archive" --archive-endpoint "$endpoint" --local-retention-bytes 4194304 \
+        --retention-check-interval 1s --metrics-address "127.0.0.1:$metrics_port" >>"$work/primary.log" 2>&1 &
+    pid=$!
+    wait_port "$port" "the primary"
+}
+local_bytes() { du -sb --apparent-size "$work/primary/topics/$topic" | cut -f1; }
+local_segments() { find "$work/primary/topics/$topic" -name '*.log' | wc -l; }
+manifest_count() { $tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | wc -l; }
+metric() { curl -s "http://127.0.0.1:$metrics_port/metrics" | awk -v name="$1" '$1 ~ "^"name { sum += $2 } END { print sum + 0 }'; }
+# Waits until every segment below the active one is in the bucket and the local log is within a few segments.
+wait_archived() {
+    for _ in $(seq 1 600); do
+        local sealed=$(( $(local_segments) - 1 ))
+        local archived=$(manifest_count)
+        if [ "$archived" -gt 0 ] && [ "$(local_bytes)" -le $((6 * 1048576)) ] \
+            && $tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | tail -1 | awk -v active="$(ls "$work/primary/topics/$topic" | grep '\.log$' | sort | tail -1 | sed 's/\.log//')" '{ exit !($2 == active + 0) }'; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    fail "the archive did not catch up: $(manifest_count) manifests, $(local_segments) local segments, $(local_bytes) local bytes"
+}
+ms() { date +%s%3N; }
+same_events() {  # same_events FILE-A FILE-B N: the first N events of both have the same offsets and ids
+    python3 -c '
+import itertools, json, sys
+a, b = ([(e["offset"], e["id"]) for e in map(json.loads, itertools.islice(open(p), int(sys.argv[3])))] for p in sys.argv[1:3])
+sys.exit(0 if a == b else "events differ")' "$1" "$2" "$3"
+}
+
+moto_server -p "$moto_port" >"$work/moto.log" 2>&1 & moto_pid=$!
+wait_port "$moto_port" "moto_server"
+start_proxy
+$tool make-bucket "$endpoint" "$bucket"
+
+events=$(( megabytes * 730 ))
+$tool events "$events" "$topic" "$work/events.jsonl"
+echo "archive: $events events, $(( $(wc -c <"$work/events.jsonl") / 1048576 )) MiB of JSON" >&2
+
+# 1. Publish through the primary; the archive takes every sealed segment and local retention keeps a few.
+start_primary
+"$bin/telex-pub" --server "127.0.0.1:$port" --quiet "$work/events.jsonl" >"$work/pub.out" || fail "telex-pub: $(cat "$work/pub.out")"
+wait_archived
+log_bytes=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | awk '{ s += $3 } END { print s }')
+echo "archive: $(manifest_count) segments ($(( log_bytes / 1048576 )) MiB) in the bucket, $(local_segments) local ($(( $(local_bytes) / 1024 )) KiB)" >&2
+[ "$log_bytes" -ge $(( megabytes * 1000 * 1000 * 9 / 10 )) ] || fail "only $log_bytes bytes of log for $megabytes MB"
+start=$(ms)
+"$bin/telex-sub" --server "127.0.0.1:$port" "$topic" --from beginning --no-follow >"$work/all.jsonl" 2>"$work/sub.err" \
+    || fail "telex-sub from the beginning: $(cat "$work/sub.err")"
+end=$(ms)
+$tool check "$work/all.jsonl" "$work/events.jsonl"
+archive_rate=$(( events * 1000 / (end - start + 1) ))
+start=$(ms)
+"$bin/telex-sub" --server "127.0.0.1:$port" "$topic" --from beginning --no-follow >"$work/again.jsonl" 2>"$work/sub.err"
+end=$(ms)
+cached_rate=$(( events * 1000 / (end - start + 1) ))
+local_first=$(ls "$work/primary/topics/$topic" | grep '\.log$' | sort | head -1 | sed 's/\.log//; s/^0*//')
+start=$(ms)
+"$bin/telex-sub" --server "127.0.0.1:$port" "$topic" --from "${local_first:-0}" --no-follow >"$work/local.jsonl" 2>"$work/sub.err"
+end=$(ms)
+local_events=$(wc -l <"$work/local.jsonl")
+local_rate=$(( local_events * 1000 / (end - start + 1) ))
+echo "archive: replay from offset 0 (archive, cold cache): $archive_rate ev/s; again (warm cache): $cached_rate ev/s; local segments only ($local_events events): $local_rate ev/s" >&2
+
+# 2. A replica of the bucket serves the archived events, refuses publishing, and follows new segments.
+archived_end=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | tail -1 | awk '{ print $2 }')
+"$bin/telexd" --port "$replica_port" --data-dir "$work/replica" --replica-of "$archive" --archive-endpoint "$endpoint" \
+    >>"$work/replica.log" 2>&1 & replica_pid=$!
+wait_port "$replica_port" "the replica"
+for _ in $(seq 1 100); do
+    "$bin/telex-admin" topics "$topic" --json --server "127.0.0.1:$replica_port" >"$work/replica-topic.json" 2>/dev/null && break
+    sleep 0.2
+done
+"$bin/telex-sub" --server "127.0.0.1:$replica_port" "$topic" --from beginning --no-follow >"$work/replica.jsonl" 2>"$work/sub.err" \
+    || fail "telex-sub on the replica: $(cat "$work/sub.err")"
+[ "$(wc -l <"$work/replica.jsonl")" -eq "$archived_end" ] || fail "the replica served $(wc -l <"$work/replica.jsonl") events, the archive holds $archived_end"
+same_events "$work/all.jsonl" "$work/replica.jsonl" "$archived_end" || fail "the replica's events differ from the primary's"
+echo "archive: the replica served the same $archived_end archived events as the primary" >&2
+if head -1 "$work/events.jsonl" | "$bin/telex-pub" --server "127.0.0.1:$replica_port" >"$work/refused.out" 2>&1; then
+    fail "the replica accepted a publish"
+fi
+grep -q "read replica of $archive" "$work/refused.out" && grep -q "127.0.0.1:$port" "$work/refused.out" \
+    || fail "the replica's refusal does not name the archive and the primary: $(cat "$work/refused.out")"
+echo "archive: the replica refused a publish: $(grep -o 'read replica.*' "$work/refused.out" | head -1)" >&2
+# More events on the primary; the replica serves them once they are archived.
+head -n 3000 "$work/events.jsonl" >"$work/more.jsonl"
+"$bin/telex-pub" --server "127.0.0.1:$port" --quiet "$work/more.jsonl" >/dev/null
+cat "$work/more.jsonl" >>"$work/events.jsonl"
+for _ in $(seq 1 600); do
+    "$bin/telex-admin" topics "$topic" --json --server "127.0.0.1:$replica_port" >"$work/replica-topic.json"
+    python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["end"] > int(sys.argv[2]) else 1)' \
+        "$work/replica-topic.json" "$archived_end" && break
+    sleep 0.5
+done
+grown=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["end"])' "$work/replica-topic.json")
+[ "$grown" -gt "$archived_end" ] || fail "the replica's end stayed at $archived_end after new segments were archived"
+echo "archive: the replica picked up new segments: end $archived_end -> $grown" >&2
+
+# 3. The store goes away: publishing continues, errors are counted, and the backlog is uploaded afterwards.
+kill -9 "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true; proxy_pid=""
+before_errors=$(metric telex_archive_errors_total)
+head -n 3000 "$work/events.jsonl" | tail -n 2000 >"$work/outage.jsonl"
+"$bin/telex-pub" --server "127.0.0.1:$port" --quiet "$work/outage.jsonl" >"$work/pub.out" || fail "publishing stopped while the store was down: $(cat "$work/pub.out")"
+cat "$work/outage.jsonl" >>"$work/events.jsonl"
+for _ in $(seq 1 100); do [ "$(metric telex_archive_errors_total)" -gt "$before_errors" ] && break; sleep 0.2; done
+[ "$(metric telex_archive_errors_total)" -gt "$before_errors" ] || fail "no archive error counted while the store was down"
+echo "archive: store down: publishing went on, $(( $(metric telex_archive_errors_total) - before_errors )) archive errors counted" >&2
+start_proxy
+wait_archived
+echo "archive: store back: the backlog was uploaded ($(manifest_count) segments)" >&2
+
+# 4. kill -9 during uploads; after a restart every segment is archived once and every event readable.
+"$bin/telex-pub" --server "127.0.0.1:$port" --quiet "$work/more.jsonl" >/dev/null
+cat "$work/more.jsonl" >>"$work/events.jsonl"
+kill -9 "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+start_primary
+wait_archived
+$tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | awk 'NR > 1 && $1 != next_base { print "archive: segment gap or overlap at " $1 " (expected " next_base ")"; bad = 1 } { next_base = $2 } END { exit bad }' \
+    || fail "the bucket's segments do not follow each other"
+"$bin/telex-sub" --server "127.0.0.1:$port" "$topic" --from beginning --no-follow >"$work/all.jsonl" 2>"$work/sub.err" \
+    || fail "telex-sub after kill -9: $(cat "$work/sub.err")"
+$tool check "$work/all.jsonl" "$work/events.jsonl"
+
+# 6 (before 5, which damages the bucket). telexd restore rebuilds a data directory that serves every archived event.
+"$bin/telexd" restore "$archive" --archive-endpoint "$endpoint" --data-dir "$work/restored" >"$work/restore.out" 2>>"$work/restore.log" \
+    || fail "telexd restore: $(cat "$work/restore.out")"
+cat "$work/restore.out" >&2
+"$bin/telexd" --port "$restored_port" --data-dir "$work/restored" >>"$work/restored.log" 2>&1 & restored_pid=$!
+wait_port "$restored_port" "the restored broker"
+archived_end=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | tail -1 | awk '{ print $2 }')
+"$bin/telex-sub" --server "127.0.0.1:$restored_port" "$topic" --from beginning --no-follow >"$work/restored.jsonl" 2>"$work/sub.err" \
+    || fail "telex-sub on the restored directory: $(cat "$work/sub.err")"
+[ "$(wc -l <"$work/restored.jsonl")" -eq "$archived_end" ] || fail "the restored directory served $(wc -l <"$work/restored.jsonl") events, the archive holds $archived_end"
+same_events "$work/all.jsonl" "$work/restored.jsonl" "$archived_end" || fail "the restored directory's events differ from the primary's"
+echo "archive: the restored data directory served all $archived_end archived events" >&2
+stop restored_pid
+
+# 5. A corrupted object: the replica (cold cache) ends the read with DATA_LOSS naming topic and offsets.
+corrupt_base=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | sed -n 2p | awk '{ print $1 }')
+$tool corrupt "$endpoint" "$bucket" "$prefix" "$topic" "$corrupt_base" >/dev/null
+stop replica_pid
+rm -rf "$work/replica"
+"$bin/telexd" --port "$replica_port" --data-dir "$work/replica" --replica-of "$archive" --archive-endpoint "$endpoint" \
+    >>"$work/replica.log" 2>&1 & replica_pid=$!
+wait_port "$replica_port" "the replica"
+sleep 1
+if "$bin/telex-sub" --server "127.0.0.1:$replica_port" "$topic" --from beginning --no-follow >"$work/corrupt.jsonl" 2>"$work/corrupt.err"; then
+    fail "a read across the corrupted object succeeded"
+fi
+grep -q DATA_LOSS "$work/corrupt.err" && grep -q "$topic" "$work/corrupt.err" || fail "the corrupted object's error: $(cat "$work/corrupt.err")"
+served=$(wc -l <"$work/corrupt.jsonl")
+[ "$served" -le "$corrupt_base" ] || fail "$served events were served, past the corrupted segment at $corrupt_base"
+echo "archive: corrupted segment $corrupt_base refused: $(grep -o 'DATA_LOSS.*' "$work/corrupt.err" | head -1)" >&2
+
+stop replica_pid
+stop pid
+echo "archive: OK ($megabytes MB; replay from the archive $archive_rate ev/s cold, $cached_rate ev/s cached; local $local_rate ev/s)"

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Helpers for Scripts/archive.sh: the S3 side of the archive test, through boto3 (installed with moto).
+
+    archive_tool.py make-bucket ENDPOINT BUCKET
+    archive_tool.py manifests ENDPOINT BUCKET PREFIX TOPIC       one line per manifest: base next bytes rewrites
+    archive_tool.py corrupt ENDPOINT BUCKET PREFIX TOPIC BASE    flips one byte in the middle of that segment's .log
+    archive_tool.py proxy LISTEN_PORT TARGET_PORT                 a TCP proxy to TARGET_PORT (killed to cut the store off)
+    archive_tool.py events COUNT TOPIC FILE                      COUNT CloudEvents of ~2 KB that compress ~2:1
+    archive_tool.py check FILE EXPECTED_FILE [FIRST]             telex-sub output = expected events, offsets FIRST.. in order
+
+Credentials come from the AWS_* environment variables, as for telexd.
+"""
+import json
+import random
+import socket
+import sys
+import threading
+
+
+def client(endpoint):
+    import boto3
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def key(prefix, rest):
+    return f"{prefix}/{rest}" if prefix else rest
+
+
+def manifests(endpoint, bucket, prefix, topic):
+    s3 = client(endpoint)
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key(prefix, f"topics/{topic}/")):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith(".manifest"):
+                body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                found.append(json.loads(body))
+    return sorted(found, key=lambda m: m["baseOffset"])
+
+
+def proxy(listen_port, target_port):
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", listen_port))
+    server.listen(64)
+
+    def pipe(source, sink):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    while True:
+        downstream, _ = server.accept()
+        try:
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+        except OSError:
+            downstream.close()
+            continue
+        threading.Thread(target=pipe, args=(downstream, upstream), daemon=True).start()
+        threading.Thread(target=pipe, args=(upstream, downstream), daemon=True).start()
+
+
+def events(count, topic, path):
+    # Words of random letters: text that deflates about 2:1, so 100 MB of log needs ~100,000 events, not 750,000.
+    rng = random.Random(14)
+    vocabulary = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10)))
+                  for _ in range(50000)]
+    with open(path, "w") as out:
+        for index in range(count):
+            words = " ".join(rng.choice(vocabulary) for _ in range(300))
+            uri = f"urn:telex:archive:{index % 5000}"
+            out.write(json.dumps({
+                "specversion": "1.0", "id": f"arc-{index:08d}", "source": "urn:telex:archive-test",
+                "type": "article.updated", "topic": topic, "subject": uri,
+                "data": {"uri": uri, "type": "text", "version": str(index // 5000),
+                         "headlines": [{"role": "main", "value": f"Archive test article {index}"}],
+                         "bodies": [{"role": "text", "contentType": "text/plain", "value": words}]},
+            }, separators=(",", ":")) + "\n")
+
+
+def check(path, expected_path, first):
+    expected = [json.loads(line)["id"] for line in open(expected_path)]
+    got = [json.loads(line) for line in open(path)]
+    if len(got) != len(expected) - first:
+        sys.exit(f"check: {path} has {len(got)} events, expected {len(expected) - first} (offsets {first}..)")
+    for index, event in enumerate(got):
+        offset = first + index
+        if event["offset"] != offset:
+            sys.exit(f"check: line {index + 1} of {path} has offset {event['offset']}, expected {offset}")
+        if event["id"] != expected[offset]:
+            sys.exit(f"check: offset {offset} is event {event['id']}, expected {expected[offset]}")
+    print(f"check: {len(got)} events, offsets {first}-{first + len(got) - 1} in order, each the one published")
+
+
+def main():
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "make-bucket":
+        client(args[0]).create_bucket(Bucket=args[1])
+    elif command == "manifests":
+        for m in manifests(*args):
+            print(m["baseOffset"], m["nextOffset"], m["bytes"], m["rewrites"])
+    elif command == "corrupt":
+        endpoint, bucket, prefix, topic, base = args
+        s3 = client(endpoint)
+        manifest = next(m for m in manifests(endpoint, bucket, prefix, topic) if m["baseOffset"] == int(base))
+        body = bytearray(s3.get_object(Bucket=bucket, Key=manifest["logKey"])["Body"].read())
+        body[len(body) // 2] ^= 0x5A
+        s3.put_object(Bucket=bucket, Key=manifest["logKey"], Body=bytes(body))
+        print(manifest["logKey"])
+    elif command == "proxy":
+        proxy(int(args[0]), int(args[1]))
+    elif command == "events":
+        events(int(args[0]), args[1], args[2])
+    elif command == "check":
+        check(args[0], args[1], int(args[2]) if len(args) > 2 else 0)
+    else:
+        sys.exit(f"archive_tool.py: unknown command {command}")
+
+
+if __name__ == "__main__":
+    main()
