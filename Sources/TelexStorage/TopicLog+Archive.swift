@@ -108,7 +108,7 @@ extension TopicLog {
     }
 
     /// Makes the archived segment holding `offset` readable without a fetch: downloads it through the tier unless
-    /// its cache has it, and opens it by a whole-file CRC scan (on a dispatch thread, not the caller's). Throws
+    /// its cache has it, and opens it by a whole-file CRC scan (on a thread of its own, not the caller's). Throws
     /// `DATA_LOSS` for a damaged copy, or what the tier's fetch threw. Does nothing for an offset no archived
     /// segment holds (a read from there answers without a fetch). For `DeliveryRead.needsFetch`.
     public func fetchArchived(containing offset: Int64) async throws(TelexError) {
@@ -122,17 +122,7 @@ extension TopicLog {
         } else {
             path = try await archive.fetch(topic: topic, baseOffset: entry.baseOffset)
         }
-        let opened = await withCheckedContinuation {
-            (continuation: CheckedContinuation<Result<Segment, TelexError>, Never>) in
-            DispatchQueue.global().async {
-                do throws(TelexError) {
-                    continuation.resume(returning: .success(try self.openArchived(entry, path: path)))
-                } catch {
-                    continuation.resume(returning: .failure(error))
-                }
-            }
-        }
-        _ = try opened.get()
+        _ = try await OwnThread.run { () throws(TelexError) in try self.openArchived(entry, path: path) }
     }
 
     /// The archived segment `entry`, open for reading; nil when `fetching` is false and it is not open already.
@@ -226,7 +216,7 @@ extension TopicLog {
     }
 
     /// The tier's `fetch`, waited for on this thread (the blocking `read`). The fetch runs as its own task, so the
-    /// caller must not be a thread of the concurrency pool that task needs (call `read` off it, as any blocking read).
+    /// caller must not be a thread of the concurrency pool (or of Dispatch's global queues) the task needs.
     private func fetchBlocking(_ entry: ArchivedSegment, from archive: any ArchiveTier) throws(TelexError) -> String {
         let outcome = FetchOutcome()
         let topic = topic

@@ -16,7 +16,7 @@ extension TopicLog {
     ///
     /// With an archive, offsets below the oldest local segment are read from the archived segment holding them
     /// (Protocol/STORAGE.md §4.1); one not open yet is fetched and CRC-checked here, waiting for the tier's fetch
-    /// task: do not call this from a thread of the Swift concurrency pool.
+    /// task: do not call this from a thread of the Swift concurrency pool or of Dispatch's global queues.
     public func read(
         from offset: Int64, maxBytes: Int, maxBatches: Int = .max, skipDamaged: Bool = false
     ) throws(TelexError) -> LogSlice? {

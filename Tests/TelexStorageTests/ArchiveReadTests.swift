@@ -31,11 +31,11 @@ struct ArchiveReadTests {
             #expect(again.offsets == Array(0..<50))
             #expect(archive.fetchCount == sealed.count)
 
-            // The blocking read fetches by itself (on a dispatch thread: it waits for the tier's fetch task).
+            // The blocking read fetches by itself (on a thread of its own: it waits for the tier's fetch task).
             let fresh = try TopicLog(topic: log.topic, directory: directory + "/log", configuration: log.configuration,
                                      logger: makeLogger(), archive: archive)
             try FileManager.default.removeItem(atPath: archive.cacheDirectory + "/" + log.topic)
-            let blocking = try await onDispatchThread { () throws -> [Int64] in
+            let blocking = try await onOwnThread { () throws -> [Int64] in
                 var offset: Int64 = 0
                 var all: [Int64] = []
                 while let slice = try fresh.read(from: offset, maxBytes: 1) {
@@ -127,7 +127,7 @@ struct ArchiveReadTests {
                     return
                 }
             }
-            let blocking = try await onDispatchThread { () -> TelexError? in
+            let blocking = try await onOwnThread { () -> TelexError? in
                 do throws(TelexError) {
                     _ = try log.read(from: 1, maxBytes: .max)
                     return nil

@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import NIOCore
 import Synchronization
@@ -82,11 +81,11 @@ final class FakeArchiveTier: ArchiveTier {
     }
 }
 
-/// Runs blocking `body` on a dispatch thread (not one of the concurrency pool's, which a blocking archived read
-/// may need for its fetch) and returns its result.
-func onDispatchThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+/// Runs blocking `body` on a thread of its own (not one of the concurrency pool's or Dispatch's, which a blocking
+/// archived read needs for its fetch task) and returns its result.
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+        Thread { continuation.resume(with: Result { try body() }) }.start()
     }
 }
 
@@ -109,7 +108,7 @@ func deliverAll(_ log: TopicLog, from start: Int64 = 0, maxBytes: Int = 1) async
     while true {
         switch try log.readForDelivery(from: offset, maxBytes: maxBytes) {
         case .end: return (delivered, fetchesAsked)
-        case .needsCheck(let at): try await onDispatchThread { try log.checkSegment(containing: at) }
+        case .needsCheck(let at): try await onOwnThread { try log.checkSegment(containing: at) }
         case .needsFetch(let at):
             fetchesAsked += 1
             try await log.fetchArchived(containing: at)
