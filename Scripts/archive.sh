@@ -8,8 +8,9 @@
 #      up segments archived while it runs;
 #   3. the store goes away: publishing goes on, errors are counted, and the backlog is uploaded once it is back;
 #   4. kill -9 of the primary during uploads: after a restart every segment is in the bucket once, readable;
-#   5. a corrupted object is never served: the read ends with DATA_LOSS naming the topic and offsets;
-#   6. telexd restore rebuilds a data directory from the bucket that serves every archived event.
+#   5. a corrupted object is never served: the read ends with DATA_LOSS naming the topic and offsets (CRC and SHA-256);
+#   6. telexd restore rebuilds a data directory from the bucket that serves every archived event;
+#   7. a missing bucket and rejected credentials stop telexd at startup; an unreachable store does not.
 # Prints replay throughput from the archive and from local segments.
 #
 #   Scripts/archive.sh [--megabytes MB]        TELEX_SCRATCH=DIR builds with --scratch-path DIR; -c release with
@@ -21,10 +22,10 @@ megabytes=100
 while [ $# -gt 0 ]; do
     case "$1" in
         --megabytes) megabytes=$2; shift 2 ;;
-        *) echo "archive: unknown argument $1 (--megabytes MB)" >&2; exit 64 ;;
+        *) echo "archive [${SECONDS}s]: unknown argument $1 (--megabytes MB)" >&2; exit 64 ;;
     esac
 done
-command -v moto_server >/dev/null || { echo "archive: moto_server is missing: pip install 'moto[server]'" >&2; exit 1; }
+command -v moto_server >/dev/null || { echo "archive [${SECONDS}s]: moto_server is missing: pip install 'moto[server]'" >&2; exit 1; }
 
 build=(--scratch-path "${TELEX_SCRATCH:-.build}")
 if [ "${TELEX_ARCHIVE_RELEASE:-0}" = 1 ]; then build+=(-c release); fi
@@ -51,7 +52,7 @@ stop() {  # stop PID-VARIABLE: SIGTERM, and the broker must exit cleanly
     local p=${!1}
     if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
         kill -TERM "$p"
-        wait "$p" || { echo "archive: process $1 exited with $? on SIGTERM" >&2; exit 1; }
+        wait "$p" || { echo "archive [${SECONDS}s]: process $1 exited with $? on SIGTERM" >&2; exit 1; }
     fi
     printf -v "$1" '%s' ""
 }
@@ -59,10 +60,10 @@ cleanup() {
     for p in "$restored_pid" "$replica_pid" "$pid" "$proxy_pid" "$moto_pid"; do
         if [ -n "$p" ]; then kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
     done
-    if [ "${KEEP:-0}" = 1 ]; then echo "archive: kept $work" >&2; else rm -rf "$work"; fi
+    if [ "${KEEP:-0}" = 1 ]; then echo "archive [${SECONDS}s]: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-fail() { echo "archive: $*" >&2; for f in "$work"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }
+fail() { echo "archive [${SECONDS}s]: $*" >&2; for f in "$work"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }
 wait_port() {
     for _ in $(seq 1 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
@@ -110,14 +111,14 @@ $tool make-bucket "$endpoint" "$bucket"
 
 events=$(( megabytes * 790 ))
 $tool events "$events" "$topic" "$work/events.jsonl"
-echo "archive: $events events, $(( $(wc -c <"$work/events.jsonl") / 1048576 )) MiB of JSON" >&2
+echo "archive [${SECONDS}s]: $events events, $(( $(wc -c <"$work/events.jsonl") / 1048576 )) MiB of JSON" >&2
 
 # 1. Publish through the primary; the archive takes every sealed segment and local retention keeps a few.
 start_primary
 "$bin/telex-pub" --server "127.0.0.1:$port" --quiet "$work/events.jsonl" >"$work/pub.out" || fail "telex-pub: $(cat "$work/pub.out")"
 wait_archived
 log_bytes=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | awk '{ s += $3 } END { print s }')
-echo "archive: $(manifest_count) segments ($(( log_bytes / 1048576 )) MiB) in the bucket, $(local_segments) local ($(( $(local_bytes) / 1024 )) KiB)" >&2
+echo "archive [${SECONDS}s]: $(manifest_count) segments ($(( log_bytes / 1048576 )) MiB) in the bucket, $(local_segments) local ($(( $(local_bytes) / 1024 )) KiB)" >&2
 [ "$log_bytes" -ge $(( megabytes * 1000 * 1000 * 9 / 10 )) ] || fail "only $log_bytes bytes of log for $megabytes MB"
 start=$(ms)
 "$bin/telex-sub" --server "127.0.0.1:$port" "$topic" --from beginning --no-follow >"$work/all.jsonl" 2>"$work/sub.err" \
@@ -129,7 +130,7 @@ start=$(ms)
 "$bin/telex-sub" --server "127.0.0.1:$port" "$topic" --from beginning --no-follow >"$work/again.jsonl" 2>"$work/sub.err"
 end=$(ms)
 cached_rate=$(( events * 1000 / (end - start + 1) ))
-echo "archive: replay from offset 0 through the primary: $archive_rate ev/s with a cold cache (archive → local), $cached_rate ev/s again (cached)" >&2
+echo "archive [${SECONDS}s]: replay from offset 0 through the primary: $archive_rate ev/s with a cold cache (archive → local), $cached_rate ev/s again (cached)" >&2
 
 # 2. A replica of the bucket serves the archived events, refuses publishing, and follows new segments.
 archived_end=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | tail -1 | awk '{ print $2 }')
@@ -142,18 +143,18 @@ replica_end() {
         | python3 -c 'import json, sys; rows = [json.loads(l) for l in sys.stdin if l.strip()]; print(rows[0]["end"] if rows else 0)' 2>/dev/null || echo 0
 }
 for _ in $(seq 1 300); do [ "$(replica_end)" -ge "$archived_end" ] && break; sleep 0.2; done
-echo "archive: the replica caught up with the bucket (end $(replica_end))" >&2
+echo "archive [${SECONDS}s]: the replica caught up with the bucket (end $(replica_end))" >&2
 "$bin/telex-sub" --server "127.0.0.1:$replica_port" "$topic" --from beginning --no-follow >"$work/replica.jsonl" 2>"$work/sub.err" \
     || fail "telex-sub on the replica: $(cat "$work/sub.err")"
 [ "$(wc -l <"$work/replica.jsonl")" -eq "$archived_end" ] || fail "the replica served $(wc -l <"$work/replica.jsonl") events, the archive holds $archived_end"
 same_events "$work/all.jsonl" "$work/replica.jsonl" "$archived_end" || fail "the replica's events differ from the primary's"
-echo "archive: the replica served the same $archived_end archived events as the primary" >&2
+echo "archive [${SECONDS}s]: the replica served the same $archived_end archived events as the primary" >&2
 if head -1 "$work/events.jsonl" | "$bin/telex-pub" --server "127.0.0.1:$replica_port" >"$work/refused.out" 2>&1; then
     fail "the replica accepted a publish"
 fi
 grep -q "read replica of $archive" "$work/refused.out" && grep -q "127.0.0.1:$port" "$work/refused.out" \
     || fail "the replica's refusal does not name the archive and the primary: $(cat "$work/refused.out")"
-echo "archive: the replica refused a publish: $(grep -o 'read replica.*' "$work/refused.out" | head -1)" >&2
+echo "archive [${SECONDS}s]: the replica refused a publish: $(grep -o 'read replica.*' "$work/refused.out" | head -1)" >&2
 # More events on the primary; the replica serves them once they are archived.
 head -n 3000 "$work/events.jsonl" >"$work/more.jsonl"
 "$bin/telex-pub" --server "127.0.0.1:$port" --quiet "$work/more.jsonl" >/dev/null
@@ -161,7 +162,7 @@ cat "$work/more.jsonl" >>"$work/events.jsonl"
 for _ in $(seq 1 600); do [ "$(replica_end)" -gt "$archived_end" ] && break; sleep 0.5; done
 grown=$(replica_end)
 [ "$grown" -gt "$archived_end" ] || fail "the replica's end stayed at $archived_end after new segments were archived"
-echo "archive: the replica picked up new segments: end $archived_end -> $grown" >&2
+echo "archive [${SECONDS}s]: the replica picked up new segments: end $archived_end -> $grown" >&2
 
 # 3. The store goes away: publishing continues, errors are counted, and the backlog is uploaded afterwards.
 kill -9 "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true; proxy_pid=""
@@ -171,10 +172,10 @@ head -n 3000 "$work/events.jsonl" | tail -n 2000 >"$work/outage.jsonl"
 cat "$work/outage.jsonl" >>"$work/events.jsonl"
 for _ in $(seq 1 100); do [ "$(metric telex_archive_errors_total)" -gt "$before_errors" ] && break; sleep 0.2; done
 [ "$(metric telex_archive_errors_total)" -gt "$before_errors" ] || fail "no archive error counted while the store was down"
-echo "archive: store down: publishing went on, $(( $(metric telex_archive_errors_total) - before_errors )) archive errors counted" >&2
+echo "archive [${SECONDS}s]: store down: publishing went on, $(( $(metric telex_archive_errors_total) - before_errors )) archive errors counted" >&2
 start_proxy
 wait_archived
-echo "archive: store back: the backlog was uploaded ($(manifest_count) segments)" >&2
+echo "archive [${SECONDS}s]: store back: the backlog was uploaded ($(manifest_count) segments)" >&2
 
 # 4. kill -9 during uploads; after a restart every segment is archived once and every event readable.
 "$bin/telex-pub" --server "127.0.0.1:$port" --quiet "$work/more.jsonl" >/dev/null
@@ -202,26 +203,67 @@ end=$(ms)
 local_rate=$(( archived_end * 1000 / (end - start + 1) ))
 [ "$(wc -l <"$work/restored.jsonl")" -eq "$archived_end" ] || fail "the restored directory served $(wc -l <"$work/restored.jsonl") events, the archive holds $archived_end"
 same_events "$work/all.jsonl" "$work/restored.jsonl" "$archived_end" || fail "the restored directory's events differ from the primary's"
-echo "archive: the restored data directory served all $archived_end archived events: $local_rate ev/s from local segments" >&2
+echo "archive [${SECONDS}s]: the restored data directory served all $archived_end archived events: $local_rate ev/s from local segments" >&2
 stop restored_pid
 
-# 5. A corrupted object: the replica (cold cache) ends the read with DATA_LOSS naming topic and offsets.
-corrupt_base=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | sed -n 2p | awk '{ print $1 }')
-$tool corrupt "$endpoint" "$bucket" "$prefix" "$topic" "$corrupt_base" >/dev/null
-stop replica_pid
-rm -rf "$work/replica"
-"$bin/telexd" --port "$replica_port" --data-dir "$work/replica" --replica-of "$archive" --archive-endpoint "$endpoint" \
-    >>"$work/replica.log" 2>&1 & replica_pid=$!
-wait_port "$replica_port" "the replica"
-sleep 1
-if "$bin/telex-sub" --server "127.0.0.1:$replica_port" "$topic" --from beginning --no-follow >"$work/corrupt.jsonl" 2>"$work/corrupt.err"; then
-    fail "a read across the corrupted object succeeded"
+# 5. Corrupted objects are never served. Past the checksums (the manifest rewritten to match the damaged bytes), the
+#    batches' CRCs catch it: the replica's read ends with DATA_LOSS naming the topic and the damaged offset. With the
+#    manifest left alone, the SHA-256 check catches it first.
+start_replica() {
+    stop replica_pid
+    rm -rf "$work/replica"
+    "$bin/telexd" --port "$replica_port" --data-dir "$work/replica" --replica-of "$archive" --archive-endpoint "$endpoint" \
+        >>"$work/replica.log" 2>&1 & replica_pid=$!
+    wait_port "$replica_port" "the replica"
+    for _ in $(seq 1 300); do [ "$(replica_end)" -gt 0 ] && break; sleep 0.2; done
+}
+read_corrupted() {  # read_corrupted BASE WHAT: a replay from 0 must stop before BASE with DATA_LOSS naming the topic
+    if "$bin/telex-sub" --server "127.0.0.1:$replica_port" "$topic" --from beginning --no-follow >"$work/corrupt.jsonl" 2>"$work/corrupt.err"; then
+        fail "a read across the $2 object succeeded"
+    fi
+    grep -q DATA_LOSS "$work/corrupt.err" && grep -q "$topic" "$work/corrupt.err" && grep -q "$3" "$work/corrupt.err" \
+        || fail "the $2 object's error: $(cat "$work/corrupt.err")"
+    [ "$(wc -l <"$work/corrupt.jsonl")" -le "$1" ] || fail "$(wc -l <"$work/corrupt.jsonl") events were served, past the $2 segment at $1"
+    echo "archive [${SECONDS}s]: $2 segment $1 refused: $(grep -o 'DATA_LOSS.*' "$work/corrupt.err" | head -1 | cut -c1-220)" >&2
+}
+crc_base=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | sed -n 3p | awk '{ print $1 }')
+$tool corrupt-batch "$endpoint" "$bucket" "$prefix" "$topic" "$crc_base" >/dev/null
+start_replica
+read_corrupted "$crc_base" "CRC-damaged" "is damaged at offset"
+sha_base=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | sed -n 2p | awk '{ print $1 }')
+$tool corrupt "$endpoint" "$bucket" "$prefix" "$topic" "$sha_base" >/dev/null
+start_replica
+read_corrupted "$sha_base" "checksum-mismatched" "its manifest says"
+
+# 7. Bad configuration: a missing bucket and rejected credentials stop telexd at startup, naming the store; an
+#    unreachable store is a warning and publishing goes on (the outage above showed the retries and the metric).
+if "$bin/telexd" --port 0 --data-dir "$work/bad" --archive "s3://no-such-bucket/x" --archive-endpoint "$endpoint" >"$work/bad.out" 2>&1; then
+    fail "telexd started on a missing bucket"
 fi
-grep -q DATA_LOSS "$work/corrupt.err" && grep -q "$topic" "$work/corrupt.err" || fail "the corrupted object's error: $(cat "$work/corrupt.err")"
-served=$(wc -l <"$work/corrupt.jsonl")
-[ "$served" -le "$corrupt_base" ] || fail "$served events were served, past the corrupted segment at $corrupt_base"
-echo "archive: corrupted segment $corrupt_base refused: $(grep -o 'DATA_LOSS.*' "$work/corrupt.err" | head -1)" >&2
+grep -q "no-such-bucket" "$work/bad.out" && grep -qi "does not exist" "$work/bad.out" || fail "missing bucket: $(cat "$work/bad.out")"
+echo "archive [${SECONDS}s]: missing bucket refused at startup: $(grep -o 'Error:.*' "$work/bad.out" | head -1)" >&2
+closed_port=$(free_port)
+"$bin/telexd" --port "$restored_port" --data-dir "$work/unreachable" --archive "$archive" \
+    --archive-endpoint "http://127.0.0.1:$closed_port" >"$work/unreachable.log" 2>&1 & restored_pid=$!
+wait_port "$restored_port" "the broker with an unreachable store"
+head -100 "$work/events.jsonl" | "$bin/telex-pub" --server "127.0.0.1:$restored_port" --quiet >/dev/null \
+    || fail "publishing failed with the store unreachable"
+grep -q "archive unreachable at startup" "$work/unreachable.log" || fail "no startup warning for an unreachable store: $(cat "$work/unreachable.log")"
+stop restored_pid
+echo "archive [${SECONDS}s]: unreachable store at startup: a warning, and publishing went on" >&2
+read -r key_id key_secret < <($tool require-auth "http://127.0.0.1:$moto_port")
+if AWS_ACCESS_KEY_ID=wrong-key AWS_SECRET_ACCESS_KEY=wrong "$bin/telexd" --port 0 --data-dir "$work/bad" --archive "$archive" \
+    --archive-endpoint "$endpoint" >"$work/bad.out" 2>&1; then
+    fail "telexd started with rejected credentials"
+fi
+grep -q "403" "$work/bad.out" || fail "rejected credentials: $(cat "$work/bad.out")"
+echo "archive [${SECONDS}s]: rejected credentials refused at startup: $(grep -o 'Error:.*' "$work/bad.out" | head -1)" >&2
+AWS_ACCESS_KEY_ID=$key_id AWS_SECRET_ACCESS_KEY=$key_secret "$bin/telexd" --port "$restored_port" --data-dir "$work/signed" \
+    --archive "$archive" --archive-endpoint "$endpoint" >"$work/signed.log" 2>&1 & restored_pid=$!
+wait_port "$restored_port" "the broker with valid credentials under signature checks"
+stop restored_pid
+echo "archive [${SECONDS}s]: with signature checks on, telexd starts with valid credentials" >&2
 
 stop replica_pid
 stop pid
-echo "archive: OK ($megabytes MB; telex-sub replay from offset 0: $archive_rate ev/s from the archive with a cold cache, $cached_rate ev/s cached, $local_rate ev/s from local segments)"
+echo "archive [${SECONDS}s]: OK ($megabytes MB; telex-sub replay from offset 0: $archive_rate ev/s from the archive with a cold cache, $cached_rate ev/s cached, $local_rate ev/s from local segments)"

@@ -4,6 +4,8 @@
     archive_tool.py make-bucket ENDPOINT BUCKET
     archive_tool.py manifests ENDPOINT BUCKET PREFIX TOPIC       one line per manifest: base next bytes rewrites
     archive_tool.py corrupt ENDPOINT BUCKET PREFIX TOPIC BASE    flips one byte in the middle of that segment's .log
+    archive_tool.py corrupt-batch ENDPOINT BUCKET PREFIX TOPIC BASE   the same, and rewrites the manifest's checksums to match
+    archive_tool.py require-auth ENDPOINT                         turns on moto's signature checks; prints a valid key pair
     archive_tool.py proxy LISTEN_PORT TARGET_PORT                 a TCP proxy to TARGET_PORT (killed to cut the store off)
     archive_tool.py events COUNT TOPIC FILE                      COUNT CloudEvents of ~2 KB that compress ~2:1
     archive_tool.py check FILE EXPECTED_FILE [FIRST]             telex-sub output = expected events, offsets FIRST.. in order
@@ -117,6 +119,32 @@ def main():
         body[len(body) // 2] ^= 0x5A
         s3.put_object(Bucket=bucket, Key=manifest["logKey"], Body=bytes(body))
         print(manifest["logKey"])
+    elif command == "corrupt-batch":
+        # Past the checksums: the manifest is made to match the damaged bytes, so only the batches' CRCs can tell.
+        import hashlib
+        endpoint, bucket, prefix, topic, base = args
+        s3 = client(endpoint)
+        manifest = next(m for m in manifests(endpoint, bucket, prefix, topic) if m["baseOffset"] == int(base))
+        body = bytearray(s3.get_object(Bucket=bucket, Key=manifest["logKey"])["Body"].read())
+        body[len(body) // 2] ^= 0x5A
+        s3.put_object(Bucket=bucket, Key=manifest["logKey"], Body=bytes(body))
+        manifest["sha256"] = hashlib.sha256(body).hexdigest()
+        manifest["md5"] = hashlib.md5(body).hexdigest()
+        manifest_key = key(prefix, f"topics/{topic}/{int(base):020d}.manifest")
+        s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest, sort_keys=True).encode())
+        print(manifest["logKey"])
+    elif command == "require-auth":
+        import boto3
+        import urllib.request
+        iam = boto3.client("iam", endpoint_url=args[0], region_name="us-east-1",
+                           aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam.create_user(UserName="telex-archive-test")
+        iam.put_user_policy(UserName="telex-archive-test", PolicyName="everything", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        access = iam.create_access_key(UserName="telex-archive-test")["AccessKey"]
+        urllib.request.urlopen(urllib.request.Request(args[0] + "/moto-api/reset-auth", data=b"0", method="POST",
+                                                      headers={"Content-Type": "text/plain"}))
+        print(access["AccessKeyId"], access["SecretAccessKey"])
     elif command == "proxy":
         proxy(int(args[0]), int(args[1]))
     elif command == "events":
