@@ -9,7 +9,7 @@ extension StorageVerifier.Run {
         _ topic: String, _ file: String, _ bytes: ByteBuffer?, baseOffset: Int64, walk: StorageVerifier.LogWalk
     ) {
         guard var bytes else {
-            return add(topic, file, nil, nil, "missing (the broker rebuilds it on open)")
+            return add(topic, file, nil, nil, StorageVerifier.Finding.missingIndex)
         }
         let whole = bytes.readableBytes / OffsetIndexEntry.size * OffsetIndexEntry.size
         if whole != bytes.readableBytes {
@@ -55,7 +55,7 @@ extension StorageVerifier.Run {
         _ topic: String, _ file: String, _ bytes: ByteBuffer?, baseOffset: Int64, walk: StorageVerifier.LogWalk
     ) {
         guard var bytes else {
-            return add(topic, file, nil, nil, "missing (the broker rebuilds it on open)")
+            return add(topic, file, nil, nil, StorageVerifier.Finding.missingIndex)
         }
         let whole = bytes.readableBytes / TimeIndexEntry.size * TimeIndexEntry.size
         if whole != bytes.readableBytes {

@@ -32,6 +32,11 @@ public enum StorageVerifier {
             self.problem = problem
         }
 
+        /// The problem of an index file that is not there (derived data, rebuilt on open; an archive has none).
+        static let missingIndex = "missing (the broker rebuilds it on open)"
+        /// Whether this is an `.index` or `.timeindex` that is missing: no problem in a copy of an archive.
+        public var isMissingIndex: Bool { problem == Self.missingIndex }
+
         /// One line: `news.world 00000000000000000000.log byte 20480 offset 145: CRC mismatch (…)`.
         public var description: String {
             var text = topic.map { "\($0) \(file)" } ?? file

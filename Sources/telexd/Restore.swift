@@ -41,3 +41,37 @@ struct Restore: AsyncParsableCommand {
         }
     }
 }
+
+/// `--archive s3://BUCKET/PREFIX` for `telexd inspect` and `telexd verify`: the archive is restored into a temporary
+/// directory (every object checked against its manifest's SHA-256), which the command then reads like a data
+/// directory and removes afterwards. Needs free disk for the whole archive.
+struct ArchiveSourceOptions: ParsableArguments {
+    @Option(name: .customLong("archive"), help: ArgumentHelp(
+        "Read this archive instead of a data directory (copied to a temporary directory first).",
+        valueName: "s3://BUCKET/PREFIX"))
+    var archive: String?
+    @OptionGroup var objectStore: ObjectStoreOptions
+
+    /// Restores the archive into a new temporary directory and runs `body` on it; nil without `--archive`.
+    /// A restore failure (a checksum mismatch names the object) is thrown with the command's name.
+    func withRestoredCopy<T>(command: String, _ body: (String) throws -> T) async throws -> T? {
+        guard let archive else { return nil }
+        let logger = Logger(label: "telexd.\(command)")
+        let (location, client) = try objectStore.client(
+            for: archive, flag: "--archive", environment: ProcessInfo.processInfo.environment, logger: logger)
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("telex-\(command)-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            _ = try await ArchiveRestore.restore(
+                from: S3ObjectStore(client: client), layout: ArchiveLayout(prefix: location.prefix),
+                into: directory, logger: logger)
+        } catch {
+            try? await client.shutdown()
+            FileHandle.standardError.write(Data("telexd \(command): reading \(location): \(error)\n".utf8))
+            throw ExitCode(command == "verify" ? 1 : 2)
+        }
+        try? await client.shutdown()
+        return try body(directory)
+    }
+}

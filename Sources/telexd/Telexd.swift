@@ -158,7 +158,7 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-struct Inspect: ParsableCommand {
+struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print every stored batch of a data directory as JSON Lines (offline; the broker may be stopped).",
         discussion: "Example: telexd inspect ./telex-data --topic news.world | jq 'select(.crcValid == false)'")
@@ -167,8 +167,13 @@ struct Inspect: ParsableCommand {
     var dataDirectory: String = "./telex-data"
     @Option(help: "Only this topic.")
     var topic: String?
+    @OptionGroup var source: ArchiveSourceOptions
 
-    func run() throws {
+    func run() async throws {
+        if try await source.withRestoredCopy(command: "inspect", { try dump($0) }) == nil { try dump(dataDirectory) }
+    }
+
+    private func dump(_ dataDirectory: String) throws {
         do {
             try StorageInspector.dump(dataDirectory: dataDirectory, topic: topic) { print($0) }
         } catch {
