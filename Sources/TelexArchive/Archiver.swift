@@ -59,9 +59,18 @@ public final class Archiver: Service, Sendable {
     let metrics: ArchiveMetrics
     private let startedAt = ArchiveFiles.nowMilliseconds()
 
+    /// One topic's upload progress, valid for one incarnation of the topic (one `TopicLog` instance).
+    struct TopicProgress {
+        let log: TopicLog
+        /// Its local state (loaded from the file on first use).
+        var state: [Int64: ArchivedSegmentRecord]
+        /// Whether the bucket is known to hold nothing of an earlier topic of this name (its state file existed, or
+        /// the bucket was checked and cleared).
+        var bucketChecked: Bool
+    }
+
     struct Progress {
-        /// Per topic, its loaded local state (loaded from the file on first use).
-        var states: [String: [Int64: ArchivedSegmentRecord]] = [:]
+        var topics: [String: TopicProgress] = [:]
         /// Consumer-offsets file name → MD5 of the bytes last confirmed uploaded.
         var consumerUploads: [String: String] = [:]
         var primaryWritten = false
@@ -145,7 +154,7 @@ public final class Archiver: Service, Sendable {
             let sealed = log.sealedSegmentFiles()
             let state: [Int64: ArchivedSegmentRecord]
             do {
-                state = try loadState(topic)
+                state = try loadState(topic, log: log)
             } catch {
                 logger.error("cannot read the archive state; the topic is not archived", metadata: [
                     "topic": "\(topic)", "error": "\(error.message)",
@@ -157,24 +166,42 @@ public final class Archiver: Service, Sendable {
                 return done.bytes != file.bytes || done.rewrites != file.rewrites
             }
             pending += todo.count
-            guard round.failure == nil else { continue }
+            guard round.failure == nil, !todo.isEmpty else { continue }
+            do {
+                try await clearEarlierIncarnation(topic, log: log, sealed: sealed)
+            } catch let error as ObjectStoreError {
+                round.failure = error.kind
+                _ = failed(error, "clearing the archive of an earlier topic '\(topic)'")
+                continue
+            } catch {
+                logger.warning("checking the archive of a topic failed; retried next round", metadata: [
+                    "topic": "\(topic)", "error": "\(error)",
+                ])
+                continue
+            }
+            // Oldest first, stopping at the first segment not committed: the manifests always form a prefix of the
+            // topic's segments in offset order, without holes.
             for file in todo {
                 do {
                     switch try await archive(file, log: log) {
                     case .uploaded: round.uploaded += 1
                     case .adopted: round.adopted += 1
-                    case .changed: continue
+                    case .changed: break
                     }
-                    pending -= 1
                 } catch let error as ObjectStoreError {
                     round.failure = error.kind
                     _ = failed(error, "archiving segment \(ArchiveLayout.base20(file.baseOffset)) of topic '\(topic)'")
                     break
                 } catch {
-                    logger.warning("archiving a segment failed; it is retried next round", metadata: [
+                    logger.warning("archiving a segment failed; it and the later ones are retried next round", metadata: [
                         "topic": "\(topic)", "baseOffset": "\(file.baseOffset)", "error": "\(error)",
                     ])
+                    break
                 }
+                guard progress.withLock({ $0.topics[topic]?.state[file.baseOffset] }).map({
+                    $0.bytes == file.bytes && $0.rewrites == file.rewrites
+                }) == true else { break }
+                pending -= 1
             }
         }
         round.pending = pending
@@ -183,14 +210,51 @@ public final class Archiver: Service, Sendable {
         return round
     }
 
-    private func loadState(_ topic: String) throws(TelexError) -> [Int64: ArchivedSegmentRecord] {
-        // A topic deleted and created again lost its state file with its directory: forget what was remembered.
-        if let state = progress.withLock({ $0.states[topic] }), state.isEmpty || ArchiveFiles.exists(statePath(topic)) {
-            return state
-        }
+    /// The topic's state for this incarnation of it. A topic deleted and created again is another `TopicLog` and
+    /// lost its state file with its directory: what was remembered of the earlier one is forgotten (catalog too).
+    private func loadState(_ topic: String, log: TopicLog) throws(TelexError) -> [Int64: ArchivedSegmentRecord] {
+        let exists = ArchiveFiles.exists(statePath(topic))
+        let earlier = progress.withLock { $0.topics[topic] }
+        if let earlier, earlier.log === log, earlier.state.isEmpty || exists { return earlier.state }
         let state = try ArchiveState.load(path: statePath(topic), logger: logger)
-        progress.withLock { $0.states[topic] = state }
+        if earlier != nil && !exists { catalog.removeTopic(topic) }
+        progress.withLock { $0.topics[topic] = TopicProgress(log: log, state: state, bucketChecked: exists) }
         return state
+    }
+
+    /// Before the first upload of a topic without a state file: if the bucket holds manifests of an earlier topic
+    /// of that name (one that does not describe a local sealed segment), deletes every object of the topic,
+    /// manifests first (a reader never sees a manifest whose log is gone), so replicas and restores never mix
+    /// incarnations. Manifests that all describe local segments are a crash before the first state line: step 2
+    /// checks them.
+    private func clearEarlierIncarnation(_ topic: String, log: TopicLog, sealed: [SealedSegmentFile]) async throws {
+        guard progress.withLock({ $0.topics[topic].map { !$0.bucketChecked } ?? false }) else { return }
+        let objects = try await metrics.counting("list") {
+            try await objectStore.list(prefix: layout.topicPrefix(topic))
+        }
+        let manifests = objects.filter { layout.manifestSegment($0.key) != nil }
+        var earlier = false
+        for object in manifests {
+            let bytes = try await metrics.counting("get") { try await objectStore.get(key: object.key, range: nil) }
+            let manifest = try? SegmentManifest.decode(bytes, key: object.key, layout: layout)
+            let local = sealed.first { $0.baseOffset == manifest?.baseOffset }
+            guard let manifest, let local, local.bytes == manifest.bytes, local.rewrites == manifest.rewrites else {
+                earlier = true
+                break
+            }
+        }
+        if earlier {
+            logger.notice("the archive holds an earlier topic of this name; deleting its objects", metadata: [
+                "topic": "\(topic)", "objects": "\(objects.count)",
+            ])
+            catalog.removeTopic(topic)
+            for object in manifests + objects.filter({ layout.manifestSegment($0.key) == nil }) {
+                try await metrics.counting("delete") { try await objectStore.delete(key: object.key) }
+            }
+        }
+        progress.withLock { progress in
+            if progress.topics[topic]?.log === log { progress.topics[topic]?.bucketChecked = true }
+        }
     }
 
     private func statePath(_ topic: String) -> String {
@@ -202,15 +266,18 @@ public final class Archiver: Service, Sendable {
     /// Steps 2-5 for one sealed segment.
     private func archive(_ file: SealedSegmentFile, log: TopicLog) async throws -> Outcome {
         let topic = file.topic
-        let digest = try FileDigest(path: file.logPath, length: file.bytes)
+        let digest = try await ArchiveFiles.offload { () throws(TelexError) in
+            try FileDigest(path: file.logPath, length: file.bytes)
+        }
         let manifestKey = layout.manifest(topic: topic, baseOffset: file.baseOffset)
         // 2. A manifest matching the local file: the upload was confirmed before a crash lost its state line.
         if try await metrics.counting("head", { try await objectStore.head(key: manifestKey) }) != nil {
             let bytes = try await metrics.counting("get") { try await objectStore.get(key: manifestKey, range: nil) }
             if let found = try? SegmentManifest.decode(bytes, key: manifestKey, layout: layout),
-                found.bytes == file.bytes, found.rewrites == file.rewrites, found.sha256 == digest.sha256
+                found.bytes == file.bytes, found.rewrites == file.rewrites, found.sha256 == digest.sha256,
+                try await logObjectMatches(found)
             {
-                try commit(found)
+                guard try await commit(found, log: log) else { return .changed }
                 logger.info("segment found archived already; recorded", metadata: [
                     "topic": "\(topic)", "baseOffset": "\(file.baseOffset)",
                 ])
@@ -223,16 +290,18 @@ public final class Archiver: Service, Sendable {
         let stored = try await metrics.counting("put") {
             try await objectStore.putFile(key: logKey, path: file.logPath, offset: 0, length: file.bytes)
         }
-        guard stored.size == file.bytes, stored.etag == nil || stored.etag == digest.md5 else { return .changed }
+        try await confirm(stored, key: logKey, bytes: file.bytes, md5: digest.md5)
         var compactedKey: String? = nil
         if let markerPath = file.compactionMarkerPath {
-            let marker = try ArchiveFiles.readFile(markerPath)
+            let marker = try await ArchiveFiles.offload { () throws(TelexError) in try ArchiveFiles.readFile(markerPath) }
             let key = layout.compactionMarker(topic: topic, baseOffset: file.baseOffset, rewrites: file.rewrites)
             _ = try await metrics.counting("put") { try await objectStore.putBytes(key: key, bytes: marker) }
             compactedKey = key
         }
         let now = log.sealedSegmentFiles().first { $0.baseOffset == file.baseOffset }
-        guard let now, now.bytes == file.bytes, now.rewrites == file.rewrites else { return .changed }
+        guard let now, now.bytes == file.bytes, now.rewrites == file.rewrites, store.log(topic) === log else {
+            return .changed
+        }
         // 4. The manifest: the commit point.
         let manifest = SegmentManifest(
             topic: topic, baseOffset: file.baseOffset, nextOffset: file.nextOffset, bytes: file.bytes,
@@ -243,7 +312,7 @@ public final class Archiver: Service, Sendable {
             try await objectStore.putBytes(key: manifestKey, bytes: manifest.encoded())
         }
         // 5. The local state, then the superseded objects.
-        try commit(manifest)
+        guard try await commit(manifest, log: log) else { return .changed }
         metrics.uploadedSegments.increment()
         metrics.uploadedBytes.increment(by: file.bytes)
         logger.debug("archived segment", metadata: [
@@ -254,12 +323,55 @@ public final class Archiver: Service, Sendable {
         return .uploaded
     }
 
-    /// Step 5: the state line (fdatasynced), the in-memory state and the catalog.
-    private func commit(_ manifest: SegmentManifest) throws(TelexError) {
+    /// Step 5: the state line (fdatasynced), the in-memory state and the catalog. Returns false (nothing recorded)
+    /// when the topic was deleted while its upload ran: its state file would be the new topic's.
+    private func commit(_ manifest: SegmentManifest, log: TopicLog) async throws(TelexError) -> Bool {
+        guard store.log(manifest.topic) === log else { return false }
         let record = ArchivedSegmentRecord(manifest: manifest)
-        try ArchiveState.append(record, path: statePath(manifest.topic))
-        progress.withLock { $0.states[manifest.topic, default: [:]][manifest.baseOffset] = record }
+        let path = statePath(manifest.topic)
+        try await ArchiveFiles.offload { () throws(TelexError) in try ArchiveState.append(record, path: path) }
+        progress.withLock { progress in
+            if progress.topics[manifest.topic]?.log === log {
+                progress.topics[manifest.topic]?.state[manifest.baseOffset] = record
+            }
+        }
         catalog.record(ArchiveEntry(manifest: manifest), topic: manifest.topic)
+        return true
+    }
+
+    /// Whether the manifest's `.log` object is there as the manifest describes it (size, and the MD5 when the ETag
+    /// is one): adopting a manifest whose object is missing or different would archive nothing.
+    private func logObjectMatches(_ manifest: SegmentManifest) async throws -> Bool {
+        guard let object = try await metrics.counting("head", { try await objectStore.head(key: manifest.logKey) })
+        else { return false }
+        guard object.size == manifest.bytes else { return false }
+        guard let etag = object.etag, Self.isMD5(etag) else { return true }
+        return etag == manifest.md5
+    }
+
+    /// Checks a confirmed `.log` upload: the size, and the ETag against the MD5 (without an ETag: a HEAD's size).
+    /// A mismatch (an ETag that is no MD5: SSE-KMS, multipart) is an error, logged, counted and backed off from,
+    /// not a silent retry every round.
+    private func confirm(_ stored: StoredObject, key: String, bytes: Int, md5: String) async throws {
+        var size = stored.size
+        if stored.etag == nil {
+            size = try await metrics.counting("head") { try await objectStore.head(key: key) }?.size ?? -1
+        }
+        let problem: String? =
+            if size != bytes { "size \(size), expected \(bytes)" }
+            else if let etag = stored.etag, etag != md5 { "ETag \(etag), expected the MD5 \(md5)" }
+            else { nil }
+        guard let problem else { return }
+        metrics.error("put")
+        logger.error("""
+            archive \(objectStore.displayName) confirmed \(key) with \(problem); the upload is not trusted \
+            (is the bucket encrypted with SSE-KMS, or the object multipart?)
+            """)
+        throw ObjectStoreError(.invalidResponse, "PUT \(key) at \(objectStore.displayName): \(problem)")
+    }
+
+    static func isMD5(_ etag: String) -> Bool {
+        etag.utf8.count == 32 && etag.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
     }
 
     /// Deletes the objects of the segment's earlier rewrites (a compaction or purge replaced them).
