@@ -108,12 +108,13 @@ func puts(_ objects: DirectoryObjectStore, endingWith suffix: String) -> [String
     objects.putKeys.filter { $0.hasSuffix(suffix) }
 }
 
-/// An object store over a `DirectoryObjectStore` with test hooks: `afterPutFile` runs after a file's PUT was
-/// stored (before the archiver sees the answer), `etag` rewrites the ETag a PUT answers (nil: none), and
+/// An object store over a `DirectoryObjectStore` with test hooks: `afterPutFile` (`afterPutBytes`) runs after a
+/// file's (bytes') PUT was stored (before the archiver sees the answer), `etag` rewrites the ETag a PUT answers (nil: none), and
 /// `failGet` makes GETs of the keys it accepts fail with `.unavailable`.
 final class HookedObjectStore: ObjectStore {
     struct Hooks {
         var afterPutFile: (@Sendable (String) -> Void)?
+        var afterPutBytes: (@Sendable (String) -> Void)?
         var etag: (@Sendable (StoredObject) -> String?)?
         var failGet: (@Sendable (String) -> Bool)?
     }
@@ -133,7 +134,9 @@ final class HookedObjectStore: ObjectStore {
     }
 
     func putBytes(key: String, bytes: ByteBuffer) async throws -> StoredObject {
-        try await base.putBytes(key: key, bytes: bytes)
+        let stored = try await base.putBytes(key: key, bytes: bytes)
+        hooks.withLock { $0.afterPutBytes }?(key)
+        return stored
     }
 
     func get(key: String, range: Range<Int>?) async throws -> ByteBuffer {
