@@ -154,7 +154,7 @@ public final class Archiver: Service, Sendable {
             let sealed = log.sealedSegmentFiles()
             let state: [Int64: ArchivedSegmentRecord]
             do {
-                state = try loadState(topic, log: log)
+                state = try await loadState(topic, log: log)
             } catch {
                 logger.error("cannot read the archive state; the topic is not archived", metadata: [
                     "topic": "\(topic)", "error": "\(error.message)",
@@ -212,52 +212,23 @@ public final class Archiver: Service, Sendable {
 
     /// The topic's state for this incarnation of it. A topic deleted and created again is another `TopicLog` and
     /// lost its state file with its directory: what was remembered of the earlier one is forgotten (catalog too).
-    private func loadState(_ topic: String, log: TopicLog) throws(TelexError) -> [Int64: ArchivedSegmentRecord] {
-        let exists = ArchiveFiles.exists(statePath(topic))
+    private func loadState(
+        _ topic: String, log: TopicLog
+    ) async throws(TelexError) -> [Int64: ArchivedSegmentRecord] {
+        let path = statePath(topic)
+        let exists = try await ArchiveFiles.offload { () throws(TelexError) in ArchiveFiles.exists(path) }
         let earlier = progress.withLock { $0.topics[topic] }
         if let earlier, earlier.log === log, earlier.state.isEmpty || exists { return earlier.state }
-        let state = try ArchiveState.load(path: statePath(topic), logger: logger)
+        let logger = self.logger
+        let state = try await ArchiveFiles.offload { () throws(TelexError) in
+            try ArchiveState.load(path: path, logger: logger)
+        }
         if earlier != nil && !exists { catalog.removeTopic(topic) }
         progress.withLock { $0.topics[topic] = TopicProgress(log: log, state: state, bucketChecked: exists) }
         return state
     }
 
-    /// Before the first upload of a topic without a state file: if the bucket holds manifests of an earlier topic
-    /// of that name (one that does not describe a local sealed segment), deletes every object of the topic,
-    /// manifests first (a reader never sees a manifest whose log is gone), so replicas and restores never mix
-    /// incarnations. Manifests that all describe local segments are a crash before the first state line: step 2
-    /// checks them.
-    private func clearEarlierIncarnation(_ topic: String, log: TopicLog, sealed: [SealedSegmentFile]) async throws {
-        guard progress.withLock({ $0.topics[topic].map { !$0.bucketChecked } ?? false }) else { return }
-        let objects = try await metrics.counting("list") {
-            try await objectStore.list(prefix: layout.topicPrefix(topic))
-        }
-        let manifests = objects.filter { layout.manifestSegment($0.key) != nil }
-        var earlier = false
-        for object in manifests {
-            let bytes = try await metrics.counting("get") { try await objectStore.get(key: object.key, range: nil) }
-            let manifest = try? SegmentManifest.decode(bytes, key: object.key, layout: layout)
-            let local = sealed.first { $0.baseOffset == manifest?.baseOffset }
-            guard let manifest, let local, local.bytes == manifest.bytes, local.rewrites == manifest.rewrites else {
-                earlier = true
-                break
-            }
-        }
-        if earlier {
-            logger.notice("the archive holds an earlier topic of this name; deleting its objects", metadata: [
-                "topic": "\(topic)", "objects": "\(objects.count)",
-            ])
-            catalog.removeTopic(topic)
-            for object in manifests + objects.filter({ layout.manifestSegment($0.key) == nil }) {
-                try await metrics.counting("delete") { try await objectStore.delete(key: object.key) }
-            }
-        }
-        progress.withLock { progress in
-            if progress.topics[topic]?.log === log { progress.topics[topic]?.bucketChecked = true }
-        }
-    }
-
-    private func statePath(_ topic: String) -> String {
+    func statePath(_ topic: String) -> String {
         ArchiveState.path(dataDirectory: store.directory, topic: topic)
     }
 
@@ -339,41 +310,6 @@ public final class Archiver: Service, Sendable {
         return true
     }
 
-    /// Whether the manifest's `.log` object is there as the manifest describes it (size, and the MD5 when the ETag
-    /// is one): adopting a manifest whose object is missing or different would archive nothing.
-    private func logObjectMatches(_ manifest: SegmentManifest) async throws -> Bool {
-        guard let object = try await metrics.counting("head", { try await objectStore.head(key: manifest.logKey) })
-        else { return false }
-        guard object.size == manifest.bytes else { return false }
-        guard let etag = object.etag, Self.isMD5(etag) else { return true }
-        return etag == manifest.md5
-    }
-
-    /// Checks a confirmed `.log` upload: the size, and the ETag against the MD5 (without an ETag: a HEAD's size).
-    /// A mismatch (an ETag that is no MD5: SSE-KMS, multipart) is an error, logged, counted and backed off from,
-    /// not a silent retry every round.
-    private func confirm(_ stored: StoredObject, key: String, bytes: Int, md5: String) async throws {
-        var size = stored.size
-        if stored.etag == nil {
-            size = try await metrics.counting("head") { try await objectStore.head(key: key) }?.size ?? -1
-        }
-        let problem: String? =
-            if size != bytes { "size \(size), expected \(bytes)" }
-            else if let etag = stored.etag, etag != md5 { "ETag \(etag), expected the MD5 \(md5)" }
-            else { nil }
-        guard let problem else { return }
-        metrics.error("put")
-        logger.error("""
-            archive \(objectStore.displayName) confirmed \(key) with \(problem); the upload is not trusted \
-            (is the bucket encrypted with SSE-KMS, or the object multipart?)
-            """)
-        throw ObjectStoreError(.invalidResponse, "PUT \(key) at \(objectStore.displayName): \(problem)")
-    }
-
-    static func isMD5(_ etag: String) -> Bool {
-        etag.utf8.count == 32 && etag.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
-    }
-
     /// Deletes the objects of the segment's earlier rewrites (a compaction or purge replaced them).
     private func deleteOlderRewrites(of manifest: SegmentManifest) async throws {
         guard manifest.rewrites > 0 else { return }
@@ -382,70 +318,6 @@ public final class Archiver: Service, Sendable {
         for object in try await metrics.counting("list", { try await objectStore.list(prefix: prefix) })
         where !object.key.hasPrefix(current) {
             try await metrics.counting("delete") { try await objectStore.delete(key: object.key) }
-        }
-    }
-
-    /// Uploads each `consumers/<name>.offsets` whose bytes changed since its last confirmed upload. Returns the
-    /// failure's kind, nil when every changed file was uploaded.
-    @discardableResult
-    public func uploadConsumerOffsets() async -> ObjectStoreError.Kind? {
-        let directory = store.directory + "/consumers"
-        let names: [String]
-        do {
-            names = try ArchiveFiles.listDirectory(directory).filter { $0.hasSuffix(".offsets") }
-        } catch {
-            logger.warning("cannot list consumer offsets", metadata: ["error": "\(error.message)"])
-            return nil
-        }
-        for name in names {
-            do {
-                let bytes = try ArchiveFiles.readFile(directory + "/" + name)
-                let md5 = FileDigest.md5(bytes)
-                if progress.withLock({ $0.consumerUploads[name] }) == md5 { continue }
-                let key = layout.consumersPrefix + name
-                // After a restart, an object already holding these bytes is not uploaded again.
-                let existing = try await metrics.counting("head") { try await objectStore.head(key: key) }
-                if existing?.etag != md5 || existing?.size != bytes.readableBytes {
-                    _ = try await metrics.counting("put") { try await objectStore.putBytes(key: key, bytes: bytes) }
-                }
-                progress.withLock { $0.consumerUploads[name] = md5 }
-            } catch let error as ObjectStoreError {
-                return failed(error, "uploading consumer offsets \(name)")
-            } catch {
-                logger.warning("cannot read consumer offsets", metadata: ["file": "\(name)", "error": "\(error)"])
-            }
-        }
-        return nil
-    }
-
-    /// Logs a store failure (once while the store stays unavailable; every time for `denied`/`notFound`).
-    private func failed(_ error: any Error, _ doing: String) -> ObjectStoreError.Kind {
-        let kind = (error as? ObjectStoreError)?.kind ?? .invalidResponse
-        let first = progress.withLock { progress in
-            defer { progress.failing = true }
-            return !progress.failing
-        }
-        switch kind {
-        case .denied, .notFound:
-            logger.error("""
-                archive \(objectStore.displayName) refused \(doing): \(error); \
-                retrying in \(configuration.maximumBackoff)
-                """)
-        case .unavailable, .invalidResponse:
-            if first {
-                logger.warning("""
-                    archive \(objectStore.displayName) unavailable while \(doing): \(error); retrying with backoff
-                    """)
-            } else {
-                logger.debug("archive still unavailable", metadata: ["error": "\(error)"])
-            }
-        }
-        return kind
-    }
-
-    private func recovered() {
-        if progress.withLock({ progress in defer { progress.failing = false }; return progress.failing }) {
-            logger.info("archive \(objectStore.displayName) reachable again")
         }
     }
 }
