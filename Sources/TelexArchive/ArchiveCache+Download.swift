@@ -11,13 +11,15 @@ import TelexStorage
 /// SHA-256 check, the rename (Protocol/STORAGE.md §16.3).
 extension ArchiveCache {
     /// Downloads one segment (the single flight's body): a download slot, space, then the ranges, the check, the
-    /// rename. A prefetch that would have to evict a prefetched segment not read yet is skipped.
+    /// rename. A prefetch that would have to evict a prefetched segment not read yet is skipped. `stale` is a copy
+    /// of an earlier segment at the same path, removed first.
     func download(
-        _ entry: ArchiveEntry, id: SegmentID, epoch: UInt64, prefetch: Bool
+        _ entry: ArchiveEntry, id: SegmentID, epoch: UInt64, prefetch: Bool, stale: String? = nil
     ) async -> Result<String, TelexError> {
         await acquireSlot()
         var result: Result<String, TelexError>
         do {
+            if let stale { try await ArchiveFiles.offload { () throws(TelexError) in try ArchiveFiles.unlink(stale) } }
             try await evict(toFit: id, prefetch: prefetch)
             result = .success(try await downloadRanges(entry, id: id))
         } catch {
@@ -38,7 +40,8 @@ extension ArchiveCache {
             case .success(let path):
                 state.clock += 1
                 state.cached[id] = CachedSegment(
-                    path: path, bytes: entry.segment.bytes, lastUse: state.clock, unread: prefetch)
+                    path: path, bytes: entry.segment.bytes, lastUse: state.clock, unread: prefetch,
+                    sha256: entry.sha256)
             case .failure:
                 state.bytes -= entry.segment.bytes
             }

@@ -44,6 +44,9 @@ public final class ArchiveCache: ArchiveTier {
         var lastUse: UInt64
         /// Downloaded by a prefetch and not read since: another prefetch never evicts it (the reader is coming).
         var unread: Bool
+        /// The manifest's SHA-256 it was checked against: a catalog entry with another (a topic deleted and created
+        /// again, seen by a replica) is another segment at the same path.
+        var sha256: String
     }
 
     struct State {
@@ -127,7 +130,7 @@ public final class ArchiveCache: ArchiveTier {
         else { return nil }
         let id = SegmentID(topic: topic, baseOffset: baseOffset, rewrites: entry.segment.rewrites)
         let path: String? = state.withLock { state in
-            guard var cached = state.cached[id] else { return nil }
+            guard var cached = state.cached[id], cached.sha256 == entry.sha256 else { return nil }
             state.clock += 1
             cached.lastUse = state.clock
             cached.unread = false
@@ -184,6 +187,12 @@ public final class ArchiveCache: ArchiveTier {
         }
         let id = SegmentID(topic: topic, baseOffset: baseOffset, rewrites: entry.segment.rewrites)
         let found: Lookup = state.withLock { state in
+            var stale: String? = nil
+            if let cached = state.cached[id], cached.sha256 != entry.sha256 {
+                state.cached[id] = nil
+                state.bytes -= cached.bytes
+                stale = cached.path
+            }
             if var cached = state.cached[id] {
                 state.clock += 1
                 cached.lastUse = state.clock
@@ -199,7 +208,7 @@ public final class ArchiveCache: ArchiveTier {
             let epoch = state.epochs[topic, default: 0]
             // Detached: the download must not run on the caller's executor (an event loop's).
             let download = Task.detached {
-                await self.download(entry, id: id, epoch: epoch, prefetch: !prefetching)
+                await self.download(entry, id: id, epoch: epoch, prefetch: !prefetching, stale: stale)
             }
             state.inFlight[id] = download
             return .downloading(download)

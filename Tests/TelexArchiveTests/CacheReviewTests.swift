@@ -167,3 +167,30 @@ struct CacheReviewTests {
         }
     }
 }
+
+@Suite("ArchiveCache: a segment replaced under the same key", .timeLimit(.minutes(1)))
+struct CacheReplacedSegmentTests {
+    @Test("a catalog entry with another sha256 (a re-created topic seen by a replica) is not served the old copy")
+    func replacedSegmentRefetched() async throws {
+        try await withTemporaryDirectory { directory in
+            let fixture = try await Fixture(directory)
+            let cache = try fixture.cache()
+            let first = fixture.sealed[0]
+            _ = try await cache.fetch(topic: topic, baseOffset: first.baseOffset)
+            // The new topic's segment 0 (here: the bytes of the earlier segment 1) under the same keys.
+            let newBytes = try ArchiveFiles.readFile(fixture.sealed[1].logPath)
+            var entry = fixture.catalog.entries(of: topic)[0]
+            _ = try await fixture.objects.putBytes(key: entry.logKey, bytes: newBytes)
+            entry.sha256 = try FileDigest(path: fixture.sealed[1].logPath, length: newBytes.readableBytes).sha256
+            entry.segment.bytes = newBytes.readableBytes
+            fixture.catalog.record(entry, topic: topic)
+
+            #expect(cache.cachedLogFile(topic: topic, baseOffset: first.baseOffset) == nil)
+            let path = try await cache.fetch(topic: topic, baseOffset: first.baseOffset)
+            #expect(try ArchiveFiles.readFile(path) == newBytes)
+            #expect(cache.cachedLogFile(topic: topic, baseOffset: first.baseOffset) == path)
+            #expect(cache.state.withLock { $0.bytes } == newBytes.readableBytes)
+            try fixture.store.close()
+        }
+    }
+}
