@@ -96,6 +96,18 @@ public final class ArchiveCatalog: Sendable {
         return true
     }
 
+    /// Forgets the segment of `topic` at `baseOffset` (its manifest is gone from the bucket).
+    public func remove(topic: String, baseOffset: Int64) {
+        entries.withLock { entries in
+            guard let index = entries[topic]?.entries.partitioningIndex(where: { $0.segment.baseOffset >= baseOffset }),
+                index < entries[topic]!.entries.count, entries[topic]!.entries[index].segment.baseOffset == baseOffset
+            else { return }
+            entries[topic]!.entries.remove(at: index)
+            entries[topic]!.segments.remove(at: index)
+            if entries[topic]!.entries.isEmpty { entries[topic] = nil }
+        }
+    }
+
     /// Forgets every segment of `topic` (the topic was deleted: a new topic of that name is another log).
     public func removeTopic(_ topic: String) {
         _ = entries.withLock { $0.removeValue(forKey: topic) }

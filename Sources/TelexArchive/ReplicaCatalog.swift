@@ -111,12 +111,23 @@ public final class ReplicaCatalog: Service, Sendable {
             logger.warning("ignoring an unreadable primary address object", metadata: ["key": "\(layout.primary)"])
         }
         let objects = try await metrics.counting("list") { try await objectStore.list(prefix: layout.topicsPrefix) }
-        let fresh = known.withLock { known in
-            objects.filter { object in
+        let listed = Set(objects.map(\.key))
+        let (fresh, vanished) = known.withLock { known in
+            let fresh = objects.filter { object in
                 layout.manifestSegment(object.key) != nil && known.manifests[object.key] != object
             }
+            let vanished = known.manifests.keys.filter { !listed.contains($0) }
+            for key in vanished { known.manifests[key] = nil }
+            return (fresh, vanished)
         }
         var changed: Set<String> = []
+        // A manifest gone from the bucket (the primary deleted an earlier topic of that name): its segment is no
+        // longer in the archive.
+        for key in vanished {
+            guard let (topic, base) = layout.manifestSegment(key) else { continue }
+            catalog.remove(topic: topic, baseOffset: base)
+            changed.insert(topic)
+        }
         do {
             for object in fresh {
                 let bytes: ByteBuffer

@@ -194,3 +194,27 @@ struct CacheReplacedSegmentTests {
         }
     }
 }
+
+@Suite("ReplicaCatalog: a topic deleted and created again on the primary", .timeLimit(.minutes(1)))
+struct ReplicaRecreatedTopicTests {
+    @Test("manifests gone from the bucket leave the replica's catalog; the new topic's segments replace them")
+    func vanishedManifests() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = try openStore(directory + "/data")
+            let objects = try DirectoryObjectStore(directory: directory + "/bucket")
+            let archiver = makeArchiver(store, objects)
+            let replica = ReplicaCatalog(objectStore: objects, layout: layout, logger: makeLogger()) { _ in }
+            try publish(store, count: 40)
+            _ = await archiver.runOnce()
+            #expect(try await replica.pollOnce() == [topic])
+
+            try store.deleteLog(topic)
+            let sealed = try publish(store, count: 10, from: 500).sealedSegmentFiles()
+            _ = await archiver.runOnce()
+            #expect(try await replica.pollOnce() == [topic])
+            #expect(replica.catalog.segments(of: topic).map(\.baseOffset) == sealed.map(\.baseOffset))
+            #expect(replica.catalog.segments(of: topic).map(\.bytes) == sealed.map(\.bytes))
+            try store.close()
+        }
+    }
+}
