@@ -6,8 +6,8 @@ import NIOPosix
 import TelexProtocol
 
 /// The few POSIX file calls the archive makes (TelexStorage's `FileIO` is internal to it), failing with
-/// `storageFailure` errors naming the file. Blocking: callers run them in the archiver's or a fetch's own task,
-/// never on an event loop.
+/// `storageFailure` errors naming the file. Blocking: the archiver and the cache run them through `offload` (NIO's
+/// thread pool), restore and tests in their own task; never on an event loop.
 enum ArchiveFiles {
     static func failure(_ operation: String, _ path: String, errno code: Int32 = errno) -> TelexError {
         TelexError(.storageFailure, "\(operation) \(path): \(String(cString: strerror(code)))")

@@ -9,7 +9,8 @@ import TelexStorage
 /// consumer offsets and the primary's address (Protocol/STORAGE.md §16.2). Publishing never waits for it.
 ///
 /// Runs in its own task (`run()`, a `Service`); its blocking file I/O (hashing segments, appending the state
-/// files, reading consumer files) happens in that task, never on an event loop. `runOnce()` and
+/// files, reading consumer files) runs on NIO's thread pool, never on an event loop nor Swift's cooperative pool
+/// (`ArchiveFiles.offload`). `runOnce()` and
 /// `uploadConsumerOffsets()` are one round each, for tests.
 public final class Archiver: Service, Sendable {
     /// Timing of the archiver's rounds.
