@@ -38,7 +38,14 @@ public struct ArchiveEntry: Sendable, Equatable {
 /// the local state files at start), on a replica by `ReplicaCatalog`. Thread-safe; every call only takes a short
 /// lock, so event loops may call it.
 public final class ArchiveCatalog: Sendable {
-    private let entries: Mutex<[String: [ArchiveEntry]]>
+    /// One topic's entries and, built alongside, the segments `archivedSegments(of:)` hands out: every read below a
+    /// local log asks for them, so they are shared (copy on write), never rebuilt per call.
+    struct TopicEntries {
+        var entries: [ArchiveEntry] = []
+        var segments: [ArchivedSegment] = []
+    }
+
+    private let entries: Mutex<[String: TopicEntries]>
 
     public init() {
         entries = Mutex([:])
@@ -52,7 +59,7 @@ public final class ArchiveCatalog: Sendable {
         for topic in try ArchiveFiles.listDirectory(dataDirectory + "/topics") {
             let records = try ArchiveState.load(path: ArchiveState.path(dataDirectory: dataDirectory, topic: topic),
                                                 logger: logger)
-            for record in records.values {
+            for record in records.values.sorted(by: { $0.baseOffset < $1.baseOffset }) {
                 catalog.record(ArchiveEntry(record: record, topic: topic, layout: layout), topic: topic)
             }
         }
@@ -60,36 +67,65 @@ public final class ArchiveCatalog: Sendable {
     }
 
     /// Adds the segment, or replaces the entry of the same base offset. Returns false when it was there already.
+    ///
+    /// Mutates the topic's arrays in place: appending the newest segment (the usual case, and every one of a
+    /// load in offset order) is amortised O(1) after the O(log n) search; only an array a reader still shares is
+    /// copied.
     @discardableResult
     public func record(_ entry: ArchiveEntry, topic: String) -> Bool {
         entries.withLock { entries in
-            var list = entries[topic, default: []]
             let base = entry.segment.baseOffset
-            let index = list.partitioningIndex { $0.segment.baseOffset >= base }
-            if index < list.count, list[index].segment.baseOffset == base {
-                if list[index] == entry { return false }
-                list[index] = entry
-            } else {
-                list.insert(entry, at: index)
-            }
-            entries[topic] = list
-            return true
+            return Self.update(&entries[topic, default: TopicEntries()], with: entry, base: base)
         }
+    }
+
+    private static func update(_ topic: inout TopicEntries, with entry: ArchiveEntry, base: Int64) -> Bool {
+        let index = topic.entries.last.map { $0.segment.baseOffset < base } == true
+            ? topic.entries.count : topic.entries.partitioningIndex { $0.segment.baseOffset >= base }
+        if index < topic.entries.count, topic.entries[index].segment.baseOffset == base {
+            if topic.entries[index] == entry { return false }
+            topic.entries[index] = entry
+            topic.segments[index] = entry.segment
+        } else if index == topic.entries.count {
+            topic.entries.append(entry)
+            topic.segments.append(entry.segment)
+        } else {
+            topic.entries.insert(entry, at: index)
+            topic.segments.insert(entry.segment, at: index)
+        }
+        return true
+    }
+
+    /// Forgets the segment of `topic` at `baseOffset` (its manifest is gone from the bucket).
+    public func remove(topic: String, baseOffset: Int64) {
+        entries.withLock { entries in
+            guard let index = entries[topic]?.entries.partitioningIndex(where: { $0.segment.baseOffset >= baseOffset }),
+                index < entries[topic]!.entries.count, entries[topic]!.entries[index].segment.baseOffset == baseOffset
+            else { return }
+            entries[topic]!.entries.remove(at: index)
+            entries[topic]!.segments.remove(at: index)
+            if entries[topic]!.entries.isEmpty { entries[topic] = nil }
+        }
+    }
+
+    /// Forgets every segment of `topic` (the topic was deleted: a new topic of that name is another log).
+    public func removeTopic(_ topic: String) {
+        _ = entries.withLock { $0.removeValue(forKey: topic) }
     }
 
     /// Every topic with an archived segment, sorted.
     public var topics: [String] { entries.withLock { $0.keys.sorted() } }
 
     /// The entries of `topic`, ascending base offsets.
-    public func entries(of topic: String) -> [ArchiveEntry] { entries.withLock { $0[topic] ?? [] } }
+    public func entries(of topic: String) -> [ArchiveEntry] { entries.withLock { $0[topic]?.entries ?? [] } }
 
-    /// The segments of `topic`, ascending base offsets.
-    public func segments(of topic: String) -> [ArchivedSegment] { entries(of: topic).map(\.segment) }
+    /// The segments of `topic`, ascending base offsets (shared, not copied).
+    public func segments(of topic: String) -> [ArchivedSegment] { entries.withLock { $0[topic]?.segments ?? [] } }
 
     /// The entry of the segment at `baseOffset`, and the base offsets of the (up to) `following` segments after it.
     public func entry(topic: String, baseOffset: Int64, following: Int = 0) -> (ArchiveEntry, [Int64])? {
         entries.withLock { entries in
-            guard let list = entries[topic] else { return nil }
+            guard let list = entries[topic]?.entries else { return nil }
             let index = list.partitioningIndex { $0.segment.baseOffset >= baseOffset }
             guard index < list.count, list[index].segment.baseOffset == baseOffset else { return nil }
             return (list[index], list[(index + 1)..<min(list.count, index + 1 + following)].map(\.segment.baseOffset))

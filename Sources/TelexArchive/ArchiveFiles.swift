@@ -2,11 +2,12 @@
 import Glibc
 #endif
 import NIOCore
+import NIOPosix
 import TelexProtocol
 
 /// The few POSIX file calls the archive makes (TelexStorage's `FileIO` is internal to it), failing with
-/// `storageFailure` errors naming the file. Blocking: callers run them in the archiver's or a fetch's own task,
-/// never on an event loop.
+/// `storageFailure` errors naming the file. Blocking: the archiver and the cache run them through `offload` (NIO's
+/// thread pool), restore and tests in their own task; never on an event loop.
 enum ArchiveFiles {
     static func failure(_ operation: String, _ path: String, errno code: Int32 = errno) -> TelexError {
         TelexError(.storageFailure, "\(operation) \(path): \(String(cString: strerror(code)))")
@@ -139,6 +140,18 @@ enum ArchiveFiles {
             } else {
                 try unlink(child)
             }
+        }
+    }
+
+    /// Runs blocking file work on NIO's thread pool, so an awaiting task never holds one of the few threads of
+    /// Swift's cooperative pool (2 on a 2-core machine) while a disk is slow.
+    static func offload<T: Sendable>(_ body: @escaping @Sendable () throws(TelexError) -> T) async throws(TelexError) -> T {
+        do {
+            return try await NIOThreadPool.singleton.runIfActive { () throws -> T in try body() }
+        } catch let error as TelexError {
+            throw error
+        } catch {
+            throw TelexError(.storageFailure, "file I/O thread pool unavailable: \(error)")
         }
     }
 

@@ -28,7 +28,7 @@ public enum ArchiveRestore {
         public var consumers: Int
     }
 
-    /// Downloads every archived segment into `dataDirectory` (missing, or without topics), each `.log` checked
+    /// Downloads every archived segment into `dataDirectory` (missing, or without topics and consumer offsets), each `.log` checked
     /// against its manifest's SHA-256, plus an empty segment at each topic's end (so the restored ones stay
     /// sealed), each topic's `archive.state` (they are archived already) and `consumers/*.offsets`.
     ///
@@ -42,6 +42,13 @@ public enum ArchiveRestore {
         if let existing = try ArchiveFiles.listDirectory(topicsDirectory).first {
             throw TelexError(.invalidRequest, """
                 \(dataDirectory) already has topics (\(existing)); restore only into an empty or missing directory
+                """)
+        }
+        // Restored offsets next to another broker's consumer positions would be meaningless (and overwritten).
+        if let existing = try ArchiveFiles.listDirectory(dataDirectory + "/consumers").first {
+            throw TelexError(.invalidRequest, """
+                \(dataDirectory) already has consumer offsets (consumers/\(existing)); restore only into an empty or \
+                missing directory
                 """)
         }
         try ArchiveFiles.makeDirectory(topicsDirectory)

@@ -9,7 +9,8 @@ import TelexStorage
 /// consumer offsets and the primary's address (Protocol/STORAGE.md §16.2). Publishing never waits for it.
 ///
 /// Runs in its own task (`run()`, a `Service`); its blocking file I/O (hashing segments, appending the state
-/// files, reading consumer files) happens in that task, never on an event loop. `runOnce()` and
+/// files, reading consumer files) runs on NIO's thread pool, never on an event loop nor Swift's cooperative pool
+/// (`ArchiveFiles.offload`). `runOnce()` and
 /// `uploadConsumerOffsets()` are one round each, for tests.
 public final class Archiver: Service, Sendable {
     /// Timing of the archiver's rounds.
@@ -59,9 +60,18 @@ public final class Archiver: Service, Sendable {
     let metrics: ArchiveMetrics
     private let startedAt = ArchiveFiles.nowMilliseconds()
 
+    /// One topic's upload progress, valid for one incarnation of the topic (one `TopicLog` instance).
+    struct TopicProgress {
+        let log: TopicLog
+        /// Its local state (loaded from the file on first use).
+        var state: [Int64: ArchivedSegmentRecord]
+        /// Whether the bucket is known to hold nothing of an earlier topic of this name (its state file existed, or
+        /// the bucket was checked and cleared).
+        var bucketChecked: Bool
+    }
+
     struct Progress {
-        /// Per topic, its loaded local state (loaded from the file on first use).
-        var states: [String: [Int64: ArchivedSegmentRecord]] = [:]
+        var topics: [String: TopicProgress] = [:]
         /// Consumer-offsets file name → MD5 of the bytes last confirmed uploaded.
         var consumerUploads: [String: String] = [:]
         var primaryWritten = false
@@ -145,7 +155,7 @@ public final class Archiver: Service, Sendable {
             let sealed = log.sealedSegmentFiles()
             let state: [Int64: ArchivedSegmentRecord]
             do {
-                state = try loadState(topic)
+                state = try await loadState(topic, log: log)
             } catch {
                 logger.error("cannot read the archive state; the topic is not archived", metadata: [
                     "topic": "\(topic)", "error": "\(error.message)",
@@ -157,24 +167,42 @@ public final class Archiver: Service, Sendable {
                 return done.bytes != file.bytes || done.rewrites != file.rewrites
             }
             pending += todo.count
-            guard round.failure == nil else { continue }
+            guard round.failure == nil, !todo.isEmpty else { continue }
+            do {
+                try await clearEarlierIncarnation(topic, log: log, sealed: sealed)
+            } catch let error as ObjectStoreError {
+                round.failure = error.kind
+                _ = failed(error, "clearing the archive of an earlier topic '\(topic)'")
+                continue
+            } catch {
+                logger.warning("checking the archive of a topic failed; retried next round", metadata: [
+                    "topic": "\(topic)", "error": "\(error)",
+                ])
+                continue
+            }
+            // Oldest first, stopping at the first segment not committed: the manifests always form a prefix of the
+            // topic's segments in offset order, without holes.
             for file in todo {
                 do {
                     switch try await archive(file, log: log) {
                     case .uploaded: round.uploaded += 1
                     case .adopted: round.adopted += 1
-                    case .changed: continue
+                    case .changed: break
                     }
-                    pending -= 1
                 } catch let error as ObjectStoreError {
                     round.failure = error.kind
                     _ = failed(error, "archiving segment \(ArchiveLayout.base20(file.baseOffset)) of topic '\(topic)'")
                     break
                 } catch {
-                    logger.warning("archiving a segment failed; it is retried next round", metadata: [
+                    logger.warning("archiving a segment failed; it and the later ones are retried next round", metadata: [
                         "topic": "\(topic)", "baseOffset": "\(file.baseOffset)", "error": "\(error)",
                     ])
+                    break
                 }
+                guard progress.withLock({ $0.topics[topic]?.state[file.baseOffset] }).map({
+                    $0.bytes == file.bytes && $0.rewrites == file.rewrites
+                }) == true else { break }
+                pending -= 1
             }
         }
         round.pending = pending
@@ -183,17 +211,25 @@ public final class Archiver: Service, Sendable {
         return round
     }
 
-    private func loadState(_ topic: String) throws(TelexError) -> [Int64: ArchivedSegmentRecord] {
-        // A topic deleted and created again lost its state file with its directory: forget what was remembered.
-        if let state = progress.withLock({ $0.states[topic] }), state.isEmpty || ArchiveFiles.exists(statePath(topic)) {
-            return state
+    /// The topic's state for this incarnation of it. A topic deleted and created again is another `TopicLog` and
+    /// lost its state file with its directory: what was remembered of the earlier one is forgotten (catalog too).
+    private func loadState(
+        _ topic: String, log: TopicLog
+    ) async throws(TelexError) -> [Int64: ArchivedSegmentRecord] {
+        let path = statePath(topic)
+        let exists = try await ArchiveFiles.offload { () throws(TelexError) in ArchiveFiles.exists(path) }
+        let earlier = progress.withLock { $0.topics[topic] }
+        if let earlier, earlier.log === log, earlier.state.isEmpty || exists { return earlier.state }
+        let logger = self.logger
+        let state = try await ArchiveFiles.offload { () throws(TelexError) in
+            try ArchiveState.load(path: path, logger: logger)
         }
-        let state = try ArchiveState.load(path: statePath(topic), logger: logger)
-        progress.withLock { $0.states[topic] = state }
+        if earlier != nil && !exists { catalog.removeTopic(topic) }
+        progress.withLock { $0.topics[topic] = TopicProgress(log: log, state: state, bucketChecked: exists) }
         return state
     }
 
-    private func statePath(_ topic: String) -> String {
+    func statePath(_ topic: String) -> String {
         ArchiveState.path(dataDirectory: store.directory, topic: topic)
     }
 
@@ -202,15 +238,18 @@ public final class Archiver: Service, Sendable {
     /// Steps 2-5 for one sealed segment.
     private func archive(_ file: SealedSegmentFile, log: TopicLog) async throws -> Outcome {
         let topic = file.topic
-        let digest = try FileDigest(path: file.logPath, length: file.bytes)
+        let digest = try await ArchiveFiles.offload { () throws(TelexError) in
+            try FileDigest(path: file.logPath, length: file.bytes)
+        }
         let manifestKey = layout.manifest(topic: topic, baseOffset: file.baseOffset)
         // 2. A manifest matching the local file: the upload was confirmed before a crash lost its state line.
         if try await metrics.counting("head", { try await objectStore.head(key: manifestKey) }) != nil {
             let bytes = try await metrics.counting("get") { try await objectStore.get(key: manifestKey, range: nil) }
             if let found = try? SegmentManifest.decode(bytes, key: manifestKey, layout: layout),
-                found.bytes == file.bytes, found.rewrites == file.rewrites, found.sha256 == digest.sha256
+                found.bytes == file.bytes, found.rewrites == file.rewrites, found.sha256 == digest.sha256,
+                try await logObjectMatches(found)
             {
-                try commit(found)
+                guard try await commit(found, log: log) else { return .changed }
                 logger.info("segment found archived already; recorded", metadata: [
                     "topic": "\(topic)", "baseOffset": "\(file.baseOffset)",
                 ])
@@ -223,16 +262,18 @@ public final class Archiver: Service, Sendable {
         let stored = try await metrics.counting("put") {
             try await objectStore.putFile(key: logKey, path: file.logPath, offset: 0, length: file.bytes)
         }
-        guard stored.size == file.bytes, stored.etag == nil || stored.etag == digest.md5 else { return .changed }
+        try await confirm(stored, key: logKey, bytes: file.bytes, md5: digest.md5)
         var compactedKey: String? = nil
         if let markerPath = file.compactionMarkerPath {
-            let marker = try ArchiveFiles.readFile(markerPath)
+            let marker = try await ArchiveFiles.offload { () throws(TelexError) in try ArchiveFiles.readFile(markerPath) }
             let key = layout.compactionMarker(topic: topic, baseOffset: file.baseOffset, rewrites: file.rewrites)
             _ = try await metrics.counting("put") { try await objectStore.putBytes(key: key, bytes: marker) }
             compactedKey = key
         }
         let now = log.sealedSegmentFiles().first { $0.baseOffset == file.baseOffset }
-        guard let now, now.bytes == file.bytes, now.rewrites == file.rewrites else { return .changed }
+        guard let now, now.bytes == file.bytes, now.rewrites == file.rewrites, store.log(topic) === log else {
+            return .changed
+        }
         // 4. The manifest: the commit point.
         let manifest = SegmentManifest(
             topic: topic, baseOffset: file.baseOffset, nextOffset: file.nextOffset, bytes: file.bytes,
@@ -243,7 +284,7 @@ public final class Archiver: Service, Sendable {
             try await objectStore.putBytes(key: manifestKey, bytes: manifest.encoded())
         }
         // 5. The local state, then the superseded objects.
-        try commit(manifest)
+        guard try await commit(manifest, log: log) else { return .changed }
         metrics.uploadedSegments.increment()
         metrics.uploadedBytes.increment(by: file.bytes)
         logger.debug("archived segment", metadata: [
@@ -254,12 +295,20 @@ public final class Archiver: Service, Sendable {
         return .uploaded
     }
 
-    /// Step 5: the state line (fdatasynced), the in-memory state and the catalog.
-    private func commit(_ manifest: SegmentManifest) throws(TelexError) {
+    /// Step 5: the state line (fdatasynced), the in-memory state and the catalog. Returns false (nothing recorded)
+    /// when the topic was deleted while its upload ran: its state file would be the new topic's.
+    private func commit(_ manifest: SegmentManifest, log: TopicLog) async throws(TelexError) -> Bool {
+        guard store.log(manifest.topic) === log else { return false }
         let record = ArchivedSegmentRecord(manifest: manifest)
-        try ArchiveState.append(record, path: statePath(manifest.topic))
-        progress.withLock { $0.states[manifest.topic, default: [:]][manifest.baseOffset] = record }
+        let path = statePath(manifest.topic)
+        try await ArchiveFiles.offload { () throws(TelexError) in try ArchiveState.append(record, path: path) }
+        progress.withLock { progress in
+            if progress.topics[manifest.topic]?.log === log {
+                progress.topics[manifest.topic]?.state[manifest.baseOffset] = record
+            }
+        }
         catalog.record(ArchiveEntry(manifest: manifest), topic: manifest.topic)
+        return true
     }
 
     /// Deletes the objects of the segment's earlier rewrites (a compaction or purge replaced them).
@@ -270,70 +319,6 @@ public final class Archiver: Service, Sendable {
         for object in try await metrics.counting("list", { try await objectStore.list(prefix: prefix) })
         where !object.key.hasPrefix(current) {
             try await metrics.counting("delete") { try await objectStore.delete(key: object.key) }
-        }
-    }
-
-    /// Uploads each `consumers/<name>.offsets` whose bytes changed since its last confirmed upload. Returns the
-    /// failure's kind, nil when every changed file was uploaded.
-    @discardableResult
-    public func uploadConsumerOffsets() async -> ObjectStoreError.Kind? {
-        let directory = store.directory + "/consumers"
-        let names: [String]
-        do {
-            names = try ArchiveFiles.listDirectory(directory).filter { $0.hasSuffix(".offsets") }
-        } catch {
-            logger.warning("cannot list consumer offsets", metadata: ["error": "\(error.message)"])
-            return nil
-        }
-        for name in names {
-            do {
-                let bytes = try ArchiveFiles.readFile(directory + "/" + name)
-                let md5 = FileDigest.md5(bytes)
-                if progress.withLock({ $0.consumerUploads[name] }) == md5 { continue }
-                let key = layout.consumersPrefix + name
-                // After a restart, an object already holding these bytes is not uploaded again.
-                let existing = try await metrics.counting("head") { try await objectStore.head(key: key) }
-                if existing?.etag != md5 || existing?.size != bytes.readableBytes {
-                    _ = try await metrics.counting("put") { try await objectStore.putBytes(key: key, bytes: bytes) }
-                }
-                progress.withLock { $0.consumerUploads[name] = md5 }
-            } catch let error as ObjectStoreError {
-                return failed(error, "uploading consumer offsets \(name)")
-            } catch {
-                logger.warning("cannot read consumer offsets", metadata: ["file": "\(name)", "error": "\(error)"])
-            }
-        }
-        return nil
-    }
-
-    /// Logs a store failure (once while the store stays unavailable; every time for `denied`/`notFound`).
-    private func failed(_ error: any Error, _ doing: String) -> ObjectStoreError.Kind {
-        let kind = (error as? ObjectStoreError)?.kind ?? .invalidResponse
-        let first = progress.withLock { progress in
-            defer { progress.failing = true }
-            return !progress.failing
-        }
-        switch kind {
-        case .denied, .notFound:
-            logger.error("""
-                archive \(objectStore.displayName) refused \(doing): \(error); \
-                retrying in \(configuration.maximumBackoff)
-                """)
-        case .unavailable, .invalidResponse:
-            if first {
-                logger.warning("""
-                    archive \(objectStore.displayName) unavailable while \(doing): \(error); retrying with backoff
-                    """)
-            } else {
-                logger.debug("archive still unavailable", metadata: ["error": "\(error)"])
-            }
-        }
-        return kind
-    }
-
-    private func recovered() {
-        if progress.withLock({ progress in defer { progress.failing = false }; return progress.failing }) {
-            logger.info("archive \(objectStore.displayName) reachable again")
         }
     }
 }

@@ -97,7 +97,8 @@ public final class ReplicaCatalog: Service, Sendable {
 
     /// One poll: the primary's address, then every new or changed manifest into the catalog; calls `onChange`
     /// with the topics that changed (when any) and returns them. A manifest that fails validation is logged and
-    /// skipped (it is retried at the next poll).
+    /// skipped (it is retried at the next poll). A store failure mid-poll still reports the topics recorded
+    /// before it, then throws.
     @discardableResult
     public func pollOnce() async throws -> [String] {
         do {
@@ -110,28 +111,46 @@ public final class ReplicaCatalog: Service, Sendable {
             logger.warning("ignoring an unreadable primary address object", metadata: ["key": "\(layout.primary)"])
         }
         let objects = try await metrics.counting("list") { try await objectStore.list(prefix: layout.topicsPrefix) }
-        let fresh = known.withLock { known in
-            objects.filter { object in
+        let listed = Set(objects.map(\.key))
+        let (fresh, vanished) = known.withLock { known in
+            let fresh = objects.filter { object in
                 layout.manifestSegment(object.key) != nil && known.manifests[object.key] != object
             }
+            let vanished = known.manifests.keys.filter { !listed.contains($0) }
+            for key in vanished { known.manifests[key] = nil }
+            return (fresh, vanished)
         }
         var changed: Set<String> = []
-        for object in fresh {
-            let bytes: ByteBuffer
-            do {
-                bytes = try await metrics.counting("get") { try await objectStore.get(key: object.key, range: nil) }
-            } catch let error as ObjectStoreError where error.kind == .notFound {
-                continue
-            }
-            do {
-                let manifest = try SegmentManifest.decode(bytes, key: object.key, layout: layout)
-                if catalog.record(ArchiveEntry(manifest: manifest), topic: manifest.topic) {
-                    changed.insert(manifest.topic)
+        // A manifest gone from the bucket (the primary deleted an earlier topic of that name): its segment is no
+        // longer in the archive.
+        for key in vanished {
+            guard let (topic, base) = layout.manifestSegment(key) else { continue }
+            catalog.remove(topic: topic, baseOffset: base)
+            changed.insert(topic)
+        }
+        do {
+            for object in fresh {
+                let bytes: ByteBuffer
+                do {
+                    bytes = try await metrics.counting("get") { try await objectStore.get(key: object.key, range: nil) }
+                } catch let error as ObjectStoreError where error.kind == .notFound {
+                    continue
                 }
-                known.withLock { $0.manifests[object.key] = object }
-            } catch {
-                logger.error("ignoring an invalid archive manifest", metadata: ["error": "\(error.message)"])
+                do {
+                    let manifest = try SegmentManifest.decode(bytes, key: object.key, layout: layout)
+                    if catalog.record(ArchiveEntry(manifest: manifest), topic: manifest.topic) {
+                        changed.insert(manifest.topic)
+                    }
+                    known.withLock { $0.manifests[object.key] = object }
+                } catch {
+                    logger.error("ignoring an invalid archive manifest", metadata: ["error": "\(error.message)"])
+                }
             }
+        } catch {
+            // The manifests recorded before the failure are known now (a later poll skips them): report their
+            // topics, or their subscribers would never be woken for them.
+            if !changed.isEmpty { onChange(changed.sorted()) }
+            throw error
         }
         let topics = changed.sorted()
         if !topics.isEmpty { onChange(topics) }

@@ -8,7 +8,7 @@ import Testing
 @testable import TelexArchive
 
 /// A primary that archived `count` batches, and a cache over its archive.
-private struct Fixture {
+struct Fixture {
     let store: TopicStore
     let objects: DirectoryObjectStore
     let catalog: ArchiveCatalog
@@ -28,7 +28,7 @@ private struct Fixture {
     func cache(bytes: Int = 512 << 20, rangeBytes: Int = ArchiveCache.defaultRangeBytes, prefetchCount: Int = 0,
                metrics: ArchiveMetrics = ArchiveMetrics()) throws -> ArchiveCache {
         try ArchiveCache(directory: cacheDirectory, objectStore: objects, catalog: catalog, cacheBytes: bytes,
-                         rangeBytes: rangeBytes, prefetchCount: prefetchCount, logger: makeLogger(), metrics: metrics)
+                         segmentBytes: nil, rangeBytes: rangeBytes, prefetchCount: prefetchCount, logger: makeLogger(), metrics: metrics)
     }
 
     func files() throws -> [String] {

@@ -96,7 +96,7 @@ func records(of log: TopicLog) throws -> [(Int64, String, String)] {
 
 /// An archiver over `store` writing to `objects`, with the test layout.
 func makeArchiver(
-    _ store: TopicStore, _ objects: DirectoryObjectStore, catalog: ArchiveCatalog = ArchiveCatalog(),
+    _ store: TopicStore, _ objects: any ObjectStore, catalog: ArchiveCatalog = ArchiveCatalog(),
     metrics: ArchiveMetrics = ArchiveMetrics(), logger: Logger = makeLogger()
 ) -> Archiver {
     Archiver(store: store, objectStore: objects, layout: layout, catalog: catalog,
@@ -106,4 +106,59 @@ func makeArchiver(
 /// Keys put so far that end with `suffix`.
 func puts(_ objects: DirectoryObjectStore, endingWith suffix: String) -> [String] {
     objects.putKeys.filter { $0.hasSuffix(suffix) }
+}
+
+/// An object store over a `DirectoryObjectStore` with test hooks: `afterPutFile` (`afterPutBytes`) runs after a
+/// file's (bytes') PUT was stored (before the archiver sees the answer), `etag` rewrites the ETag a PUT answers (nil: none), and
+/// `failGet` makes GETs of the keys it accepts fail with `.unavailable`.
+final class HookedObjectStore: ObjectStore {
+    struct Hooks {
+        var afterPutFile: (@Sendable (String) -> Void)?
+        var afterPutBytes: (@Sendable (String) -> Void)?
+        var etag: (@Sendable (StoredObject) -> String?)?
+        var failGet: (@Sendable (String) -> Bool)?
+    }
+
+    let base: DirectoryObjectStore
+    let hooks = Mutex(Hooks())
+    var displayName: String { base.displayName }
+
+    init(_ base: DirectoryObjectStore) { self.base = base }
+
+    func putFile(key: String, path: String, offset: Int, length: Int) async throws -> StoredObject {
+        var stored = try await base.putFile(key: key, path: path, offset: offset, length: length)
+        let hooks = self.hooks.withLock { $0 }
+        hooks.afterPutFile?(key)
+        if let etag = hooks.etag { stored.etag = etag(stored) }
+        return stored
+    }
+
+    func putBytes(key: String, bytes: ByteBuffer) async throws -> StoredObject {
+        let stored = try await base.putBytes(key: key, bytes: bytes)
+        hooks.withLock { $0.afterPutBytes }?(key)
+        return stored
+    }
+
+    func get(key: String, range: Range<Int>?) async throws -> ByteBuffer {
+        if hooks.withLock({ $0.failGet })?(key) == true {
+            throw ObjectStoreError(.unavailable, "get \(key) at \(displayName): connection reset")
+        }
+        return try await base.get(key: key, range: range)
+    }
+
+    func head(key: String) async throws -> StoredObject? { try await base.head(key: key) }
+    func list(prefix: String) async throws -> [StoredObject] { try await base.list(prefix: prefix) }
+    func delete(key: String) async throws { try await base.delete(key: key) }
+}
+
+/// The manifest keys in `objects` for `topic`'s segments, as base offsets.
+func manifestBases(_ objects: DirectoryObjectStore, topic: String = topic) async throws -> [Int64] {
+    try await objects.list(prefix: layout.topicPrefix(topic)).compactMap { layout.manifestSegment($0.key)?.baseOffset }
+}
+
+/// Removes the last line of the topic's archive state (a crash after the manifest, before the state line).
+func dropLastStateLine(_ dataDirectory: String) throws {
+    let statePath = ArchiveState.path(dataDirectory: dataDirectory, topic: topic)
+    let lines = try String(contentsOfFile: statePath, encoding: .utf8).split(separator: "\n")
+    try (lines.dropLast().joined(separator: "\n") + "\n").write(toFile: statePath, atomically: false, encoding: .utf8)
 }
