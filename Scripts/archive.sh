@@ -205,6 +205,9 @@ local_rate=$(( archived_end * 1000 / (end - start + 1) ))
 same_events "$work/all.jsonl" "$work/restored.jsonl" "$archived_end" || fail "the restored directory's events differ from the primary's"
 echo "archive [${SECONDS}s]: the restored data directory served all $archived_end archived events: $local_rate ev/s from local segments" >&2
 stop restored_pid
+"$bin/telexd" verify --archive "$archive" --archive-endpoint "$endpoint" >"$work/verify.out" 2>&1 \
+    || fail "telexd verify --archive on a clean archive: $(tail -5 "$work/verify.out")"
+echo "archive [${SECONDS}s]: telexd verify --archive: $(tail -1 "$work/verify.out")" >&2
 
 # 5. Corrupted objects are never served. Past the checksums (the manifest rewritten to match the damaged bytes), the
 #    batches' CRCs catch it: the replica's read ends with DATA_LOSS naming the topic and the damaged offset. With the
@@ -230,6 +233,11 @@ crc_base=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | sed -n 3p 
 $tool corrupt-batch "$endpoint" "$bucket" "$prefix" "$topic" "$crc_base" >/dev/null
 start_replica
 read_corrupted "$crc_base" "CRC-damaged" "is damaged at offset"
+if "$bin/telexd" verify --archive "$archive" --archive-endpoint "$endpoint" >"$work/verify.out" 2>&1; then
+    fail "telexd verify --archive passed an archive with a damaged batch"
+fi
+grep -q "$topic" "$work/verify.out" || fail "telexd verify --archive on a damaged batch: $(tail -5 "$work/verify.out")"
+echo "archive [${SECONDS}s]: telexd verify --archive found it: $(grep -m1 "$topic" "$work/verify.out" | cut -c1-200)" >&2
 sha_base=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | sed -n 2p | awk '{ print $1 }')
 $tool corrupt "$endpoint" "$bucket" "$prefix" "$topic" "$sha_base" >/dev/null
 start_replica

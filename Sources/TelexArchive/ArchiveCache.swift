@@ -145,7 +145,7 @@ public final class ArchiveCache: ArchiveTier {
     /// cached copies; a download of it in flight ends without caching. Blocking (unlinks the copies): call it off
     /// event loops, as `TopicStore.deleteLog`.
     public func topicDeleted(_ topic: String) {
-        catalog.removeTopic(topic)
+        catalog.markDeleted(topic)
         let paths: [String] = state.withLock { state in
             state.epochs[topic, default: 0] += 1
             let ids = state.cached.keys.filter { $0.topic == topic }

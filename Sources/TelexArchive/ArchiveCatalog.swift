@@ -113,6 +113,20 @@ public final class ArchiveCatalog: Sendable {
         _ = entries.withLock { $0.removeValue(forKey: topic) }
     }
 
+    /// Topics deleted through the broker whose objects the archiver has yet to delete from the bucket.
+    private let deleted = Mutex<Set<String>>([])
+
+    /// Forgets `topic` and asks the archiver to delete its objects (an explicit deletion, `TopicStore.deleteLog`).
+    public func markDeleted(_ topic: String) {
+        removeTopic(topic)
+        _ = deleted.withLock { $0.insert(topic) }
+    }
+
+    /// The topics `markDeleted` since the last call; the caller marks again those it could not finish.
+    public func takeDeleted() -> Set<String> {
+        deleted.withLock { deleted in defer { deleted = [] }; return deleted }
+    }
+
     /// Every topic with an archived segment, sorted.
     public var topics: [String] { entries.withLock { $0.keys.sorted() } }
 

@@ -16,6 +16,9 @@ public final class ArchiveMetrics: Sendable {
     let cacheBytes: Gauge
     private let errors = Mutex<[String: Counter]>([:])
 
+    /// Store calls that succeeded so far: "reachable again" is only said after one did.
+    let answered = Atomic<Int>(0)
+
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
         self.factory = factory
         uploadedSegments = Counter(label: "telex_archive_uploaded_segments_total", factory: factory)
@@ -40,7 +43,9 @@ public final class ArchiveMetrics: Sendable {
     /// Runs an object-store call, counting its failure under `operation`.
     func counting<T>(_ operation: String, _ call: () async throws -> T) async throws -> T {
         do {
-            return try await call()
+            let result = try await call()
+            answered.add(1, ordering: .relaxed)
+            return result
         } catch {
             self.error(operation)
             throw error

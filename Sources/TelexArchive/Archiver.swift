@@ -77,6 +77,8 @@ public final class Archiver: Service, Sendable {
         var primaryWritten = false
         /// Whether the store is failing (a warning was logged once for it).
         var failing = false
+        /// Topics not archived because the bucket holds another topic of their name (logged once each).
+        var conflicts: Set<String> = []
     }
 
     let progress = Mutex(Progress())
@@ -150,6 +152,8 @@ public final class Archiver: Service, Sendable {
     public func runOnce() async -> Round {
         var round = Round()
         var pending = 0
+        let answeredBefore = metrics.answered.load(ordering: .relaxed)
+        round.failure = await deleteObjectsOfDeletedTopics()
         for topic in store.topics {
             guard let log = store.log(topic) else { continue }
             let sealed = log.sealedSegmentFiles()
@@ -169,10 +173,14 @@ public final class Archiver: Service, Sendable {
             pending += todo.count
             guard round.failure == nil, !todo.isEmpty else { continue }
             do {
-                try await clearEarlierIncarnation(topic, log: log, sealed: sealed)
+                try await checkEarlierIncarnation(topic, log: log, sealed: sealed)
+            } catch let conflict as ArchiveConflict {
+                metrics.error("conflict")
+                if progress.withLock({ $0.conflicts.insert(topic).inserted }) { logger.error("\(conflict)") }
+                continue
             } catch let error as ObjectStoreError {
                 round.failure = error.kind
-                _ = failed(error, "clearing the archive of an earlier topic '\(topic)'")
+                _ = failed(error, "checking the archive for an earlier topic '\(topic)'")
                 continue
             } catch {
                 logger.warning("checking the archive of a topic failed; retried next round", metadata: [
@@ -207,7 +215,8 @@ public final class Archiver: Service, Sendable {
         }
         round.pending = pending
         metrics.pendingSegments.record(pending)
-        if round.failure == nil { recovered() }
+        // Only a round in which the store answered tells that it is reachable again.
+        if round.failure == nil, metrics.answered.load(ordering: .relaxed) > answeredBefore { recovered() }
         return round
     }
 

@@ -40,6 +40,13 @@ public protocol ArchiveTier: Sendable {
     /// the path of its `.log`. Throws `DATA_LOSS` naming the topic and offsets when the object does not match its
     /// recorded checksum, `STORAGE_FAILURE` naming the store when it cannot be read.
     func fetch(topic: String, baseOffset: Int64) async throws(TelexError) -> String
+    /// `TopicStore.deleteLog` deleted the topic: its archived segments no longer belong to any log of that name
+    /// (the archive forgets them, and the archiver deletes their objects). Blocking; default: nothing.
+    func topicDeleted(_ topic: String)
+}
+
+extension ArchiveTier {
+    public func topicDeleted(_ topic: String) {}
 }
 
 /// A sealed local segment, as the archiver sees it (`TopicLog.sealedSegmentFiles()`).

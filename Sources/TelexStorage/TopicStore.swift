@@ -141,6 +141,7 @@ public final class TopicStore: Sendable {
             try FileIO.removeDirectory(log.directory)
             try FileIO.syncDirectory(directory + "/topics")
             try consumerOffsets.removeTopic(topic)
+            archive?.topicDeleted(topic)
             logger.info("deleted topic", metadata: ["topic": "\(topic)"])
             return true
         }

@@ -145,8 +145,12 @@ struct ArchiveOptions: ParsableArguments {
             guard let value = Int(text) else { throw ValidationError("TELEX_ARCHIVE_CACHE_BYTES '\(text)' is not a number") }
             return value
         } ?? (512 << 20)
-        guard cacheBytes >= 2 * configuration.log.segmentBytes || cacheBytes >= 64 << 20 else {
-            throw ValidationError("--archive-cache-bytes \(cacheBytes) holds fewer than two segments of --segment-bytes \(configuration.log.segmentBytes)")
+        let minimumCache = ArchiveCache.minimumCacheBytes(segmentBytes: configuration.log.segmentBytes)
+        guard cacheBytes >= minimumCache else {
+            throw ValidationError("""
+                --archive-cache-bytes \(cacheBytes) is too small: the cache holds the segment being read and the two \
+                prefetched after it, at least \(minimumCache) bytes with --segment-bytes \(configuration.log.segmentBytes)
+                """)
         }
         let (location, client) = try objectStore.client(for: source, flag: flag, environment: environment, logger: logger)
         do {
@@ -168,7 +172,7 @@ struct ArchiveOptions: ParsableArguments {
             let catalog = try ArchiveCatalog.load(dataDirectory: dataDirectory, layout: layout, logger: logger)
             configuration.archive = try ArchiveCache(
                 directory: dataDirectory + "/archive-cache", objectStore: store, catalog: catalog,
-                cacheBytes: cacheBytes, logger: logger)
+                cacheBytes: cacheBytes, segmentBytes: configuration.log.segmentBytes, logger: logger)
             let archiver = ArchiverService(
                 server: server, objectStore: store, layout: layout, catalog: catalog,
                 advertisedHost: Self.advertisedHost(configuration.host), logger: logger)
@@ -181,7 +185,7 @@ struct ArchiveOptions: ParsableArguments {
         }
         configuration.archive = try ArchiveCache(
             directory: dataDirectory + "/archive-cache", objectStore: store, catalog: catalog, cacheBytes: cacheBytes,
-            logger: logger)
+            segmentBytes: configuration.log.segmentBytes, logger: logger)
         configuration.replica = ReplicaRole(source: location.description) { replica.primaryAddress }
         return Prepared(services: [AfterServerStarted(server: server, service: replica)], client: client)
     }

@@ -19,7 +19,9 @@ struct ArchiverReviewTests {
             let earlier = try publish(store, count: 40).sealedSegmentFiles()
             #expect(await archiver.runOnce().uploaded == earlier.count)
 
+            // Deleted through the broker: the cache (the store's tier) marks it for the archiver.
             try store.deleteLog(topic)
+            catalog.markDeleted(topic)
             let sealed = try publish(store, count: 10, from: 500).sealedSegmentFiles()
             #expect(sealed.count >= 1 && sealed.count < earlier.count)
             let round = await archiver.runOnce()
@@ -28,16 +30,35 @@ struct ArchiverReviewTests {
             #expect(catalog.segments(of: topic).map(\.bytes) == sealed.map(\.bytes))
             #expect(try await manifestBases(objects) == sealed.map(\.baseOffset))
             #expect(try await objects.list(prefix: layout.topicPrefix(topic)).count == 2 * sealed.count)
-
-            // The same after a restart: no state file, the bucket holds the earlier topic: cleared first.
-            try store.deleteLog(topic)
-            let again = try publish(store, count: 12, from: 9000).sealedSegmentFiles()
-            #expect(again.count >= 1)
-            let restarted = ArchiveCatalog()
-            #expect(await makeArchiver(store, objects, catalog: restarted).runOnce().uploaded == again.count)
-            #expect(try await manifestBases(objects) == again.map(\.baseOffset))
-            #expect(restarted.segments(of: topic).map(\.baseOffset) == again.map(\.baseOffset))
             try store.close()
+        }
+    }
+
+    @Test("a data directory whose topic is not the bucket's (no state file, other manifests): not archived, nothing deleted")
+    func conflictingTopicIsNotArchived() async throws {
+        try await withTemporaryDirectory { directory in
+            let objects = try DirectoryObjectStore(directory: directory + "/bucket")
+            let first = try openStore(directory + "/first")
+            let archived = try publish(first, count: 40).sealedSegmentFiles()
+            #expect(await makeArchiver(first, objects).runOnce().uploaded == archived.count)
+            try first.close()
+
+            // Another, new data directory over the same bucket (a disk replaced without a restore).
+            let second = try openStore(directory + "/second")
+            let sealed = try publish(second, count: 12, from: 9000).sealedSegmentFiles()
+            #expect(sealed.count >= 1)
+            let metrics = TestMetrics()
+            let catalog = ArchiveCatalog()
+            let archiver = makeArchiver(second, objects, catalog: catalog, metrics: ArchiveMetrics(factory: metrics))
+            for _ in 0..<2 {
+                let round = await archiver.runOnce()
+                #expect(round.uploaded == 0 && round.adopted == 0 && round.pending == sealed.count)
+            }
+            #expect(try await manifestBases(objects) == archived.map(\.baseOffset))
+            #expect(catalog.segments(of: topic).isEmpty)
+            let conflicts = try metrics.expectCounter("telex_archive_errors_total", [("operation", "conflict")])
+            #expect(conflicts.totalValue == 2)
+            try second.close()
         }
     }
 

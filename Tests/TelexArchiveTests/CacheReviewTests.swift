@@ -202,13 +202,16 @@ struct ReplicaRecreatedTopicTests {
         try await withTemporaryDirectory { directory in
             let store = try openStore(directory + "/data")
             let objects = try DirectoryObjectStore(directory: directory + "/bucket")
-            let archiver = makeArchiver(store, objects)
+            let catalog = ArchiveCatalog()
+            let archiver = makeArchiver(store, objects, catalog: catalog)
             let replica = ReplicaCatalog(objectStore: objects, layout: layout, logger: makeLogger()) { _ in }
             try publish(store, count: 40)
             _ = await archiver.runOnce()
             #expect(try await replica.pollOnce() == [topic])
 
+            // Deleted through the broker (the store's tier, the cache, marks it in the catalog).
             try store.deleteLog(topic)
+            catalog.markDeleted(topic)
             let sealed = try publish(store, count: 10, from: 500).sealedSegmentFiles()
             _ = await archiver.runOnce()
             #expect(try await replica.pollOnce() == [topic])
