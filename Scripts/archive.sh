@@ -45,14 +45,16 @@ bucket=telex-archive
 prefix=newsroom
 archive="s3://$bucket/$prefix"
 topic=archive.news
-export AWS_ACCESS_KEY_ID=telex-test AWS_SECRET_ACCESS_KEY=telex-test-secret AWS_DEFAULT_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=telex-test AWS_SECRET_ACCESS_KEY=telex-test-secret AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
 moto_pid="" proxy_pid="" pid="" replica_pid="" restored_pid=""
 
 stop() {  # stop PID-VARIABLE: SIGTERM, and the broker must exit cleanly
     local p=${!1}
     if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
         kill -TERM "$p"
-        wait "$p" || { echo "archive [${SECONDS}s]: process $1 exited with $? on SIGTERM" >&2; exit 1; }
+        for _ in $(seq 1 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$p" 2>/dev/null; then kill -9 "$p"; echo "archive: process $1 did not stop within 30 s of SIGTERM" >&2; exit 1; fi
+        wait "$p" || { echo "archive: process $1 exited with $? on SIGTERM" >&2; exit 1; }
     fi
     printf -v "$1" '%s' ""
 }
@@ -236,8 +238,8 @@ read_corrupted "$crc_base" "CRC-damaged" "is damaged at offset"
 if "$bin/telexd" verify --archive "$archive" --archive-endpoint "$endpoint" >"$work/verify.out" 2>&1; then
     fail "telexd verify --archive passed an archive with a damaged batch"
 fi
-grep -q "$topic" "$work/verify.out" || fail "telexd verify --archive on a damaged batch: $(tail -5 "$work/verify.out")"
-echo "archive [${SECONDS}s]: telexd verify --archive found it: $(grep -m1 "$topic" "$work/verify.out" | cut -c1-200)" >&2
+grep -q "^$topic .*CRC" "$work/verify.out" || fail "telexd verify --archive on a damaged batch: $(tail -5 "$work/verify.out")"
+echo "archive [${SECONDS}s]: telexd verify --archive found it: $(grep -m1 "^$topic .*CRC" "$work/verify.out" | cut -c1-200)" >&2
 sha_base=$($tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | sed -n 2p | awk '{ print $1 }')
 $tool corrupt "$endpoint" "$bucket" "$prefix" "$topic" "$sha_base" >/dev/null
 start_replica
@@ -245,7 +247,7 @@ read_corrupted "$sha_base" "checksum-mismatched" "its manifest says"
 
 # 7. Bad configuration: a missing bucket and rejected credentials stop telexd at startup, naming the store; an
 #    unreachable store is a warning and publishing goes on (the outage above showed the retries and the metric).
-if "$bin/telexd" --port 0 --data-dir "$work/bad" --archive "s3://no-such-bucket/x" --archive-endpoint "$endpoint" >"$work/bad.out" 2>&1; then
+if timeout 30 "$bin/telexd" --port 0 --data-dir "$work/bad" --archive "s3://no-such-bucket/x" --archive-endpoint "$endpoint" >"$work/bad.out" 2>&1; then
     fail "telexd started on a missing bucket"
 fi
 grep -q "no-such-bucket" "$work/bad.out" && grep -qi "does not exist" "$work/bad.out" || fail "missing bucket: $(cat "$work/bad.out")"
@@ -260,7 +262,7 @@ grep -q "archive unreachable at startup" "$work/unreachable.log" || fail "no sta
 stop restored_pid
 echo "archive [${SECONDS}s]: unreachable store at startup: a warning, and publishing went on" >&2
 read -r key_id key_secret < <($tool require-auth "http://127.0.0.1:$moto_port")
-if AWS_ACCESS_KEY_ID=wrong-key AWS_SECRET_ACCESS_KEY=wrong "$bin/telexd" --port 0 --data-dir "$work/bad" --archive "$archive" \
+if AWS_ACCESS_KEY_ID=wrong-key AWS_SECRET_ACCESS_KEY=wrong timeout 30 "$bin/telexd" --port 0 --data-dir "$work/bad" --archive "$archive" \
     --archive-endpoint "$endpoint" >"$work/bad.out" 2>&1; then
     fail "telexd started with rejected credentials"
 fi

@@ -30,8 +30,11 @@ final class FileDescriptorBox: Sendable {
     func readExactly(offset: Int, count: Int, into buffer: inout ByteBuffer) throws {
         var done = 0
         while done < count {
-            let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count - done) { pointer in
-                pread(fd, pointer.baseAddress, count - done, off_t(offset + done))
+            // pread's -1 must not reach writeWithUnsafeMutableBytes (a negative count traps): keep it aside.
+            var n = 0
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count - done) { pointer in
+                n = pread(fd, pointer.baseAddress, count - done, off_t(offset + done))
+                return max(n, 0)
             }
             if n < 0 {
                 if errno == EINTR { continue }

@@ -16,6 +16,9 @@ struct S3Request {
     var query: [(name: String, value: String)] = []
     var headers: [(name: String, value: String)] = []
     var body: HTTPClientRequest.Body?
+    /// Bytes of `body`: each MiB adds a second to the request's deadline, so a large segment can upload on a slow
+    /// link (at 1 MiB/s or faster) instead of failing at the same deadline every retry.
+    var bodyLength = 0
     var payloadHash = SigV4Signer.emptyPayloadHash
     /// Statuses that are answers, not failures.
     var accept: Set<Int> = [200]
@@ -49,9 +52,8 @@ extension S3Client {
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
-            response = try await httpClient.execute(
-                http, timeout: TimeAmount(configuration.requestTimeout), logger: logger
-            )
+            let timeout = configuration.requestTimeout + .seconds(request.bodyLength >> 20)
+            response = try await httpClient.execute(http, timeout: TimeAmount(timeout), logger: logger)
             let accepted = request.accept.contains(Int(response.status.code))
             body = try await response.body.collect(upTo: accepted ? request.maxBodyBytes : 1 << 20)
         } catch let error as NIOTooManyBytesError {

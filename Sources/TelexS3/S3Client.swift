@@ -115,6 +115,7 @@ public final class S3Client: Sendable {
             request.headers.append(("x-amz-meta-\(name.lowercased())", value))
         }
         request.body = body
+        request.bodyLength = length
         request.payloadHash = sha256
         let response: S3Response
         do {

@@ -12,7 +12,8 @@ public struct S3Configuration: Sendable {
     public var credentials: S3Credentials
     /// How long a connection attempt may take; default 5 s.
     public var connectTimeout: Duration
-    /// How long one request may take, body included; default 60 s.
+    /// How long one request may take until its answer starts, plus a second per MiB of request body (an upload);
+    /// a body being received is bounded by the same time without a byte (read timeout). Default 60 s.
     public var requestTimeout: Duration
 
     public init(

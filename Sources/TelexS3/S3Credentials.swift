@@ -67,7 +67,7 @@ public struct S3Credentials: Sendable, Equatable, CustomStringConvertible {
             if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
             if line.hasPrefix("[") {
                 guard line.hasSuffix("]"), line.count > 2 else {
-                    throw LoadError(description: "\(path) line \(lineNumber): malformed section header '\(line)'")
+                    throw LoadError(description: "\(path) line \(lineNumber): malformed section header (expected '[name]')")
                 }
                 var name = line.dropFirst().dropLast().trimmingCharacters(in: .whitespaces)
                 // The config file's spelling, accepted for convenience.
@@ -77,7 +77,8 @@ public struct S3Credentials: Sendable, Equatable, CustomStringConvertible {
                 continue
             }
             guard let equals = line.firstIndex(of: "=") else {
-                throw LoadError(description: "\(path) line \(lineNumber): expected 'name = value', found '\(line)'")
+                // Not the line itself: it may hold a secret.
+                throw LoadError(description: "\(path) line \(lineNumber): expected 'name = value' (no '=' on the line)")
             }
             guard let current = section else {
                 throw LoadError(description: "\(path) line \(lineNumber): setting outside any [profile] section")

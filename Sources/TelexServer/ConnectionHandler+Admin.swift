@@ -165,6 +165,10 @@ extension ConnectionHandler {
         let store = self.store
         let hub = self.hub
         let limiter = topicCreationLimiter
+        // A replica's topics are the archive's: deleting one here would hide its history until a restart.
+        if let replica = configuration.replica {
+            return reply(replica.refusal("ADMIN delete-topic '\(topic)'", action: "delete topics at"), requestID)
+        }
         runAdmin(request, requestID: requestID) {
             guard try store.deleteLog(topic) else {
                 throw TelexError(.topicNotFound, "topic '\(topic)' does not exist", topic: topic)

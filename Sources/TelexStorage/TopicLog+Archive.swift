@@ -70,11 +70,17 @@ extension TopicLog {
     /// The first offset of the local segments (`startOffset` includes the archive's).
     public var localStartOffset: Int64 { state.withLock { $0.segments.first!.baseOffset } }
 
+    /// Whether the archive holds segments below the oldest local one (which local compaction never rewrites).
+    var hasArchivedOnlySegments: Bool {
+        guard let first = archive?.archivedSegments(of: topic).first else { return false }
+        return first.baseOffset < localStartOffset
+    }
+
     /// Reads from `offset`, below `localStart`, from the archived segment holding it. With `fetching` (the blocking
     /// `read`) a segment not open is fetched and scanned here; without, that is `.needsFetch`.
     func readArchived(
         from offset: Int64, localStart: Int64, end: Int64, maxBytes: Int, maxBatches: Int, fetching: Bool,
-        continuing: ((Range<Int64>) -> Bool)?
+        skipDamaged: Bool, continuing: ((Range<Int64>) -> Bool)?
     ) throws(TelexError) -> ArchivedRead {
         let listed = archive?.archivedSegments(of: topic) ?? []
         guard let index = listed.lastIndex(where: { $0.baseOffset <= offset }) else {
@@ -85,7 +91,14 @@ extension TopicLog {
         let entry = listed[index]
         // Where the next archived segment or the local log takes over; the local log wins where they overlap.
         let following = min(index + 1 < listed.count ? listed[index + 1].baseOffset : localStart, localStart)
-        guard offset < entry.nextOffset else { return .continueAt(following) }
+        guard offset < entry.nextOffset else {
+            // Offsets between an uncompacted segment's end and the next one were lost before it was archived (a
+            // torn tail cut by recovery): DATA_LOSS like a gap between local segments, unless skipping damage.
+            if entry.rewrites == 0, offset < following, !skipDamaged {
+                throw gapLoss(from: entry.nextOffset, to: following, at: offset)
+            }
+            return .continueAt(following)
+        }
         guard let segment = try openArchived(entry, fetching: fetching) else { return .needsFetch(offset) }
         let lease: FileLease
         do throws(TelexError) {
@@ -116,13 +129,24 @@ extension TopicLog {
         else { return }
         let cached = archive.cachedLogFile(topic: topic, baseOffset: entry.baseOffset)
         if let cached, cachedArchivedSegment(entry, path: cached) != nil { return }
-        let path: String
-        if let cached {
-            path = cached
-        } else {
-            path = try await archive.fetch(topic: topic, baseOffset: entry.baseOffset)
+        var path = cached
+        // Another fetch may evict the file between the download and the open: fetch again, a few times.
+        for attempt in 1...3 {
+            do throws(TelexError) {
+                if path == nil { path = try await archive.fetch(topic: topic, baseOffset: entry.baseOffset) }
+                let file = path!
+                _ = try await OwnThread.run { () throws(TelexError) in try self.openArchived(entry, path: file) }
+                return
+            } catch {
+                if let file = path, attempt < 3, !FileIO.exists(file) {
+                    path = nil
+                    continue
+                }
+                throw error.topic == nil ? TelexError(error.code,
+                    "fetching archived segment \(entry.baseOffset) of \(topic) for offset \(offset): \(error.message)",
+                    topic: topic, offset: offset) : error
+            }
         }
-        _ = try await OwnThread.run { () throws(TelexError) in try self.openArchived(entry, path: path) }
     }
 
     /// The archived segment `entry`, open for reading; nil when `fetching` is false and it is not open already.
@@ -202,6 +226,11 @@ extension TopicLog {
             throw error
         }
         var dropped: [Segment] = []
+        // Not into a closed log's cache: close() has emptied it already, and nothing would close this one.
+        guard !state.withLock({ $0.closed }) else {
+            segment.closeFiles()
+            throw TelexError(.shuttingDown, "\(topic) is closed", topic: topic, offset: entry.baseOffset)
+        }
         archivedOpen.withLock {
             $0.insert(OpenArchivedSegment(entry: entry, path: path, segment: segment), dropped: &dropped)
         }

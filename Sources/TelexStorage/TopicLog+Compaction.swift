@@ -47,7 +47,9 @@ extension TopicLog {
         var report = CompactionReport()
         // Once a segment is skipped (damaged), it may still hold older versions of any key: a tombstone after it
         // must stay, or the version it deletes would come back as its key's newest.
-        var tombstonesRemovable = true
+        // Likewise while segments only the archive holds lie below the local log: compaction does not rewrite them,
+        // so their versions would come back.
+        var tombstonesRemovable = !hasArchivedOnlySegments
         for base in candidates where report.rewrites.count < maxSegments {
             do {
                 let rewrite = try rewriteSegment(at: base) { version in
@@ -105,7 +107,8 @@ extension TopicLog {
     func newestVersions(below end: Int64) throws(TelexError) -> [String: RecordVersion] {
         let rewriter = SegmentRewriter(limits: configuration.batchLimits)
         var newest: [String: RecordVersion] = [:]
-        var offset = startOffset
+        // The local log only: compaction rewrites local segments, and reading the archive here would download it.
+        var offset = localStartOffset
         while offset < end, let slice = try read(from: offset, maxBytes: 1 << 20, skipDamaged: true) {
             for batch in try RecordBatch.split(try slice.readBytes(), context: "\(topic) offset \(slice.firstOffset)") {
                 for version in try rewriter.versions(of: batch, context: "\(topic) batch")

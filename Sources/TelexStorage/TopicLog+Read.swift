@@ -86,7 +86,8 @@ extension TopicLog {
             case .local(let found): located = found
             case .archived(let localStart, let end):
                 switch try readArchived(from: offset, localStart: localStart, end: end, maxBytes: maxBytes,
-                                        maxBatches: maxBatches, fetching: checkHere, continuing: continuing) {
+                                        maxBatches: maxBatches, fetching: checkHere, skipDamaged: skipDamaged,
+                                        continuing: continuing) {
                 case .slice(let slice): return .slice(slice)
                 case .needsFetch(let at): return .needsFetch(offset: at)
                 case .continueAt(let next): offset = next
@@ -139,7 +140,7 @@ extension TopicLog {
     }
 
     /// The error for a read that starts in a gap between segments: offsets `first` up to `next` are in no file.
-    private func gapLoss(from first: Int64, to next: Int64, at offset: Int64) -> TelexError {
+    func gapLoss(from first: Int64, to next: Int64, at offset: Int64) -> TelexError {
         let first = min(first, offset)
         let lost = next - first == 1
             ? "offset \(first) of \(topic) is" : "offsets \(first)-\(next - 1) of \(topic) are"

@@ -49,8 +49,11 @@ extension TopicLog {
                 let tooBig = configuration.retentionBytes.map { total > $0 } ?? false
                 let tooBigLocally = archived != nil && configuration.localRetentionBytes.map { total > $0 } ?? false
                 guard tooOld || tooBig || tooBigLocally else { break }
+                // Not archived as it is, or with known damage (served around locally; the archived copy, which has
+                // the same damage, could not be served at all): kept.
                 if let archived, !archived.contains(
                     ArchivedIdentity(oldest.baseOffset, oldest.size, oldest.compaction?.rewrites ?? 0))
+                    || !oldest.damaged.isEmpty
                 {
                     break
                 }

@@ -53,6 +53,11 @@ struct ObjectStoreOptions: ParsableArguments {
             else {
                 throw ValidationError("--archive-endpoint '\(endpoint)' is not an http:// or https:// URL with a host")
             }
+            // Requests are path-style from the endpoint's root; credentials belong in the environment or a file,
+            // never in a URL that logs and errors print.
+            guard url.user == nil, url.password == nil, url.query == nil, url.path.isEmpty || url.path == "/" else {
+                throw ValidationError("--archive-endpoint must be scheme://host[:port] only (no path, query or user:password)")
+            }
             endpointURL = url
         }
         let region = region ?? environment["TELEX_ARCHIVE_REGION"] ?? environment["AWS_REGION"] ?? "us-east-1"
@@ -77,8 +82,9 @@ struct ArchiveOptions: ParsableArguments {
     var replicaOf: String?
     @OptionGroup var objectStore: ObjectStoreOptions
     @Option(name: .customLong("archive-cache-bytes"), help: ArgumentHelp(
-        "Bytes of archived segments kept on local disk for replays (least recently used evicted first; at least two "
-            + "segments). Env TELEX_ARCHIVE_CACHE_BYTES. Default 536870912.",
+        "Bytes of archived segments kept on local disk for replays (least recently used evicted first; at least three "
+            + "segments of --segment-bytes, which a replica must set to the primary's). Env TELEX_ARCHIVE_CACHE_BYTES. "
+            + "Default 536870912.",
         valueName: "N"))
     var cacheBytes: Int?
     @Option(name: .customLong("segment-max-age"), help: ArgumentHelp(
@@ -92,6 +98,11 @@ struct ArchiveOptions: ParsableArguments {
             + "Env TELEX_LOCAL_RETENTION_BYTES. Default: no limit.",
         valueName: "N"))
     var localRetentionBytes: Int?
+    @Option(name: .customLong("advertise-address"), help: ArgumentHelp(
+        "With --archive: the HOST:PORT clients publish to, written to the archive for replicas' refusals. "
+            + "Env TELEX_ADVERTISE_ADDRESS. Default: --host (this machine's name for 0.0.0.0 or ::) and the bound port.",
+        valueName: "HOST:PORT"))
+    var advertiseAddress: String?
     @Option(name: .customLong("retention-check-interval"), help: ArgumentHelp(
         "How often retention (and local retention) runs, N followed by s, m, h or d. "
             + "Env TELEX_RETENTION_CHECK_INTERVAL. Default 60s.",
@@ -126,6 +137,13 @@ struct ArchiveOptions: ParsableArguments {
         }
         if archive == nil {
             if localRetention != nil { throw ValidationError("--local-retention-bytes needs --archive (local retention trusts the archive)") }
+            if advertiseAddress != nil { throw ValidationError("--advertise-address needs --archive (it is written there for replicas)") }
+        }
+        if archive == nil, replicaOf == nil {
+            let stray = [("--archive-cache-bytes", cacheBytes != nil), ("--archive-endpoint", objectStore.endpoint != nil),
+                         ("--archive-region", objectStore.region != nil),
+                         ("--archive-credentials", objectStore.credentialsFile != nil)].filter(\.1).map(\.0)
+            if let first = stray.first { throw ValidationError("\(first) needs --archive or --replica-of") }
         }
         if let text = segmentMaxAge ?? environment["TELEX_SEGMENT_MAX_AGE"] {
             guard let milliseconds = CompactionConfiguration.milliseconds(parsing: text), milliseconds >= 1000 else {
@@ -165,17 +183,36 @@ struct ArchiveOptions: ParsableArguments {
                                metadata: ["archive": "\(location)", "error": "\(error)"])
             }
         }
+        do {
+            return try await services(
+                &configuration, source: archive != nil ? .primary : .replica, location: location, client: client,
+                cacheBytes: cacheBytes, server: server, environment: environment, logger: logger)
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    private enum Role { case primary, replica }
+
+    /// The archive's pieces for a primary (the cache and the archiver) or a replica (the cache and its catalog).
+    private func services(
+        _ configuration: inout ServerConfiguration, source role: Role, location: S3Location, client: S3Client,
+        cacheBytes: Int, server: ServerBox, environment: [String: String], logger: Logger
+    ) async throws -> Prepared {
         let store = S3ObjectStore(client: client)
         let layout = ArchiveLayout(prefix: location.prefix)
         let dataDirectory = configuration.dataDirectory
-        if archive != nil {
+        if role == .primary {
+            try ArchiveLocationFile.check(dataDirectory: dataDirectory, location: location)
             let catalog = try ArchiveCatalog.load(dataDirectory: dataDirectory, layout: layout, logger: logger)
             configuration.archive = try ArchiveCache(
                 directory: dataDirectory + "/archive-cache", objectStore: store, catalog: catalog,
                 cacheBytes: cacheBytes, segmentBytes: configuration.log.segmentBytes, logger: logger)
+            let advertised = advertiseAddress ?? environment["TELEX_ADVERTISE_ADDRESS"]
             let archiver = ArchiverService(
                 server: server, objectStore: store, layout: layout, catalog: catalog,
-                advertisedHost: Self.advertisedHost(configuration.host), logger: logger)
+                advertisedAddress: advertised, advertisedHost: Self.advertisedHost(configuration.host), logger: logger)
             return Prepared(services: [archiver], client: client)
         }
         let catalog = ArchiveCatalog()
@@ -187,7 +224,18 @@ struct ArchiveOptions: ParsableArguments {
             directory: dataDirectory + "/archive-cache", objectStore: store, catalog: catalog, cacheBytes: cacheBytes,
             segmentBytes: configuration.log.segmentBytes, logger: logger)
         configuration.replica = ReplicaRole(source: location.description) { replica.primaryAddress }
-        return Prepared(services: [AfterServerStarted(server: server, service: replica)], client: client)
+        // The first look at the bucket before the broker listens, so that its first subscribers see the archive
+        // (the topics are created as soon as the store is open, before the polling goes on).
+        do {
+            _ = try await replica.pollOnce()
+        } catch {
+            logger.warning("the replica's first look at the archive failed; it keeps polling",
+                           metadata: ["archive": "\(location)", "error": "\(error)"])
+        }
+        let startup = AfterServerStarted(server: server, service: replica) { server in
+            await server.archiveGrew(topics: catalog.topics)
+        }
+        return Prepared(services: [startup], client: client)
     }
 }
 
@@ -195,7 +243,8 @@ extension ArchiveOptions {
     /// The host replicas name in their refusals: the listening address, or this machine's name when telexd
     /// listens on every interface.
     static func advertisedHost(_ host: String) -> String {
-        ["0.0.0.0", "::", "[::]", ""].contains(host) ? ProcessInfo.processInfo.hostName : host
+        if ["0.0.0.0", "::", "[::]", ""].contains(host) { return ProcessInfo.processInfo.hostName }
+        return host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
     }
 }
 
@@ -212,9 +261,12 @@ final class ServerBox: Sendable {
 struct AfterServerStarted: Service {
     let server: ServerBox
     let service: any Service
+    /// Runs once the store is open, before `service`.
+    var started: @Sendable (TelexServer) async -> Void = { _ in }
 
     func run() async throws {
-        guard try await waitForStore(server) != nil else { return }
+        guard try await waitForStore(server) != nil, let running = server.value else { return }
+        await started(running)
         try await service.run()
     }
 }
@@ -234,6 +286,8 @@ struct ArchiverService: Service {
     let objectStore: any ObjectStore
     let layout: ArchiveLayout
     let catalog: ArchiveCatalog
+    /// `--advertise-address`, else `advertisedHost` and the bound port.
+    let advertisedAddress: String?
     let advertisedHost: String
     let logger: Logger
 
@@ -241,7 +295,36 @@ struct ArchiverService: Service {
         guard let (store, port) = try await waitForStore(server) else { return }
         let archiver = Archiver(
             store: store, objectStore: objectStore, layout: layout, catalog: catalog,
-            configuration: .init(advertisedAddress: "\(advertisedHost):\(port)"), logger: logger)
+            configuration: .init(advertisedAddress: advertisedAddress ?? "\(advertisedHost):\(port)"), logger: logger)
         try await archiver.run()
+    }
+}
+
+/// `DATA/archive-location`: the archive a data directory's `archive.state` files describe. Local retention trusts
+/// those files, so a directory archived to one place must not be started against another (its segments would count
+/// as archived there and be deleted locally). Written at the first start with `--archive` and by `telexd restore`.
+enum ArchiveLocationFile {
+    static func path(_ dataDirectory: String) -> String { dataDirectory + "/archive-location" }
+
+    /// Refuses a directory recorded for another archive; records `location` for a directory that has none.
+    static func check(dataDirectory: String, location: S3Location) throws {
+        let path = path(dataDirectory)
+        if let recorded = try? String(contentsOfFile: path, encoding: .utf8) {
+            let recorded = recorded.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard recorded == location.description else {
+                throw ValidationError("""
+                    --archive \(location): \(dataDirectory) is archived to \(recorded) (\(path)), whose uploads its \
+                    archive.state files record; give that --archive, or start over in the new one by removing \
+                    \(path) and every topics/*/archive.state
+                    """)
+            }
+            return
+        }
+        try write(dataDirectory: dataDirectory, location: location)
+    }
+
+    static func write(dataDirectory: String, location: S3Location) throws {
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        try Data((location.description + "\n").utf8).write(to: URL(fileURLWithPath: path(dataDirectory)), options: .atomic)
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TelexArchive
+import TelexProtocol
 import TelexS3
 
 /// `telexd restore s3://BUCKET/PREFIX --data-dir DIR`: a data directory rebuilt from an archive (disaster recovery,
@@ -32,11 +33,22 @@ struct Restore: AsyncParsableCommand {
         }
         try? await client.shutdown()
         switch result {
+        case .success(let summary) where summary.topics.isEmpty:
+            FileHandle.standardError.write(Data("""
+                telexd restore: \(location) holds no archived segment (is the bucket or the prefix wrong?); \
+                \(dataDirectory) was left without topics\n
+                """.utf8))
+            throw ExitCode(1)
         case .success(let summary):
+            // The restored archive.state files describe this archive: record it (ArchiveLocationFile).
+            try ArchiveLocationFile.write(dataDirectory: dataDirectory, location: location)
             for topic in summary.topics { print(topic) }
             print("restored \(summary.topics.count) topics and \(summary.consumers) consumers from \(location) into \(dataDirectory)")
         case .failure(let error):
-            FileHandle.standardError.write(Data("telexd restore: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("""
+                telexd restore: \(error)
+                (what was restored so far stays in \(dataDirectory): remove it before running the restore again)\n
+                """.utf8))
             throw ExitCode(1)
         }
     }
@@ -62,16 +74,24 @@ struct ArchiveSourceOptions: ParsableArguments {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("telex-\(command)-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
+        let summary: ArchiveRestore.Summary
         do {
-            _ = try await ArchiveRestore.restore(
+            summary = try await ArchiveRestore.restore(
                 from: S3ObjectStore(client: client), layout: ArchiveLayout(prefix: location.prefix),
                 into: directory, logger: logger)
         } catch {
             try? await client.shutdown()
             FileHandle.standardError.write(Data("telexd \(command): reading \(location): \(error)\n".utf8))
-            throw ExitCode(command == "verify" ? 1 : 2)
+            // An object that does not match its manifest is a problem found (verify's 1); the rest is "could not
+            // read" (2).
+            throw ExitCode(command == "verify" && error.code == .dataLoss ? 1 : 2)
         }
         try? await client.shutdown()
+        guard !summary.topics.isEmpty else {
+            FileHandle.standardError.write(Data(
+                "telexd \(command): \(location) holds no archived segment (is the bucket or the prefix wrong?)\n".utf8))
+            throw ExitCode(2)
+        }
         return try body(directory)
     }
 }

@@ -27,6 +27,10 @@ struct Verify: AsyncParsableCommand {
     var unexpected: [String] = []
 
     func validate() throws {
+        if source.archive != nil, dataDirectory != nil {
+            printError("telexd verify: give a data directory or --archive, not both")
+            throw ExitCode(2)
+        }
         guard unexpected.isEmpty else {
             printError("telexd verify: unexpected argument \(unexpected.joined(separator: " ")) (usage: telexd verify [DATA_DIR])")
             throw ExitCode(2)
@@ -42,13 +46,16 @@ struct Verify: AsyncParsableCommand {
     }
 
     private func verify(_ directory: String, archiveCopy: Bool) throws {
-        let report: StorageVerifier.Report
+        var report: StorageVerifier.Report
         do {
-            report = try StorageVerifier.verify(dataDirectory: directory) { print($0) }
+            report = try StorageVerifier.verify(dataDirectory: directory) { finding in
+                if !(archiveCopy && finding.isMissingIndex) { print(finding) }
+            }
         } catch {
             printError("telexd verify: \(error.message)")
             throw ExitCode(2)
         }
+        if archiveCopy { report.findings.removeAll(where: \.isMissingIndex) }
         print(report.summary)
         if !report.findings.isEmpty { throw ExitCode(1) }
     }

@@ -103,9 +103,9 @@ import Testing
             "[p]\naws_access_key_id = A\naws_secret_access_key =\n",
             "f line 3: profile [p]: aws_secret_access_key is empty"
         ),
-        ("[p]\naws_access_key_id A\n", "f line 2: expected 'name = value', found 'aws_access_key_id A'"),
+        ("[p]\naws_secret_access_key: SECRET\n", "f line 2: expected 'name = value' (no '=' on the line)"),
         ("aws_access_key_id = A\n[p]\n", "f line 1: setting outside any [profile] section"),
-        ("[p\n", "f line 1: malformed section header '[p'"),
+        ("[p\n", "f line 1: malformed section header (expected '[name]')"),
     ])
     func fileFormatErrors(_ text: String, _ expected: String) {
         #expect {
