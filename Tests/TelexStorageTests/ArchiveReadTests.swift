@@ -56,6 +56,29 @@ struct ArchiveReadTests {
         }
     }
 
+    @Test("offsets no archived segment holds (one missing from the listing) are DATA_LOSS; skip-damaged reads on")
+    func missingArchivedSegment() async throws {
+        try await withTemporaryDirectory { directory in
+            let archive = try FakeArchiveTier(directory: directory)
+            let log = try makeArchivedLog(directory, archive: archive)
+            let sealed = archive.archivedSegments(of: log.topic)
+            #expect(sealed.count >= 3)
+            #expect(try log.applyRetention() == sealed.count)
+            let missing = sealed[1]
+            archive.unlist(topic: log.topic, baseOffset: missing.baseOffset)
+            let lost = "offsets \(missing.baseOffset)-\(missing.nextOffset - 1) of \(log.topic) are lost"
+            await #expect {
+                _ = try await deliverAll(log)
+            } throws: { error in
+                guard let error = error as? TelexError else { return false }
+                return error.code == .dataLoss && error.message.contains(lost) && error.topic == log.topic
+            }
+            let skipping = try await deliverAll(log, skipDamaged: true)
+            #expect(skipping.offsets == Array(0..<missing.baseOffset) + Array(missing.nextOffset..<40))
+            try log.close()
+        }
+    }
+
     @Test("archived segments still in the local log are read locally (local wins), with no gap or duplicate")
     func overlappingArchiveAndLocal() async throws {
         try await withTemporaryDirectory { directory in

@@ -40,6 +40,31 @@ struct ArchiveRetentionTests {
         }
     }
 
+    @Test("a local segment with known damage stays although archived as it is (locally it is served around)")
+    func damagedSegmentKept() async throws {
+        try await withTemporaryDirectory { directory in
+            let archive = try FakeArchiveTier(directory: directory)
+            let log = try makeArchivedLog(directory, archive: archive, localRetentionBytes: nil)
+            let sealed = log.sealedSegmentFiles()
+            try log.close()
+            // Rot in the first sealed segment's middle, the same size: the archive still lists it as it is.
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: sealed[0].logPath))
+            try handle.seek(toOffset: UInt64(sealed[0].bytes / 2))
+            let byte = try handle.read(upToCount: 1)!
+            try handle.seek(toOffset: UInt64(sealed[0].bytes / 2))
+            try handle.write(contentsOf: Data([byte[0] ^ 0x5A]))
+            try handle.close()
+            var configuration = log.configuration
+            configuration.localRetentionBytes = 0
+            let reopened = try TopicLog(topic: log.topic, directory: directory + "/log", configuration: configuration,
+                                        logger: makeLogger(), archive: archive)
+            try reopened.checkSegment(containing: sealed[0].baseOffset)
+            #expect(try reopened.applyRetention() == 0)
+            #expect(reopened.localStartOffset == 0)
+            try reopened.close()
+        }
+    }
+
     @Test("localRetentionBytes keeps the local log within its budget, oldest archived segments first")
     func localBudget() async throws {
         try await withTemporaryDirectory { directory in

@@ -47,6 +47,11 @@ final class FakeArchiveTier: ArchiveTier {
         }
     }
 
+    /// Takes a segment out of the listing (a replica that could not read its manifest).
+    func unlist(topic: String, baseOffset: Int64) {
+        listed.withLock { $0[topic]?.removeAll { $0.baseOffset == baseOffset } }
+    }
+
     /// The archive's copy of a segment.
     func archivedPath(topic: String, baseOffset: Int64) -> String {
         archiveDirectory + "/" + topic + "/" + Segment.fileName(baseOffset, ".log")
@@ -99,14 +104,14 @@ func offsets(in slice: LogSlice) throws -> [Int64] {
 
 /// Every offset from `start` to the readable end through `readForDelivery`, answering `needsFetch` with a fetch;
 /// the offsets each slice starts at, too, and how many fetches were asked for.
-func deliverAll(_ log: TopicLog, from start: Int64 = 0, maxBytes: Int = 1) async throws
+func deliverAll(_ log: TopicLog, from start: Int64 = 0, maxBytes: Int = 1, skipDamaged: Bool = false) async throws
     -> (offsets: [Int64], fetchesAsked: Int)
 {
     var offset = start
     var delivered: [Int64] = []
     var fetchesAsked = 0
     while true {
-        switch try log.readForDelivery(from: offset, maxBytes: maxBytes) {
+        switch try log.readForDelivery(from: offset, maxBytes: maxBytes, skipDamaged: skipDamaged) {
         case .end: return (delivered, fetchesAsked)
         case .needsCheck(let at): try await onOwnThread { try log.checkSegment(containing: at) }
         case .needsFetch(let at):
