@@ -111,16 +111,9 @@ def main():
     elif command == "manifests":
         for m in manifests(*args):
             print(m["baseOffset"], m["nextOffset"], m["bytes"], m["rewrites"])
-    elif command == "corrupt":
-        endpoint, bucket, prefix, topic, base = args
-        s3 = client(endpoint)
-        manifest = next(m for m in manifests(endpoint, bucket, prefix, topic) if m["baseOffset"] == int(base))
-        body = bytearray(s3.get_object(Bucket=bucket, Key=manifest["logKey"])["Body"].read())
-        body[len(body) // 2] ^= 0x5A
-        s3.put_object(Bucket=bucket, Key=manifest["logKey"], Body=bytes(body))
-        print(manifest["logKey"])
-    elif command == "corrupt-batch":
-        # Past the checksums: the manifest is made to match the damaged bytes, so only the batches' CRCs can tell.
+    elif command in ("corrupt", "corrupt-batch"):
+        # corrupt-batch goes past the checksums: the manifest is made to match the damaged bytes, so only the
+        # batches' CRCs can tell.
         import hashlib
         endpoint, bucket, prefix, topic, base = args
         s3 = client(endpoint)
@@ -128,10 +121,11 @@ def main():
         body = bytearray(s3.get_object(Bucket=bucket, Key=manifest["logKey"])["Body"].read())
         body[len(body) // 2] ^= 0x5A
         s3.put_object(Bucket=bucket, Key=manifest["logKey"], Body=bytes(body))
-        manifest["sha256"] = hashlib.sha256(body).hexdigest()
-        manifest["md5"] = hashlib.md5(body).hexdigest()
-        manifest_key = key(prefix, f"topics/{topic}/{int(base):020d}.manifest")
-        s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest, sort_keys=True).encode())
+        if command == "corrupt-batch":
+            manifest["sha256"] = hashlib.sha256(body).hexdigest()
+            manifest["md5"] = hashlib.md5(body).hexdigest()
+            manifest_key = key(prefix, f"topics/{topic}/{int(base):020d}.manifest")
+            s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(manifest, sort_keys=True).encode())
         print(manifest["logKey"])
     elif command == "require-auth":
         import boto3

@@ -287,18 +287,9 @@ extension ConnectionHandler {
     /// (one sealed before the broker started: Protocol/STORAGE.md §4), then pumps again. The subscription waits
     /// meanwhile; the check is remembered by the log, so it happens once per segment.
     private func checkBeforeReading(_ id: UInt32, log: TopicLog, topic: String, offset: Int64) {
-        guard let context, let listener = subscriptions[id]?.listener else { return }
-        subscriptions[id]?.checking = true
-        threadPool.runIfActive(eventLoop: context.eventLoop) { () throws in
-            try log.checkSegment(containing: offset)
-        }.assumeIsolated().whenComplete { result in
-            guard self.subscriptions[id]?.listener === listener else { return }
-            self.subscriptions[id]?.checking = false
-            switch result {
-            case .success: self.pump(id)
-            case .failure(let error):
-                self.endSubscription(id, error: Self.storageError(error, doing: "checking \(topic) before delivering it"))
-            }
+        let threadPool = self.threadPool
+        pumpAfter(id, doing: "checking \(topic) before delivering it") { eventLoop in
+            threadPool.runIfActive(eventLoop: eventLoop) { () throws in try log.checkSegment(containing: offset) }
         }
     }
 
@@ -306,18 +297,21 @@ extension ConnectionHandler {
     /// CRC-checked: Protocol/STORAGE.md §4.1) in a task off the loop, then pumps again. The subscription waits
     /// meanwhile; a failed fetch or a damaged segment ends it with the error, which names the topic and offset.
     private func fetchBeforeReading(_ id: UInt32, log: TopicLog, topic: String, offset: Int64) {
+        pumpAfter(id, doing: "fetching archived \(topic) at offset \(offset)") { eventLoop in
+            eventLoop.makeFutureWithTask { () async throws in try await log.fetchArchived(containing: offset) }
+        }
+    }
+
+    /// Holds subscription `id` while `work` runs off the loop, then pumps it again, or ends it with the error.
+    private func pumpAfter(_ id: UInt32, doing: String, _ work: (any EventLoop) -> EventLoopFuture<Void>) {
         guard let context, let listener = subscriptions[id]?.listener else { return }
         subscriptions[id]?.checking = true
-        context.eventLoop.makeFutureWithTask { () async throws in
-            try await log.fetchArchived(containing: offset)
-        }.assumeIsolated().whenComplete { result in
+        work(context.eventLoop).assumeIsolated().whenComplete { result in
             guard self.subscriptions[id]?.listener === listener else { return }
             self.subscriptions[id]?.checking = false
             switch result {
             case .success: self.pump(id)
-            case .failure(let error):
-                let doing = "fetching archived \(topic) at offset \(offset)"
-                self.endSubscription(id, error: Self.storageError(error, doing: doing))
+            case .failure(let error): self.endSubscription(id, error: Self.storageError(error, doing: doing))
             }
         }
     }

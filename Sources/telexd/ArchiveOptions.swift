@@ -128,9 +128,8 @@ struct ArchiveOptions: ParsableArguments {
         }
         let archive = archive ?? environment["TELEX_ARCHIVE"]
         let replicaOf = replicaOf ?? environment["TELEX_REPLICA_OF"]
-        let localRetention = try localRetentionBytes ?? environment["TELEX_LOCAL_RETENTION_BYTES"].map { text in
-            guard let value = Int(text) else { throw ValidationError("TELEX_LOCAL_RETENTION_BYTES '\(text)' is not a number") }
-            return value
+        let localRetention = try environmentSetting(localRetentionBytes, "TELEX_LOCAL_RETENTION_BYTES", environment) {
+            Int($0)
         }
         if archive != nil, replicaOf != nil {
             throw ValidationError("--archive and --replica-of exclude each other: a replica only reads the archive")
@@ -159,10 +158,8 @@ struct ArchiveOptions: ParsableArguments {
             guard localRetention >= 0 else { throw ValidationError("--local-retention-bytes must not be negative") }
             configuration.log.localRetentionBytes = localRetention
         }
-        let cacheBytes = try cacheBytes ?? environment["TELEX_ARCHIVE_CACHE_BYTES"].map { text in
-            guard let value = Int(text) else { throw ValidationError("TELEX_ARCHIVE_CACHE_BYTES '\(text)' is not a number") }
-            return value
-        } ?? (512 << 20)
+        let cacheBytes = try environmentSetting(cacheBytes, "TELEX_ARCHIVE_CACHE_BYTES", environment) { Int($0) }
+            ?? (512 << 20)
         let minimumCache = ArchiveCache.minimumCacheBytes(segmentBytes: configuration.log.segmentBytes)
         guard cacheBytes >= minimumCache else {
             throw ValidationError("""
