@@ -31,6 +31,10 @@ public final class ArchiveCache: ArchiveTier {
     static let maximumDownloads = 4
     /// Segments after a hit or a fetch that are prefetched (2 unless a test asks otherwise).
     let prefetchCount: Int
+    /// The archive's object keys and the primary's data directory (whose `topics/<t>/archive.state` a purge
+    /// appends to); nil on a replica, which only reads the archive: `purgeArchived` then refuses.
+    let layout: ArchiveLayout?
+    let dataDirectory: String?
 
     struct SegmentID: Hashable {
         var topic: String
@@ -78,13 +82,17 @@ public final class ArchiveCache: ArchiveTier {
     /// `segmentBytes` is the largest segment the archive holds (the primary's `--segment-bytes`): the cache must
     /// hold the segment being read and the `prefetchCount` (2) after it, else prefetches evict what the reader is
     /// about to read. A smaller `cacheBytes` throws `INVALID_REQUEST` naming both and `minimumCacheBytes`.
+    ///
+    /// A primary passes its `layout` and `dataDirectory`, so that an ADMIN purge reaches the segments only the
+    /// archive holds (`purgeArchived`); a replica passes neither.
     public convenience init(
         directory: String, objectStore: any ObjectStore, catalog: ArchiveCatalog, cacheBytes: Int = 512 << 20,
-        segmentBytes: Int, logger: Logger, metrics: ArchiveMetrics = ArchiveMetrics()
+        segmentBytes: Int, logger: Logger, metrics: ArchiveMetrics = ArchiveMetrics(), layout: ArchiveLayout? = nil,
+        dataDirectory: String? = nil
     ) throws(TelexError) {
         try self.init(directory: directory, objectStore: objectStore, catalog: catalog, cacheBytes: cacheBytes,
                       segmentBytes: segmentBytes, rangeBytes: Self.defaultRangeBytes, prefetchCount: 2,
-                      logger: logger, metrics: metrics)
+                      logger: logger, metrics: metrics, layout: layout, dataDirectory: dataDirectory)
     }
 
     /// The smallest `cacheBytes` for segments of up to `segmentBytes`: the one read and the two prefetched.
@@ -94,7 +102,8 @@ public final class ArchiveCache: ArchiveTier {
 
     init(
         directory: String, objectStore: any ObjectStore, catalog: ArchiveCatalog, cacheBytes: Int,
-        segmentBytes: Int?, rangeBytes: Int, prefetchCount: Int, logger: Logger, metrics: ArchiveMetrics
+        segmentBytes: Int?, rangeBytes: Int, prefetchCount: Int, logger: Logger, metrics: ArchiveMetrics,
+        layout: ArchiveLayout? = nil, dataDirectory: String? = nil
     ) throws(TelexError) {
         if let segmentBytes {
             let minimum = Self.minimumCacheBytes(segmentBytes: segmentBytes, prefetchCount: prefetchCount)
@@ -116,6 +125,8 @@ public final class ArchiveCache: ArchiveTier {
         self.prefetchCount = prefetchCount
         self.logger = logger
         self.metrics = metrics
+        self.layout = layout
+        self.dataDirectory = dataDirectory
         metrics.cacheBytes.record(0)
     }
 

@@ -46,6 +46,9 @@ public final class ArchiveCatalog: Sendable {
     }
 
     private let entries: Mutex<[String: TopicEntries]>
+    /// Held by the archiver's round over a topic and by a purge of its archived segments, so that they never
+    /// change a topic's state file, entries or objects at the same time.
+    public let topicLock = ArchiveTopicLock()
 
     public init() {
         entries = Mutex([:])

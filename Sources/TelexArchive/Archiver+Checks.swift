@@ -35,6 +35,9 @@ extension Archiver {
     func deleteObjectsOfDeletedTopics() async -> ObjectStoreError.Kind? {
         var failure: ObjectStoreError.Kind?
         for topic in catalog.takeDeleted().sorted() {
+            // After a purge of the topic running now: its leftovers are deleted with the rest.
+            await catalog.topicLock.lock(topic)
+            defer { catalog.topicLock.unlock(topic) }
             do {
                 let objects = try await metrics.counting("list") {
                     try await objectStore.list(prefix: layout.topicPrefix(topic))

@@ -156,6 +156,9 @@ public final class Archiver: Service, Sendable {
         round.failure = await deleteObjectsOfDeletedTopics()
         for topic in store.topics {
             guard let log = store.log(topic) else { continue }
+            // A purge of the topic's archived segments writes its state file and objects too (ArchiveCache+Purge).
+            await catalog.topicLock.lock(topic)
+            defer { catalog.topicLock.unlock(topic) }
             let sealed = log.sealedSegmentFiles()
             let state: [Int64: ArchivedSegmentRecord]
             do {

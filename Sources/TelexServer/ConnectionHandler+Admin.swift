@@ -180,30 +180,57 @@ extension ConnectionHandler {
     }
 
     /// Legal erasure (STORAGE.md §15.4): every record of `key` in the matching topics is removed from their segments,
-    /// on the thread pool. The result (and the audit record) name the offsets removed, never the content.
+    /// on the thread pool, and with an archive from the segments only the archive holds (§16.2), in a task off the
+    /// loop. The result (and the audit record) name the offsets removed, never the content.
     private func purge(_ key: String, pattern: String, request: AdminRequest, requestID: UInt32) throws(TelexError) {
         guard !key.isEmpty else { throw TelexError(.invalidRequest, "purge: the key (the article's uri) is empty") }
         if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
         let store = self.store
+        let threadPool = self.threadPool
         let topics = store.topics.filter { pattern.isEmpty || TopicName.matches(pattern: pattern, topic: $0) }
         // Every topic is tried even when one fails, and whatever was erased is audited and reported either way: an
         // erasure must never go unrecorded.
-        let work: @Sendable () throws -> PurgeOutcome = {
+        let work: @Sendable () async throws -> PurgeOutcome = {
             var outcome = PurgeOutcome()
             for topic in topics {
                 guard let log = store.log(topic) else { continue }
+                var offsets: [Int64] = []
                 do {
-                    let offsets = try log.purge(key: key).flatMap(\.removedOffsets)
-                    if !offsets.isEmpty { outcome.purged.append(PurgedTopic(topic: topic, offsets: offsets)) }
+                    offsets = try await threadPool.runIfActive { try log.purge(key: key) }.flatMap(\.removedOffsets)
+                    if let archive = store.archive {
+                        // After the local purge: segments retention deleted meanwhile are below the local start.
+                        let archived = try await archive.purgeArchived(
+                            topic: topic, key: key, below: log.localStartOffset)
+                        offsets = (archived.flatMap(\.removedOffsets) + offsets).sorted()
+                    }
                 } catch let error as TelexError {
                     outcome.failures.append("\(topic): \(error.message)")
                 }
+                if !offsets.isEmpty { outcome.purged.append(PurgedTopic(topic: topic, offsets: offsets)) }
             }
             return outcome
         }
-        runBlocking(work) { result in
+        runAsync(work) { result in
             guard case .success(let outcome) = result else { return }
             self.answerPurge(key, outcome, request: request, requestID: requestID)
+        }
+    }
+
+    /// As `runBlocking`, for work that awaits (a purge reaching the archive): run as a task off the loop, later
+    /// requests waiting behind it.
+    private func runAsync<Value: Sendable>(
+        _ work: @escaping @Sendable () async throws -> Value, then completion: @escaping (Result<Value, any Error>) -> Void
+    ) {
+        guard let loop = context?.eventLoop else { return }
+        awaitingStorage = true
+        inFlight += 1
+        loop.makeFutureWithTask(work).assumeIsolated().whenComplete { result in
+            self.awaitingStorage = false
+            self.inFlight -= 1
+            completion(result)
+            self.handleWaitingRequests()
+            self.scheduleFlush()
+            self.closeIfQuiesced()
         }
     }
 

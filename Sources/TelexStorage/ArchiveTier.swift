@@ -43,10 +43,20 @@ public protocol ArchiveTier: Sendable {
     /// `TopicStore.deleteLog` deleted the topic: its archived segments no longer belong to any log of that name
     /// (the archive forgets them, and the archiver deletes their objects). Blocking; default: nothing.
     func topicDeleted(_ topic: String)
+    /// Removes every record whose key is `key` from the archived segments of `topic` below `localStart` (those only
+    /// the archive holds; `TopicLog.purge(key:)` rewrites the local ones, and the archiver uploads those): each
+    /// segment holding one is rewritten and uploaded as its next rewrite, replacing the old objects. Returns the
+    /// rewrites, oldest first. Throws naming the topic, segment and store when one cannot be done; segments done
+    /// before it stay done. Default: nothing (a tier that holds nothing to purge).
+    func purgeArchived(topic: String, key: String, below localStart: Int64) async throws(TelexError) -> [SegmentRewrite]
 }
 
 extension ArchiveTier {
     public func topicDeleted(_ topic: String) {}
+
+    public func purgeArchived(
+        topic: String, key: String, below localStart: Int64
+    ) async throws(TelexError) -> [SegmentRewrite] { [] }
 }
 
 /// A sealed local segment, as the archiver sees it (`TopicLog.sealedSegmentFiles()`).

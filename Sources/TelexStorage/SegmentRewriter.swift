@@ -3,14 +3,14 @@ import TelexProtocol
 
 /// One stored record as a rewrite sees it: where it is, its key and whether it is a tombstone (from the batch's
 /// key table), and when the broker appended its batch.
-struct RecordVersion: Sendable, Equatable {
-    var offset: Int64
+public struct RecordVersion: Sendable, Equatable {
+    public var offset: Int64
     /// The record key decoded from UTF-8 (the article's uri); empty for keyless records.
-    var key: String
+    public var key: String
     /// The record's first `ce-type` header is exactly `article.deleted`.
-    var isTombstone: Bool
+    public var isTombstone: Bool
     /// The broker append time of the record's batch (ms since the epoch).
-    var appendTime: Int64
+    public var appendTime: Int64
 }
 
 /// Rewrites stored batches keeping chosen records at their offsets (Protocol/STORAGE.md §15.1).

@@ -196,35 +196,9 @@ extension TopicLog {
 
     /// Opens the copy of `entry` at `path` read-only, CRC-checks it whole, and keeps it open. Blocking.
     private func openArchived(_ entry: ArchivedSegment, path: String) throws(TelexError) -> Segment {
-        let compaction = entry.rewrites == 0 ? nil : CompactionMarker(
-            endOffset: entry.nextOffset, lastAppendTime: entry.lastAppendTime, recordsKept: 0, recordsRemoved: 0,
-            rewrites: entry.rewrites)
-        let segment = try Segment(archivedLogPath: path, baseOffset: entry.baseOffset, compaction: compaction,
-                                  files: files)
-        do throws(TelexError) {
-            let scan = try segment.recover(indexInterval: configuration.indexIntervalBytes,
-                                           limits: configuration.batchLimits, following: entry.nextOffset,
-                                           indexKeys: false)
-            if let damage = scan.damaged.first {
-                throw archivedDamage(entry, path: path, offset: damage.firstOffset,
-                    "at file position \(damage.position) (\(damage.length) bytes hold no valid batch)")
-            }
-            if let reason = scan.tornReason {
-                throw archivedDamage(entry, path: path, offset: scan.nextOffset,
-                                     "at file position \(scan.end): \(reason)")
-            }
-            if segment.size != entry.bytes {
-                throw archivedDamage(entry, path: path, offset: scan.nextOffset,
-                    "its copy holds \(segment.size) bytes where the archive recorded \(entry.bytes)")
-            }
-            if compaction == nil, scan.nextOffset != entry.nextOffset {
-                throw archivedDamage(entry, path: path, offset: scan.nextOffset,
-                    "its batches end before offset \(scan.nextOffset) where the archive recorded \(entry.nextOffset)")
-            }
-        } catch {
-            segment.closeFiles()
-            throw error
-        }
+        let segment = try Self.scanArchivedCopy(entry, path: path, topic: topic, files: files,
+                                                indexInterval: configuration.indexIntervalBytes,
+                                                limits: configuration.batchLimits)
         var dropped: [Segment] = []
         // Not into a closed log's cache: close() has emptied it already, and nothing would close this one.
         guard !state.withLock({ $0.closed }) else {
@@ -238,7 +212,49 @@ extension TopicLog {
         return segment
     }
 
-    private func archivedDamage(_ entry: ArchivedSegment, path: String, offset: Int64, _ detail: String) -> TelexError {
+    /// Opens the copy of `entry` at `path` read-only and CRC-checks it whole (the recovery scan, building its
+    /// in-memory index): any damage, a torn tail, or a size or end that is not the archive's is `DATA_LOSS` naming
+    /// the topic and offset, and the copy is closed. Blocking.
+    static func scanArchivedCopy(
+        _ entry: ArchivedSegment, path: String, topic: String, files: FileDescriptorCache, indexInterval: Int,
+        limits: RecordBatchLimits
+    ) throws(TelexError) -> Segment {
+        let compaction = entry.rewrites == 0 ? nil : CompactionMarker(
+            endOffset: entry.nextOffset, lastAppendTime: entry.lastAppendTime, recordsKept: 0, recordsRemoved: 0,
+            rewrites: entry.rewrites)
+        let segment = try Segment(archivedLogPath: path, baseOffset: entry.baseOffset, compaction: compaction,
+                                  files: files)
+        func damage(_ offset: Int64, _ detail: String) -> TelexError {
+            archivedDamage(entry, path: path, topic: topic, offset: offset, detail)
+        }
+        do throws(TelexError) {
+            let scan = try segment.recover(indexInterval: indexInterval, limits: limits, following: entry.nextOffset,
+                                           indexKeys: false)
+            if let damaged = scan.damaged.first {
+                throw damage(damaged.firstOffset,
+                    "at file position \(damaged.position) (\(damaged.length) bytes hold no valid batch)")
+            }
+            if let reason = scan.tornReason {
+                throw damage(scan.nextOffset, "at file position \(scan.end): \(reason)")
+            }
+            if segment.size != entry.bytes {
+                throw damage(scan.nextOffset,
+                    "its copy holds \(segment.size) bytes where the archive recorded \(entry.bytes)")
+            }
+            if compaction == nil, scan.nextOffset != entry.nextOffset {
+                throw damage(scan.nextOffset,
+                    "its batches end before offset \(scan.nextOffset) where the archive recorded \(entry.nextOffset)")
+            }
+        } catch {
+            segment.closeFiles()
+            throw error
+        }
+        return segment
+    }
+
+    private static func archivedDamage(
+        _ entry: ArchivedSegment, path: String, topic: String, offset: Int64, _ detail: String
+    ) -> TelexError {
         TelexError(.dataLoss,
             "archived segment \(entry.baseOffset) of \(topic) (offsets \(entry.baseOffset)-\(entry.nextOffset - 1)) is damaged at offset \(offset), \(detail), in \(path); it is not served: restore the object from a backup or delete its manifest",
             topic: topic, offset: offset)

@@ -81,18 +81,7 @@ extension TopicLog {
         guard let source = try rewriteSource(at: baseOffset) else { return nil }
         let segment = source.segment
         var rewriter = SegmentRewriter(limits: configuration.batchLimits)
-        // First pass: decide, without writing, so that a segment with nothing to remove costs no write.
-        var plan: [[Bool]] = []
-        var removed: [Int64] = []
-        var kept: Int64 = 0
-        try forEachBatch(of: source) { batch, header throws(TelexError) in
-            let versions = try rewriter.versions(of: batch, context: "\(segment.logPath) offset \(header.baseOffset)")
-            let flags = versions.map(keep)
-            for (version, flag) in zip(versions, flags) {
-                if flag { kept += 1 } else { removed.append(version.offset) }
-            }
-            plan.append(flags)
-        }
+        let (plan, removed, kept) = try Self.planRewrite(of: source, topic: topic, rewriter: rewriter, keep: keep)
         guard !removed.isEmpty else { return nil }
         let cleaning = String(segment.logPath.dropLast(4)) + Self.cleaningSuffix
         let bytesAfter = try writeCleaning(cleaning, from: source, plan: plan, rewriter: &rewriter)
@@ -144,10 +133,30 @@ extension TopicLog {
         return source
     }
 
+    /// The first pass of a rewrite: which records of each batch `keep` accepts, decided without writing (so that a
+    /// segment with nothing to remove costs no write), the offsets removed and the count of records kept.
+    static func planRewrite(
+        of source: RewriteSource, topic: String, rewriter: SegmentRewriter, keep: (RecordVersion) -> Bool
+    ) throws(TelexError) -> (plan: [[Bool]], removed: [Int64], kept: Int64) {
+        var plan: [[Bool]] = []
+        var removed: [Int64] = []
+        var kept: Int64 = 0
+        try forEachBatch(of: source, topic: topic) { batch, header throws(TelexError) in
+            let versions = try rewriter.versions(
+                of: batch, context: "\(source.segment.logPath) offset \(header.baseOffset)")
+            let flags = versions.map(keep)
+            for (version, flag) in zip(versions, flags) {
+                if flag { kept += 1 } else { removed.append(version.offset) }
+            }
+            plan.append(flags)
+        }
+        return (plan, removed, kept)
+    }
+
     /// Calls `body` with every batch of the source segment, whole, in file order; throws if the batches do not
     /// chain (offsets ascending, each header plausible) to exactly the end of the file.
-    private func forEachBatch(
-        of source: RewriteSource, _ body: (ByteBuffer, RecordBatchHeader) throws(TelexError) -> Void
+    static func forEachBatch(
+        of source: RewriteSource, topic: String, _ body: (ByteBuffer, RecordBatchHeader) throws(TelexError) -> Void
     ) throws(TelexError) {
         var headers = HeaderWindow(source.lease, limit: source.size, allowsGaps: true)
         var position = 0
@@ -181,11 +190,20 @@ extension TopicLog {
             throw TelexError(.shuttingDown, "log \(topic) closed before \(source.segment.logPath) was rewritten",
                              topic: topic)
         }
+        return try Self.writeRewritten(fd, path: path, from: source, topic: topic, plan: plan, rewriter: &rewriter)
+    }
+
+    /// Writes the kept records of the source (`plan`, from `planRewrite`) through `fd`, which it closes, to `path`
+    /// and fdatasyncs it; returns its size. Removes `path` on failure.
+    static func writeRewritten(
+        _ fd: CInt, path: String, from source: RewriteSource, topic: String, plan: [[Bool]],
+        rewriter: inout SegmentRewriter
+    ) throws(TelexError) -> Int {
         var written = 0
         do throws(TelexError) {
             var output = ByteBuffer()
             var index = 0
-            try forEachBatch(of: source) { batch, header throws(TelexError) in
+            try forEachBatch(of: source, topic: topic) { batch, header throws(TelexError) in
                 try rewriter.rewrite(batch, keep: plan[index], into: &output,
                                      context: "\(source.segment.logPath) offset \(header.baseOffset)")
                 index += 1

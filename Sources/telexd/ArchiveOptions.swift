@@ -205,7 +205,8 @@ struct ArchiveOptions: ParsableArguments {
             let catalog = try ArchiveCatalog.load(dataDirectory: dataDirectory, layout: layout, logger: logger)
             configuration.archive = try ArchiveCache(
                 directory: dataDirectory + "/archive-cache", objectStore: store, catalog: catalog,
-                cacheBytes: cacheBytes, segmentBytes: configuration.log.segmentBytes, logger: logger)
+                cacheBytes: cacheBytes, segmentBytes: configuration.log.segmentBytes, logger: logger, layout: layout,
+                dataDirectory: dataDirectory)
             let advertised = advertiseAddress ?? environment["TELEX_ADVERTISE_ADDRESS"]
             let archiver = ArchiverService(
                 server: server, objectStore: store, layout: layout, catalog: catalog,
