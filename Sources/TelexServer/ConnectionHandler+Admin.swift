@@ -211,8 +211,11 @@ extension ConnectionHandler {
             return outcome
         }
         runAsync(work) { result in
-            guard case .success(let outcome) = result else { return }
-            self.answerPurge(key, outcome, request: request, requestID: requestID)
+            switch result {
+            case .success(let outcome): self.answerPurge(key, outcome, request: request, requestID: requestID)
+            // Not a TelexError (the thread pool stopped under the purge): still an answer, never silence.
+            case .failure(let error): self.reply(TelexError(.storageFailure, "purge of '\(key)' stopped: \(error)"), requestID)
+            }
         }
     }
 
