@@ -21,21 +21,80 @@ extension ArchiveCache {
                 """, topic: topic)
         }
         let target = PurgeTarget(layout: layout, dataDirectory: dataDirectory, topic: topic, key: key)
-        return try await catalog.topicLock.withLock(topic) { () async throws(TelexError) -> [SegmentRewrite] in
-            var rewrites: [SegmentRewrite] = []
-            for entry in catalog.entries(of: topic) where entry.segment.baseOffset < localStart {
-                if let rewrite = try await purge(entry, target) { rewrites.append(rewrite) }
-                // Also after a purge that failed past its manifest: running it again finishes the deletion.
-                try await deleteSupersededObjects(of: entry.segment.baseOffset, target)
+        var rewrites: [SegmentRewrite] = []
+        let entries = catalog.entries(of: topic).filter { $0.segment.baseOffset < localStart }
+        for (index, listed) in entries.enumerated() {
+            let following = index + 1 < entries.count ? entries[index + 1].segment.baseOffset : localStart
+            do throws(TelexError) {
+                // The lock per segment, not for the whole purge: a purge over a long archive must not hold the
+                // archiver (and with it local retention) back for its whole length.
+                let rewrite = try await catalog.topicLock.withLock(topic) { () async throws(TelexError) in
+                    let entry = try await reconciled(listed, target)
+                    try refuseLostTail(entry, following: following, target)
+                    let rewrite = try await purge(entry, target)
+                    // Also after a purge that failed past its manifest: running it again finishes the deletion.
+                    try await deleteSupersededObjects(of: entry.segment.baseOffset, target)
+                    return rewrite
+                }
+                if let rewrite { rewrites.append(rewrite) }
+            } catch {
+                // What was erased before the failure is named in the error, so the reply and the audit record it.
+                let erased = rewrites.flatMap(\.removedOffsets)
+                guard !erased.isEmpty else { throw error }
+                throw TelexError(error.code, """
+                    \(error.message) (before it, offsets \(erased.map(String.init).joined(separator: ",")) were erased \
+                    from the archive)
+                    """, topic: topic, offset: error.offset)
             }
-            if !rewrites.isEmpty {
-                logger.info("purged key from archived segments", metadata: [
-                    "topic": "\(topic)", "segments": "\(rewrites.count)",
-                    "recordsRemoved": "\(rewrites.reduce(0) { $0 + $1.removedOffsets.count })",
-                ])
-            }
-            return rewrites
         }
+        if !rewrites.isEmpty {
+            logger.info("purged key from archived segments", metadata: [
+                "topic": "\(topic)", "segments": "\(rewrites.count)",
+                "recordsRemoved": "\(rewrites.reduce(0) { $0 + $1.removedOffsets.count })",
+            ])
+        }
+        return rewrites
+    }
+
+    /// The segment as the bucket's manifest has it. A purge that failed after its manifest and before its state
+    /// line left the catalog one rewrite behind: the manifest's rewrite is adopted (its `.log` checked), so that the
+    /// next purge neither rewrites the older copy — which still holds what the first removed — over it, nor
+    /// deletes its objects.
+    private func reconciled(_ entry: ArchiveEntry, _ target: PurgeTarget) async throws(TelexError) -> ArchiveEntry {
+        let segment = entry.segment
+        let manifestKey = target.layout.manifest(topic: target.topic, baseOffset: segment.baseOffset)
+        let bytes = try await storeCall("get", manifestKey, segment, target.topic) {
+            try await self.objectStore.get(key: manifestKey, range: nil)
+        }
+        let manifest = try SegmentManifest.decode(bytes, key: manifestKey, layout: target.layout)
+        guard manifest.rewrites > segment.rewrites else { return entry }
+        let object = try await storeCall("head", manifest.logKey, segment, target.topic) {
+            try await self.objectStore.head(key: manifest.logKey)
+        }
+        guard object?.size == manifest.bytes else {
+            throw TelexError(.storageFailure, """
+                archive purge of segment \(ArchiveLayout.base20(segment.baseOffset)) of topic '\(target.topic)': its \
+                manifest \(manifestKey) names \(manifest.logKey), which \(objectStore.displayName) does not hold as \
+                described; nothing done
+                """, topic: target.topic, offset: segment.baseOffset)
+        }
+        let record = ArchivedSegmentRecord(manifest: manifest)
+        let statePath = ArchiveState.path(dataDirectory: target.dataDirectory, topic: target.topic)
+        try await ArchiveFiles.offload { () throws(TelexError) in try ArchiveState.append(record, path: statePath) }
+        let adopted = ArchiveEntry(manifest: manifest)
+        catalog.record(adopted, topic: target.topic)
+        return adopted
+    }
+
+    /// An uncompacted segment that ends before the next one begins lost its tail before it was archived: a rewrite
+    /// would mark the gap as compaction's, and reads would then skip it silently instead of reporting the loss.
+    private func refuseLostTail(_ entry: ArchiveEntry, following: Int64, _ target: PurgeTarget) throws(TelexError) {
+        let segment = entry.segment
+        guard segment.rewrites == 0, segment.nextOffset < following else { return }
+        throw TelexError(.dataLoss, """
+            archive purge: segment \(ArchiveLayout.base20(segment.baseOffset)) of topic '\(target.topic)' ends at \
+            offset \(segment.nextOffset) but the next begins at \(following) (lost offsets): not rewritten
+            """, topic: target.topic, offset: segment.nextOffset)
     }
 
     struct PurgeTarget {
@@ -152,6 +211,14 @@ extension ArchiveCache {
         _ = try await storeCall("put", manifestKey, segment, topic) {
             try await self.objectStore.putBytes(key: manifestKey, bytes: manifest.encoded())
         }
+        // Deleted during the PUT: no state line into a new topic's file, no entry back in the catalog (the archiver
+        // deletes the deleted topic's objects, this manifest included).
+        guard catalog.entry(topic: topic, baseOffset: segment.baseOffset)?.0 == entry else {
+            throw TelexError(.storageFailure, """
+                archive purge: segment \(ArchiveLayout.base20(segment.baseOffset)) of topic '\(topic)' left the \
+                archive's catalog during its manifest's upload (the topic was deleted?); not recorded
+                """, topic: topic, offset: segment.baseOffset)
+        }
         let record = ArchivedSegmentRecord(manifest: manifest)
         let statePath = ArchiveState.path(dataDirectory: target.dataDirectory, topic: topic)
         do throws(TelexError) {
@@ -176,7 +243,11 @@ extension ArchiveCache {
         let objects = try await storeCall("list", prefix, segment, target.topic) {
             try await self.objectStore.list(prefix: prefix)
         }
-        for object in objects where !object.key.hasPrefix(prefix + "\(segment.rewrites).") {
+        // Only older rewrites: a newer one would be a manifest this broker has not recorded (never deleted on a guess).
+        for object in objects {
+            let rest = object.key.dropFirst(prefix.count)
+            guard let number = rest.split(separator: ".").first.flatMap({ UInt32($0) }), number < segment.rewrites
+            else { continue }
             try await storeCall("delete", object.key, segment, target.topic) {
                 try await self.objectStore.delete(key: object.key)
             }

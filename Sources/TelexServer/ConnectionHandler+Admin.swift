@@ -205,6 +205,10 @@ extension ConnectionHandler {
                     }
                 } catch let error as TelexError {
                     outcome.failures.append("\(topic): \(error.message)")
+                } catch {
+                    // Not a TelexError (the thread pool stopped): still a failure of this topic, and what the other
+                    // topics erased is still answered and audited.
+                    outcome.failures.append("\(topic): \(error)")
                 }
                 if !offsets.isEmpty { outcome.purged.append(PurgedTopic(topic: topic, offsets: offsets)) }
             }

@@ -118,6 +118,41 @@ struct ArchivePurgeTests {
         }
     }
 
+    @Test("a purge that failed after its manifests: the next purge adopts them, never rewrites or deletes under them")
+    func failedAfterManifestIsAdopted() async throws {
+        try await withTemporaryDirectory { directory in
+            let fixture = try await PurgeFixture(directory)
+            let localStart = fixture.log.localStartOffset
+            let statePath = ArchiveState.path(dataDirectory: fixture.dataDirectory, topic: topic)
+            // The state line cannot be written (a directory where the file was): the first manifest is written,
+            // then the purge fails, the catalog still naming r0.
+            let saved = try Data(contentsOf: URL(fileURLWithPath: statePath))
+            try FileManager.default.removeItem(atPath: statePath)
+            try FileManager.default.createDirectory(atPath: statePath, withIntermediateDirectories: false)
+            await #expect(throws: TelexError.self) {
+                _ = try await fixture.cache.purgeArchived(topic: topic, key: PurgeFixture.secret, below: localStart)
+            }
+            try FileManager.default.removeItem(atPath: statePath)
+            try saved.write(to: URL(fileURLWithPath: statePath))
+            let purgedBase = try #require(
+                await asyncFirst(fixture.catalog.segments(of: topic).map(\.baseOffset)) { base in
+                    (try? await fixture.manifest(base).rewrites) == 1
+                })
+            #expect(fixture.catalog.entry(topic: topic, baseOffset: purgedBase)?.0.segment.rewrites == 0)
+
+            // Another purge (of a key nobody has): it adopts the r1 manifest, keeps r1's objects, deletes r0's.
+            #expect(try await fixture.cache.purgeArchived(topic: topic, key: "urn:nobody", below: localStart).isEmpty)
+            #expect(fixture.catalog.entry(topic: topic, baseOffset: purgedBase)?.0.segment.rewrites == 1)
+            let left = try await fixture.objects.list(prefix: layout.rewritesPrefix(topic: topic, baseOffset: purgedBase))
+            #expect(!left.isEmpty && left.allSatisfy { $0.key.contains(".r1.") })
+            // The segment the first purge rewrote is read as r1: the key stays erased there.
+            let purgedEnd = try #require(fixture.catalog.entry(topic: topic, baseOffset: purgedBase)?.0.segment.nextOffset)
+            let replayed = try await fixture.replay()
+            #expect(!replayed.contains { $0.1 == PurgeFixture.secret && (purgedBase..<purgedEnd).contains($0.0) })
+            #expect(replayed.contains { (purgedBase..<purgedEnd).contains($0.0) })
+        }
+    }
+
     @Test("a key no archived segment holds uploads nothing")
     func absentKey() async throws {
         try await withTemporaryDirectory { directory in
@@ -190,4 +225,10 @@ struct ArchivePurgeTests {
             #expect(fixture.objects.putKeys == puts)
         }
     }
+}
+
+/// The first element of `values` for which `predicate` holds.
+private func asyncFirst<T: Sendable>(_ values: [T], where predicate: (T) async -> Bool) async -> T? {
+    for value in values where await predicate(value) { return value }
+    return nil
 }
