@@ -21,6 +21,8 @@ public final class DirectoryObjectStore: ObjectStore {
         var failing: ObjectStoreError.Kind?
         var calls: [String: Int] = [:]
         var puts: [String] = []
+        /// Every list asked for: its prefix and start-after key.
+        var lists: [(prefix: String, startAfter: String?)] = []
         /// While held, GETs wait here until `releaseGets()`.
         var holdingGets = false
         var heldGets: [CheckedContinuation<Void, Never>] = []
@@ -62,6 +64,8 @@ public final class DirectoryObjectStore: ObjectStore {
 
     /// Every key put so far, in order.
     public var putKeys: [String] { faults.withLock { $0.puts } }
+    /// Every list asked for so far: prefix and start-after key (nil: from the first key).
+    public var listRequests: [(prefix: String, startAfter: String?)] { faults.withLock { $0.lists } }
 
     /// Flips the bits of the byte at `offset` of the object `key`, bypassing the store (a damaged disk).
     public func corrupt(key: String, at offset: Int = 0) throws(TelexError) {
@@ -162,11 +166,18 @@ public final class DirectoryObjectStore: ObjectStore {
     }
 
     public func list(prefix: String) async throws -> [StoredObject] {
+        try await list(prefix: prefix, startAfter: nil)
+    }
+
+    public func list(prefix: String, startAfter: String?) async throws -> [StoredObject] {
         try begin("list", prefix)
+        faults.withLock { $0.lists.append((prefix, startAfter)) }
         do {
             var objects: [StoredObject] = []
             try walk("", into: &objects)
-            return objects.filter { $0.key.hasPrefix(prefix) }.sorted { $0.key < $1.key }
+            return objects.filter { object in
+                object.key.hasPrefix(prefix) && startAfter.map { $0.utf8.lexicographicallyPrecedes(object.key.utf8) } ?? true
+            }.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
         } catch {
             throw failure("list", prefix, error)
         }

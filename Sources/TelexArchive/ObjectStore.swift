@@ -16,8 +16,18 @@ public protocol ObjectStore: Sendable {
     func head(key: String) async throws -> StoredObject?
     /// Every object whose key starts with `prefix`, in key order.
     func list(prefix: String) async throws -> [StoredObject]
+    /// Those of them whose key sorts after `startAfter` (nil: all), in key order. Default: `list(prefix:)` filtered.
+    func list(prefix: String, startAfter: String?) async throws -> [StoredObject]
     /// Removes `key`; no error when it is already gone.
     func delete(key: String) async throws
+}
+
+extension ObjectStore {
+    public func list(prefix: String, startAfter: String?) async throws -> [StoredObject] {
+        let all = try await list(prefix: prefix)
+        guard let startAfter else { return all }
+        return all.filter { startAfter.utf8.lexicographicallyPrecedes($0.key.utf8) }
+    }
 }
 
 /// An object as the store describes it.

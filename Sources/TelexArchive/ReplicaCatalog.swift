@@ -34,6 +34,10 @@ public final class ReplicaCatalog: Service, Sendable {
     let layout: ArchiveLayout
     public let catalog: ArchiveCatalog
     let interval: Duration
+    /// Every this many polls the whole prefix is listed; the others list each known topic after its newest manifest,
+    /// once `fullListBelow` manifests are known (below, every poll lists the whole prefix).
+    let fullListEvery: Int
+    let fullListBelow: Int
     let logger: Logger
     let metrics: ArchiveMetrics
     let onChange: @Sendable ([String]) -> Void
@@ -43,19 +47,24 @@ public final class ReplicaCatalog: Service, Sendable {
         var manifests: [String: StoredObject] = [:]
         var primary: PrimaryRecord?
         var failing = false
+        /// Polls so far: every `fullListEvery`-th lists the whole prefix.
+        var polls = 0
     }
 
     private let known = Mutex(Known())
 
     public init(
         objectStore: any ObjectStore, layout: ArchiveLayout, catalog: ArchiveCatalog = ArchiveCatalog(),
-        interval: Duration = .seconds(2), logger: Logger, metrics: ArchiveMetrics = ArchiveMetrics(),
-        onChange: @escaping @Sendable ([String]) -> Void
+        interval: Duration = .seconds(2), fullListEvery: Int = 30, fullListBelow: Int = 1000, logger: Logger,
+        metrics: ArchiveMetrics = ArchiveMetrics(), onChange: @escaping @Sendable ([String]) -> Void
     ) {
+        precondition(fullListEvery >= 1, "fullListEvery must be at least 1")
         self.objectStore = objectStore
         self.layout = layout
         self.catalog = catalog
         self.interval = interval
+        self.fullListEvery = fullListEvery
+        self.fullListBelow = fullListBelow
         self.logger = logger
         self.metrics = metrics
         self.onChange = onChange
@@ -95,7 +104,8 @@ public final class ReplicaCatalog: Service, Sendable {
         }
     }
 
-    /// One poll: the primary's address, then every new or changed manifest into the catalog; calls `onChange`
+    /// One poll: the primary's address, then every new or changed manifest into the catalog (a large archive is
+    /// listed whole every `fullListEvery` polls, and per known topic after its newest manifest in between); calls `onChange`
     /// with the topics that changed (when any) and returns them. A manifest that fails validation is logged and
     /// skipped (it is retried at the next poll). A store failure mid-poll still reports the topics recorded
     /// before it, then throws.
@@ -110,13 +120,35 @@ public final class ReplicaCatalog: Service, Sendable {
         } catch is DecodingError {
             logger.warning("ignoring an unreadable primary address object", metadata: ["key": "\(layout.primary)"])
         }
-        let objects = try await metrics.counting("list") { try await objectStore.list(prefix: layout.topicsPrefix) }
+        // The whole prefix only every `fullListEvery` polls (new topics, rewritten and vanished manifests); in
+        // between, each known topic's keys after its newest manifest (new segments), so a poll of a large archive
+        // costs a LIST per topic, not a page per thousand objects of ten years.
+        let (full, newest) = known.withLock { known in
+            defer { known.polls += 1 }
+            var newest: [String: String] = [:]
+            for key in known.manifests.keys {
+                guard let (topic, _) = layout.manifestSegment(key) else { continue }
+                if newest[topic].map({ $0.utf8.lexicographicallyPrecedes(key.utf8) }) ?? true { newest[topic] = key }
+            }
+            // A small archive is listed whole every time: a page or so, and new topics show at once.
+            return (known.polls % fullListEvery == 0 || known.manifests.count < fullListBelow, newest)
+        }
+        var objects: [StoredObject] = []
+        if full {
+            objects = try await metrics.counting("list") { try await objectStore.list(prefix: layout.topicsPrefix) }
+        } else {
+            for (topic, after) in newest.sorted(by: { $0.key < $1.key }) {
+                objects += try await metrics.counting("list") {
+                    try await objectStore.list(prefix: layout.topicPrefix(topic), startAfter: after)
+                }
+            }
+        }
         let listed = Set(objects.map(\.key))
         let (fresh, vanished) = known.withLock { known in
             let fresh = objects.filter { object in
                 layout.manifestSegment(object.key) != nil && known.manifests[object.key] != object
             }
-            let vanished = known.manifests.keys.filter { !listed.contains($0) }
+            let vanished = full ? known.manifests.keys.filter { !listed.contains($0) } : []
             for key in vanished { known.manifests[key] = nil }
             return (fresh, vanished)
         }

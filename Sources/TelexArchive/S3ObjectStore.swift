@@ -34,6 +34,12 @@ public struct S3ObjectStore: ObjectStore {
         try await Self.mapped { () async throws(S3Error) in try await client.listObjects(prefix: prefix).map(StoredObject.init) }
     }
 
+    public func list(prefix: String, startAfter: String?) async throws -> [StoredObject] {
+        try await Self.mapped { () async throws(S3Error) in
+            try await client.listObjects(prefix: prefix, startAfter: startAfter).map(StoredObject.init)
+        }
+    }
+
     public func delete(key: String) async throws {
         try await Self.mapped { () async throws(S3Error) in try await client.deleteObject(key: key) }
     }

@@ -193,12 +193,16 @@ public final class S3Client: Sendable {
     }
 
     /// Every object whose key starts with `prefix`, in key order (ListObjectsV2, following continuation tokens).
-    public func listObjects(prefix: String, maxKeysPerPage: Int = 1000) async throws(S3Error) -> [S3Object] {
+    public func listObjects(
+        prefix: String, startAfter: String? = nil, maxKeysPerPage: Int = 1000
+    ) async throws(S3Error) -> [S3Object] {
         var objects: [S3Object] = []
         var token: String?
         repeat {
             var request = S3Request(operation: "LIST", method: .GET, key: prefix, objectKey: nil)
             request.query = [("list-type", "2"), ("prefix", prefix), ("max-keys", "\(maxKeysPerPage)")]
+            // Only keys after it (in UTF-8 order); the continuation token carries it on to later pages.
+            if let startAfter, token == nil { request.query.append(("start-after", startAfter)) }
             if let token { request.query.append(("continuation-token", token)) }
             let response = try await send(request)
             let page: S3XML.ListPage

@@ -42,6 +42,40 @@ struct ReplicaAndRestoreTests {
         }
     }
 
+    @Test("a large archive: polls between full listings list each topic after its newest manifest only")
+    func incrementalPolls() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = try openStore(directory + "/data")
+            let objects = try DirectoryObjectStore(directory: directory + "/bucket")
+            let archiver = makeArchiver(store, objects)
+            let replica = ReplicaCatalog(objectStore: objects, layout: layout, fullListEvery: 3, fullListBelow: 0,
+                                         logger: makeLogger()) { _ in }
+            try publish(store, count: 30)
+            _ = await archiver.runOnce()
+            #expect(try await replica.pollOnce() == [topic])  // poll 0: the whole prefix
+            let known = replica.catalog.segments(of: topic).count
+            try publish(store, count: 30, from: 100)
+            _ = await archiver.runOnce()
+            // Poll 1: the topic's keys after its newest known manifest only, which finds the new segments.
+            let newestBefore = layout.manifest(
+                topic: topic, baseOffset: replica.catalog.segments(of: topic)[known - 1].baseOffset)
+            let requestsBefore = objects.listRequests.count
+            #expect(try await replica.pollOnce() == [topic])
+            let requests = objects.listRequests.dropFirst(requestsBefore)
+            #expect(requests.map(\.prefix) == [layout.topicPrefix(topic)])
+            #expect(requests.map(\.startAfter) == [newestBefore])
+            #expect(replica.catalog.segments(of: topic).count > known)
+            // A second topic shows at the next full listing (poll 3), not before.
+            let other = try store.createLog("news.other").log
+            for index in 0..<30 { _ = try other.append(makeBatch(seed: index)) }
+            try other.sync()
+            _ = await archiver.runOnce()
+            #expect(try await replica.pollOnce() == [])  // poll 2
+            #expect(try await replica.pollOnce() == ["news.other"])  // poll 3: full
+            try store.close()
+        }
+    }
+
     @Test("object keys as the design names them, with and without a prefix")
     func layoutKeys() {
         let root = ArchiveLayout(prefix: "")

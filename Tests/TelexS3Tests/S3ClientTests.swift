@@ -191,6 +191,9 @@ struct S3ClientTests {
 
             #expect(try await client.listObjects(prefix: "").count == keys.count)
             #expect(try await client.listObjects(prefix: "none/").isEmpty)
+            // start-after on the first page, carried by the continuation token to the others.
+            let after = try await client.listObjects(prefix: "p/", startAfter: "p/topics/a b/00.log", maxKeysPerPage: 1)
+            #expect(after.map(\.key) == Array(listed.map(\.key).dropFirst()))
         }
     }
 
