@@ -7,7 +7,7 @@
 #   2. a replica (--replica-of) serves the same archived events, refuses a publish naming the primary, and picks
 #      up segments archived while it runs;
 #   3. the store goes away: publishing goes on, errors are counted, and the backlog is uploaded once it is back;
-#   4. kill -9 of the primary during uploads: after a restart every segment is in the bucket once, readable;
+#   4. kill -9 of the primary during an upload: after a restart every segment is in the bucket once, readable;
 #   5. a corrupted object is never served: the read ends with DATA_LOSS naming the topic and offsets (CRC and SHA-256);
 #   6. telexd restore rebuilds a data directory from the bucket that serves every archived event;
 #   7. a missing bucket and rejected credentials stop telexd at startup; an unreachable store does not.
@@ -73,7 +73,7 @@ wait_port() {
     done
     fail "nothing listens on port $1 ($2)"
 }
-start_proxy() { $tool proxy "$store_port" "$moto_port" & proxy_pid=$!; wait_port "$store_port" "the store proxy"; }
+start_proxy() { $tool proxy "$store_port" "$moto_port" "$work/slow" & proxy_pid=$!; wait_port "$store_port" "the store proxy"; }
 start_primary() {
     "$bin/telexd" --port "$port" --data-dir "$work/primary" --segment-bytes 1048576 \
         --archive "$archive" --archive-endpoint "$endpoint" --local-retention-bytes 4194304 \
@@ -179,12 +179,25 @@ start_proxy
 wait_archived
 echo "archive [${SECONDS}s]: store back: the backlog was uploaded ($(manifest_count) segments)" >&2
 
-# 4. kill -9 during uploads; after a restart every segment is archived once and every event readable.
+# 4. kill -9 during an upload (the proxy slowed to ~1 MB/s, the kill once segment bytes are on their way); after a
+#    restart every segment is archived once, the bucket's segments follow each other, and every event is readable.
+touch "$work/slow"
 "$bin/telex-pub" --server "127.0.0.1:$port" --quiet "$work/more.jsonl" >/dev/null
 cat "$work/more.jsonl" >>"$work/events.jsonl"
+for _ in $(seq 1 300); do [ -f "$work/slow.seen" ] && break; sleep 0.1; done
+[ -f "$work/slow.seen" ] || fail "no upload started within 30 s of the publish"
+before_kill=$(manifest_count)
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+rm -f "$work/slow"
+echo "archive [${SECONDS}s]: killed the primary with SIGKILL during an upload ($before_kill manifests in the bucket)" >&2
 start_primary
 wait_archived
+# Exactly once: the restarted primary uploaded only what the bucket did not hold when it was killed.
+after_kill=$(manifest_count)
+uploaded_again=$(metric telex_archive_uploaded_segments_total)
+[ "$uploaded_again" -le $((after_kill - before_kill)) ] \
+    || fail "after the restart $uploaded_again segments were uploaded, but only $((after_kill - before_kill)) were missing"
+echo "archive [${SECONDS}s]: after the restart: $uploaded_again uploads for the $((after_kill - before_kill)) segments the bucket lacked" >&2
 $tool manifests "$endpoint" "$bucket" "$prefix" "$topic" | awk 'NR > 1 && $1 != next_base { print "archive: segment gap or overlap at " $1 " (expected " next_base ")"; bad = 1 } { next_base = $2 } END { exit bad }' \
     || fail "the bucket's segments do not follow each other"
 "$bin/telex-sub" --server "127.0.0.1:$port" "$topic" --from beginning --no-follow >"$work/all.jsonl" 2>"$work/sub.err" \

@@ -6,7 +6,8 @@
     archive_tool.py corrupt ENDPOINT BUCKET PREFIX TOPIC BASE    flips one byte in the middle of that segment's .log
     archive_tool.py corrupt-batch ENDPOINT BUCKET PREFIX TOPIC BASE   the same, and rewrites the manifest's checksums to match
     archive_tool.py require-auth ENDPOINT                         turns on moto's signature checks; prints a valid key pair
-    archive_tool.py proxy LISTEN_PORT TARGET_PORT                 a TCP proxy to TARGET_PORT (killed to cut the store off)
+    archive_tool.py proxy LISTEN_PORT TARGET_PORT [SLOW_FLAG]     a TCP proxy to TARGET_PORT (killed to cut the store off;
+                                                                  uploads at ~1 MB/s while the file SLOW_FLAG exists)
     archive_tool.py events COUNT TOPIC FILE                      COUNT CloudEvents of ~2 KB that compress ~2:1
     archive_tool.py check FILE EXPECTED_FILE [FIRST]             telex-sub output = expected events, offsets FIRST.. in order
 
@@ -39,18 +40,26 @@ def manifests(endpoint, bucket, prefix, topic):
     return sorted(found, key=lambda m: m["baseOffset"])
 
 
-def proxy(listen_port, target_port):
+def proxy(listen_port, target_port, slow_flag=None):
+    # While the file slow_flag exists, bytes towards the store go at ~1 MB/s (an upload of a 1 MiB segment takes
+    # a second), and slow_flag + ".seen" is created once such bytes went through: the script kills telexd then.
+    import os
+    import time
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", listen_port))
     server.listen(64)
 
-    def pipe(source, sink):
+    def pipe(source, sink, towards_store):
         try:
             while True:
                 data = source.recv(65536)
                 if not data:
                     break
+                if towards_store and slow_flag and os.path.exists(slow_flag):
+                    time.sleep(len(data) / 1_000_000)
+                    if len(data) >= 16384:
+                        open(slow_flag + ".seen", "w").close()
                 sink.sendall(data)
         except OSError:
             pass
@@ -68,8 +77,8 @@ def proxy(listen_port, target_port):
         except OSError:
             downstream.close()
             continue
-        threading.Thread(target=pipe, args=(downstream, upstream), daemon=True).start()
-        threading.Thread(target=pipe, args=(upstream, downstream), daemon=True).start()
+        threading.Thread(target=pipe, args=(downstream, upstream, True), daemon=True).start()
+        threading.Thread(target=pipe, args=(upstream, downstream, False), daemon=True).start()
 
 
 def events(count, topic, path):
@@ -140,7 +149,7 @@ def main():
                                                       headers={"Content-Type": "text/plain"}))
         print(access["AccessKeyId"], access["SecretAccessKey"])
     elif command == "proxy":
-        proxy(int(args[0]), int(args[1]))
+        proxy(int(args[0]), int(args[1]), args[2] if len(args) > 2 else None)
     elif command == "events":
         events(int(args[0]), args[1], args[2])
     elif command == "check":
