@@ -19,7 +19,7 @@ extension ArchiveCache {
         await acquireSlot()
         var result: Result<String, TelexError>
         do {
-            if let stale { try await ArchiveFiles.offload { () throws(TelexError) in try ArchiveFiles.unlink(stale) } }
+            if let stale { try await ArchiveFiles.offload { () throws(TelexError) in try FileIO.remove(stale) } }
             try await evict(toFit: id, prefetch: prefetch)
             result = .success(try await downloadRanges(entry, id: id))
         } catch {
@@ -48,7 +48,7 @@ extension ArchiveCache {
             metrics.cacheBytes.record(state.bytes)
             return deleted
         }
-        if let deleted { try? await ArchiveFiles.offload { () throws(TelexError) in try ArchiveFiles.unlink(deleted) } }
+        if let deleted { try? await ArchiveFiles.offload { () throws(TelexError) in try FileIO.remove(deleted) } }
         return result
     }
 
@@ -121,7 +121,7 @@ extension ArchiveCache {
         }
         // A reader holding one of these open keeps reading it; the next `cachedLogFile` says it must be fetched.
         let paths = victims.map(\.path)
-        try await ArchiveFiles.offload { () throws(TelexError) in for path in paths { try ArchiveFiles.unlink(path) } }
+        try await ArchiveFiles.offload { () throws(TelexError) in for path in paths { try FileIO.remove(path) } }
     }
 
     func downloadRanges(_ entry: ArchiveEntry, id: SegmentID) async throws(TelexError) -> String {
@@ -130,25 +130,25 @@ extension ArchiveCache {
         let path = topicDirectory + "/" + ArchiveLayout.base20(id.baseOffset) + ".r\(id.rewrites).log"
         let partPath = path + ".part"
         let fd = try await ArchiveFiles.offload { () throws(TelexError) in
-            try ArchiveFiles.makeDirectory(topicDirectory)
-            return try ArchiveFiles.open(partPath, flags: O_WRONLY | O_CREAT | O_TRUNC)
+            try FileIO.makeDirectory(topicDirectory)
+            return try FileIO.open(partPath, flags: O_WRONLY | O_CREAT | O_TRUNC)
         }
         do {
             try await Self.getRanges(entry.logKey, bytes: segment.bytes, rangeBytes: rangeBytes, from: objectStore,
                                      metrics: metrics) {
                 offset, chunk throws(TelexError) in try ArchiveFiles.write(fd, chunk, at: offset, path: partPath)
             }
-            close(fd)
+            FileIO.close(fd, path: partPath)
         } catch {
-            close(fd)
-            try? await ArchiveFiles.offload { () throws(TelexError) in try ArchiveFiles.unlink(partPath) }
+            FileIO.close(fd, path: partPath)
+            try? await ArchiveFiles.offload { () throws(TelexError) in try FileIO.remove(partPath) }
             throw storeError(error, key: entry.logKey, topic: id.topic, offset: id.baseOffset)
         }
         let digest = try await ArchiveFiles.offload { () throws(TelexError) in
             try FileDigest(path: partPath, length: segment.bytes)
         }
         guard digest.sha256 == entry.sha256 else {
-            try? await ArchiveFiles.offload { () throws(TelexError) in try ArchiveFiles.unlink(partPath) }
+            try? await ArchiveFiles.offload { () throws(TelexError) in try FileIO.remove(partPath) }
             logger.error("archived segment does not match its manifest", metadata: [
                 "topic": "\(id.topic)", "baseOffset": "\(id.baseOffset)", "key": "\(entry.logKey)",
             ])
@@ -158,7 +158,7 @@ extension ArchiveCache {
                 \(objectStore.displayName) has sha256 \(digest.sha256), its manifest says \(entry.sha256); not served
                 """, topic: id.topic, offset: segment.baseOffset)
         }
-        try await ArchiveFiles.offload { () throws(TelexError) in try ArchiveFiles.rename(partPath, to: path) }
+        try await ArchiveFiles.offload { () throws(TelexError) in try FileIO.rename(partPath, path) }
         metrics.fetchedBytes.increment(by: segment.bytes)
         return path
     }

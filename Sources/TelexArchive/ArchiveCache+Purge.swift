@@ -123,10 +123,10 @@ extension ArchiveCache {
         do throws(TelexError) {
             try await upload(rewritten, from: output, replacing: entry, target)
         } catch {
-            try? await ArchiveFiles.offload { () throws(TelexError) in try ArchiveFiles.unlink(output) }
+            try? await ArchiveFiles.offload { () throws(TelexError) in try FileIO.remove(output) }
             throw error
         }
-        try? await ArchiveFiles.offload { () throws(TelexError) in try ArchiveFiles.unlink(output) }
+        try? await ArchiveFiles.offload { () throws(TelexError) in try FileIO.remove(output) }
         return rewritten.rewrite
     }
 
@@ -149,7 +149,7 @@ extension ArchiveCache {
                         topic: topic, path: path, entry: segment, previousMarker: previousMarker, into: output
                     ) { $0.key != key })
                 } catch {
-                    if !ArchiveFiles.exists(path) { return .evicted }
+                    if !FileIO.exists(path) { return .evicted }
                     throw error
                 }
             }
@@ -207,7 +207,7 @@ extension ArchiveCache {
             topic: topic, baseOffset: segment.baseOffset, nextOffset: segment.nextOffset, bytes: segment.bytes,
             sha256: digest.sha256, md5: digest.md5, rewrites: segment.rewrites,
             firstAppendTime: rewritten.firstAppendTime, lastAppendTime: segment.lastAppendTime, logKey: logKey,
-            compactedKey: compactedKey, uploadedAt: ArchiveFiles.nowMilliseconds())
+            compactedKey: compactedKey, uploadedAt: FileIO.nowMilliseconds())
         _ = try await storeCall("put", manifestKey, segment, topic) {
             try await self.objectStore.putBytes(key: manifestKey, bytes: manifest.encoded())
         }
@@ -266,7 +266,7 @@ extension ArchiveCache {
         }
         guard let path else { return }
         do {
-            try await ArchiveFiles.offload { () throws(TelexError) in try ArchiveFiles.unlink(path) }
+            try await ArchiveFiles.offload { () throws(TelexError) in try FileIO.remove(path) }
         } catch {
             logger.warning("cannot remove a purged segment's cached copy", metadata: [
                 "topic": "\(topic)", "path": "\(path)", "error": "\(error.message)",

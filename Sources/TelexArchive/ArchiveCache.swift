@@ -115,7 +115,7 @@ public final class ArchiveCache: ArchiveTier {
                     """)
             }
         }
-        try ArchiveFiles.makeDirectory(directory)
+        try FileIO.makeDirectory(directory)
         try ArchiveFiles.emptyDirectory(directory)
         self.directory = directory
         self.objectStore = objectStore
@@ -171,7 +171,7 @@ public final class ArchiveCache: ArchiveTier {
         }
         for path in paths {
             do {
-                try ArchiveFiles.unlink(path)
+                try FileIO.remove(path)
             } catch {
                 logger.warning("cannot remove a cached segment of a deleted topic", metadata: [
                     "topic": "\(topic)", "error": "\(error.message)",

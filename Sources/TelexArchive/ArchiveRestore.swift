@@ -51,7 +51,7 @@ public enum ArchiveRestore {
                 missing directory
                 """)
         }
-        try ArchiveFiles.makeDirectory(topicsDirectory)
+        try FileIO.makeDirectory(topicsDirectory)
         _ = try StorageFormat.prepare(dataDirectory)
         let objects = try await call(objectStore, "listing \(layout.topicsPrefix)") {
             try await objectStore.list(prefix: layout.topicsPrefix)
@@ -69,7 +69,7 @@ public enum ArchiveRestore {
             try TopicName.validate(topic)
             let segments = list.sorted { $0.baseOffset < $1.baseOffset }
             let directory = topicsDirectory + "/" + topic
-            try ArchiveFiles.makeDirectory(directory)
+            try FileIO.makeDirectory(directory)
             for manifest in segments {
                 try await restoreSegment(manifest, into: directory, from: objectStore, metrics: metrics)
                 try ArchiveState.append(ArchivedSegmentRecord(manifest: manifest),
@@ -77,16 +77,16 @@ public enum ArchiveRestore {
             }
             let end = segments.last!.nextOffset
             try ArchiveFiles.writeFile(directory + "/" + ArchiveLayout.base20(end) + ".log", ByteBuffer())
-            try ArchiveFiles.syncDirectory(directory)
+            try FileIO.syncDirectory(directory)
             let topicSummary = TopicSummary(
                 topic: topic, segments: segments.count, bytes: segments.reduce(0) { $0 + $1.bytes },
                 startOffset: segments.first!.baseOffset, endOffset: end)
             logger.info("restored topic", metadata: ["summary": "\(topicSummary)"])
             summary.topics.append(topicSummary)
         }
-        try ArchiveFiles.syncDirectory(topicsDirectory)
+        try FileIO.syncDirectory(topicsDirectory)
         let consumersDirectory = dataDirectory + "/consumers"
-        try ArchiveFiles.makeDirectory(consumersDirectory)
+        try FileIO.makeDirectory(consumersDirectory)
         let consumerObjects = try await call(objectStore, "listing \(layout.consumersPrefix)") {
             try await objectStore.list(prefix: layout.consumersPrefix)
         }
@@ -100,7 +100,7 @@ public enum ArchiveRestore {
             try ArchiveFiles.writeFile(consumersDirectory + "/" + name, bytes)
             summary.consumers += 1
         }
-        try ArchiveFiles.syncDirectory(consumersDirectory)
+        try FileIO.syncDirectory(consumersDirectory)
         return summary
     }
 
@@ -115,12 +115,12 @@ public enum ArchiveRestore {
             }
             let markerPath = directory + "/" + base + ".compacted"
             try ArchiveFiles.writeFile(markerPath + ".part", marker)
-            try ArchiveFiles.rename(markerPath + ".part", to: markerPath)
+            try FileIO.rename(markerPath + ".part", markerPath)
         }
         let path = directory + "/" + base + ".log"
         let partPath = path + ".part"
-        let fd = try ArchiveFiles.open(partPath, flags: O_WRONLY | O_CREAT | O_TRUNC)
-        defer { close(fd) }
+        let fd = try FileIO.open(partPath, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        defer { FileIO.close(fd, path: partPath) }
         try await call(objectStore, "reading \(manifest.logKey)") {
             try await ArchiveCache.getRanges(
                 manifest.logKey, bytes: manifest.bytes, from: objectStore, metrics: metrics
@@ -128,17 +128,17 @@ public enum ArchiveRestore {
                 offset, chunk throws(TelexError) in try ArchiveFiles.write(fd, chunk, at: offset, path: partPath)
             }
         }
-        try ArchiveFiles.sync(fd, path: partPath)
+        try FileIO.sync(fd, path: partPath)
         let digest = try FileDigest(path: partPath, length: manifest.bytes)
         guard digest.sha256 == manifest.sha256 else {
-            try? ArchiveFiles.unlink(partPath)
+            try? FileIO.remove(partPath)
             throw TelexError(.dataLoss, """
                 archived segment \(base) of topic '\(manifest.topic)' (offsets \(manifest.baseOffset)-\
                 \(manifest.nextOffset - 1)) is damaged: \(manifest.logKey) has sha256 \(digest.sha256), its manifest \
                 says \(manifest.sha256); nothing restored from it
                 """, topic: manifest.topic, offset: manifest.baseOffset)
         }
-        try ArchiveFiles.rename(partPath, to: path)
+        try FileIO.rename(partPath, path)
         metrics.fetchedBytes.increment(by: manifest.bytes)
     }
 

@@ -52,7 +52,7 @@ public enum ArchiveState {
     /// that does not parse (a torn last line after a crash) is ignored with a warning: its segment is then
     /// re-checked against its manifest, never re-uploaded blindly.
     public static func load(path: String, logger: Logger) throws(TelexError) -> [Int64: ArchivedSegmentRecord] {
-        guard ArchiveFiles.exists(path) else { return [:] }
+        guard FileIO.exists(path) else { return [:] }
         let bytes = try ArchiveFiles.readFile(path)
         var records: [Int64: ArchivedSegmentRecord] = [:]
         let lines = bytes.readableBytesView.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
@@ -72,10 +72,10 @@ public enum ArchiveState {
     /// Appends `record` as one line and fdatasyncs it. A torn last line left by a crash is ended first, so it
     /// stays one unreadable line instead of spoiling this one.
     public static func append(_ record: ArchivedSegmentRecord, path: String) throws(TelexError) {
-        let created = !ArchiveFiles.exists(path)
-        let fd = try ArchiveFiles.open(path, flags: O_RDWR | O_CREAT)
-        defer { close(fd) }
-        let size = try ArchiveFiles.size(fd, path: path)
+        let created = !FileIO.exists(path)
+        let fd = try FileIO.open(path, flags: O_RDWR | O_CREAT)
+        defer { FileIO.close(fd, path: path) }
+        let size = try FileIO.size(fd, path: path)
         var line = ByteBuffer()
         if size > 0, try ArchiveFiles.read(fd, at: size - 1, length: 1, path: path).readableBytesView.last != 10 {
             line.writeString("\n")
@@ -85,8 +85,8 @@ public enum ArchiveState {
         line.writeBytes(try! encoder.encode(record))
         line.writeString("\n")
         try ArchiveFiles.write(fd, line, at: size, path: path)
-        try ArchiveFiles.sync(fd, path: path)
-        if created, let slash = path.lastIndex(of: "/") { try ArchiveFiles.syncDirectory(String(path[..<slash])) }
+        try FileIO.sync(fd, path: path)
+        if created, let slash = path.lastIndex(of: "/") { try FileIO.syncDirectory(String(path[..<slash])) }
     }
 }
 
@@ -96,8 +96,8 @@ struct FileDigest: Equatable {
     var md5: String
 
     init(path: String, length: Int) throws(TelexError) {
-        let fd = try ArchiveFiles.open(path, flags: O_RDONLY)
-        defer { close(fd) }
+        let fd = try FileIO.open(path, flags: O_RDONLY)
+        defer { FileIO.close(fd, path: path) }
         var sha = SHA256()
         var md5 = Insecure.MD5()
         var offset = 0

@@ -58,7 +58,7 @@ public final class Archiver: Service, Sendable {
     let configuration: Configuration
     let logger: Logger
     let metrics: ArchiveMetrics
-    private let startedAt = ArchiveFiles.nowMilliseconds()
+    private let startedAt = FileIO.nowMilliseconds()
 
     /// One topic's upload progress, valid for one incarnation of the topic (one `TopicLog` instance).
     struct TopicProgress {
@@ -229,7 +229,7 @@ public final class Archiver: Service, Sendable {
         _ topic: String, log: TopicLog
     ) async throws(TelexError) -> [Int64: ArchivedSegmentRecord] {
         let path = statePath(topic)
-        let exists = try await ArchiveFiles.offload { () throws(TelexError) in ArchiveFiles.exists(path) }
+        let exists = try await ArchiveFiles.offload { () throws(TelexError) in FileIO.exists(path) }
         let earlier = progress.withLock { $0.topics[topic] }
         if let earlier, earlier.log === log, earlier.state.isEmpty || exists { return earlier.state }
         let logger = self.logger
@@ -291,7 +291,7 @@ public final class Archiver: Service, Sendable {
             topic: topic, baseOffset: file.baseOffset, nextOffset: file.nextOffset, bytes: file.bytes,
             sha256: digest.sha256, md5: digest.md5, rewrites: file.rewrites, firstAppendTime: file.firstAppendTime,
             lastAppendTime: file.lastAppendTime, logKey: logKey, compactedKey: compactedKey,
-            uploadedAt: ArchiveFiles.nowMilliseconds())
+            uploadedAt: FileIO.nowMilliseconds())
         _ = try await metrics.counting("put") {
             try await objectStore.putBytes(key: manifestKey, bytes: manifest.encoded())
         }

@@ -4,6 +4,7 @@ import Glibc
 import NIOCore
 import Synchronization
 import TelexProtocol
+import TelexStorage
 
 /// An `ObjectStore` kept as files under a directory (a key's "/" become subdirectories), for tests and local
 /// experiments. A put writes a temporary file and renames it over the object, so readers see the old or the new
@@ -32,7 +33,7 @@ public final class DirectoryObjectStore: ObjectStore {
 
     /// A store in `directory` (created if missing).
     public init(directory: String) throws(TelexError) {
-        try ArchiveFiles.makeDirectory(directory)
+        try FileIO.makeDirectory(directory)
         self.directory = directory
     }
 
@@ -106,8 +107,8 @@ public final class DirectoryObjectStore: ObjectStore {
     public func putFile(key: String, path source: String, offset: Int, length: Int) async throws -> StoredObject {
         try begin("put", key)
         do {
-            let fd = try ArchiveFiles.open(source, flags: O_RDONLY)
-            defer { close(fd) }
+            let fd = try FileIO.open(source, flags: O_RDONLY)
+            defer { FileIO.close(fd, path: source) }
             let bytes = try ArchiveFiles.read(fd, at: offset, length: length, path: source)
             return try store(key, bytes)
         } catch {
@@ -126,9 +127,9 @@ public final class DirectoryObjectStore: ObjectStore {
 
     private func store(_ key: String, _ bytes: ByteBuffer) throws(TelexError) -> StoredObject {
         let target = path(key)
-        if let slash = target.lastIndex(of: "/") { try ArchiveFiles.makeDirectory(String(target[..<slash])) }
+        if let slash = target.lastIndex(of: "/") { try FileIO.makeDirectory(String(target[..<slash])) }
         try ArchiveFiles.writeFile(target + ".tmp-put", bytes)
-        try ArchiveFiles.rename(target + ".tmp-put", to: target)
+        try FileIO.rename(target + ".tmp-put", target)
         return StoredObject(key: key, size: bytes.readableBytes, etag: FileDigest.md5(bytes))
     }
 
@@ -141,7 +142,7 @@ public final class DirectoryObjectStore: ObjectStore {
             }
             if !held { continuation.resume() }
         }
-        guard ArchiveFiles.exists(path(key)) else {
+        guard FileIO.exists(path(key)) else {
             throw ObjectStoreError(.notFound, "get \(key) at \(displayName): no such key")
         }
         do {
@@ -156,7 +157,7 @@ public final class DirectoryObjectStore: ObjectStore {
 
     public func head(key: String) async throws -> StoredObject? {
         try begin("head", key)
-        guard ArchiveFiles.exists(path(key)) else { return nil }
+        guard FileIO.exists(path(key)) else { return nil }
         do {
             let bytes = try ArchiveFiles.readFile(path(key))
             return StoredObject(key: key, size: bytes.readableBytes, etag: FileDigest.md5(bytes))
@@ -201,7 +202,7 @@ public final class DirectoryObjectStore: ObjectStore {
     public func delete(key: String) async throws {
         try begin("delete", key)
         do {
-            try ArchiveFiles.unlink(path(key))
+            try FileIO.remove(path(key))
         } catch {
             throw failure("delete", key, error)
         }

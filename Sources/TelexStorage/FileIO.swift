@@ -9,8 +9,9 @@ import TelexProtocol
 ///
 /// Every call that touches a file goes to the `FileSystem` installed for its path (`FileSystemSeam`: the
 /// kernel's, unless a test replaced it for a directory tree), so tests can inject faults or record writes.
-/// EINTR is retried and short reads and writes are continued here, at every call site.
-enum FileIO {
+/// EINTR is retried and short reads and writes are continued here, at every call site. Public for TelexArchive, whose
+/// archive state, cache and restore files go through the same calls (and the same seam).
+public enum FileIO {
     static func failure(_ operation: String, _ path: String, errno code: Int32 = errno) -> TelexError {
         let advice = code == EMFILE || code == ENFILE
             ? " (raise the open-file limit, ulimit -n, or lower --max-open-files/--max-connections)" : ""
@@ -28,7 +29,7 @@ enum FileIO {
         guard result >= 0 else { throw failure("fsync directory", path, errno: Int32(-result)) }
     }
 
-    static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(TelexError) -> CInt {
+    public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(TelexError) -> CInt {
         let result = retryingInterrupts {
             FileSystemSeam.fileSystem(for: path).open(path, flags: flags | O_CLOEXEC, mode: mode)
         }
@@ -39,7 +40,7 @@ enum FileIO {
     /// Closes `fd`, opened on `path`; returns the errno of a failed close (0 when it succeeded). Never retried
     /// on EINTR: Linux has released the descriptor whatever the result, and a retry could close another file's.
     @discardableResult
-    static func close(_ fd: CInt, path: String) -> Int32 {
+    public static func close(_ fd: CInt, path: String) -> Int32 {
         let result = FileSystemSeam.fileSystem(for: path).close(fd, path: path)
         return result >= 0 ? 0 : Int32(-result)
     }
@@ -53,14 +54,14 @@ enum FileIO {
         }
     }
 
-    static func size(_ fd: CInt, path: String) throws(TelexError) -> Int {
+    public static func size(_ fd: CInt, path: String) throws(TelexError) -> Int {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw failure("fstat", path) }
         return Int(info.st_size)
     }
 
     /// Reads exactly `length` bytes at `offset`, or fewer only at end of file.
-    static func read(_ fd: CInt, at offset: Int, length: Int, into buffer: inout ByteBuffer, path: String) throws(TelexError) -> Int {
+    public static func read(_ fd: CInt, at offset: Int, length: Int, into buffer: inout ByteBuffer, path: String) throws(TelexError) -> Int {
         let fileSystem = FileSystemSeam.fileSystem(for: path)
         var total = 0
         var failed: Int32 = 0
@@ -83,7 +84,7 @@ enum FileIO {
     }
 
     /// Writes every byte of `parts` at `offset`, in order, whatever the number of short writes and EINTRs.
-    static func write(_ fd: CInt, parts: [ByteBuffer], at offset: Int, path: String) throws(TelexError) {
+    public static func write(_ fd: CInt, parts: [ByteBuffer], at offset: Int, path: String) throws(TelexError) {
         let fileSystem = FileSystemSeam.fileSystem(for: path)
         var position = offset
         var failed: Int32 = 0
@@ -113,13 +114,13 @@ enum FileIO {
 
     /// fdatasyncs `fd`, the file at `path`. A failure is final: the caller must not retry it and trust the
     /// retry (the kernel may have dropped the dirty pages it could not write, STORAGE.md §13).
-    static func sync(_ fd: CInt, path: String) throws(TelexError) {
+    public static func sync(_ fd: CInt, path: String) throws(TelexError) {
         let result = retryingInterrupts { FileSystemSeam.fileSystem(for: path).sync(fd, path: path) }
         guard result >= 0 else { throw failure("fdatasync", path, errno: Int32(-result)) }
     }
 
     /// fsyncs a directory so that creations, renames and deletions in it survive a crash.
-    static func syncDirectory(_ path: String) throws(TelexError) {
+    public static func syncDirectory(_ path: String) throws(TelexError) {
         let fd = try openDirectory(path)
         defer { close(fd, path: path) }
         try syncDirectory(fd, path: path)
@@ -127,7 +128,7 @@ enum FileIO {
 
     /// Creates `path` and its missing parents; each directory it creates is made durable in its parent (the
     /// parent is fsynced), so a crash cannot take away a directory whose files were fsynced.
-    static func makeDirectory(_ path: String) throws(TelexError) {
+    public static func makeDirectory(_ path: String) throws(TelexError) {
         var partial = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             let parent = partial.isEmpty ? "/" : partial
@@ -140,7 +141,7 @@ enum FileIO {
         }
     }
 
-    static func listDirectory(_ path: String) throws(TelexError) -> [String] {
+    public static func listDirectory(_ path: String) throws(TelexError) -> [String] {
         guard let directory = opendir(path) else { throw failure("opendir", path) }
         defer { closedir(directory) }
         var names: [String] = []
@@ -153,21 +154,21 @@ enum FileIO {
         return names.sorted()
     }
 
-    static func exists(_ path: String) -> Bool {
+    public static func exists(_ path: String) -> Bool {
         access(path, F_OK) == 0
     }
 
-    static func isDirectory(_ path: String) -> Bool {
+    public static func isDirectory(_ path: String) -> Bool {
         var info = stat()
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
-    static func remove(_ path: String) throws(TelexError) {
+    public static func remove(_ path: String) throws(TelexError) {
         let result = retryingInterrupts { FileSystemSeam.fileSystem(for: path).unlink(path) }
         guard result >= 0 || result == -Int(ENOENT) else { throw failure("unlink", path, errno: Int32(-result)) }
     }
 
-    static func removeDirectory(_ path: String) throws(TelexError) {
+    public static func removeDirectory(_ path: String) throws(TelexError) {
         let result = retryingInterrupts { FileSystemSeam.fileSystem(for: path).removeDirectory(path) }
         guard result >= 0 || result == -Int(ENOENT) else { throw failure("rmdir", path, errno: Int32(-result)) }
     }
@@ -182,7 +183,7 @@ enum FileIO {
         return names.reduce(0) { $0 + treeSize(path + "/" + $1) }
     }
 
-    static func rename(_ from: String, _ to: String) throws(TelexError) {
+    public static func rename(_ from: String, _ to: String) throws(TelexError) {
         let result = retryingInterrupts { FileSystemSeam.fileSystem(for: to).rename(from, to: to) }
         guard result >= 0 else { throw failure("rename \(from) to", to, errno: Int32(-result)) }
     }
@@ -216,7 +217,7 @@ enum FileIO {
         try syncDirectory(directory)
     }
 
-    static func nowMilliseconds() -> Int64 {
+    public static func nowMilliseconds() -> Int64 {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
         return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000

@@ -133,7 +133,7 @@ struct ArchiveCacheTests {
 
             #expect(cache.cachedBaseOffsets(of: topic) == [segments[0].baseOffset, segments[2].baseOffset])
             #expect(!(try fixture.files().contains(ArchiveLayout.base20(segments[1].baseOffset) + ".r0.log")))
-            #expect(ArchiveFiles.exists(first))
+            #expect(FileIO.exists(first))
             try fixture.store.close()
         }
     }

@@ -83,7 +83,7 @@ struct ArchiverReviewTests {
             #expect(puts(base, endingWith: ".manifest").count == (duringManifest ? 1 : 0))
             #expect(catalog.segments(of: topic).isEmpty)
             // The new topic's state knows nothing of the earlier topic's segment.
-            #expect(!ArchiveFiles.exists(ArchiveState.path(dataDirectory: directory + "/data", topic: topic)))
+            #expect(!FileIO.exists(ArchiveState.path(dataDirectory: directory + "/data", topic: topic)))
             try store.close()
         }
     }

@@ -19,7 +19,7 @@ struct CacheReviewTests {
 
             cache.topicDeleted(topic)
             #expect(cache.archivedSegments(of: topic).isEmpty)
-            #expect(cache.cachedBaseOffsets(of: topic).isEmpty && !ArchiveFiles.exists(path))
+            #expect(cache.cachedBaseOffsets(of: topic).isEmpty && !FileIO.exists(path))
             #expect(cache.state.withLock { $0.bytes } == 0)
             let error = await #expect(throws: TelexError.self) { try await cache.fetch(topic: topic, baseOffset: base) }
             #expect(error?.code == .storageFailure && error?.topic == topic && error?.offset == base)
@@ -156,7 +156,7 @@ struct CacheReviewTests {
     func restoreRefusesConsumers() async throws {
         try await withTemporaryDirectory { directory in
             let objects = try DirectoryObjectStore(directory: directory + "/bucket")
-            try ArchiveFiles.makeDirectory(directory + "/restored/consumers")
+            try FileIO.makeDirectory(directory + "/restored/consumers")
             try ArchiveFiles.writeFile(directory + "/restored/consumers/indexer.offsets", ByteBuffer(string: "x"))
             let error = await #expect(throws: TelexError.self) {
                 try await ArchiveRestore.restore(from: objects, layout: layout, into: directory + "/restored",
