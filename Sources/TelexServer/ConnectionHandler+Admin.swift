@@ -223,24 +223,6 @@ extension ConnectionHandler {
         }
     }
 
-    /// As `runBlocking`, for work that awaits (a purge reaching the archive): run as a task off the loop, later
-    /// requests waiting behind it.
-    private func runAsync<Value: Sendable>(
-        _ work: @escaping @Sendable () async throws -> Value, then completion: @escaping (Result<Value, any Error>) -> Void
-    ) {
-        guard let loop = context?.eventLoop else { return }
-        awaitingStorage = true
-        inFlight += 1
-        loop.makeFutureWithTask(work).assumeIsolated().whenComplete { result in
-            self.awaitingStorage = false
-            self.inFlight -= 1
-            completion(result)
-            self.handleWaitingRequests()
-            self.scheduleFlush()
-            self.closeIfQuiesced()
-        }
-    }
-
     /// What a purge did in every topic it tried.
     struct PurgeOutcome: Sendable {
         var purged: [PurgedTopic] = []

@@ -299,10 +299,26 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func runBlocking<Value: Sendable>(
         _ work: @escaping @Sendable () throws -> Value, then completion: @escaping (Result<Value, any Error>) -> Void
     ) -> Bool {
+        holdingRequests({ loop in self.threadPool.runIfActive(eventLoop: loop, work) }, then: completion)
+    }
+
+    /// As `runBlocking`, for work that awaits (a purge reaching the archive): run as a task off the loop.
+    @discardableResult
+    func runAsync<Value: Sendable>(
+        _ work: @escaping @Sendable () async throws -> Value, then completion: @escaping (Result<Value, any Error>) -> Void
+    ) -> Bool {
+        holdingRequests({ loop in loop.makeFutureWithTask(work) }, then: completion)
+    }
+
+    /// Runs the work `start` begins on the loop while later requests on this connection wait behind it, then hands
+    /// its result to `completion` and goes on with the waiting requests.
+    private func holdingRequests<Value: Sendable>(
+        _ start: (any EventLoop) -> EventLoopFuture<Value>, then completion: @escaping (Result<Value, any Error>) -> Void
+    ) -> Bool {
         guard let loop = context?.eventLoop else { return false }
         awaitingStorage = true
         inFlight += 1
-        threadPool.runIfActive(eventLoop: loop, work).assumeIsolated().whenComplete { result in
+        start(loop).assumeIsolated().whenComplete { result in
             self.awaitingStorage = false
             self.inFlight -= 1
             completion(result)

@@ -20,18 +20,8 @@ struct Restore: AsyncParsableCommand {
     @OptionGroup var objectStore: ObjectStoreOptions
 
     func run() async throws {
-        let logger = Logger(label: "telexd.restore")
-        let (location, client) = try objectStore.client(
-            for: source, flag: "restore", environment: ProcessInfo.processInfo.environment, logger: logger)
-        let result: Result<ArchiveRestore.Summary, any Error>
-        do {
-            result = .success(try await ArchiveRestore.restore(
-                from: S3ObjectStore(client: client), layout: ArchiveLayout(prefix: location.prefix),
-                into: dataDirectory, logger: logger))
-        } catch {
-            result = .failure(error)
-        }
-        try? await client.shutdown()
+        let (location, result) = try await objectStore.restore(
+            source, flag: "restore", into: dataDirectory, logger: Logger(label: "telexd.restore"))
         switch result {
         case .success(let summary) where summary.topics.isEmpty:
             FileHandle.standardError.write(Data("""
@@ -68,30 +58,46 @@ struct ArchiveSourceOptions: ParsableArguments {
     /// A restore failure (a checksum mismatch names the object) is thrown with the command's name.
     func withRestoredCopy<T>(command: String, _ body: (String) throws -> T) async throws -> T? {
         guard let archive else { return nil }
-        let logger = Logger(label: "telexd.\(command)")
-        let (location, client) = try objectStore.client(
-            for: archive, flag: "--archive", environment: ProcessInfo.processInfo.environment, logger: logger)
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("telex-\(command)-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (location, result) = try await objectStore.restore(
+            archive, flag: "--archive", into: directory, logger: Logger(label: "telexd.\(command)"))
         let summary: ArchiveRestore.Summary
-        do {
-            summary = try await ArchiveRestore.restore(
-                from: S3ObjectStore(client: client), layout: ArchiveLayout(prefix: location.prefix),
-                into: directory, logger: logger)
-        } catch {
-            try? await client.shutdown()
+        switch result {
+        case .success(let restored): summary = restored
+        case .failure(let error):
             FileHandle.standardError.write(Data("telexd \(command): reading \(location): \(error)\n".utf8))
             // An object that does not match its manifest is a problem found (verify's 1); the rest is "could not
             // read" (2).
             throw ExitCode(command == "verify" && error.code == .dataLoss ? 1 : 2)
         }
-        try? await client.shutdown()
         guard !summary.topics.isEmpty else {
             FileHandle.standardError.write(Data(
                 "telexd \(command): \(location) holds no archived segment (is the bucket or the prefix wrong?)\n".utf8))
             throw ExitCode(2)
         }
         return try body(directory)
+    }
+}
+
+extension ObjectStoreOptions {
+    /// `ArchiveRestore.restore` of the archive `text` into `directory` (for `telexd restore` and the `--archive`
+    /// of inspect and verify), the S3 client shut down whatever the outcome. Throws only for bad options.
+    func restore(
+        _ text: String, flag: String, into directory: String, logger: Logger
+    ) async throws -> (location: S3Location, result: Result<ArchiveRestore.Summary, TelexError>) {
+        let (location, client) = try client(
+            for: text, flag: flag, environment: ProcessInfo.processInfo.environment, logger: logger)
+        let result: Result<ArchiveRestore.Summary, TelexError>
+        do {
+            result = .success(try await ArchiveRestore.restore(
+                from: S3ObjectStore(client: client), layout: ArchiveLayout(prefix: location.prefix),
+                into: directory, logger: logger))
+        } catch {
+            result = .failure(error)
+        }
+        try? await client.shutdown()
+        return (location, result)
     }
 }
