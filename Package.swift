@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "TelexClient", targets: ["TelexClient"]),
         .library(name: "TelexS3", targets: ["TelexS3"]),
         .library(name: "TelexArchive", targets: ["TelexArchive"]),
+        .library(name: "TelexConsole", targets: ["TelexConsole"]),
         .executable(name: "telexd", targets: ["telexd"]),
         .executable(name: "telex-pub", targets: ["telex-pub"]),
         .executable(name: "telex-sub", targets: ["telex-sub"]),
@@ -113,6 +114,29 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The web console: an HTTP/1.1 server (NIO, no framework) with the page's files embedded in the binary.
+        .target(
+            name: "TelexConsole",
+            dependencies: [
+                "TelexAuth",
+                "TelexEvents",
+                "TelexProtocol",
+                "TelexServer",
+                "TelexStorage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [
+                .embedInCode("Assets/index.html"),
+                .embedInCode("Assets/console.css"),
+                .embedInCode("Assets/console.js"),
+            ]
+        ),
         .target(
             name: "TelexClient",
             dependencies: [
@@ -130,6 +154,7 @@ let package = Package(
             name: "telexd",
             dependencies: [
                 "TelexArchive",
+                "TelexConsole",
                 "TelexS3",
                 "TelexAuth",
                 "TelexServer",
@@ -285,6 +310,18 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        .testTarget(
+            name: "TelexConsoleTests",
+            dependencies: [
+                "TelexConsole", "TelexAuth", "TelexServer", "TelexStorage", "TelexProtocol", "TelexEvents",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         .testTarget(

@@ -24,20 +24,7 @@ final class AdminContext: Sendable {
 extension ConnectionHandler {
     /// Whether the connection's principal is an operator: every connection without authentication or with the shared
     /// token, and a principal marked `admin` in the users file in force (and still accepting the way it logged in).
-    var isAdmin: Bool {
-        switch identity {
-        case .anonymous, .sharedToken:
-            return true
-        case .unauthenticated:
-            return false
-        case .principal(let name, let login):
-            guard let principal = access.authenticator.principals?[name], principal.admin else { return false }
-            switch login {
-            case .certificate: return true
-            case .secret(let sha256): return principal.secretSHA256?.lowercased() == sha256
-            }
-        }
-    }
+    var isAdmin: Bool { access.isAdmin(identity) }
 
     func admin(_ request: AdminRequest, requestID: UInt32) {
         let command = request.command
@@ -81,7 +68,7 @@ extension ConnectionHandler {
         return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
-    private static func brokerInfo(
+    static func brokerInfo(
         store: TopicStore, context: AdminContext, configuration: ServerConfiguration, address: String
     ) -> BrokerInfo {
         let uptime = ContinuousClock.now - context.startedAt
@@ -132,33 +119,46 @@ extension ConnectionHandler {
                 "consumer '\(consumer)' is subscribed (\(active) subscription\(active == 1 ? "" : "s")); stop it first, or reset with --force (its running subscriptions then keep their own positions and may commit over the reset)")
         }
         let store = self.store
-        let topics = pattern.isEmpty
+        let topics = Self.resetTopics(store: store, consumer: consumer, pattern: pattern)
+        runAdmin(request, requestID: requestID) {
+            .resetConsumer(try Self.reset(store: store, consumer: consumer, topics: topics, to: to))
+        }
+    }
+
+    /// The topics a reset of `consumer` applies to: those it has committed in without a pattern, else the matching ones.
+    static func resetTopics(store: TopicStore, consumer: String, pattern: String) -> [String] {
+        pattern.isEmpty
             ? store.consumerOffsets.committed(consumer).keys.sorted()
             : store.topics.filter { TopicName.matches(pattern: pattern, topic: $0) }
-        runAdmin(request, requestID: requestID) {
-            let previous = store.consumerOffsets.committed(consumer)
-            var targets: [String: Int64] = [:]
-            var resets: [ConsumerReset] = []
-            for topic in topics {
-                guard let log = store.log(topic) else { continue }
-                let start = log.startOffset
-                let end = log.readableEndOffset
-                let target: Int64
-                switch to {
-                case .beginning: target = start
-                case .end: target = end
-                case .offset(let offset): target = min(max(offset, start), end)
-                case .timestamp(let time): target = try log.offset(atOrAfter: time)
-                case .latest, .history:
-                    // ADMIN decoding refuses these kinds; kept exhaustive for the compiler.
-                    throw TelexError(.invalidRequest, "a consumer cannot be reset to a latest or history start")
-                }
-                targets[topic] = target
-                resets.append(ConsumerReset(topic: topic, previous: previous[topic] ?? -1, committed: target))
+    }
+
+    /// Sets `consumer`'s committed offset in each of `topics` to `to` (clamped to the log); blocking (it commits to
+    /// the offsets file): call off the event loop.
+    static func reset(
+        store: TopicStore, consumer: String, topics: [String], to: StartPosition
+    ) throws(TelexError) -> [ConsumerReset] {
+        let previous = store.consumerOffsets.committed(consumer)
+        var targets: [String: Int64] = [:]
+        var resets: [ConsumerReset] = []
+        for topic in topics {
+            guard let log = store.log(topic) else { continue }
+            let start = log.startOffset
+            let end = log.readableEndOffset
+            let target: Int64
+            switch to {
+            case .beginning: target = start
+            case .end: target = end
+            case .offset(let offset): target = min(max(offset, start), end)
+            case .timestamp(let time): target = try log.offset(atOrAfter: time)
+            case .latest, .history:
+                // ADMIN decoding refuses these kinds; kept exhaustive for the compiler.
+                throw TelexError(.invalidRequest, "a consumer cannot be reset to a latest or history start")
             }
-            if !targets.isEmpty { try store.consumerOffsets.commit(consumer, offsets: targets) }
-            return .resetConsumer(resets)
+            targets[topic] = target
+            resets.append(ConsumerReset(topic: topic, previous: previous[topic] ?? -1, committed: target))
         }
+        if !targets.isEmpty { try store.consumerOffsets.commit(consumer, offsets: targets) }
+        return resets
     }
 
     private func deleteTopic(_ topic: String, request: AdminRequest, requestID: UInt32) {

@@ -29,6 +29,8 @@ public final class TelexServer: Service, Sendable {
     let hub = TopicHub()
     private let state = NIOLockedValueBox(State.idle)
     private let connections = NIOLockedValueBox(Connections())
+    /// What ADMIN info reports beyond the store (start time, connection count); set when the listener binds.
+    let adminContextBox = NIOLockedValueBox<AdminContext?>(nil)
     /// The TLS context new connections get, when `configuration.tls` is set; `reload()` replaces it.
     let tlsContext = NIOLockedValueBox<NIOSSLContext?>(nil)
     /// The latest `reload()`; the next one starts only after it finished, so reloads apply in the order they were
@@ -89,6 +91,14 @@ public final class TelexServer: Service, Sendable {
         state.withLockedValue { state in
             guard case .running(let running) = state else { return nil }
             return running.store
+        }
+    }
+
+    /// The store, access control and listener while serving; nil before `start()` finished and once stopping.
+    var running: (store: TopicStore, access: AccessControl, serverChannel: any Channel)? {
+        state.withLockedValue { state in
+            guard case .running(let running) = state else { return nil }
+            return (running.store, running.access, running.serverChannel)
         }
     }
 
@@ -154,6 +164,7 @@ public final class TelexServer: Service, Sendable {
         let threadPool = self.threadPool
         let topicCreationLimiter = TopicCreationLimiter(limits: configuration.limits, existingTopics: store.topics.count)
         let adminContext = AdminContext { [connections] in connections.withLockedValue { $0.channels.count } }
+        adminContextBox.withLockedValue { $0 = adminContext }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

@@ -31,6 +31,23 @@ final class AccessControl: Sendable {
         current.withLockedValue { $0.permissions(of: identity) }
     }
 
+    /// Whether `identity` is an operator: every connection without authentication or with the shared token, and a
+    /// principal marked `admin` in the users file in force (and still accepting the way it logged in).
+    func isAdmin(_ identity: Identity) -> Bool {
+        switch identity {
+        case .anonymous, .sharedToken:
+            return true
+        case .unauthenticated:
+            return false
+        case .principal(let name, let login):
+            guard let principal = authenticator.principals?[name], principal.admin else { return false }
+            switch login {
+            case .certificate: return true
+            case .secret(let sha256): return principal.secretSHA256?.lowercased() == sha256
+            }
+        }
+    }
+
     /// Re-reads the users file (blocking: call off the event loop). On an error the principals in force stay.
     /// Returns the number of principals now in force; without a users file, does nothing and returns nil.
     @discardableResult

@@ -1,0 +1,154 @@
+import Foundation
+import NIOConcurrencyHelpers
+import TelexAuth
+import TelexProtocol
+import TelexStorage
+
+/// What the web console (TelexConsole) needs from the running broker: the same principals, admin rule, login backoff
+/// and audit log as the protocol, ADMIN info, "new data" notifications, and the consumer reset of ADMIN
+/// reset-consumer. Each answers for the server as it runs now; before `start()` and after `shutdown()` they refuse.
+extension TelexServer {
+    /// Whether logins are needed: a users file or a shared token is configured.
+    public var requiresAuthentication: Bool { running?.access.authenticator.requiresAuthentication ?? true }
+
+    /// Checks a console login token as HELLO checks one (the shared token or `NAME.SECRET`). A failure is audited as
+    /// `authentication_failed` for `peer` and answered only after the protocol's login backoff for that peer; a
+    /// success clears the peer's backoff.
+    public func consoleLogin(token: String, peer: String) async -> AuthenticationOutcome {
+        guard let access = running?.access else {
+            return .rejected(principal: nil, reason: "the broker is not serving")
+        }
+        let outcome = access.authenticator.authenticate(token: token, peerCommonName: nil)
+        switch outcome {
+        case .accepted:
+            access.backoff.succeeded(peer: peer)
+        case .rejected(let principal, let reason):
+            let delay = access.backoff.failed(peer: peer)
+            access.auditLog?.record(AuditRecord(
+                event: .authenticationFailed, peer: peer, principal: principal, action: "console login", reason: reason))
+            logger.info("console login refused", metadata: [
+                "peer": "\(peer)", "principal": "\(principal ?? "?")", "reason": "\(reason)",
+            ])
+            try? await Task.sleep(for: delay)
+        }
+        return outcome
+    }
+
+    /// What `identity` may do under the users file in force now (none once the broker stopped).
+    public func permissions(of identity: Identity) -> Permissions {
+        running?.access.permissions(of: identity) ?? .none
+    }
+
+    /// Whether `identity` is an admin principal now (ADMIN's rule: anonymous and the shared token are).
+    public func isAdmin(_ identity: Identity) -> Bool {
+        running?.access.isAdmin(identity) ?? false
+    }
+
+    /// ADMIN info: name, version, uptime, fsync policy, data directory and its size, topics and connections. Blocking
+    /// (it sums the data directory's files): call off the event loop. Nil unless serving.
+    public func brokerInfo() -> BrokerInfo? {
+        guard let running, let context = adminContextBox.withLockedValue({ $0 }) else { return nil }
+        let address = running.serverChannel.localAddress
+        let host = address?.ipAddress ?? configuration.host
+        let port = address?.port.map(String.init) ?? "?"
+        return ConnectionHandler.brokerInfo(
+            store: running.store, context: context, configuration: configuration,
+            address: host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
+    }
+
+    /// Calls `onReadable` (from any thread) whenever `topic` gains readable batches, and `onDeleted` if it is deleted,
+    /// until the returned watch is cancelled. Nothing passes through it but the notification: read the log after it.
+    public func watch(
+        topic: String, onReadable: @escaping @Sendable () -> Void, onDeleted: @escaping @Sendable () -> Void = {}
+    ) -> TopicWatch {
+        let watch = TopicWatch(topic: topic, hub: hub, onReadable: onReadable, onDeleted: onDeleted)
+        hub.register(watch, topics: [topic])
+        return watch
+    }
+
+    /// ADMIN reset-consumer for the console: refused unless `identity` is an admin principal, and while the consumer
+    /// is subscribed unless `force`; audited as an `admin` record naming `peer` and the console. Runs the commit on
+    /// the server's thread pool.
+    public func resetConsumer(
+        _ consumer: String, pattern: String, to: StartPosition, force: Bool, identity: Identity, peer: String
+    ) async throws(TelexError) -> [ConsumerReset] {
+        guard let running else { throw TelexError(.storageFailure, "the broker is not serving") }
+        guard running.access.isAdmin(identity) else {
+            running.access.auditLog?.record(AuditRecord(
+                event: .authorizationRefused, peer: peer, principal: identity.name, action: "console reset-consumer",
+                consumer: consumer, reason: "not an admin principal"))
+            throw TelexError(.notAuthorized,
+                "principal '\(identity.name)' may not reset consumer '\(consumer)': it is not an admin principal")
+        }
+        try ConsumerOffsets.validateName(consumer)
+        if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
+        switch to {
+        case .offset(let offset) where offset < 0:
+            throw TelexError(.invalidRequest, "reset-consumer: offset \(offset) is negative")
+        case .latest, .history:
+            throw TelexError(.invalidRequest, "a consumer cannot be reset to a latest or history start")
+        default:
+            break
+        }
+        let active = hub.subscriptions(ofConsumer: consumer)
+        guard active == 0 || force else {
+            throw TelexError(.invalidRequest,
+                "consumer '\(consumer)' is subscribed (\(active) subscription\(active == 1 ? "" : "s")); stop it first, or reset with force (its running subscriptions then keep their own positions and may commit over the reset)")
+        }
+        let store = running.store
+        let topics = ConnectionHandler.resetTopics(store: store, consumer: consumer, pattern: pattern)
+        let resets: [ConsumerReset]
+        do {
+            resets = try await threadPool.runIfActive {
+                try ConnectionHandler.reset(store: store, consumer: consumer, topics: topics, to: to)
+            }
+        } catch let error as TelexError {
+            throw error
+        } catch {
+            throw TelexError(.storageFailure, "reset of consumer '\(consumer)' stopped: \(error)")
+        }
+        let summary = "console: reset " + resets.map { "\($0.topic) \($0.previous) -> \($0.committed)" }
+            .joined(separator: ", ")
+        running.access.auditLog?.record(AuditRecord(
+            event: .admin, peer: peer, principal: identity.name, action: "reset-consumer",
+            topic: pattern.isEmpty ? nil : pattern, consumer: consumer, reason: summary))
+        logger.info("console reset-consumer", metadata: [
+            "consumer": "\(consumer)", "principal": "\(identity.name)", "resets": "\(summary)",
+        ])
+        return resets
+    }
+
+    /// How many subscriptions of durable consumer `consumer` are open now, on every connection.
+    public func subscriptionCount(ofConsumer consumer: String) -> Int {
+        hub.subscriptions(ofConsumer: consumer)
+    }
+}
+
+/// A console's interest in one topic (`TelexServer.watch`): notified like a subscription, reading nothing itself.
+public final class TopicWatch: TopicListener, Sendable {
+    public let topic: String
+    private let hub: TopicHub
+    private let onReadable: @Sendable () -> Void
+    private let onDeleted: @Sendable () -> Void
+    private let cancelled = NIOLockedValueBox(false)
+
+    init(topic: String, hub: TopicHub, onReadable: @escaping @Sendable () -> Void,
+         onDeleted: @escaping @Sendable () -> Void) {
+        self.topic = topic
+        self.hub = hub
+        self.onReadable = onReadable
+        self.onDeleted = onDeleted
+    }
+
+    /// Stops the notifications; safe to call more than once.
+    public func cancel() {
+        guard !cancelled.withLockedValue({ let was = $0; $0 = true; return was }) else { return }
+        hub.unregister(self)
+    }
+
+    var pattern: String { topic }
+    var consumer: String? { nil }
+    func topicReadable(_ topic: String) { onReadable() }
+    func topicCreated(_ topic: String) {}
+    func topicDeleted(_ topic: String) { onDeleted() }
+}
