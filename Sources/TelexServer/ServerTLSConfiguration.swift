@@ -94,7 +94,7 @@ extension ServerConfiguration {
 
     /// The refusal of plaintext beyond loopback, for the broker's port (`doing` "listen") and the metrics
     /// endpoint's ("serve metrics").
-    static func plaintextRefusal(
+    public static func plaintextRefusal(
         host: String, port: Int, tls: ServerTLSConfiguration?, allowPlaintext: Bool, doing: String
     ) -> String? {
         guard tls == nil, !allowPlaintext, !isLoopback(host) else { return nil }
