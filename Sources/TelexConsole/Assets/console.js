@@ -24,7 +24,7 @@
  *              admins: button.reset[data-consumer] → dialog#confirm with select#reset-to (beginning | end),
  *              #confirm-text, button#confirm-yes, button#confirm-no; result in #reset-result
  *
- * Extra hooks (not part of the contract): button#older, #topic-summary, #search-summary, #version-count,
+ * Extra hooks (not part of the contract): button#older, #newer-hidden, #topic-summary, #search-summary, #version-count,
  * #diff-summary.
  */
 "use strict";
@@ -161,8 +161,9 @@
     const parts = path.split("/").filter((p) => p.length > 0);
     if (parts.length === 0) return { page: "overview", query };
     if (parts[0] === "consumers" && parts.length === 1) return { page: "consumers", query };
-    if (parts[0] === "topics" && parts.length >= 2) return { page: "topic", topic: dec(parts.slice(1).join("/")), query };
-    if (parts[0] === "articles" && parts.length >= 2) return { page: "article", uri: dec(parts.slice(1).join("/")), query };
+    const rest = dec(parts.slice(1).join("/"));
+    if (parts[0] === "topics" && parts.length >= 2) return { page: "topic", topic: rest, query };
+    if (parts[0] === "articles" && parts.length >= 2) return { page: "article", uri: rest, query };
     return { page: "notfound", query };
   }
 
@@ -221,7 +222,9 @@
   class LoginNeeded extends Error {}
 
   async function api(path, options = {}) {
-    const init = { method: options.method || "GET", credentials: "same-origin", headers: { Accept: "application/json" } };
+    const init = {
+      method: options.method || "GET", credentials: "same-origin", headers: { Accept: "application/json" },
+    };
     if (options.body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(options.body);
@@ -293,7 +296,8 @@
     const message = error instanceof ApiError ? error.message : String(error.message || error);
     banner.append(el("span", { class: "error-message" }, message));
     if (error instanceof ApiError && error.code) banner.append(" ", el("code", { class: "error-code" }, error.code));
-    const dismiss = el("button", { type: "button", class: "error-dismiss", "aria-label": "Dismiss" }, "×");
+    // The × comes from CSS so that the banner's text is the message alone.
+    const dismiss = el("button", { type: "button", class: "error-dismiss", "aria-label": "Dismiss", title: "Dismiss" });
     dismiss.addEventListener("click", () => showError(null));
     banner.append(dismiss);
     banner.hidden = false;
@@ -350,7 +354,8 @@
 
   async function logout() {
     try {
-      await api("/api/logout", { method: "POST" });
+      // Every POST carries a JSON body and its content type (the server refuses other POSTs).
+      await api("/api/logout", { method: "POST", body: {} });
     } catch (error) {
       if (!(error instanceof LoginNeeded)) { showError(error); return; }
     }
@@ -378,7 +383,9 @@
     const y = (v) => (max > 0 ? baseline - (v / max) * (height - 2 * pad) : baseline);
     const coords = points.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`);
     if (points.length === 1) coords.unshift(`${pad},${y(points[0]).toFixed(1)}`);
-    const area = `M${coords[0].split(",")[0]},${baseline} L${coords.join(" L")} L${coords[coords.length - 1].split(",")[0]},${baseline} Z`;
+    const firstX = coords[0].split(",")[0];
+    const lastX = coords[coords.length - 1].split(",")[0];
+    const area = `M${firstX},${baseline} L${coords.join(" L")} L${lastX},${baseline} Z`;
     chart.append(svg("path", { class: "spark-area", d: area }));
     chart.append(svg("polyline", { class: "spark-line", points: coords.join(" ") }));
     const last = coords[coords.length - 1].split(",");
@@ -402,7 +409,7 @@
     const valid = (samples || []).filter((s) => s && Number.isFinite(s.time) && Number.isFinite(s.lag));
     const now = valid.length > 0 ? Math.max(Date.now(), valid[valid.length - 1].time) : Date.now();
     const start = now - 3600 * 1000;
-    const max = Math.max(1, ...valid.map((s) => s.lag));
+    const max = niceCeiling(Math.max(0, ...valid.map((s) => s.lag)));
     const plotW = width - left - right;
     const plotH = height - top - bottom;
     const x = (t) => left + ((Math.max(start, t) - start) / (now - start)) * plotW;
@@ -410,7 +417,8 @@
     // Grid and axes.
     for (const fraction of [0, 0.5, 1]) {
       const gy = top + plotH - fraction * plotH;
-      chart.append(svg("line", { class: fraction === 0 ? "axis" : "grid", x1: left, y1: gy, x2: width - right, y2: gy }));
+      const kind = fraction === 0 ? "axis" : "grid";
+      chart.append(svg("line", { class: kind, x1: left, y1: gy, x2: width - right, y2: gy }));
       chart.append(svg("text", { class: "axis-label", x: left - 6, y: gy + 4, "text-anchor": "end" },
         shortCount(Math.round(max * fraction))));
     }
@@ -423,7 +431,8 @@
         minutes === 0 ? "now" : `−${minutes} min`));
     }
     if (valid.length === 0) {
-      chart.append(svg("text", { class: "chart-empty", x: left + plotW / 2, y: top + plotH / 2, "text-anchor": "middle" },
+      const middle = { x: left + plotW / 2, y: top + plotH / 2 };
+      chart.append(svg("text", { class: "chart-empty", x: middle.x, y: middle.y, "text-anchor": "middle" },
         "no samples yet"));
       return chart;
     }
@@ -434,9 +443,20 @@
     const firstX = coords[0].split(",")[0];
     const lastX = coords[coords.length - 1].split(",")[0];
     const baseline = (top + plotH).toFixed(1);
-    chart.append(svg("path", { class: "lag-area", d: `M${firstX},${baseline} L${coords.join(" L")} L${lastX},${baseline} Z` }));
+    const area = `M${firstX},${baseline} L${coords.join(" L")} L${lastX},${baseline} Z`;
+    chart.append(svg("path", { class: "lag-area", d: area }));
     chart.append(svg("polyline", { class: "lag-line", points: coords.join(" ") }));
     return chart;
+  }
+
+  /** The axis top: a round number at or above `value` whose half is whole too (labels 0, half, top all differ). */
+  function niceCeiling(value) {
+    if (value <= 2) return 2;
+    const power = Math.pow(10, Math.floor(Math.log10(value)));
+    for (const step of [1, 2, 4, 6, 8, 10]) {
+      if (step * power >= value) return step * power;
+    }
+    return 10 * power;
   }
 
   function shortCount(n) {
@@ -481,7 +501,8 @@
   function isPattern(text) {
     if (!/[*>]/.test(text)) return false;
     const tokens = text.split(".");
-    return tokens.every((t, i) => t.length > 0 && (t === "*" || (t === ">" && i === tokens.length - 1) || !/[*>]/.test(t)));
+    const last = tokens.length - 1;
+    return tokens.every((t, i) => t.length > 0 && (t === "*" || (t === ">" && i === last) || !/[*>]/.test(t)));
   }
 
   async function overviewPage(generation) {
@@ -526,7 +547,8 @@
       const needle = pattern ? "" : text.toLowerCase();
       const shown = topics.topics.filter((t) => !needle || t.topic.toLowerCase().includes(needle));
       syncChildren(tbody, shown, (t) => t.topic, createTopicRow, updateTopicRow);
-      count.textContent = shown.length === topics.topics.length ? `${shown.length}` : `${shown.length} of ${topics.topics.length}`;
+      const all = topics.topics.length;
+      count.textContent = shown.length === all ? `${all}` : `${shown.length} of ${all}`;
       empty.hidden = shown.length > 0;
       empty.textContent = text ? `No topic matches “${text}”.` : "No topics yet (or none you may read).";
     }
@@ -591,7 +613,9 @@
     spark.append(sparkline(t.rateHistory, `${t.topic}: events per second over the last minute`));
     const last = $(".topic-last", row);
     clear(last);
-    if (t.lastAppendTime) last.append(el("time", { datetime: new Date(t.lastAppendTime).toISOString() }, formatTime(t.lastAppendTime)));
+    if (t.lastAppendTime) {
+      last.append(el("time", { datetime: new Date(t.lastAppendTime).toISOString() }, formatTime(t.lastAppendTime)));
+    }
     else last.textContent = "–";
   }
 
@@ -617,12 +641,21 @@
     search.addEventListener("submit", (event) => {
       event.preventDefault();
       const wanted = uriInput.value.trim();
-      location.hash = wanted ? `${topicHref(topic)}?uri=${enc(wanted)}` : topicHref(topic);
+      const target = wanted ? `${topicHref(topic)}?uri=${enc(wanted)}` : topicHref(topic);
+      if (location.hash === target) route(); // no hashchange for the same hash: search again anyway
+      else location.hash = target;
     });
     const older = el("button", { id: "older", type: "button", hidden: true }, `Older ${PAGE_SIZE}`);
     const summary = el("p", { id: "topic-summary", class: "muted" });
     const searchSummary = el("div", { id: "search-summary", class: "search-summary", hidden: true });
-    const empty = el("p", { class: "empty", hidden: true }, uri ? "No event of this article in this topic." : "No events in this topic yet.");
+    const empty = el("p", { class: "empty", hidden: true },
+      uri ? "No event of this article in this topic." : "No events in this topic yet.");
+    // Shown once paging back has pushed the newest rows out (the table keeps at most MAX_EVENT_ROWS).
+    const newerHidden = el("p", { id: "newer-hidden", class: "newer-hidden", hidden: true });
+    const newerText = el("span");
+    const showNewest = el("button", { type: "button" }, "Back to the newest");
+    showNewest.addEventListener("click", () => route());
+    newerHidden.append(newerText, " ", showNewest);
     clear(root);
     root.append(el("section", { id: "topic-page", class: "page", "data-topic": topic },
       el("p", { class: "crumbs" }, el("a", { href: "#/" }, "Overview"), " / topic"),
@@ -630,6 +663,7 @@
         el("span", { class: "tail-wrap" }, "Tail: ", status)),
       el("div", { class: "toolbar" }, search, summary),
       searchSummary,
+      newerHidden,
       el("div", { class: "table-wrap" }, table),
       empty,
       el("div", { class: "pager" }, older)));
@@ -638,6 +672,13 @@
     let oldest = null;    // smallest offset shown
     let newest = -1;      // largest offset shown
     let startOffset = 0;
+    let hiddenNewer = 0;  // newer events not in the table since paging back dropped the newest rows
+    const noteHidden = () => {
+      newerHidden.hidden = hiddenNewer === 0;
+      const are = hiddenNewer === 1 ? " is" : "s are";
+      newerText.textContent =
+        `${formatCount(hiddenNewer)} newer event${are} not shown (the table keeps at most ${MAX_EVENT_ROWS} rows).`;
+    };
 
     const trim = () => {
       while (tbody.children.length > MAX_EVENT_ROWS) tbody.lastElementChild.remove();
@@ -660,7 +701,9 @@
     }
     trim();
     empty.hidden = events.length > 0;
-    summary.textContent = `Offsets ${formatCount(page.startOffset)}–${formatCount(page.endOffset)} · newest first`;
+    summary.textContent = page.endOffset > page.startOffset
+      ? `Offsets ${formatCount(page.startOffset)} to ${formatCount(page.endOffset - 1)} kept · newest first`
+      : "Empty topic";
     if (uri) {
       searchSummary.hidden = false;
       searchSummary.append(
@@ -690,10 +733,12 @@
         for (const event of got) tbody.append(eventRow(event, false));
         if (got.length > 0) oldest = got[got.length - 1].offset;
         else oldest = startOffset;
-        // Paging back drops the newest rows instead of the ones just asked for.
-        while (tbody.children.length > MAX_EVENT_ROWS) tbody.firstElementChild.remove();
-        const first = tbody.firstElementChild;
-        newest = first ? Math.max(newest, Number(first.dataset.offset)) : newest;
+        // Paging back drops the newest rows instead of the ones just asked for; live events then wait off-table.
+        while (tbody.children.length > MAX_EVENT_ROWS) {
+          tbody.firstElementChild.remove();
+          hiddenNewer += 1;
+        }
+        noteHidden();
         updateOlder();
       } catch (error) {
         handleError(error);
@@ -706,6 +751,11 @@
       if (event.offset <= newest) return;
       if (uri && event.uri !== uri) return;
       newest = event.offset;
+      if (hiddenNewer > 0) {
+        hiddenNewer += 1;
+        noteHidden();
+        return;
+      }
       tbody.insertBefore(eventRow(event, true), tbody.firstChild);
       empty.hidden = true;
       trim();
@@ -720,10 +770,14 @@
     const headline = el("td", { class: "event-headline" });
     if (event.headline) headline.textContent = event.headline;
     else headline.append(el("span", { class: "muted" }, "(no headline)"));
-    const type = el("td", { class: "event-type" }, el("span", { class: `type-badge ${typeClass(event.type)}` }, event.type || "?"));
+    const type = el("td", { class: "event-type" }, typeBadge(event.type));
     return el("tr", { class: live ? "event live" : "event", "data-offset": String(event.offset) },
       el("td", { class: "event-offset num" }, formatCount(event.offset)),
       type, headline, uriCell, timeCell(event.brokerTime, { class: "event-time" }));
+  }
+
+  function typeBadge(type) {
+    return el("span", { class: `type-badge ${typeClass(type)}` }, type || "?");
   }
 
   function typeClass(type) {
@@ -788,7 +842,7 @@
         "aria-pressed": "false",
       },
         el("div", { class: "version-line" },
-          el("span", { class: `type-badge ${typeClass(v.type)}` }, v.type || "?"),
+          typeBadge(v.type),
           el("span", { class: "version-where" }, el("a", { href: topicHref(v.topic), class: "version-topic" }, v.topic),
             " @ ", el("span", { class: "version-offset" }, formatCount(v.offset)))),
         el("div", { class: "version-headline" }, v.headline || "(no headline)"),
@@ -810,7 +864,8 @@
     const toSelect = el("select", { id: "diff-to", "aria-label": "Newer version" });
     for (const select of [fromSelect, toSelect]) {
       versions.forEach((v, index) => {
-        select.append(el("option", { value: key(v) }, `#${index + 1} ${v.type} · ${v.topic} @ ${v.offset} · ${formatTime(v.brokerTime)}`));
+        const label = `#${index + 1} ${v.type} · ${v.topic} @ ${v.offset} · ${formatTime(v.brokerTime)}`;
+        select.append(el("option", { value: key(v) }, label));
       });
     }
     if (versions.length > 0) {
@@ -848,7 +903,8 @@
         view),
       el("section", { class: "diff-panel" },
         el("div", { class: "section-head" }, el("h2", null, "Compare versions"),
-          el("label", { class: "diff-pick" }, "From ", fromSelect), el("label", { class: "diff-pick" }, "to ", toSelect)),
+          el("label", { class: "diff-pick" }, "From ", fromSelect),
+          el("label", { class: "diff-pick" }, "to ", toSelect)),
         diffSummary,
         el("div", { class: "table-wrap" }, diffTable))));
     if (versions.length > 0) renderSelected();
@@ -873,8 +929,9 @@
   function renderVersion(view, v) {
     clear(view);
     const meta = el("p", { class: "article-meta" },
-      el("span", { class: `type-badge ${typeClass(v.type)}` }, v.type || "?"), " ",
-      el("span", { class: "muted" }, `${v.topic} @ ${formatCount(v.offset)} · broker time ${formatTime(v.brokerTime)}`));
+      typeBadge(v.type), " ",
+      el("span", { class: "muted" },
+        `${v.topic} @ ${formatCount(v.offset)} · broker time ${formatTime(v.brokerTime)}`));
     const headline = el("h2", { class: "article-headline" }, v.headline || "");
     if (!v.headline) headline.append(el("span", { class: "muted" }, "(no headline)"));
     const line = el("p", { class: "article-dateline" },
@@ -1013,7 +1070,8 @@
       el("thead", null, el("tr", null,
         el("th", { scope: "col" }, "Consumer / topic"), el("th", { scope: "col", class: "num" }, "Committed"),
         el("th", { scope: "col", class: "num" }, "End"), el("th", { scope: "col", class: "num" }, "Lag"),
-        el("th", { scope: "col" }, "Last commit"), el("th", { scope: "col", class: "num" }, "Active"), el("th", { scope: "col" }, "Lag, last hour"),
+        el("th", { scope: "col" }, "Last commit"), el("th", { scope: "col", class: "num" }, "Active"),
+        el("th", { scope: "col" }, "Lag, last hour"),
         admin ? el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Actions")) : null)));
     const result = el("div", { id: "reset-result", class: "reset-result", role: "status", hidden: true });
     const empty = el("p", { class: "empty", hidden: true }, "No durable consumers (or none you may use).");
@@ -1028,7 +1086,8 @@
       const answer = await api("/api/consumers");
       if (!current(generation)) return;
       latest = answer.consumers;
-      note.textContent = `Durable consumers with their committed offsets. Lag is sampled every ${answer.sampleIntervalSeconds} s; the chart shows the last hour.`;
+      note.textContent = "Durable consumers with their committed offsets. Lag is sampled every "
+        + `${answer.sampleIntervalSeconds} s; the chart shows the last hour.`;
       // One tbody per consumer, kept after the head.
       syncChildren(table, answer.consumers, (c) => c.consumer, (c) => createConsumerBody(c, admin), updateConsumerBody,
         table.tHead);
@@ -1058,7 +1117,8 @@
       el("td", { class: "consumer-active num" }),
       el("td", { class: "consumer-chart", rowspan: "1" }),
       admin ? el("td", { class: "consumer-actions" },
-        el("button", { type: "button", class: "reset button-danger", "data-consumer": c.consumer }, "Reset…")) : null);
+        el("button", { type: "button", class: "reset button-danger", "data-consumer": c.consumer }, "Reset…"))
+        : null);
     body.append(row);
     return body;
   }
@@ -1139,11 +1199,13 @@
     const describe = () => {
       clear(text);
       text.classList.remove("warning");
-      text.append("Reset consumer ", el("strong", null, consumer.consumer), " to the ", el("strong", null, select.value),
+      text.append("Reset consumer ", el("strong", null, consumer.consumer),
+        " to the ", el("strong", null, select.value),
         ` of ${topics.length === 1 ? "topic" : "topics"} `,
         topics.length > 0 ? joinCodes(topics) : el("em", null, "(none committed)"), "?");
       if (consumer.activeSubscriptions > 0) {
-        text.append(` It has ${consumer.activeSubscriptions} active subscription${consumer.activeSubscriptions === 1 ? "" : "s"}.`);
+        const active = consumer.activeSubscriptions;
+        text.append(` It has ${active} active subscription${active === 1 ? "" : "s"}.`);
       }
       yes.textContent = "Reset";
     };
@@ -1172,8 +1234,9 @@
           select.disabled = true;
           clear(text);
           text.classList.add("warning");
-          text.append(el("strong", null, consumer.consumer), " is subscribed now. ", error.message,
-            " Reset anyway, to the ", el("strong", null, to), " of ", topics.length > 0 ? joinCodes(topics) : "its topics", "?");
+          text.append(el("span", { class: "confirm-server" }, error.message), " ",
+            "Reset ", el("strong", null, consumer.consumer), " anyway, to the ", el("strong", null, to), " of ",
+            topics.length > 0 ? joinCodes(topics) : "its topics", "?");
           yes.textContent = "Reset anyway";
         } else {
           done();
@@ -1200,7 +1263,8 @@
   function showResult(result, answer, to, force) {
     clear(result);
     result.hidden = false;
-    result.append(el("p", null, "Consumer ", el("strong", null, answer.consumer), ` reset to the ${to}${force ? " (forced)" : ""}: `,
+    result.append(el("p", null, "Consumer ", el("strong", null, answer.consumer),
+      ` reset to the ${to}${force ? " (forced)" : ""}: `,
       `${answer.resets.length} topic${answer.resets.length === 1 ? "" : "s"}.`));
     if (answer.resets.length > 0) {
       const list = el("ul");
