@@ -198,7 +198,10 @@
         default: notFoundPage();
       }
     } catch (error) {
-      if (current(generation)) handleError(error);
+      if (!current(generation) || error instanceof LoginNeeded) return;
+      handleError(error);
+      // Do not leave the previous page standing under the new address.
+      failedPage();
     }
   }
 
@@ -1277,6 +1280,13 @@
   }
 
   // ---------------------------------------------------------------- not found, start
+
+  function failedPage() {
+    const root = app();
+    clear(root);
+    root.append(el("section", { class: "page" }, el("h1", null, "Could not load this page"),
+      el("p", null, "The error above says why. ", el("a", { href: "#/" }, "Go to the overview"), ".")));
+  }
 
   function notFoundPage() {
     const root = app();
