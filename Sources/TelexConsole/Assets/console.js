@@ -93,6 +93,7 @@
   // ---------------------------------------------------------------- formatting
 
   const numberFormat = new Intl.NumberFormat("en-US");
+  /** Counts with separators where they are only read; offsets and lags stay plain digits (copied into commands). */
   function formatCount(n) { return numberFormat.format(n); }
 
   function formatBytes(bytes) {
@@ -538,14 +539,16 @@
         el("div", { class: "table-wrap" }, table),
         empty));
 
+    let asked = 0; // a slow answer must not overwrite a newer one (filter typed while a refresh was out)
     async function refresh() {
+      const ask = ++asked;
       const text = filter.value.trim();
       const pattern = isPattern(text) ? text : "";
       const [overview, topics] = await Promise.all([
         api("/api/overview"),
         api(pattern ? `/api/topics?pattern=${enc(pattern)}` : "/api/topics"),
       ]);
-      if (!current(generation)) return;
+      if (!current(generation) || ask !== asked) return;
       renderOverview(overview);
       const needle = pattern ? "" : text.toLowerCase();
       const shown = topics.topics.filter((t) => !needle || t.topic.toLowerCase().includes(needle));
@@ -604,8 +607,8 @@
   }
 
   function updateTopicRow(row, t) {
-    $(".topic-start", row).textContent = formatCount(t.startOffset);
-    $(".topic-end", row).textContent = formatCount(t.endOffset);
+    $(".topic-start", row).textContent = String(t.startOffset);
+    $(".topic-end", row).textContent = String(t.endOffset);
     $(".topic-count", row).textContent = formatCount(Math.max(0, t.endOffset - t.startOffset));
     const bytes = $(".topic-bytes", row);
     bytes.textContent = formatBytes(t.bytes);
@@ -705,7 +708,7 @@
     trim();
     empty.hidden = events.length > 0;
     summary.textContent = page.endOffset > page.startOffset
-      ? `Offsets ${formatCount(page.startOffset)} to ${formatCount(page.endOffset - 1)} kept · newest first`
+      ? `Offsets ${String(page.startOffset)} to ${String(page.endOffset - 1)} kept · newest first`
       : "Empty topic";
     if (uri) {
       searchSummary.hidden = false;
@@ -775,7 +778,7 @@
     else headline.append(el("span", { class: "muted" }, "(no headline)"));
     const type = el("td", { class: "event-type" }, typeBadge(event.type));
     return el("tr", { class: live ? "event live" : "event", "data-offset": String(event.offset) },
-      el("td", { class: "event-offset num" }, formatCount(event.offset)),
+      el("td", { class: "event-offset num" }, String(event.offset)),
       type, headline, uriCell, timeCell(event.brokerTime, { class: "event-time" }));
   }
 
@@ -847,7 +850,7 @@
         el("div", { class: "version-line" },
           typeBadge(v.type),
           el("span", { class: "version-where" }, el("a", { href: topicHref(v.topic), class: "version-topic" }, v.topic),
-            " @ ", el("span", { class: "version-offset" }, formatCount(v.offset)))),
+            " @ ", el("span", { class: "version-offset" }, String(v.offset)))),
         el("div", { class: "version-headline" }, v.headline || "(no headline)"),
         el("div", { class: "version-time muted" }, formatTime(v.brokerTime)));
       const choose = (event) => {
@@ -934,7 +937,7 @@
     const meta = el("p", { class: "article-meta" },
       typeBadge(v.type), " ",
       el("span", { class: "muted" },
-        `${v.topic} @ ${formatCount(v.offset)} · broker time ${formatTime(v.brokerTime)}`));
+        `${v.topic} @ ${String(v.offset)} · broker time ${formatTime(v.brokerTime)}`));
     const headline = el("h2", { class: "article-headline" }, v.headline || "");
     if (!v.headline) headline.append(el("span", { class: "muted" }, "(no headline)"));
     const line = el("p", { class: "article-dateline" },
@@ -1085,9 +1088,11 @@
       el("div", { class: "table-wrap" }, table), empty));
     let latest = [];
 
+    let asked = 0; // a slow answer must not overwrite a newer one (the refresh after a reset)
     async function refresh() {
+      const ask = ++asked;
       const answer = await api("/api/consumers");
-      if (!current(generation)) return;
+      if (!current(generation) || ask !== asked) return;
       latest = answer.consumers;
       note.textContent = "Durable consumers with their committed offsets. Lag is sampled every "
         + `${answer.sampleIntervalSeconds} s; the chart shows the last hour.`;
@@ -1130,10 +1135,10 @@
     const row = body.firstElementChild;
     $(".consumer-topics", row).textContent = `${c.topics.length} topic${c.topics.length === 1 ? "" : "s"}`;
     const lag = $(".consumer-lag", row);
-    lag.textContent = formatCount(c.totalLag);
+    lag.textContent = String(c.totalLag);
     lag.classList.toggle("lagging", c.totalLag > 0);
     const active = $(".consumer-active", row);
-    active.textContent = formatCount(c.activeSubscriptions);
+    active.textContent = String(c.activeSubscriptions);
     active.title = `${c.activeSubscriptions} open subscription${c.activeSubscriptions === 1 ? "" : "s"}`;
     const lastCommit = Math.max(0, ...c.topics.map((t) => t.lastCommitTime || 0));
     $(".consumer-last", row).textContent = lastCommit ? formatTime(lastCommit) : "–";
@@ -1156,12 +1161,12 @@
           el("td", { class: "committed num" }), el("td", { class: "end num" }), el("td", { class: "lag num" }),
           el("td", { class: "last-commit muted" }), el("td", { class: "topic-active" }));
       }
-      $(".committed", tr).textContent = formatCount(t.committed);
+      $(".committed", tr).textContent = String(t.committed);
       const end = $(".end", tr);
-      end.textContent = t.endOffset < 0 ? "gone" : formatCount(t.endOffset);
+      end.textContent = t.endOffset < 0 ? "gone" : String(t.endOffset);
       end.title = t.endOffset < 0 ? "The topic no longer exists" : "";
       const lag = $(".lag", tr);
-      lag.textContent = formatCount(t.lag);
+      lag.textContent = String(t.lag);
       lag.classList.toggle("lagging", t.lag > 0);
       const last = $(".last-commit", tr);
       last.textContent = t.lastCommitTime ? formatTime(t.lastCommitTime) : "";
@@ -1273,7 +1278,7 @@
       const list = el("ul");
       for (const r of answer.resets) {
         list.append(el("li", null, el("code", null, r.topic), ": ",
-          r.previous < 0 ? "no position" : formatCount(r.previous), " → ", formatCount(r.committed)));
+          r.previous < 0 ? "no position" : String(r.previous), " → ", String(r.committed)));
       }
       result.append(list);
     }
