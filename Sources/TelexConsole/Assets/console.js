@@ -648,8 +648,9 @@
       event.preventDefault();
       const wanted = uriInput.value.trim();
       const target = wanted ? `${topicHref(topic)}?uri=${enc(wanted)}` : topicHref(topic);
-      if (location.hash === target) route(); // no hashchange for the same hash: search again anyway
-      else location.hash = target;
+      if (location.hash === target) { route(); return; } // no hashchange for the same hash: search again anyway
+      setReady(null); // at once: hashchange comes later, and the page stays a topic page
+      location.hash = target;
     });
     const older = el("button", { id: "older", type: "button", hidden: true }, `Older ${PAGE_SIZE}`);
     const summary = el("p", { id: "topic-summary", class: "muted" });
@@ -1302,6 +1303,13 @@
 
   function start() {
     document.getElementById("logout").addEventListener("click", logout);
+    // A followed hash link clears the ready mark at once rather than at hashchange, a task later: whoever waits
+    // for the next page's mark never sees the previous page's (topic to topic, article to article).
+    document.addEventListener("click", (event) => {
+      if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+      const link = event.target instanceof Element ? event.target.closest("a[href^='#']") : null;
+      if (link && link.getAttribute("href") !== location.hash) setReady(null);
+    }, true);
     window.addEventListener("hashchange", route);
     route();
   }
