@@ -8,21 +8,24 @@
  *   document.body.dataset.ready = overview | topic | article | consumers | login (cleared while loading)
  *   Login:     form#login, input#login-token (password), button#login-submit, #login-error
  *   Overview:  #broker-version, #broker-uptime, #broker-fsync, #broker-disk, #broker-name; input#topic-filter;
- *              table#topics > tr.topic[data-topic] with .topic-name (a → #/topics/<topic>), .topic-start,
+ *              table#topics tr.topic[data-topic] with .topic-name (a → #/topics/<topic>), .topic-start,
  *              .topic-end, .topic-bytes, .topic-rate, .topic-spark > svg.sparkline
- *   Topic:     section#topic-page[data-topic]; table#events > tr.event[data-offset] with .event-offset,
+ *   Topic:     section#topic-page[data-topic]; table#events tr.event[data-offset] with .event-offset,
  *              .event-type, .event-headline, .event-uri (a → article page), .event-time; live rows also .live;
  *              #tail-status (live | connecting | closed | error text); form#uri-search, input#uri-input
  *              (results in table#events, with a link to the article page). Rows are newest first.
- *   Article:   section#article-page[data-uri]; ol#versions > li.version[data-topic][data-offset] (click selects);
+ *   Article:   section#article-page[data-uri]; ol#versions li.version[data-topic][data-offset] (click selects);
  *              #article-view with .article-headline, .article-byline, .article-section,
  *              .article-version-created, .article-body; select#diff-from, select#diff-to (values topic:offset);
- *              table#diff > tr.diff-row[data-field] (.changed when different) with .diff-left, .diff-right;
+ *              table#diff tr.diff-row[data-field] (.changed when different) with .diff-left, .diff-right;
  *              changed words in del (left) and ins (right)
- *   Consumers: table#consumers > tr.consumer[data-consumer] with .consumer-name, .consumer-lag, .consumer-active;
+ *   Consumers: table#consumers tr.consumer[data-consumer] with .consumer-name, .consumer-lag, .consumer-active;
  *              tr.consumer-topic[data-consumer][data-topic] with .committed, .end, .lag; svg.lag-chart[data-consumer];
  *              admins: button.reset[data-consumer] → dialog#confirm with select#reset-to (beginning | end),
  *              #confirm-text, button#confirm-yes, button#confirm-no; result in #reset-result
+ *
+ * Texts: offsets, lags and counts in contract cells are plain digits; .topic-rate reads "1.00 ev/s"; #error holds the
+ * server's message then its code. Each consumer is one tbody (its tr.consumer, then its tr.consumer-topic rows).
  *
  * Extra hooks (not part of the contract): button#older, #newer-hidden, #topic-summary, #search-summary, #version-count,
  * #diff-summary.
@@ -942,7 +945,9 @@
     const headline = el("h2", { class: "article-headline" }, v.headline || "");
     if (!v.headline) headline.append(el("span", { class: "muted" }, "(no headline)"));
     const line = el("p", { class: "article-dateline" },
-      el("span", { class: "article-byline" }, v.byline ? `By ${v.byline}` : ""),
+      // "By" stays outside the field's element, which holds the byline alone.
+      v.byline ? el("span", { class: "article-by" }, "By ", el("span", { class: "article-byline" }, v.byline))
+        : el("span", { class: "article-byline" }),
       el("span", { class: "article-section" }, v.section || ""),
       el("span", { class: "article-version-created" }, v.versionCreated || ""));
     const body = el("div", { class: "article-body" });
