@@ -40,7 +40,7 @@ public struct ServerTLSConfiguration: Sendable, Equatable {
 
     /// Reads the files and builds the TLS context new connections use. Blocking file I/O: call it off the event
     /// loops. Throws `invalidRequest` naming the file that could not be used.
-    func makeSSLContext() throws(TelexError) -> NIOSSLContext {
+    public func makeSSLContext() throws(TelexError) -> NIOSSLContext {
         let chain: [NIOSSLCertificate]
         let key: NIOSSLPrivateKey
         do {
@@ -94,7 +94,7 @@ extension ServerConfiguration {
 
     /// The refusal of plaintext beyond loopback, for the broker's port (`doing` "listen") and the metrics
     /// endpoint's ("serve metrics").
-    static func plaintextRefusal(
+    public static func plaintextRefusal(
         host: String, port: Int, tls: ServerTLSConfiguration?, allowPlaintext: Bool, doing: String
     ) -> String? {
         guard tls == nil, !allowPlaintext, !isLoopback(host) else { return nil }
