@@ -67,7 +67,8 @@ extension ConsoleEndpoint {
                 if let refusal = refusePost(request, csrf: caller.csrf) { return refusal }
                 guard authority.isAdmin(user.identity) else {
                     throw TelexError(.notAuthorized,
-                        "principal '\(user.identity.name)' may not reset consumer '\(consumer)': it is not an admin principal")
+                        "principal '\(user.identity.name)' may not reset consumer '\(consumer)': "
+                            + "it is not an admin principal")
                 }
                 let body = try ConsoleJSON.decode(ResetRequestJSON.self, from: request.body, what: "reset request")
                 return .json(try await data.resetConsumer(consumer, body, for: user))
@@ -75,6 +76,11 @@ extension ConsoleEndpoint {
                 throw TelexError(.internalError, "route \(route) reached the JSON handlers")
             }
         } catch {
+            if ConsoleHTTPStatus.of(error.code) == .internalServerError {
+                logger.warning("console request failed", metadata: [
+                    "path": "\(request.head.uri)", "code": "\(error.code.name)", "error": "\(error.message)",
+                ])
+            }
             return .error(error)
         }
     }
@@ -83,7 +89,8 @@ extension ConsoleEndpoint {
     /// `UNAUTHENTICATED` answer when it has no live session.
     func caller(of request: ConsoleRequest) -> ConsoleCallerLookup {
         guard authority.requiresAuthentication else {
-            return .found(ConsoleCaller(user: ConsoleUser(identity: .anonymous, peer: request.peer), csrf: anonymousCSRF))
+            let user = ConsoleUser(identity: .anonymous, peer: request.peer)
+            return .found(ConsoleCaller(user: user, csrf: anonymousCSRF))
         }
         guard let id = request.sessionID else {
             return .refused(.error(.unauthorized, code: ConsoleHTTPStatus.unauthenticated,
@@ -93,7 +100,8 @@ extension ConsoleEndpoint {
             return .refused(.error(.unauthorized, code: ConsoleHTTPStatus.unauthenticated,
                 "the session has expired or was logged out: log in again"))
         }
-        return .found(ConsoleCaller(user: ConsoleUser(identity: session.identity, peer: request.peer), csrf: session.csrf))
+        let user = ConsoleUser(identity: session.identity, peer: request.peer)
+        return .found(ConsoleCaller(user: user, csrf: session.csrf))
     }
 
     func sessionJSON(for caller: ConsoleCaller) -> SessionJSON {

@@ -26,7 +26,8 @@ struct ConsoleRequest: Sendable {
     func integer(_ name: String, minimum: Int64) throws(TelexError) -> Int64? {
         guard let text = query[name], !text.isEmpty else { return nil }
         guard let value = Int64(text), value >= minimum else {
-            throw TelexError(.invalidRequest, "query parameter '\(name)' must be an integer of at least \(minimum), not '\(text)'")
+            throw TelexError(.invalidRequest,
+                "query parameter '\(name)' must be an integer of at least \(minimum), not '\(text)'")
         }
         return value
     }

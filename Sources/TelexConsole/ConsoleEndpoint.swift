@@ -81,7 +81,9 @@ public final class ConsoleEndpoint: Service, Sendable {
 
     /// Why the console must not listen on `host`: plaintext beyond loopback without `allowPlaintext`, the broker's
     /// rule. Nil when it may. One line that says how to fix it.
-    public static func plaintextRefusal(host: String, port: Int, tls: ServerTLSConfiguration?, allowPlaintext: Bool) -> String? {
+    public static func plaintextRefusal(
+        host: String, port: Int, tls: ServerTLSConfiguration?, allowPlaintext: Bool
+    ) -> String? {
         ServerConfiguration.plaintextRefusal(
             host: host, port: port, tls: tls, allowPlaintext: allowPlaintext, doing: "serve the console")
     }

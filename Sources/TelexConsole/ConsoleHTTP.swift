@@ -15,7 +15,8 @@ enum ConsoleJSON {
             bytes = Array(try encoder.encode(value))
         } catch {
             // Only a non-finite Double can fail here; say so rather than send a half answer.
-            return Array(#"{"error":{"code":"INTERNAL_ERROR","message":"the answer could not be encoded as JSON"}}"#.utf8)
+            return Array(
+                #"{"error":{"code":"INTERNAL_ERROR","message":"the answer could not be encoded as JSON"}}"#.utf8)
         }
         var escaped: [UInt8] = []
         escaped.reserveCapacity(bytes.count)
@@ -179,7 +180,8 @@ enum ConsolePercent {
         }
     }
 
-    /// The parameters of a query string; the first of a repeated name wins. Nil names the first undecodable part.
+    /// The parameters of a query string (the first of a repeated name wins), or `INVALID_REQUEST` naming the first
+    /// part that is not percent-encoded UTF-8.
     static func parseQuery(_ query: Substring) -> Result<[String: String], TelexError> {
         var parameters: [String: String] = [:]
         for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
@@ -187,7 +189,8 @@ enum ConsolePercent {
             guard let name = decode(parts[0], plusIsSpace: true),
                 let value = parts.count > 1 ? decode(parts[1], plusIsSpace: true) : ""
             else {
-                return .failure(TelexError(.invalidRequest, "query parameter '\(pair)' is not valid percent-encoded UTF-8"))
+                return .failure(TelexError(.invalidRequest,
+                    "query parameter '\(pair)' is not valid percent-encoded UTF-8"))
             }
             if parameters[name] == nil { parameters[name] = value }
         }

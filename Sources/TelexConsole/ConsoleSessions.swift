@@ -104,8 +104,6 @@ final class ConsoleSessions: Sendable {
         table.withLockedValue { $0.remove(id) }
     }
 
-    var count: Int { table.withLockedValue { $0.sessions.count } }
-
     /// 32 bytes from the system's random source, as 64 lowercase hex digits.
     static func randomToken() -> String {
         var generator = SystemRandomNumberGenerator()

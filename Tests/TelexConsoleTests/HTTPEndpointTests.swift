@@ -222,3 +222,35 @@ struct HTTPEndpointTests {
         #expect(data.samples >= 3)
     }
 }
+
+@Suite("Console router and plaintext rule")
+struct HTTPRouterTests {
+    @Test("method and path pick the route; segments are percent-decoded; the query is form-decoded")
+    func routes() throws {
+        func route(_ method: HTTPMethod, _ target: String) -> ConsoleRoute? {
+            try? ConsoleRouter.route(method: method, target: target).get().0
+        }
+        #expect(route(.GET, "/") == .asset(path: "/"))
+        #expect(route(.HEAD, "/console.css") == .asset(path: "/console.css"))
+        #expect(route(.GET, "/api/topics/news.sport/events") == .events(topic: "news.sport"))
+        #expect(route(.GET, "/api/topics/a%20b%2Fc/tail?from=1") == .tail(topic: "a b/c"))
+        #expect(route(.GET, "/api/topics/a+b/tail") == .tail(topic: "a+b"), "+ is a space only in the query")
+        #expect(route(.POST, "/api/consumers/indexer%2D1/reset") == .reset(consumer: "indexer-1"))
+        #expect(route(.GET, "/api/consumers/indexer/reset") == nil)
+        #expect(route(.GET, "/api/topics/%E2%82") == nil, "not UTF-8")
+        #expect(route(.GET, "/api/topics/%zz/events") == nil)
+        let query = try ConsoleRouter.route(method: .GET, target: "/api/articles?uri=urn%3Ax+y&uri=second&flag").get().1
+        #expect(query == ["uri": "urn:x y", "flag": ""])
+        #expect(throws: ConsoleRouter.Failure.methodNotAllowed(path: "/api/session", allow: [.GET])) {
+            try ConsoleRouter.route(method: .POST, target: "/api/session").get()
+        }
+    }
+
+    @Test("plaintext beyond loopback is refused at startup, naming the console")
+    func plaintext() {
+        #expect(ConsoleEndpoint.plaintextRefusal(host: "127.0.0.1", port: 7421, tls: nil, allowPlaintext: false) == nil)
+        #expect(ConsoleEndpoint.plaintextRefusal(host: "0.0.0.0", port: 7421, tls: nil, allowPlaintext: true) == nil)
+        let refusal = ConsoleEndpoint.plaintextRefusal(host: "0.0.0.0", port: 7421, tls: nil, allowPlaintext: false)
+        #expect(refusal?.contains("serve the console on 0.0.0.0:7421 in plaintext") == true, "\(refusal ?? "")")
+    }
+}
