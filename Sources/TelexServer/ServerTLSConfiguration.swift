@@ -40,7 +40,7 @@ public struct ServerTLSConfiguration: Sendable, Equatable {
 
     /// Reads the files and builds the TLS context new connections use. Blocking file I/O: call it off the event
     /// loops. Throws `invalidRequest` naming the file that could not be used.
-    func makeSSLContext() throws(TelexError) -> NIOSSLContext {
+    public func makeSSLContext() throws(TelexError) -> NIOSSLContext {
         let chain: [NIOSSLCertificate]
         let key: NIOSSLPrivateKey
         do {
