@@ -6,6 +6,19 @@ import Testing
 
 @Suite("Console data: topics and events of a real broker", .timeLimit(.minutes(1)))
 struct DataEventsTests {
+    @Test("the overview is the broker's ADMIN info, read off the event loop")
+    func overview() async throws {
+        try await DataFixture.withBroker { server, client in
+            try await DataFixture.publish([try DataFixture.article("urn:o", headline: "O")], to: "news.o", with: client)
+            let overview = try await DataFixture.data(server).overview(for: DataFixture.anonymous)
+            #expect(overview.address == "127.0.0.1:\(server.localPort!)")
+            #expect(overview.serverName == server.configuration.serverName && !overview.version.isEmpty)
+            #expect(overview.topicCount == 1 && overview.connectionCount == 1 && overview.dataBytes > 0)
+            #expect(overview.fsyncPolicy == server.configuration.log.fsync.description)
+            #expect(overview.uptimeMilliseconds >= 0 && !overview.tls)
+        }
+    }
+
     @Test("topics carry offsets, size and the sampled rate; a pattern filters them")
     func topicsAndRates() async throws {
         try await DataFixture.withBroker { server, client in

@@ -55,7 +55,9 @@ struct DataTailTests {
     @Test("a reader principal sees only the topics, versions and consumers it may read, and may not reset")
     func readerSeesItsOwn() async throws {
         nonisolated(unsafe) var readerToken = ""
+        nonisolated(unsafe) var usersPath = ""
         try await DataFixture.withBroker(users: { path in
+            usersPath = path
             var file = UsersFile()
             let admin = try file.add(name: "desk", publish: [">"], subscribe: [">"], consumers: ["*"], admin: true)
             readerToken = try file.add(name: "sports", publish: [], subscribe: ["news.sport.>"],
@@ -113,6 +115,17 @@ struct DataTailTests {
             let done = try await data.resetConsumer(
                 "politics-feed", ResetRequestJSON(pattern: nil, to: "beginning", force: true), for: desk)
             #expect(done.resets.map(\.committed) == [0])
+
+            // Rights are checked again on every next: a reload that takes the topic away ends the tail.
+            let tail = try await data.tail(topic: "news.sport.football", from: 0, for: reader)
+            #expect(try await tail.next(maxEvents: 10, timeout: .seconds(30)).map(\.offset) == [0])
+            var file = try UsersFile.load(path: usersPath)
+            file.principals[file.principals.firstIndex { $0.name == "sports" }!].subscribe = ["news.sport.tennis"]
+            try file.write(to: usersPath)
+            try await server.reload()
+            let ended = await dataError { _ = try await tail.next(maxEvents: 10, timeout: .seconds(30)) }
+            #expect(ended?.code == .notAuthorized && ended?.message.contains("news.sport.football") == true)
+            tail.close()
         }
     }
 }
