@@ -35,22 +35,24 @@ public struct TopicRateSampler: Sendable {
             // Sorted, so which topics get the last places does not depend on dictionary order.
             for topic in endOffsets.keys.filter({ samples[$0] == nil }).sorted().prefix(room) { samples[topic] = [] }
         }
-        let oldest = time - window
-        for (topic, end) in endOffsets {
-            guard var history = samples[topic] else { continue }
-            if let last = history.last {
-                // A clock that did not move would divide by zero; an end that went back is a topic deleted and
-                // created again between two samples: its old history says nothing about the new one.
-                if time <= last.time { continue }
-                if end < last.endOffset { history.removeAll() }
-            }
-            history.append(Sample(time: time, endOffset: end))
-            if let keep = history.firstIndex(where: { $0.time >= oldest }), keep > 0 {
-                history.removeFirst(keep)
-            }
-            if history.count > capacity { history.removeFirst(history.count - capacity) }
-            samples[topic] = history
+        for (topic, end) in endOffsets where samples[topic] != nil {
+            // In place: copying every topic's history on every sample would cost more than the sample.
+            add(Sample(time: time, endOffset: end), to: &samples[topic]!)
         }
+    }
+
+    private func add(_ sample: Sample, to history: inout [Sample]) {
+        if let last = history.last {
+            // A clock that did not move would divide by zero; an end that went back is a topic deleted and created
+            // again between two samples: its old history says nothing about the new one.
+            if sample.time <= last.time { return }
+            if sample.endOffset < last.endOffset { history.removeAll() }
+        }
+        history.append(sample)
+        if let keep = history.firstIndex(where: { $0.time >= sample.time - window }), keep > 0 {
+            history.removeFirst(keep)
+        }
+        if history.count > capacity { history.removeFirst(history.count - capacity) }
     }
 
     /// Events per second in each interval between the samples of `topic`, oldest first.
@@ -107,14 +109,15 @@ public struct ConsumerLagSampler: Sendable {
         if room > 0 {
             for consumer in lags.keys.filter({ samples[$0] == nil }).sorted().prefix(room) { samples[consumer] = [] }
         }
-        let oldest = wallTime - history
-        for (consumer, lag) in lags {
-            guard var kept = samples[consumer] else { continue }
-            kept.append(LagSampleJSON(time: wallTime, lag: lag))
-            if let keep = kept.firstIndex(where: { $0.time > oldest }), keep > 0 { kept.removeFirst(keep) }
-            if kept.count > capacity { kept.removeFirst(kept.count - capacity) }
-            samples[consumer] = kept
+        for (consumer, lag) in lags where samples[consumer] != nil {
+            add(LagSampleJSON(time: wallTime, lag: lag), to: &samples[consumer]!)
         }
+    }
+
+    private func add(_ sample: LagSampleJSON, to kept: inout [LagSampleJSON]) {
+        kept.append(sample)
+        if let keep = kept.firstIndex(where: { $0.time > sample.time - history }), keep > 0 { kept.removeFirst(keep) }
+        if kept.count > capacity { kept.removeFirst(kept.count - capacity) }
     }
 
     /// The samples of `consumer`, oldest first.
