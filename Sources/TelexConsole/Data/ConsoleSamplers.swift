@@ -37,11 +37,13 @@ public struct TopicRateSampler: Sendable {
         }
         for (topic, end) in endOffsets where samples[topic] != nil {
             // In place: copying every topic's history on every sample would cost more than the sample.
-            add(Sample(time: time, endOffset: end), to: &samples[topic]!)
+            Self.add(Sample(time: time, endOffset: end), to: &samples[topic]!, window: window, capacity: capacity)
         }
     }
 
-    private func add(_ sample: Sample, to history: inout [Sample]) {
+    /// Static: a method on `self` would keep a copy of `samples` alive while one of its values is modified, and
+    /// copy the whole dictionary on every call.
+    private static func add(_ sample: Sample, to history: inout [Sample], window: Int64, capacity: Int) {
         if let last = history.last {
             // A clock that did not move would divide by zero; an end that went back is a topic deleted and created
             // again between two samples: its old history says nothing about the new one.
@@ -110,11 +112,12 @@ public struct ConsumerLagSampler: Sendable {
             for consumer in lags.keys.filter({ samples[$0] == nil }).sorted().prefix(room) { samples[consumer] = [] }
         }
         for (consumer, lag) in lags where samples[consumer] != nil {
-            add(LagSampleJSON(time: wallTime, lag: lag), to: &samples[consumer]!)
+            Self.add(LagSampleJSON(time: wallTime, lag: lag), to: &samples[consumer]!, history: history,
+                     capacity: capacity)
         }
     }
 
-    private func add(_ sample: LagSampleJSON, to kept: inout [LagSampleJSON]) {
+    private static func add(_ sample: LagSampleJSON, to kept: inout [LagSampleJSON], history: Int64, capacity: Int) {
         kept.append(sample)
         if let keep = kept.firstIndex(where: { $0.time > sample.time - history }), keep > 0 { kept.removeFirst(keep) }
         if kept.count > capacity { kept.removeFirst(kept.count - capacity) }
