@@ -80,14 +80,15 @@ struct DataArticleConsumerTests {
             #expect(busy?.code == .invalidRequest && busy?.message.contains("subscribed") == true)
             let reset = try await data.resetConsumer(
                 "indexer", ResetRequestJSON(pattern: nil, to: "beginning", force: true), for: user)
-            #expect(reset == ResetJSON(consumer: "indexer", resets: [.init(topic: "news.lag", previous: 3, committed: 0)]))
+            #expect(reset == ResetJSON(consumer: "indexer",
+                                       resets: [.init(topic: "news.lag", previous: 3, committed: 0)]))
             let toOffset = try await data.resetConsumer(
                 "indexer", ResetRequestJSON(pattern: "news.>", to: "offset:4", force: true), for: user)
             #expect(toOffset.resets == [.init(topic: "news.lag", previous: 0, committed: 4)])
 
             let bad = await dataError {
-                _ = try await data.resetConsumer("indexer", ResetRequestJSON(pattern: nil, to: "yesterday", force: true),
-                                                 for: user)
+                _ = try await data.resetConsumer(
+                    "indexer", ResetRequestJSON(pattern: nil, to: "yesterday", force: true), for: user)
             }
             #expect(bad?.code == .invalidRequest && bad?.message.contains("\"yesterday\"") == true)
         }

@@ -26,7 +26,8 @@ struct DataEventsTests {
             let data = DataFixture.data(server, clock: clock)
             try await DataFixture.publish((0..<3).map { try DataFixture.article("urn:a:\($0)", headline: "A\($0)") },
                                           to: "news.a", with: client)
-            try await DataFixture.publish([try DataFixture.article("urn:b:0", headline: "B0")], to: "news.b", with: client)
+            try await DataFixture.publish([try DataFixture.article("urn:b:0", headline: "B0")], to: "news.b",
+                                          with: client)
             data.sample()
             clock.advance(milliseconds: 2000)
             try await DataFixture.publish((3..<7).map { try DataFixture.article("urn:a:\($0)", headline: "A\($0)") },
@@ -83,13 +84,19 @@ struct DataEventsTests {
                 let empty = try await data.events(topic: "news.paging", from: beyond, limit: 5, for: user)
                 #expect(empty.events.isEmpty && empty.next == beyond && empty.endOffset == 10)
             }
-            let below = await dataError { _ = try await data.events(topic: "news.paging", from: -1, limit: 5, for: user) }
+            let below = await dataError {
+                _ = try await data.events(topic: "news.paging", from: -1, limit: 5, for: user)
+            }
             #expect(below?.code == .offsetOutOfRange)
             #expect(below?.message.contains("offset -1") == true && below?.message.contains("news.paging") == true)
             #expect(below?.message.contains("starts at 0") == true)
-            let missing = await dataError { _ = try await data.events(topic: "news.none", from: nil, limit: 5, for: user) }
+            let missing = await dataError {
+                _ = try await data.events(topic: "news.none", from: nil, limit: 5, for: user)
+            }
             #expect(missing?.code == .topicNotFound && missing?.message.contains("news.none") == true)
-            let zero = await dataError { _ = try await data.events(topic: "news.paging", from: nil, limit: 0, for: user) }
+            let zero = await dataError {
+                _ = try await data.events(topic: "news.paging", from: nil, limit: 0, for: user)
+            }
             #expect(zero?.code == .invalidRequest)
         }
     }
@@ -107,7 +114,8 @@ struct DataEventsTests {
                 [try DataFixture.article("urn:story", headline: "Second", type: "article.updated")], to: "news.uri",
                 with: client)
             let broken = Record(timestamp: 1_700_000_000_000, key: ByteBuffer(string: "urn:broken"),
-                                headers: [RecordHeader(name: "ce-id", value: "raw-1")], value: ByteBuffer(string: "not json"))
+                                headers: [RecordHeader(name: "ce-id", value: "raw-1")],
+                                value: ByteBuffer(string: "not json"))
             _ = try await client.publish([broken], to: "news.uri")
 
             let story = try await data.events(topic: "news.uri", uri: "urn:story", for: user)

@@ -21,7 +21,8 @@ enum DataFixture {
         users: ((String) throws -> String?)? = nil,
         _ body: (TelexServer, TelexClient) async throws -> T
     ) async throws -> T {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("telex-console-data-\(UUID())").path
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("telex-console-data-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var configuration = ServerConfiguration(port: 0, dataDirectory: directory + "/data", eventLoopThreads: 1)
@@ -75,7 +76,8 @@ enum DataFixture {
             ],
         ]
         article.merge(extra) { $1 }
-        return try CloudEvent(type: type, article: article, source: "urn:telex:test", time: Date(timeIntervalSince1970: 1_700_000_000))
+        return try CloudEvent(type: type, article: article, source: "urn:telex:test",
+                              time: Date(timeIntervalSince1970: 1_700_000_000))
     }
 
     /// Publishes `events` to `topic` (record key = the article uri), one batch per call.

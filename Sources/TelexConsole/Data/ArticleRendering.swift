@@ -7,7 +7,8 @@ enum ArticleRendering {
         guard case .success(let envelope) = stored.envelope else {
             return ArticleVersionJSON(
                 topic: stored.topic, offset: stored.offset, brokerTime: stored.brokerTime, type: "", headline: nil,
-                byline: nil, bodyText: nil, section: nil, versionCreated: nil, fields: [:], event: stored.eventJSON.event)
+                byline: nil, bodyText: nil, section: nil, versionCreated: nil, fields: [:],
+                event: stored.eventJSON.event)
         }
         let version = ArticleVersion(topic: stored.topic, offset: stored.offset, brokerTime: stored.brokerTime,
                                      event: envelope)
@@ -40,7 +41,9 @@ enum ArticleRendering {
 
     /// The CloudEvents `topic` the publisher named, else the first subject's (then genre's) name, else the topic the
     /// version is stored in.
-    static func section(of envelope: [String: JSONValue], article: [String: JSONValue], storedIn topic: String) -> String {
+    static func section(
+        of envelope: [String: JSONValue], article: [String: JSONValue], storedIn topic: String
+    ) -> String {
         if let named = envelope["topic"]?.stringValue, !named.isEmpty { return named }
         for list in ["subjects", "genres"] {
             if let name = article[list]?[0]?["name"]?.stringValue, !name.isEmpty { return name }

@@ -16,11 +16,14 @@ extension BrokerConsoleData {
             throw TelexError(.offsetOutOfRange, "offset \(first) is out of range for \(topic) (log starts at \(start))",
                              topic: topic, offset: first)
         }
-        guard first < end else { return EventsJSON(topic: topic, startOffset: start, endOffset: end, events: [], next: first) }
+        guard first < end else {
+            return EventsJSON(topic: topic, startOffset: start, endOffset: end, events: [], next: first)
+        }
         let (records, next) = try await Self.offload { () throws(TelexError) in
             try StoredEvents.records(of: log, from: first, end: end, limit: limit)
         }
-        return EventsJSON(topic: topic, startOffset: start, endOffset: end, events: records.map(\.eventJSON), next: next)
+        return EventsJSON(topic: topic, startOffset: start, endOffset: end, events: records.map(\.eventJSON),
+                          next: next)
     }
 
     public func events(topic: String, uri: String, for user: ConsoleUser) async throws(TelexError) -> EventsJSON {
@@ -51,7 +54,8 @@ extension BrokerConsoleData {
                 found += try log.versions(of: uri, below: log.readableEndOffset).map { (log, $0) }
             }
             found.sort { a, b in
-                (a.version.appendTime, a.log.topic, a.version.offset) < (b.version.appendTime, b.log.topic, b.version.offset)
+                (a.version.appendTime, a.log.topic, a.version.offset)
+                    < (b.version.appendTime, b.log.topic, b.version.offset)
             }
             var records: [StoredRecord] = []
             for (_, versions) in Dictionary(grouping: found.suffix(limit), by: { $0.log.topic }) {

@@ -23,7 +23,9 @@ public final class BrokerConsoleData: ConsoleDataSource {
         var lags: ConsumerLagSampler
     }
 
-    public init(server: TelexServer, configuration: ConsoleConfiguration, logger: Logger, clock: ConsoleClock = .system) {
+    public init(
+        server: TelexServer, configuration: ConsoleConfiguration, logger: Logger, clock: ConsoleClock = .system
+    ) {
         self.server = server
         self.configuration = configuration
         self.logger = logger
@@ -118,7 +120,8 @@ public final class BrokerConsoleData: ConsoleDataSource {
     /// Parses a reset's `to`: `beginning`, `end`, `offset:N` or `time:ISO8601` (RFC 3339).
     static func resetTarget(_ text: String) throws(TelexError) -> StartPosition {
         let invalid = TelexError(.invalidRequest,
-            "reset: 'to' must be beginning, end, offset:N or time:ISO8601 (e.g. time:2024-03-06T08:00:00Z), got \"\(text)\"")
+            "reset: 'to' must be beginning, end, offset:N or time:ISO8601 (e.g. time:2024-03-06T08:00:00Z), "
+                + "got \"\(text)\"")
         switch text {
         case "beginning": return .beginning
         case "end": return .end

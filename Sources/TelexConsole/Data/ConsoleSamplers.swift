@@ -141,7 +141,9 @@ public struct ConsoleClock: Sendable {
     /// Milliseconds since the Unix epoch (the times of lag samples).
     public var wallMilliseconds: @Sendable () -> Int64
 
-    public init(monotonicMilliseconds: @escaping @Sendable () -> Int64, wallMilliseconds: @escaping @Sendable () -> Int64) {
+    public init(
+        monotonicMilliseconds: @escaping @Sendable () -> Int64, wallMilliseconds: @escaping @Sendable () -> Int64
+    ) {
         self.monotonicMilliseconds = monotonicMilliseconds
         self.wallMilliseconds = wallMilliseconds
     }
