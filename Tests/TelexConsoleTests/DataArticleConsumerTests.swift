@@ -91,6 +91,11 @@ struct DataArticleConsumerTests {
                     "indexer", ResetRequestJSON(pattern: nil, to: "yesterday", force: true), for: user)
             }
             #expect(bad?.code == .invalidRequest && bad?.message.contains("\"yesterday\"") == true)
+            let badPattern = await dataError {
+                _ = try await data.resetConsumer(
+                    "indexer", ResetRequestJSON(pattern: "news..", to: "end", force: true), for: user)
+            }
+            #expect(badPattern?.code == .invalidTopic)
         }
     }
 

@@ -98,6 +98,7 @@ public final class BrokerConsoleData: ConsoleDataSource {
                 "principal '\(user.identity.name)' may not use consumer name '\(consumer)'")
         }
         let pattern = request.pattern ?? ""
+        if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
         // A reset moves the consumer through topics: only through ones the user may read.
         let store = try store()
         let unreadable = pattern.isEmpty
