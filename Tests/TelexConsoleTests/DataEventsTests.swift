@@ -1,4 +1,6 @@
+import Foundation
 import NIOCore
+import NIOPosix
 import TelexConsole
 import TelexEvents
 import TelexProtocol
@@ -98,6 +100,44 @@ struct DataEventsTests {
                 _ = try await data.events(topic: "news.paging", from: nil, limit: 0, for: user)
             }
             #expect(zero?.code == .invalidRequest)
+        }
+    }
+
+    @Test("once retention removed the oldest segments, offsets below the start are out of range; newest-N stops there")
+    func belowTheStart() async throws {
+        try await DataFixture.withBroker(configure: {
+            $0.log.segmentBytes = 1024
+            $0.log.retentionMilliseconds = 3_600_000
+        }) { server, client in
+            let data = DataFixture.data(server)
+            let user = DataFixture.anonymous
+            for index in 0..<6 {
+                try await DataFixture.publish(
+                    [try DataFixture.article("urn:r:\(index)", headline: "R\(index)",
+                                             body: String(repeating: "retained ", count: 100))],
+                    to: "news.retained", with: client)
+            }
+            let log = try #require(server.topicStore?.log("news.retained"))
+            // Two hours from now every sealed segment is past retention; only the active one stays.
+            let later = Int64(Date().timeIntervalSince1970 * 1000) + 7_200_000
+            let removed = try await NIOThreadPool.singleton.runIfActive { try log.applyRetention(now: later) }
+            #expect(removed > 0)
+            let start = log.startOffset
+            #expect(start > 0)
+            try await DataFixture.publish([try DataFixture.article("urn:r:6", headline: "R6"),
+                                           try DataFixture.article("urn:r:7", headline: "R7")],
+                                          to: "news.retained", with: client)
+
+            let newest = try await data.events(topic: "news.retained", from: nil, limit: 50, for: user)
+            #expect(newest.startOffset == start && newest.events.first?.offset == start)
+            #expect(newest.events.last?.offset == 7 && newest.next == 8)
+            let below = await dataError {
+                _ = try await data.events(topic: "news.retained", from: 0, limit: 5, for: user)
+            }
+            #expect(below?.code == .offsetOutOfRange)
+            #expect(below?.message.contains("offset 0") == true && below?.message.contains("starts at \(start)") == true)
+            let tail = await dataError { _ = try await data.tail(topic: "news.retained", from: 0, for: user) }
+            #expect(tail?.code == .offsetOutOfRange)
         }
     }
 

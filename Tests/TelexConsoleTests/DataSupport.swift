@@ -18,7 +18,7 @@ enum DataFixture {
     /// Runs `body` with a started broker (a users file at `directory/users.json` when `users` is set: it receives the
     /// file's path to add principals before the broker starts) and a client holding `clientToken`'s rights.
     static func withBroker<T: Sendable>(
-        users: ((String) throws -> String?)? = nil,
+        users: ((String) throws -> String?)? = nil, configure: (inout ServerConfiguration) -> Void = { _ in },
         _ body: (TelexServer, TelexClient) async throws -> T
     ) async throws -> T {
         let directory = FileManager.default.temporaryDirectory
@@ -26,6 +26,7 @@ enum DataFixture {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var configuration = ServerConfiguration(port: 0, dataDirectory: directory + "/data", eventLoopThreads: 1)
+        configure(&configuration)
         var token: String?
         if let users {
             let path = directory + "/users.json"
