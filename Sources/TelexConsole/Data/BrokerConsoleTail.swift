@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 import TelexProtocol
 import TelexServer
@@ -30,7 +31,14 @@ final class BrokerConsoleTail: ConsoleTail {
         let limit = max(1, min(maxEvents, data.configuration.maxEventsPerRequest))
         while true {
             guard let (position, deleted) = signal.beginRead() else { return [] }
-            try check(deleted: deleted)
+            do {
+                try check(deleted: deleted)
+            } catch {
+                data.logger.debug("console tail ended", metadata: [
+                    "topic": "\(log.topic)", "principal": "\(user.identity.name)", "reason": "\(error.message)",
+                ])
+                throw error
+            }
             let log = self.log
             let end = log.readableEndOffset
             if position < end {
