@@ -315,7 +315,7 @@ let package = Package(
         .testTarget(
             name: "TelexConsoleTests",
             dependencies: [
-                "TelexConsole", "TelexAuth", "TelexServer", "TelexStorage", "TelexProtocol", "TelexEvents",
+                "TelexConsole", "TelexAuth", "TelexServer", "TelexStorage", "TelexProtocol", "TelexEvents", "TelexClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
