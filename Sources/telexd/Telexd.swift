@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import TelexConsole
 import TelexServer
 import TelexStorage
 
@@ -64,6 +65,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup(title: "Metrics") var metrics: MetricsOptions
     @OptionGroup(title: "Compaction") var compaction: CompactionOptions
     @OptionGroup(title: "Archive") var archive: ArchiveOptions
+    @OptionGroup(title: "Console") var console: ConsoleOptions
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -107,6 +109,9 @@ struct Serve: AsyncParsableCommand {
         try compaction.apply(to: &configuration, environment: environment)
         let metricsAddress = try metrics.apply(
             to: &configuration, allowPlaintext: try tls.allowsPlaintext(environment: environment), environment: environment)
+        let consoleConfiguration = try console.configuration(
+            tls: configuration.tls, allowPlaintext: try tls.allowsPlaintext(environment: environment),
+            environment: environment)
         let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level '\(levelText)'") }
 
@@ -131,12 +136,19 @@ struct Serve: AsyncParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         // Every long-running part of telexd is a Service in this one group: it starts them together, and on
         // SIGTERM or SIGINT shuts them down gracefully in reverse order (the broker last: it quiesces, fsyncs
-        // and closes its logs, then run() returns). The metrics endpoint, when enabled, is one of them.
+        // and closes its logs, then run() returns). The metrics endpoint and the console, when enabled, are among them.
         var services: [any Service] = [server]
         if let address = metricsAddress, let registry {
             // After the broker in the list, so it stops first.
             services.append(MetricsEndpoint(host: address.host, port: address.port, tls: configuration.tls,
                                             registry: registry, server: server, logger: logger))
+        }
+        if let consoleConfiguration {
+            // After the broker in the list, so it stops first.
+            services.append(ConsoleEndpoint(
+                configuration: consoleConfiguration, tls: configuration.tls, server: server,
+                data: BrokerConsoleData(server: server, configuration: consoleConfiguration, logger: logger),
+                logger: logger))
         }
         // After the broker: they wait for its store, and stop before it.
         services += archived.services
