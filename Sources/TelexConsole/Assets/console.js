@@ -128,21 +128,27 @@
     return formatCount(Math.round(rate));
   }
 
-  /** Broker times (ms since the epoch) in UTC, as newsrooms log them. */
+  /** ISO 8601 of a time in ms, or null where Date cannot hold it (|ms| > 8.64e15 makes toISOString throw). */
+  function isoTime(ms) {
+    if (typeof ms !== "number" || !Number.isFinite(ms) || Math.abs(ms) > 8.64e15) return null;
+    return new Date(ms).toISOString();
+  }
+
+  /** Broker times (ms since the epoch) in UTC, as newsrooms log them; out of Date's range: the raw number. */
   function formatTime(ms) {
     if (!ms) return "–";
-    const date = new Date(ms);
-    if (Number.isNaN(date.getTime())) return String(ms);
-    return date.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+    const iso = isoTime(ms);
+    if (iso === null) return String(ms);
+    return iso.replace("T", " ").replace(/\.\d+Z$/, "Z");
   }
 
   function timeCell(ms, attrs) {
     const cell = el("td", attrs);
-    if (ms) {
-      const time = el("time", { datetime: new Date(ms).toISOString(), title: new Date(ms).toString() }, formatTime(ms));
-      cell.append(time);
+    const iso = ms ? isoTime(ms) : null;
+    if (iso !== null) {
+      cell.append(el("time", { datetime: iso, title: new Date(ms).toString() }, formatTime(ms)));
     } else {
-      cell.textContent = "–";
+      cell.textContent = ms ? String(ms) : "–";
     }
     return cell;
   }
@@ -258,6 +264,11 @@
     }
     if (!response.ok) {
       const err = body && body.error ? body.error : null;
+      if (response.status === 403 && err && err.code === "CSRF" && !options.csrfRetried && path !== "/api/login") {
+        // The session's csrf changed (a new login in another tab): take the current one and try once more.
+        setSession(await api("/api/session"));
+        return api(path, { ...options, csrfRetried: true });
+      }
       throw new ApiError(response.status, err ? String(err.code) : `HTTP_${response.status}`,
         err ? String(err.message) : `${response.status} ${response.statusText}`.trim());
     }
@@ -318,6 +329,8 @@
   // ---------------------------------------------------------------- login
 
   function showLogin() {
+    // Two requests answered 401 at once: the second must not rebuild the form under a half-typed token.
+    if (document.getElementById("login")) { setReady("login"); return; }
     stopPage();
     setReady(null);
     setSession(null);
@@ -495,9 +508,12 @@
   }
 
   function every(ms, generation, task) {
+    let running = false; // a stalled server must not pile up requests: skip ticks until the last one ends
     const timer = setInterval(() => {
-      if (!current(generation) || document.hidden) return;
-      task().catch((error) => { if (current(generation)) handleError(error); });
+      if (!current(generation) || document.hidden || running) return;
+      running = true;
+      task().catch((error) => { if (current(generation)) handleError(error); })
+        .finally(() => { running = false; });
     }, ms);
     state.cleanup.push(() => clearInterval(timer));
   }
@@ -622,10 +638,9 @@
     spark.append(sparkline(t.rateHistory, `${t.topic}: events per second over the last minute`));
     const last = $(".topic-last", row);
     clear(last);
-    if (t.lastAppendTime) {
-      last.append(el("time", { datetime: new Date(t.lastAppendTime).toISOString() }, formatTime(t.lastAppendTime)));
-    }
-    else last.textContent = "–";
+    const lastIso = t.lastAppendTime ? isoTime(t.lastAppendTime) : null;
+    if (lastIso !== null) last.append(el("time", { datetime: lastIso }, formatTime(t.lastAppendTime)));
+    else last.textContent = t.lastAppendTime ? String(t.lastAppendTime) : "–";
   }
 
   // ---------------------------------------------------------------- topic
@@ -825,8 +840,13 @@
         setStatus(status, "error", text);
         return;
       }
-      if (source.readyState === EventSource.CLOSED) setStatus(status, "closed", "closed");
-      else setStatus(status, "connecting", "connecting");
+      if (source.readyState === EventSource.CLOSED) {
+        setStatus(status, "closed", "closed");
+        // EventSource hides the status: a refused reconnect may be an expired session; ask (shows the login on 401).
+        loadSession().catch((error) => { if (current(generation)) handleError(error); });
+      } else {
+        setStatus(status, "connecting", "connecting");
+      }
     });
   }
 
@@ -923,15 +943,18 @@
     setReady("article");
   }
 
-  /** Shows a field's JSON text: strings as their text, anything else as compact JSON. */
+  /** Shows a field's JSON text (path → JSON text from the server): a string as its text, anything else as sent.
+   * Never re-serialised: a parse round trip rounds big numbers and makes "1" and 1 look alike. */
   function fieldText(jsonText) {
     if (jsonText === undefined || jsonText === null) return null;
-    try {
-      const value = JSON.parse(jsonText);
-      return typeof value === "string" ? value : JSON.stringify(value);
-    } catch {
-      return String(jsonText);
+    const text = String(jsonText);
+    if (text.trimStart().startsWith("\"")) {
+      try {
+        const value = JSON.parse(text);
+        if (typeof value === "string") return value;
+      } catch { /* not JSON after all: show as sent */ }
     }
+    return text;
   }
 
   const SHOWN_FIELDS = new Set(["headline", "byline", "body", "versioncreated"]);
@@ -996,6 +1019,10 @@
       } else if (bt === null) {
         leftCell.append(el("del", null, at));
         rightCell.append(el("span", { class: "absent" }, "(absent)"));
+      } else if (at === bt) {
+        // Differ only in type ("1" and 1): show both JSON texts as sent, whole, so the change is visible.
+        leftCell.append(el("del", null, String(a)));
+        rightCell.append(el("ins", null, String(b)));
       } else {
         wordDiff(at, bt, leftCell, rightCell);
       }
@@ -1214,9 +1241,7 @@
       clear(text);
       text.classList.remove("warning");
       text.append("Reset consumer ", el("strong", null, consumer.consumer),
-        " to the ", el("strong", null, select.value),
-        ` of ${topics.length === 1 ? "topic" : "topics"} `,
-        topics.length > 0 ? joinCodes(topics) : el("em", null, "(none committed)"), "?");
+        " to the ", el("strong", null, select.value), " of ", everyTopic(consumer.consumer, topics), "?");
       if (consumer.activeSubscriptions > 0) {
         const active = consumer.activeSubscriptions;
         text.append(` It has ${active} active subscription${active === 1 ? "" : "s"}.`);
@@ -1225,7 +1250,12 @@
     };
     describe();
     const controller = new AbortController();
-    const done = () => { controller.abort(); if (dialog.open) dialog.close(); };
+    const done = () => {
+      controller.abort();
+      if (dialog.open) dialog.close();
+      const index = state.cleanup.indexOf(done);
+      if (index >= 0) state.cleanup.splice(index, 1);
+    };
     state.cleanup.push(done);
     select.addEventListener("change", describe, { signal: controller.signal });
     no.addEventListener("click", done, { signal: controller.signal });
@@ -1250,7 +1280,7 @@
           text.classList.add("warning");
           text.append(el("span", { class: "confirm-server" }, error.message), " ",
             "Reset ", el("strong", null, consumer.consumer), " anyway, to the ", el("strong", null, to), " of ",
-            topics.length > 0 ? joinCodes(topics) : "its topics", "?");
+            everyTopic(consumer.consumer, topics), "?");
           yes.textContent = "Reset anyway";
         } else {
           done();
@@ -1263,6 +1293,13 @@
     if (typeof dialog.showModal === "function") dialog.showModal();
     else dialog.setAttribute("open", "");
     select.focus();
+  }
+
+  /** The reset has no pattern, so the broker resets every topic the consumer committed in, including topics this
+   * user may not read: the text must not present the visible list as complete. */
+  function everyTopic(consumer, shown) {
+    return el("span", null, "every topic consumer ", el("strong", null, consumer), " has committed in (",
+      `${shown.length} shown here`, shown.length > 0 ? ": " : "", shown.length > 0 ? joinCodes(shown) : null, ")");
   }
 
   function joinCodes(names) {
