@@ -45,9 +45,24 @@ public final class LoginBackoff: Sendable {
             peers[peer] = entry
             return entry.failures
         }
+        return delay(afterFailures: failures)
+    }
+
+    private func delay(afterFailures failures: Int) -> Duration {
         guard failures > 1 else { return .zero }
         let doublings = min(failures - 2, 30)
         return min(baseDelay * (1 << doublings), maxDelay)
+    }
+
+    /// How much longer `peer` must wait before its next attempt may be checked: what is left of the delay its last
+    /// failure earned, nil once that has elapsed (or without failures). Parallel connections share it, so a peer
+    /// gets one guess per delay however many it opens (the console refuses at once while it runs).
+    public func remainingWait(peer: String, now: ContinuousClock.Instant = .now) -> Duration? {
+        peers.withLock { peers -> Duration? in
+            guard let entry = peers[peer], now - entry.lastFailure <= forgetAfter else { return nil }
+            let left = entry.lastFailure + delay(afterFailures: entry.failures) - now
+            return left > .zero ? left : nil
+        }
     }
 
     /// Forgets `peer`'s failures after it authenticated.

@@ -24,6 +24,9 @@ public struct ConsoleConfiguration: Sendable {
     public var maxRequestBodyBytes = 16 * 1024
     /// Most console connections at once; more are closed at once.
     public var maxConnections = 256
+    /// Most console connections from one IP address at once; more from it are closed at once (one client cannot
+    /// take every slot).
+    public var maxConnectionsPerPeer = 32
 
     public init(host: String, port: Int) {
         self.host = host

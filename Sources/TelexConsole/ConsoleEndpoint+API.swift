@@ -1,6 +1,7 @@
 import NIOHTTP1
 import TelexAuth
 import TelexProtocol
+import TelexServer
 
 /// Who a request comes from, once its session (or the lack of a login requirement) is settled.
 struct ConsoleCaller: Sendable {
@@ -65,11 +66,7 @@ extension ConsoleEndpoint {
                 return .json(try await data.consumers(for: user))
             case .reset(let consumer):
                 if let refusal = refusePost(request, csrf: caller.csrf) { return refusal }
-                guard authority.isAdmin(user.identity) else {
-                    throw TelexError(.notAuthorized,
-                        "principal '\(user.identity.name)' may not reset consumer '\(consumer)': "
-                            + "it is not an admin principal")
-                }
+                // No admin check here: the data source's (the server's) comes first and audits a refusal.
                 let body = try ConsoleJSON.decode(ResetRequestJSON.self, from: request.body, what: "reset request")
                 return .json(try await data.resetConsumer(consumer, body, for: user))
             case .asset, .login, .logout, .tail:
@@ -129,8 +126,10 @@ extension ConsoleEndpoint {
         var token: String
     }
 
-    /// `POST /api/login`: a new session for the principal the token names (cookie + SessionJSON), 401
-    /// `AUTHENTICATION_FAILED` with the broker's reason, or anonymous when the broker needs no login.
+    /// `POST /api/login`: a new session for the principal the token names (cookie + SessionJSON), or anonymous when
+    /// the broker needs no login. A refusal is 401 `AUTHENTICATION_FAILED` that does not say why (whether the
+    /// principal exists): the broker logs and audits the reason. While the peer's login backoff runs it is refused
+    /// at once, with `Retry-After`.
     func login(_ request: ConsoleRequest) async -> ConsoleResponse {
         guard authority.requiresAuthentication else {
             return .json(sessionJSON(for: ConsoleCaller(
@@ -145,9 +144,15 @@ extension ConsoleEndpoint {
         } catch {
             return .error(error)
         }
+        if let wait = authority.consoleLoginWait(peer: request.peer) {
+            var response = ConsoleResponse.error(TelexError(.authenticationFailed,
+                TelexServer.consoleLoginWaitReason(wait)))
+            response.headers.add(name: "Retry-After", value: "\(TelexServer.wholeSeconds(wait))")
+            return response
+        }
         switch await authority.consoleLogin(token: token, peer: request.peer) {
-        case .rejected(_, let reason):
-            return .error(TelexError(.authenticationFailed, reason))
+        case .rejected:
+            return .error(TelexError(.authenticationFailed, "the token was not accepted"))
         case .accepted(let identity):
             if let previous = request.sessionID { sessions.forget(previous) }
             let session = sessions.create(identity: identity)

@@ -45,9 +45,10 @@ extension ConsoleEndpoint {
                 while let part = try await parts.next() {
                     // The decoder ends each request before the next head, so a head comes first.
                     guard case .head(let head) = part else { continue }
+                    guard let body = try await readBody(of: head, from: &parts, outbound: outbound) else { return }
+                    // In progress only once its body is here: a stop does not wait for a slow uploader.
                     guard connections.beginRequest(id) else { return }
                     defer { connections.endRequest(id) }
-                    guard let body = try await readBody(of: head, from: &parts, outbound: outbound) else { return }
                     let keepOpen = try await answer(head, body: body, peer: peer, channel: channel, outbound: outbound)
                     if !keepOpen || connections.isStopping { return }
                 }
@@ -96,24 +97,71 @@ extension ConsoleEndpoint {
         outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
     ) async throws -> Bool {
         let response: ConsoleResponse
-        switch ConsoleRouter.route(method: head.method, target: head.uri) {
-        case .failure(let failure):
-            response = ConsoleRouter.response(for: failure)
-        case .success((.tail(let topic), let query)):
-            let request = ConsoleRequest(head: head, query: query, body: body, peer: peer)
-            switch await startTail(topic: topic, request) {
-            case .refused(let refusal):
-                response = refusal
-            case .started(let handle, let slot):
-                await streamTail(handle, slot: slot, answering: head, channel: channel, outbound: outbound)
-                return false
+        if let refusal = refuseHost(head) {
+            response = refusal
+        } else {
+            switch ConsoleRouter.route(method: head.method, target: head.uri) {
+            case .failure(let failure):
+                response = ConsoleRouter.response(for: failure)
+            case .success((.tail(let topic), let query)):
+                let request = ConsoleRequest(head: head, query: query, body: body, peer: peer)
+                switch await startTail(topic: topic, request, channel: channel) {
+                case .refused(let refusal):
+                    response = refusal
+                case .started(let handle, let slot, let sessionID):
+                    await streamTail(handle, slot: slot, sessionID: sessionID, answering: head, channel: channel,
+                        outbound: outbound)
+                    return false
+                }
+            case .success((let route, let query)):
+                response = await respond(to: route, ConsoleRequest(head: head, query: query, body: body, peer: peer))
             }
-        case .success((let route, let query)):
-            response = await respond(to: route, ConsoleRequest(head: head, query: query, body: body, peer: peer))
         }
         let keepAlive = head.isKeepAlive && !response.closeConnection && !connections.isStopping
         try await write(response, answering: head, keepAlive: keepAlive, to: outbound)
         return keepAlive
+    }
+
+    /// Without logins every request is an admin's, so a page of another site that rebinds its DNS name to this
+    /// address could use the console: then only requests addressed to an IP literal or `localhost` are answered
+    /// (403 `HOST`). With logins the SameSite=Strict cookie is bound to the host the user logged in at, and DNS
+    /// names (and their certificates) must work.
+    func refuseHost(_ head: HTTPRequestHead) -> ConsoleResponse? {
+        guard !authority.requiresAuthentication else { return nil }
+        let host = head.headers.first(name: "Host")
+        if let host, Self.isLiteralOrLocalhost(host) { return nil }
+        var response = ConsoleResponse.error(.forbidden, code: ConsoleHTTPStatus.host,
+            "the console without logins answers only requests addressed to an IP literal or localhost, not "
+                + (host.map { "'\($0)'" } ?? "a request without a Host header")
+                + ": open http://127.0.0.1:\(localPort ?? configuration.port)/ (or the address it listens on), "
+                + "or configure logins (--users or --auth-token)")
+        response.closeConnection = true
+        return response
+    }
+
+    /// Whether a Host header names an IPv4 literal, a bracketed IPv6 literal or `localhost`, with an optional port.
+    static func isLiteralOrLocalhost(_ host: String) -> Bool {
+        var name = Substring(host.trimmingCharacters(in: .whitespaces))
+        if name.hasPrefix("[") {
+            guard let close = name.firstIndex(of: "]") else { return false }
+            let port = name[name.index(after: close)...]
+            guard port.isEmpty || isPort(port) else { return false }
+            let literal = String(name[name.index(after: name.startIndex)..<close])
+            return literal.contains(":") && (try? SocketAddress(ipAddress: literal, port: 0)) != nil
+        }
+        if let colon = name.firstIndex(of: ":") {
+            guard isPort(name[colon...]) else { return false }
+            name = name[..<colon]
+        }
+        if name.lowercased() == "localhost" { return true }
+        return !name.contains(":") && (try? SocketAddress(ipAddress: String(name), port: 0)) != nil
+    }
+
+    /// `:` and 1-5 digits.
+    private static func isPort(_ text: Substring) -> Bool {
+        let digits = text.dropFirst()
+        return text.first == ":" && (1...5).contains(digits.count) && digits.allSatisfy(\.isASCII)
+            && digits.allSatisfy(\.isNumber)
     }
 
     /// Writes a whole answer with its length (no body for HEAD).

@@ -14,6 +14,8 @@ import TelexServer
 protocol ConsoleAuthority: Sendable {
     var requiresAuthentication: Bool { get }
     func consoleLogin(token: String, peer: String) async -> AuthenticationOutcome
+    /// What is left of `peer`'s login backoff; nil when it may try now.
+    func consoleLoginWait(peer: String) -> Duration?
     func isAdmin(_ identity: Identity) -> Bool
 }
 
@@ -32,6 +34,13 @@ public final class ConsoleEndpoint: Service, Sendable {
         /// A connection on which nothing was read and no write completed for this long is closed: an idle
         /// keep-alive connection, or a live tail whose browser stopped taking its frames (it frees its slot).
         var idle: Duration = .seconds(60)
+        /// A request's head and body must arrive within this long of its first byte (and the first request within
+        /// this long of the connection's opening): a slow sender cannot hold a slot.
+        var requestTimeout: Duration = .seconds(10)
+        /// A keep-alive connection is closed after this long without a new request.
+        var keepAliveIdle: Duration = .seconds(20)
+        /// When the endpoint stops, connections still answering are closed after this long.
+        var shutdownGrace: Duration = .seconds(5)
     }
 
     public let configuration: ConsoleConfiguration
@@ -73,7 +82,9 @@ public final class ConsoleEndpoint: Service, Sendable {
         self.timing = timing
         self.logger = logger
         self.onBound = onBound
-        connections = ConsoleConnections(maxConnections: configuration.maxConnections, maxTails: configuration.maxTails)
+        connections = ConsoleConnections(
+            maxConnections: configuration.maxConnections, maxPerPeer: configuration.maxConnectionsPerPeer,
+            maxTails: configuration.maxTails)
     }
 
     /// The bound port while `run()` serves.
@@ -98,12 +109,12 @@ public final class ConsoleEndpoint: Service, Sendable {
         } else {
             tlsContext = nil
         }
-        let idle = TimeAmount(timing.idle)
+        let timing = self.timing
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configurePipeline(channel, tlsContext: tlsContext, idle: idle)
+                    try Self.configurePipeline(channel, tlsContext: tlsContext, timing: timing)
                     return try Connection(wrappingChannelSynchronously: channel)
                 }
             }
@@ -137,6 +148,12 @@ public final class ConsoleEndpoint: Service, Sendable {
                     }
                     // The listener can also end on its own (an accept error): stop the connections with it.
                     connections.stop()
+                    // Answers in progress get the grace period; then their connections close and their tasks end.
+                    if await !connections.drained(within: timing.shutdownGrace) {
+                        logger.info("console closing connections still answering after the shutdown grace")
+                        connections.closeAll()
+                        group.cancelAll()
+                    }
                 }
                 sampling.cancelAll()
             }
@@ -148,17 +165,22 @@ public final class ConsoleEndpoint: Service, Sendable {
         logger.info("console stopped")
     }
 
-    /// TLS, the idle timeout, HTTP/1.1 with NIO's error handling (a 400 for what does not parse) and the security
-    /// headers. No pipelining assistance: each connection's task reads the next request only after answering the
-    /// last one, and a live tail must see its client close while it streams (the assistance holds reads then).
-    private static func configurePipeline(_ channel: Channel, tlsContext: NIOSSLContext?, idle: TimeAmount) throws {
+    /// TLS, the idle timeout, the request deadlines, HTTP/1.1 with NIO's error handling (a 400 for what does not
+    /// parse) and the security headers. No pipelining assistance: each connection's task reads the next request
+    /// only after answering the last one, and a live tail must see its client close while it streams (the
+    /// assistance holds reads then).
+    private static func configurePipeline(_ channel: Channel, tlsContext: NIOSSLContext?, timing: Timing) throws {
         let pipeline = channel.pipeline.syncOperations
         if let tlsContext { try pipeline.addHandler(NIOSSLServerHandler(context: tlsContext)) }
-        try pipeline.addHandler(IdleStateHandler(allTimeout: idle))
+        try pipeline.addHandler(IdleStateHandler(allTimeout: TimeAmount(timing.idle)))
         try pipeline.addHandler(ConsoleIdleClose())
+        let deadline = ConsoleRequestDeadline(
+            requestTimeout: TimeAmount(timing.requestTimeout), keepAliveIdle: TimeAmount(timing.keepAliveIdle))
+        try pipeline.addHandler(ConsoleRequestDeadline.BytesIn(deadline))
         try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
         let encoder = try pipeline.handler(type: HTTPResponseEncoder.self)
         try pipeline.addHandler(ConsoleSecurityHeaders(), position: .after(encoder))
+        try pipeline.addHandler(ConsoleRequestDeadline.Parts(deadline))
     }
 
     private func sampleUntilCancelled() async {
@@ -199,94 +221,5 @@ final class ConsoleTailHandle: Sendable {
     func end() {
         ended.withLockedValue { $0 = true }
         tail.close()
-    }
-}
-
-/// The open connections and live tails, with their caps, and what to close when the endpoint stops. Thread-safe:
-/// one lock, held for dictionary work only; channels and tails are closed outside it.
-final class ConsoleConnections: Sendable {
-    private struct State {
-        var stopping = false
-        var nextID = 0
-        /// Each connection's channel, and whether it is answering a request now (an idle one is closed at stop).
-        var connections: [Int: (channel: any Channel, busy: Bool)] = [:]
-        /// Tail slots: reserved (nil) while the data source opens the tail, then its handle.
-        var tails: [Int: ConsoleTailHandle?] = [:]
-    }
-
-    let maxConnections: Int
-    let maxTails: Int
-    private let state = NIOLockedValueBox(State())
-
-    init(maxConnections: Int, maxTails: Int) {
-        self.maxConnections = maxConnections
-        self.maxTails = maxTails
-    }
-
-    var isStopping: Bool { state.withLockedValue { $0.stopping } }
-    var connectionCount: Int { state.withLockedValue { $0.connections.count } }
-    var tailCount: Int { state.withLockedValue { $0.tails.count } }
-
-    /// An id for a new connection; nil when `maxConnections` are open or the endpoint stops (close it then).
-    func admit(_ channel: any Channel) -> Int? {
-        state.withLockedValue { state in
-            guard !state.stopping, state.connections.count < maxConnections else { return nil }
-            state.nextID += 1
-            state.connections[state.nextID] = (channel, false)
-            return state.nextID
-        }
-    }
-
-    func release(_ id: Int) {
-        state.withLockedValue { $0.connections[id] = nil }
-    }
-
-    /// Marks connection `id` busy with a request; false when the endpoint stops (the connection closes instead).
-    func beginRequest(_ id: Int) -> Bool {
-        state.withLockedValue { state in
-            guard !state.stopping else { return false }
-            state.connections[id]?.busy = true
-            return true
-        }
-    }
-
-    func endRequest(_ id: Int) {
-        state.withLockedValue { $0.connections[id]?.busy = false }
-    }
-
-    /// A tail slot; nil when `maxTails` are taken or the endpoint stops.
-    func reserveTail() -> Int? {
-        state.withLockedValue { state in
-            guard !state.stopping, state.tails.count < maxTails else { return nil }
-            state.nextID += 1
-            state.tails[state.nextID] = .some(nil)
-            return state.nextID
-        }
-    }
-
-    /// Puts the opened tail in its slot; false when the endpoint stopped meanwhile (end it then).
-    func attachTail(_ id: Int, _ handle: ConsoleTailHandle) -> Bool {
-        state.withLockedValue { state in
-            guard !state.stopping else { return false }
-            state.tails[id] = .some(handle)
-            return true
-        }
-    }
-
-    func releaseTail(_ id: Int) {
-        state.withLockedValue { _ = $0.tails.removeValue(forKey: id) }
-    }
-
-    /// Refuses new connections, requests and tails from now on, ends the live tails and closes idle connections
-    /// (a busy one closes after its answer). Safe to call more than once.
-    func stop() {
-        let (idle, tails) = state.withLockedValue { state in
-            state.stopping = true
-            return (
-                state.connections.values.filter { !$0.busy }.map(\.channel),
-                state.tails.values.compactMap { $0 })
-        }
-        for tail in tails { tail.end() }
-        for channel in idle { channel.close(promise: nil) }
     }
 }

@@ -79,6 +79,8 @@ enum ConsoleHTTPStatus {
     static let tooLarge = "TOO_LARGE"
     static let csrf = "CSRF"
     static let tooManyTails = "TOO_MANY_TAILS"
+    /// Without logins, a request addressed to a DNS name (possible DNS rebinding).
+    static let host = "HOST"
 
     static func of(_ code: TelexError.Code) -> HTTPResponseStatus {
         switch code {

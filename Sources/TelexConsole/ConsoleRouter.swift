@@ -23,12 +23,16 @@ enum ConsoleRouter {
         case notFound(path: String)
         /// 405 `METHOD_NOT_ALLOWED` with `Allow`.
         case methodNotAllowed(path: String, allow: [HTTPMethod])
+        /// 405 `METHOD_NOT_ALLOWED` for a method the console never answers (CONNECT, PUT, …), and the connection
+        /// closes: what follows it may not be HTTP (a CONNECT tunnel's bytes).
+        case unknownMethod(HTTPMethod)
         /// 400 `INVALID_REQUEST`: a path segment or query parameter is not valid percent-encoded UTF-8.
         case badRequest(message: String)
     }
 
     /// The route and the decoded query of a request target (`/api/topics?pattern=news.>`).
     static func route(method: HTTPMethod, target: String) -> Result<(ConsoleRoute, [String: String]), Failure> {
+        guard knownMethods.contains(method) else { return .failure(.unknownMethod(method)) }
         let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         let rawPath = parts[0]
         let query: [String: String]
@@ -38,6 +42,9 @@ enum ConsoleRouter {
         }
         return route(method: method, rawPath: rawPath).map { ($0, query) }
     }
+
+    /// Every method some path answers.
+    static let knownMethods: [HTTPMethod] = [.GET, .HEAD, .POST]
 
     static func route(method: HTTPMethod, rawPath: Substring) -> Result<ConsoleRoute, Failure> {
         let path = String(rawPath)
@@ -94,6 +101,13 @@ enum ConsoleRouter {
             var response = ConsoleResponse.error(
                 .methodNotAllowed, code: ConsoleHTTPStatus.methodNotAllowed, "\(path) answers \(names) only")
             response.headers.add(name: "Allow", value: names)
+            return response
+        case .unknownMethod(let method):
+            let names = knownMethods.map(\.rawValue).joined(separator: ", ")
+            var response = ConsoleResponse.error(.methodNotAllowed, code: ConsoleHTTPStatus.methodNotAllowed,
+                "the console does not answer \(method.rawValue): only \(names)")
+            response.headers.add(name: "Allow", value: names)
+            response.closeConnection = true
             return response
         case .badRequest(let message):
             return .error(TelexError(.invalidRequest, message))

@@ -5,7 +5,8 @@ import TelexProtocol
 /// How a live tail request begins: refused with an ordinary JSON answer, or started with a tail in its slot.
 enum ConsoleTailStart {
     case refused(ConsoleResponse)
-    case started(ConsoleTailHandle, slot: Int)
+    /// `sessionID`: the session the tail lives by (nil without logins).
+    case started(ConsoleTailHandle, slot: Int, sessionID: String?)
 }
 
 /// Server-sent events (the `text/event-stream` format): one frame per event, a comment to keep the connection
@@ -22,8 +23,12 @@ enum ConsoleSSE {
     }
 
     static func writeError(_ error: TelexError, into buffer: inout ByteBuffer) {
+        writeError(code: error.code.name, error.message, into: &buffer)
+    }
+
+    static func writeError(code: String, _ message: String, into buffer: inout ByteBuffer) {
         buffer.writeString("event: error\ndata: ")
-        buffer.writeBytes(ConsoleJSON.encode(ErrorJSON(code: error.code.name, message: error.message)))
+        buffer.writeBytes(ConsoleJSON.encode(ErrorJSON(code: code, message: message)))
         buffer.writeString("\n\n")
     }
 
@@ -34,7 +39,7 @@ extension ConsoleEndpoint {
     /// Opens the tail `GET /api/topics/{topic}/tail` asks for: the caller must have a session, a slot must be free
     /// (503 `TOO_MANY_TAILS`), and the data source must accept it (its error otherwise). Resumes after
     /// `Last-Event-ID` when the browser reconnects, else at `from` (nil: the topic's end now).
-    func startTail(topic: String, _ request: ConsoleRequest) async -> ConsoleTailStart {
+    func startTail(topic: String, _ request: ConsoleRequest, channel: any Channel) async -> ConsoleTailStart {
         let caller: ConsoleCaller
         switch self.caller(of: request) {
         case .found(let found): caller = found
@@ -68,20 +73,21 @@ extension ConsoleEndpoint {
             return .refused(.error(error))
         }
         let handle = ConsoleTailHandle(tail)
-        guard connections.attachTail(slot, handle) else {
+        guard connections.attachTail(slot, handle, channel: channel) else {
             handle.end()
             connections.releaseTail(slot)
             return .refused(.error(TelexError(.shuttingDown, "the console is stopping")))
         }
-        return .started(handle, slot: slot)
+        return .started(handle, slot: slot, sessionID: authority.requiresAuthentication ? request.sessionID : nil)
     }
 
     /// Streams the tail until its client goes away, the endpoint stops, or the tail fails (an `event: error` frame
     /// ends the stream). The next events are asked for only after the last frame was handed to the channel, and
     /// handing it over waits while the channel is not writable: a slow browser holds at most one batch here (and
-    /// one that takes nothing for `Timing.idle` is disconnected).
+    /// one that takes nothing for `Timing.idle` is disconnected). The session is checked on every turn (without
+    /// counting as use): a logout, expiry or eviction ends the tail with an `UNAUTHENTICATED` error frame.
     func streamTail(
-        _ handle: ConsoleTailHandle, slot: Int, answering head: HTTPRequestHead, channel: any Channel,
+        _ handle: ConsoleTailHandle, slot: Int, sessionID: String?, answering head: HTTPRequestHead, channel: any Channel,
         outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
     ) async {
         defer {
@@ -96,6 +102,12 @@ extension ConsoleEndpoint {
             try await outbound.write(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers)))
             while !handle.isEnded {
                 var frames = channel.allocator.buffer(capacity: 256)
+                if let sessionID, !sessions.isLive(sessionID) {
+                    ConsoleSSE.writeError(code: ConsoleHTTPStatus.unauthenticated,
+                        "the session has expired or was logged out: log in again", into: &frames)
+                    try await outbound.write(.body(.byteBuffer(frames)))
+                    break
+                }
                 let events: [EventJSON]
                 do {
                     events = try await handle.tail.next(

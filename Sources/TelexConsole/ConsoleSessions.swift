@@ -18,12 +18,16 @@ struct ConsoleSessionTable: Sendable {
     let idleTimeout: Duration
     let lifetime: Duration
     let capacity: Int
+    /// Most sessions of one identity; its least recently used goes first (one principal cannot push everyone's
+    /// sessions out of the table).
+    let perIdentity: Int
     private(set) var sessions: [String: ConsoleSession] = [:]
 
-    init(idleTimeout: Duration, lifetime: Duration, capacity: Int) {
+    init(idleTimeout: Duration, lifetime: Duration, capacity: Int, perIdentity: Int = ConsoleSessions.perIdentity) {
         self.idleTimeout = idleTimeout
         self.lifetime = lifetime
         self.capacity = max(1, capacity)
+        self.perIdentity = max(1, perIdentity)
     }
 
     /// Whether `session` may still be used at `now`.
@@ -31,9 +35,16 @@ struct ConsoleSessionTable: Sendable {
         now - session.lastUsed < idleTimeout && now - session.created < lifetime
     }
 
-    /// Adds `session`. When the table is full, expired sessions go first, then the least recently used. Linear in
-    /// the table's size, but only when it is full (at most `capacity`, 10 000 by default).
+    /// Adds `session`. When its identity has `perIdentity` sessions, its least recently used goes. When the table is
+    /// full, expired sessions go first, then the least recently used. Linear in the table's size (at most
+    /// `capacity`, 10 000 by default), once per login.
     mutating func insert(_ session: ConsoleSession, at now: ContinuousClock.Instant) {
+        let same = sessions.values.filter { $0.identity == session.identity }
+        if same.count >= perIdentity {
+            for old in same.sorted(by: { $0.lastUsed < $1.lastUsed }).prefix(same.count - perIdentity + 1) {
+                sessions[old.id] = nil
+            }
+        }
         if sessions.count >= capacity {
             sessions = sessions.filter { isLive($0.value, at: now) }
         }
@@ -57,6 +68,11 @@ struct ConsoleSessionTable: Sendable {
         return session
     }
 
+    /// Whether `id` names a live session at `now`, without marking it used.
+    func isLive(_ id: String, at now: ContinuousClock.Instant) -> Bool {
+        sessions[id].map { isLive($0, at: now) } ?? false
+    }
+
     mutating func remove(_ id: String) {
         sessions[id] = nil
     }
@@ -67,6 +83,8 @@ struct ConsoleSessionTable: Sendable {
 final class ConsoleSessions: Sendable {
     /// The cookie that carries the session id.
     static let cookieName = "telex_session"
+    /// Most sessions of one identity at once (`ConsoleSessionTable.perIdentity`).
+    static let perIdentity = 100
 
     private let table: NIOLockedValueBox<ConsoleSessionTable>
     private let now: @Sendable () -> ContinuousClock.Instant
@@ -98,6 +116,12 @@ final class ConsoleSessions: Sendable {
     func lookup(_ id: String) -> ConsoleSession? {
         let instant = now()
         return table.withLockedValue { $0.use(id, at: instant) }
+    }
+
+    /// Whether `id` names a live session, without counting this as its use (a live tail asks on every turn).
+    func isLive(_ id: String) -> Bool {
+        let instant = now()
+        return table.withLockedValue { $0.isLive(id, at: instant) }
     }
 
     func forget(_ id: String) {

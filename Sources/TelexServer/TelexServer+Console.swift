@@ -13,10 +13,14 @@ extension TelexServer {
 
     /// Checks a console login token as HELLO checks one (the shared token or `NAME.SECRET`). A failure is audited as
     /// `authentication_failed` for `peer` and answered only after the protocol's login backoff for that peer; a
-    /// success clears the peer's backoff.
+    /// success clears the peer's backoff. While the delay of `peer`'s last failure runs (`consoleLoginWait`), it is
+    /// refused at once without checking the token: parallel connections get no more guesses than one.
     public func consoleLogin(token: String, peer: String) async -> AuthenticationOutcome {
         guard let access = running?.access else {
             return .rejected(principal: nil, reason: "the broker is not serving")
+        }
+        if let wait = access.backoff.remainingWait(peer: peer) {
+            return .rejected(principal: nil, reason: Self.consoleLoginWaitReason(wait))
         }
         let outcome = access.authenticator.authenticate(token: token, peerCommonName: nil)
         switch outcome {
@@ -32,6 +36,35 @@ extension TelexServer {
             try? await Task.sleep(for: delay)
         }
         return outcome
+    }
+
+    /// What is left of the login backoff delay `peer`'s last failed login earned; nil when it may try again now.
+    public func consoleLoginWait(peer: String) -> Duration? {
+        running?.access.backoff.remainingWait(peer: peer)
+    }
+
+    /// The refusal of a login while its peer's backoff runs: the wait in whole seconds, rounded up.
+    public static func consoleLoginWaitReason(_ wait: Duration) -> String {
+        "too many failed logins from this address; wait \(wholeSeconds(wait)) s"
+    }
+
+    /// `wait` rounded up to whole seconds, at least 1 (also the `Retry-After` value).
+    public static func wholeSeconds(_ wait: Duration) -> Int64 {
+        let (seconds, attoseconds) = wait.components
+        return max(1, seconds + (attoseconds > 0 ? 1 : 0))
+    }
+
+    /// Refuses unless `identity` is an admin principal now, with an `authorization_refused` audit record naming
+    /// `peer`, the console and `consumer`: the first check of a console reset, before any other.
+    public func requireConsoleAdmin(_ identity: Identity, resetting consumer: String, peer: String) throws(TelexError) {
+        guard let running else { throw TelexError(.storageFailure, "the broker is not serving") }
+        guard running.access.isAdmin(identity) else {
+            running.access.auditLog?.record(AuditRecord(
+                event: .authorizationRefused, peer: peer, principal: identity.name, action: "console reset-consumer",
+                consumer: consumer, reason: "not an admin principal"))
+            throw TelexError(.notAuthorized,
+                "principal '\(identity.name)' may not reset consumer '\(consumer)': it is not an admin principal")
+        }
     }
 
     /// What `identity` may do under the users file in force now (none once the broker stopped).
@@ -72,14 +105,8 @@ extension TelexServer {
     public func resetConsumer(
         _ consumer: String, pattern: String, to: StartPosition, force: Bool, identity: Identity, peer: String
     ) async throws(TelexError) -> [ConsumerReset] {
+        try requireConsoleAdmin(identity, resetting: consumer, peer: peer)
         guard let running else { throw TelexError(.storageFailure, "the broker is not serving") }
-        guard running.access.isAdmin(identity) else {
-            running.access.auditLog?.record(AuditRecord(
-                event: .authorizationRefused, peer: peer, principal: identity.name, action: "console reset-consumer",
-                consumer: consumer, reason: "not an admin principal"))
-            throw TelexError(.notAuthorized,
-                "principal '\(identity.name)' may not reset consumer '\(consumer)': it is not an admin principal")
-        }
         try ConsumerOffsets.validateName(consumer)
         if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
         switch to {

@@ -8,11 +8,13 @@ import Testing
 
 @testable import TelexConsole
 
-/// A real broker on 127.0.0.1:0 with a users file holding an admin and a reader, and its console (public init) over
-/// a fake data source; both stopped afterwards.
+/// A real broker on 127.0.0.1:0 with a users file holding an admin and a reader, an audit log, and its console
+/// (public init) over the broker's data source, or a fake one; both stopped afterwards. Returns `body`'s result and
+/// the audit log's lines (read after the broker stopped).
 private func withBrokerConsole<T: Sendable>(
-    _ body: (_ port: Int, _ adminToken: String, _ readerToken: String) async throws -> T
-) async throws -> T {
+    realData: Bool = false, failureDelay: Duration = .milliseconds(1),
+    _ body: (_ port: Int, _ adminToken: String, _ readerToken: String, _ server: TelexServer) async throws -> T
+) async throws -> (result: T, audit: [String]) {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("telex-console-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -23,25 +25,30 @@ private func withBrokerConsole<T: Sendable>(
         file: usersFile, name: "search-indexer", publish: [], subscribe: ["news.sport.>"], consumers: ["indexer"])
     var configuration = ServerConfiguration(port: 0, dataDirectory: directory + "/data", eventLoopThreads: 1)
     configuration.auth.usersFile = usersFile
-    configuration.auth.failureDelay = .milliseconds(1)
-    configuration.auth.maxFailureDelay = .milliseconds(2)
+    configuration.auth.auditLogFile = directory + "/audit.log"
+    configuration.auth.failureDelay = failureDelay
+    configuration.auth.maxFailureDelay = failureDelay * 2
     var logger = Logger(label: "telex.test.console")
-    logger.logLevel = .warning
+    logger.logLevel = .critical
     let server = TelexServer(configuration: configuration, logger: logger)
     try await server.start()
     let bound = AsyncStream<Int>.makeStream()
+    let consoleConfiguration = ConsoleConfiguration(host: "127.0.0.1", port: 0)
+    let data: any ConsoleDataSource = realData
+        ? BrokerConsoleData(server: server, configuration: consoleConfiguration, logger: logger) : FakeData()
     let endpoint = ConsoleEndpoint(
-        configuration: ConsoleConfiguration(host: "127.0.0.1", port: 0), tls: nil, server: server, data: FakeData(),
+        configuration: consoleConfiguration, tls: nil, server: server, data: data,
         logger: logger, onBound: { bound.continuation.yield($0) })
     let running = Task { try await endpoint.run() }
     do {
         var ports = bound.stream.makeAsyncIterator()
         guard let port = await ports.next() else { throw TelexError(.internalError, "the console did not bind") }
-        let result = try await body(port, adminToken, readerToken)
+        let result = try await body(port, adminToken, readerToken, server)
         running.cancel()
         try await running.value
         try await server.shutdown()
-        return result
+        let audit = (try? String(contentsOfFile: directory + "/audit.log", encoding: .utf8)) ?? ""
+        return (result, audit.split(separator: "\n").map(String.init))
     } catch {
         running.cancel()
         _ = try? await running.value
@@ -54,9 +61,9 @@ private func withBrokerConsole<T: Sendable>(
 struct HTTPLoginTests {
     let json = ("Content-Type", "application/json")
 
-    @Test("a wrong token is 401 with the broker's reason; a right one a cookie session with the principal's rights")
+    @Test("a wrong token is 401 saying only that it was not accepted; a right one a session; refusals are audited")
     func login() async throws {
-        try await withBrokerConsole { port, adminToken, readerToken in
+        let (_, audit) = try await withBrokerConsole(realData: true) { port, adminToken, readerToken, _ in
             try await TestHTTP.with(port: port) { http in
                 let none = try await http.request(.GET, "/api/session")
                 #expect(none.status == .unauthorized)
@@ -67,7 +74,7 @@ struct HTTPLoginTests {
                     body: #"{"token":"\#(name).not-the-secret"}"#)
                 #expect(wrong.status == .unauthorized)
                 #expect(wrong.errorCode == "AUTHENTICATION_FAILED")
-                #expect(wrong.errorMessage?.isEmpty == false)
+                #expect(wrong.errorMessage == "the token was not accepted", "not whether the principal exists")
                 #expect(wrong.errorMessage?.contains("not-the-secret") == false, "the secret is not echoed")
                 #expect(wrong.headers.first(name: "Set-Cookie") == nil)
                 expectSecurityHeaders(wrong)
@@ -97,13 +104,26 @@ struct HTTPLoginTests {
                     body: #"{"to":"beginning"}"#)
                 #expect(refused.status == .forbidden)
                 #expect(refused.errorCode == "NOT_AUTHORIZED")
+                // A consumer it may not even use: the admin check (audited) comes before that one.
+                let other = try await http.request(.POST, "/api/consumers/politics-feed/reset",
+                    headers: [json, ("Cookie", try #require(reader.cookie)), ("X-Telex-CSRF", readerSession.csrf)],
+                    body: #"{"to":"beginning"}"#)
+                #expect(other.status == .forbidden)
+                #expect(other.errorMessage?.contains("not an admin principal") == true)
             }
         }
+        // The refused login names its reason in the audit log; the refused reset is audited as the server's refusal.
+        #expect(audit.contains { $0.contains("authentication_failed") && $0.contains("console login") })
+        #expect(audit.contains {
+            $0.contains("authorization_refused") && $0.contains("console reset-consumer")
+                && $0.contains("search-indexer") && $0.contains("\"indexer\"")
+        })
+        #expect(audit.contains { $0.contains("authorization_refused") && $0.contains("\"politics-feed\"") })
     }
 
     @Test("a logged-out session is forgotten: 401 afterwards, also for the live tail")
     func logout() async throws {
-        try await withBrokerConsole { port, adminToken, _ in
+        _ = try await withBrokerConsole { port, adminToken, _, _ in
             try await TestHTTP.with(port: port) { http in
                 let admin = try await http.request(.POST, "/api/login", headers: [json], body: #"{"token":"\#(adminToken)"}"#)
                 let cookie = ("Cookie", try #require(admin.cookie))
@@ -121,5 +141,54 @@ struct HTTPLoginTests {
                 }
             }
         }
+    }
+
+    @Test("while a peer's login backoff runs its logins are refused at once, the token unchecked")
+    func backoffRefusesParallelGuesses() async throws {
+        _ = try await withBrokerConsole(failureDelay: .seconds(30)) { _, adminToken, _, server in
+            let peer = "192.0.2.7"
+            let name = String(adminToken.prefix(while: { $0 != "." }))
+            // The first failure earns no delay; the second one 30 s, which its answer waits out.
+            guard case .rejected = await server.consoleLogin(token: "\(name).wrong", peer: peer) else {
+                Issue.record("a wrong token was accepted")
+                return
+            }
+            #expect(server.consoleLoginWait(peer: peer) == nil)
+            let second = Task { await server.consoleLogin(token: "\(name).wrong-again", peer: peer) }
+            while server.consoleLoginWait(peer: peer) == nil { await Task.yield() }
+            // A parallel guess, even the right token, is refused without being checked.
+            let parallel = await server.consoleLogin(token: adminToken, peer: peer)
+            guard case .rejected(_, let reason) = parallel else {
+                Issue.record("a login during the backoff was checked: \(parallel)")
+                return
+            }
+            #expect(reason.hasPrefix("too many failed logins from this address; wait "))
+            #expect(reason.hasSuffix(" s"))
+            // Another peer is not held up.
+            guard case .accepted = await server.consoleLogin(token: adminToken, peer: "192.0.2.8") else {
+                Issue.record("another peer's login was refused")
+                return
+            }
+            second.cancel()
+            _ = await second.value
+        }
+    }
+
+    @Test("the backoff's remaining wait: none after a first failure, the delay less the time since the last failure")
+    func remainingWait() {
+        let backoff = LoginBackoff(baseDelay: .seconds(2), maxDelay: .seconds(8))
+        let start = ContinuousClock.now
+        #expect(backoff.remainingWait(peer: "p", now: start) == nil)
+        #expect(backoff.failed(peer: "p", now: start) == .zero)
+        #expect(backoff.remainingWait(peer: "p", now: start) == nil)
+        #expect(backoff.failed(peer: "p", now: start) == .seconds(2))
+        #expect(backoff.remainingWait(peer: "p", now: start + .milliseconds(500)) == .milliseconds(1500))
+        #expect(backoff.remainingWait(peer: "p", now: start + .seconds(2)) == nil)
+        #expect(backoff.remainingWait(peer: "q", now: start) == nil)
+        backoff.succeeded(peer: "p")
+        #expect(backoff.remainingWait(peer: "p", now: start) == nil)
+        #expect(TelexServer.wholeSeconds(.milliseconds(1500)) == 2)
+        #expect(TelexServer.wholeSeconds(.milliseconds(1)) == 1)
+        #expect(TelexServer.wholeSeconds(.seconds(3)) == 3)
     }
 }

@@ -133,7 +133,7 @@ struct HTTPSessionTests {
                 let wrong = try await http.request(.POST, "/api/login", headers: [json], body: #"{"token":"admin.nope"}"#)
                 #expect(wrong.status == .unauthorized)
                 #expect(wrong.errorCode == "AUTHENTICATION_FAILED")
-                #expect(wrong.errorMessage == "the token names no principal")
+                #expect(wrong.errorMessage == "the token was not accepted", "not whether the principal exists")
                 #expect(wrong.headers.first(name: "Set-Cookie") == nil)
                 let field = try await http.request(.POST, "/api/login", headers: [json], body: #"{"token":7}"#)
                 #expect(field.status == .badRequest)
@@ -186,6 +186,71 @@ struct HTTPSessionTests {
                 expectSecurityHeaders(logout)
                 #expect(try await http.request(.GET, "/api/session", headers: [withCookie]).status == .unauthorized)
             }
+        }
+    }
+
+    @Test("one identity keeps at most perIdentity sessions (its least recently used goes), others are untouched")
+    func perIdentityCap() {
+        let start = ContinuousClock.now
+        var table = ConsoleSessionTable(idleTimeout: .seconds(100), lifetime: .seconds(1000), capacity: 100,
+            perIdentity: 2)
+        let flooder = Identity.principal("flooder", login: .secret(sha256: "x"))
+        func add(_ id: String, _ identity: Identity, at second: Int) {
+            let instant = start + .seconds(second)
+            table.insert(ConsoleSession(id: id, identity: identity, csrf: "c", created: instant, lastUsed: instant),
+                at: instant)
+        }
+        add("other", .principal("other", login: .secret(sha256: "y")), at: 0)
+        add("f1", flooder, at: 1)
+        add("f2", flooder, at: 2)
+        _ = table.use("f1", at: start + .seconds(3))
+        for second in 4..<10 { add("f\(second)", flooder, at: second) }
+        #expect(Set(table.sessions.keys) == ["other", "f8", "f9"])
+        #expect(ConsoleSessions.perIdentity == 100)
+    }
+
+    @Test("a live tail ends with an UNAUTHENTICATED error frame when its session is logged out")
+    func tailEndsAtLogout() async throws {
+        let authority = FakeAuthority(requiresAuthentication: true,
+            tokens: ["reader.s3cret": .principal("reader", login: .secret(sha256: "y"))])
+        let data = FakeData(topics: ["news.sport": []])
+        let timing = ConsoleEndpoint.Timing(keepAlive: .milliseconds(20))
+        try await withEndpoint(data: data, authority: authority, timing: timing) { _, port in
+            let json = ("Content-Type", "application/json")
+            let login = try await fetch(port, .POST, "/api/login", headers: [json], body: #"{"token":"reader.s3cret"}"#)
+            let cookie = ("Cookie", try #require(login.cookie))
+            let csrf = try login.decode(SessionJSON.self).csrf
+            try await TestHTTP.with(port: port) { http in
+                try await http.send(.GET, "/api/topics/news.sport/tail", headers: [cookie])
+                #expect(try await http.head()?.status == .ok)
+                var text = ""
+                _ = try await http.frames(1, into: &text)  // a keep-alive: the tail runs
+                let logout = try await fetch(port, .POST, "/api/logout", headers: [cookie, ("X-Telex-CSRF", csrf)])
+                #expect(logout.status == .noContent)
+                let frames = try await http.frames(100, into: &text)
+                let last = try #require(frames.last)
+                #expect(last.hasPrefix("event: error\ndata: "))
+                let error = try JSONDecoder().decode(ErrorJSON.self, from: Data(last.dropFirst("event: error\ndata: ".count).utf8))
+                #expect(error.error.code == "UNAUTHENTICATED")
+                #expect(await http.isClosedByServer())
+            }
+            #expect(data.tails.first?.isClosed == true)
+        }
+    }
+
+    @Test("a login while the peer's backoff runs is 401 at once with Retry-After in whole seconds")
+    func loginBackoffRetryAfter() async throws {
+        var authority = FakeAuthority(requiresAuthentication: true,
+            tokens: ["reader.s3cret": .principal("reader", login: .secret(sha256: "y"))])
+        authority.loginWait = .milliseconds(2500)
+        try await withEndpoint(authority: authority) { _, port in
+            let refused = try await fetch(port, .POST, "/api/login", headers: [("Content-Type", "application/json")],
+                body: #"{"token":"reader.s3cret"}"#)
+            #expect(refused.status == .unauthorized)
+            #expect(refused.errorCode == "AUTHENTICATION_FAILED")
+            #expect(refused.errorMessage == "too many failed logins from this address; wait 3 s")
+            #expect(refused.headers.first(name: "Retry-After") == "3")
+            #expect(refused.cookie == nil)
         }
     }
 }

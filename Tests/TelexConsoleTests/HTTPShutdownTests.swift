@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import ServiceLifecycleTestKit
 import TelexAuth
 import Testing
@@ -20,6 +21,8 @@ private struct GatedAuthority: ConsoleAuthority {
     }
 
     func isAdmin(_ identity: Identity) -> Bool { true }
+
+    func consoleLoginWait(peer: String) -> Duration? { nil }
 }
 
 @Suite("Console graceful shutdown", .timeLimit(.minutes(1)))
@@ -82,6 +85,74 @@ struct HTTPShutdownTests {
                 try await tasks.waitForAll()
                 #expect(endpoint.localPort == nil)
                 await #expect(throws: (any Error).self) { try await TestHTTP.connect(port: port) }
+            }
+        }
+    }
+
+    /// An endpoint with `authority` and `timing`, run under a graceful-shutdown trigger: `body` gets it, its port
+    /// and the trigger; afterwards run() must have returned.
+    private func withGracefulEndpoint(
+        authority: any ConsoleAuthority, timing: ConsoleEndpoint.Timing,
+        _ body: @escaping (ConsoleEndpoint, Int, GracefulShutdownTestTrigger) async throws -> Void
+    ) async throws {
+        var logger = Logger(label: "telex.test.console")
+        logger.logLevel = .critical
+        let bound = AsyncStream<Int>.makeStream()
+        let configuration = ConsoleConfiguration(host: "127.0.0.1", port: 0)
+        let endpoint = ConsoleEndpoint(
+            configuration: configuration, tls: nil, authority: authority, data: FakeData(),
+            sessions: ConsoleSessions(configuration: configuration), timing: timing, logger: logger,
+            onBound: { bound.continuation.yield($0) })
+        try await testGracefulShutdown { trigger in
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await endpoint.run() }
+                var ports = bound.stream.makeAsyncIterator()
+                let port = try #require(await ports.next())
+                try await body(endpoint, port, trigger)
+                try await tasks.waitForAll()
+                #expect(endpoint.localPort == nil)
+            }
+        }
+    }
+
+    @Test("a graceful shutdown does not wait for a request whose body is still arriving")
+    func slowUploader() async throws {
+        let timing = ConsoleEndpoint.Timing(
+            idle: .seconds(600), requestTimeout: .seconds(600), keepAliveIdle: .seconds(600), shutdownGrace: .seconds(600))
+        try await withGracefulEndpoint(authority: GatedAuthority(), timing: timing) { endpoint, port, trigger in
+            let uploader = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            try await uploader.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(string:
+                    "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        + "Content-Length: 100\r\n\r\n{\"token\":"))
+                while endpoint.connections.connectionCount == 0 { try await Task.sleep(for: .milliseconds(5)) }
+                trigger.triggerGracefulShutdown()
+                do {
+                    for try await _ in inbound {}
+                } catch {}
+            }
+        }
+    }
+
+    @Test("after the shutdown grace, connections still answering are closed and run() returns")
+    func graceEnds() async throws {
+        let authority = GatedAuthority()
+        var timing = ConsoleEndpoint.Timing()
+        timing.shutdownGrace = .milliseconds(100)
+        try await withGracefulEndpoint(authority: authority, timing: timing) { _, port, trigger in
+            try await TestHTTP.with(port: port) { http in
+                try await http.send(.POST, "/api/login", headers: [("Content-Type", "application/json")],
+                    body: #"{"token":"t"}"#)
+                var entered = authority.entered.stream.makeAsyncIterator()
+                _ = await entered.next()
+                trigger.triggerGracefulShutdown()
+                // The gate never opens: the login is still in progress when the grace ends.
+                #expect(await http.isClosedByServer())
             }
         }
     }

@@ -142,7 +142,7 @@ struct HTTPTailTests {
                     }
                 }
             try await connection.executeThenClose { _, outbound in
-                try await outbound.write(ByteBuffer(string: "GET /api/topics/news.sport/tail HTTP/1.1\r\nHost: x\r\n\r\n"))
+                try await outbound.write(ByteBuffer(string: "GET /api/topics/news.sport/tail HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
                 // Read nothing: the server's writes back up, it stops asking the tail, and the idle timeout (no
                 // write completed) closes the connection, which closes the tail.
                 let tail = try await waitForTail(data)

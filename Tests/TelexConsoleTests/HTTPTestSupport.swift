@@ -18,6 +18,8 @@ struct FakeAuthority: ConsoleAuthority {
     var requiresAuthentication: Bool
     var tokens: [String: Identity] = [:]
     var admins: Set<String> = ["anonymous", "auth-token"]
+    /// What `consoleLoginWait` answers (a backoff running for every peer).
+    var loginWait: Duration?
 
     func consoleLogin(token: String, peer: String) async -> AuthenticationOutcome {
         if let identity = tokens[token] { return .accepted(identity) }
@@ -25,6 +27,8 @@ struct FakeAuthority: ConsoleAuthority {
     }
 
     func isAdmin(_ identity: Identity) -> Bool { admins.contains(identity.name) }
+
+    func consoleLoginWait(peer: String) -> Duration? { loginWait }
 }
 
 /// Topics with events in memory; records what it was asked; errors by topic name.
@@ -46,6 +50,8 @@ final class FakeData: ConsoleDataSource {
     }
 
     let state = NIOLockedValueBox(State())
+    /// Who may reset consumers here.
+    static let admins: Set<String> = ["anonymous", "auth-token", "admin"]
     /// How the tails it opens produce events (default: from `push`).
     let tailSource: @Sendable (_ call: Int) -> FakeTail.Step?
 
@@ -105,7 +111,11 @@ final class FakeData: ConsoleDataSource {
     func resetConsumer(_ consumer: String, _ request: ResetRequestJSON, for user: ConsoleUser) async throws(TelexError)
         -> ResetJSON
     {
-        ResetJSON(consumer: consumer, resets: [ResetJSON.Topic(topic: request.to, previous: -1, committed: 0)])
+        // The broker's rule: only admins reset (the HTTP layer leaves the check, and its audit, to the data source).
+        guard Self.admins.contains(user.identity.name) else {
+            throw TelexError(.notAuthorized, "principal '\(user.identity.name)' is not an admin principal")
+        }
+        return ResetJSON(consumer: consumer, resets: [ResetJSON.Topic(topic: request.to, previous: -1, committed: 0)])
     }
 
     func tail(topic: String, from: Int64?, for user: ConsoleUser) async throws(TelexError) -> any ConsoleTail {
@@ -279,7 +289,7 @@ struct TestHTTP {
         _ method: HTTPMethod, _ uri: String, headers: [(String, String)] = [], body: String? = nil
     ) async throws {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: uri)
-        head.headers.add(name: "Host", value: "127.0.0.1")
+        if !headers.contains(where: { $0.0.lowercased() == "host" }) { head.headers.add(name: "Host", value: "127.0.0.1") }
         for (name, value) in headers { head.headers.add(name: name, value: value) }
         if let body { head.headers.replaceOrAdd(name: "Content-Length", value: "\(body.utf8.count)") }
         var parts: [HTTPClientRequestPart] = [.head(head)]

@@ -92,6 +92,8 @@ public final class BrokerConsoleData: ConsoleDataSource {
     public func resetConsumer(
         _ consumer: String, _ request: ResetRequestJSON, for user: ConsoleUser
     ) async throws(TelexError) -> ResetJSON {
+        // The admin check first: the server audits its refusal (the checks below are not audited).
+        try server.requireConsoleAdmin(user.identity, resetting: consumer, peer: user.peer)
         let rights = server.permissions(of: user.identity)
         guard rights.mayUse(consumer: consumer) else {
             throw TelexError(.notAuthorized,
