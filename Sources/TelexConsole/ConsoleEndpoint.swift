@@ -103,12 +103,7 @@ public final class ConsoleEndpoint: Service, Sendable {
 
     /// Binds, serves until a graceful shutdown or the task's cancellation, then closes everything it opened.
     public func run() async throws {
-        let tlsContext: NIOSSLContext?
-        if let tls {
-            tlsContext = try await NIOThreadPool.singleton.runIfActive { try tls.makeSSLContext() }
-        } else {
-            tlsContext = nil
-        }
+        let tlsContext = try await tls?.loadSSLContext()
         let timing = self.timing
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

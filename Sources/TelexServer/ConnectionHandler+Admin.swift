@@ -108,20 +108,34 @@ extension ConnectionHandler {
     private func resetConsumer(
         _ consumer: String, pattern: String, to: StartPosition, force: Bool, request: AdminRequest, requestID: UInt32
     ) throws(TelexError) {
-        try ConsumerOffsets.validateName(consumer)
-        if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
-        if case .offset(let offset) = to, offset < 0 {
-            throw TelexError(.invalidRequest, "reset-consumer: offset \(offset) is negative")
-        }
-        let active = hub.subscriptions(ofConsumer: consumer)
-        guard active == 0 || force else {
-            throw TelexError(.invalidRequest,
-                "consumer '\(consumer)' is subscribed (\(active) subscription\(active == 1 ? "" : "s")); stop it first, or reset with --force (its running subscriptions then keep their own positions and may commit over the reset)")
-        }
+        try Self.validateReset(
+            consumer, pattern: pattern, to: to, force: force, active: hub.subscriptions(ofConsumer: consumer),
+            forceName: "--force")
         let store = self.store
         let topics = Self.resetTopics(store: store, consumer: consumer, pattern: pattern)
         runAdmin(request, requestID: requestID) {
             .resetConsumer(try Self.reset(store: store, consumer: consumer, topics: topics, to: to))
+        }
+    }
+
+    /// Refuses a reset of `consumer` with a bad name, pattern or target, or while it has `active` subscriptions
+    /// unless `force` (`forceName` is how the asker says force: telex-admin's `--force`, the console API's `"force": true`).
+    static func validateReset(
+        _ consumer: String, pattern: String, to: StartPosition, force: Bool, active: Int, forceName: String
+    ) throws(TelexError) {
+        try ConsumerOffsets.validateName(consumer)
+        if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
+        switch to {
+        case .offset(let offset) where offset < 0:
+            throw TelexError(.invalidRequest, "reset-consumer: offset \(offset) is negative")
+        case .latest, .history:
+            throw TelexError(.invalidRequest, "a consumer cannot be reset to a latest or history start")
+        default:
+            break
+        }
+        guard active == 0 || force else {
+            throw TelexError(.invalidRequest,
+                "consumer '\(consumer)' is subscribed (\(active) subscription\(active == 1 ? "" : "s")); stop it first, or reset with \(forceName) (its running subscriptions then keep their own positions and may commit over the reset)")
         }
     }
 

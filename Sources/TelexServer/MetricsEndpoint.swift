@@ -41,12 +41,7 @@ public final class MetricsEndpoint: Service, Sendable {
 
     /// Binds, serves until a graceful shutdown or the task's cancellation, then closes the listener.
     public func run() async throws {
-        let tlsContext: NIOSSLContext?
-        if let tls {
-            tlsContext = try await NIOThreadPool.singleton.runIfActive { try tls.makeSSLContext() }
-        } else {
-            tlsContext = nil
-        }
+        let tlsContext = try await tls?.loadSSLContext()
         let registry = self.registry
         let server = self.server
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import NIOSSL
 import TelexProtocol
 
@@ -36,6 +37,11 @@ public struct ServerTLSConfiguration: Sendable, Equatable {
         self.privateKeyPath = privateKeyPath
         self.clientCAPath = clientCAPath
         self.clientAuthentication = clientAuthentication
+    }
+
+    /// `makeSSLContext()` on NIO's shared thread pool, for the HTTP endpoints' startup (metrics, console).
+    public func loadSSLContext() async throws -> NIOSSLContext {
+        try await NIOThreadPool.singleton.runIfActive { try self.makeSSLContext() }
     }
 
     /// Reads the files and builds the TLS context new connections use. Blocking file I/O: call it off the event

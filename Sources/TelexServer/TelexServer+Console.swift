@@ -107,21 +107,9 @@ extension TelexServer {
     ) async throws(TelexError) -> [ConsumerReset] {
         try requireConsoleAdmin(identity, resetting: consumer, peer: peer)
         guard let running else { throw TelexError(.storageFailure, "the broker is not serving") }
-        try ConsumerOffsets.validateName(consumer)
-        if !pattern.isEmpty { try TopicName.validatePattern(pattern) }
-        switch to {
-        case .offset(let offset) where offset < 0:
-            throw TelexError(.invalidRequest, "reset-consumer: offset \(offset) is negative")
-        case .latest, .history:
-            throw TelexError(.invalidRequest, "a consumer cannot be reset to a latest or history start")
-        default:
-            break
-        }
-        let active = hub.subscriptions(ofConsumer: consumer)
-        guard active == 0 || force else {
-            throw TelexError(.invalidRequest,
-                "consumer '\(consumer)' is subscribed (\(active) subscription\(active == 1 ? "" : "s")); stop it first, or reset with force (its running subscriptions then keep their own positions and may commit over the reset)")
-        }
+        try ConnectionHandler.validateReset(
+            consumer, pattern: pattern, to: to, force: force, active: hub.subscriptions(ofConsumer: consumer),
+            forceName: "\"force\": true")
         let store = running.store
         let topics = ConnectionHandler.resetTopics(store: store, consumer: consumer, pattern: pattern)
         let resets: [ConsumerReset]
