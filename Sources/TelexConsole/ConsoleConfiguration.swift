@@ -20,6 +20,11 @@ public struct ConsoleConfiguration: Sendable {
     public var maxTails = 64
     /// Most events one tail message carries, and the most one events request answers.
     public var maxEventsPerRequest = 500
+    /// Most bytes of record values one events answer, tail message or article answer carries (default 4 MiB): an
+    /// events page stops early (its `next` is the first offset not sent), an article keeps its newest versions
+    /// (`truncated`). One event is always sent; a value over this or over 1 MiB shows as a note naming its size and
+    /// offset (telex-sub reads it whole).
+    public var maxAnswerBytes = 4 * 1024 * 1024
     /// Most bytes of a request body (login, reset).
     public var maxRequestBodyBytes = 16 * 1024
     /// Most console connections at once; more are closed at once.

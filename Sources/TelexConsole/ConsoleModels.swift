@@ -182,9 +182,13 @@ public struct ArticleJSON: Codable, Sendable, Equatable {
     public var uri: String
     /// Every stored version in the topics the principal may read, oldest first by broker time (then topic, offset).
     public var versions: [ArticleVersionJSON]
-    public init(uri: String, versions: [ArticleVersionJSON]) {
+    /// Older versions were left out: the answer holds the newest that fit `ConsoleConfiguration.maxAnswerBytes`
+    /// and `maxEventsPerRequest`.
+    public var truncated: Bool
+    public init(uri: String, versions: [ArticleVersionJSON], truncated: Bool = false) {
         self.uri = uri
         self.versions = versions
+        self.truncated = truncated
     }
 }
 

@@ -1,10 +1,11 @@
+import Foundation
 import TelexConsole
 import Testing
 
 @Suite("Console samplers: rate math and memory bounds")
 struct DataSamplerTests {
     @Test("rates are end-offset growth per second between samples; the mean spans the samples kept")
-    func rateMath() {
+    func rateMath() throws {
         var sampler = TopicRateSampler(interval: .seconds(2), maxTopics: 10)
         #expect(sampler.capacity == 31)
         sampler.record(["a": 0], at: 0)
@@ -13,7 +14,13 @@ struct DataSamplerTests {
         sampler.record(["a": 10], at: 4000)
         sampler.record(["a": 40], at: 6000)
         #expect(sampler.rateHistory(of: "a") == [5, 0, 15])
-        #expect(sampler.eventsPerSecond(of: "a") == 40.0 / 6)
+        // Rounded to hundredths, so the JSON carries 6.67 rather than 6.666666666666667.
+        #expect(sampler.eventsPerSecond(of: "a") == 6.67)
+        var thirds = sampler
+        thirds.record(["a": 41], at: 9000)
+        #expect(thirds.rateHistory(of: "a").last == 0.33)
+        let encoded = try JSONEncoder().encode(thirds.rateHistory(of: "a"))
+        #expect(String(decoding: encoded, as: UTF8.self) == "[5,0,15,0.33]")
         // A clock that did not move adds nothing; an end that went back starts the history again.
         sampler.record(["a": 50], at: 6000)
         #expect(sampler.rateHistory(of: "a") == [5, 0, 15])

@@ -2,13 +2,15 @@ import TelexEvents
 
 /// The readable fields of a stored article version, as the article page shows them.
 enum ArticleRendering {
-    /// The version `stored` holds; an undecodable value still shows (type "", no fields, the event a note).
+    /// The version `stored` holds; an undecodable value still shows (type "", no fields, the event a note), as does
+    /// one too large to show (its type from the `ce-type` header).
     static func version(_ stored: StoredRecord) -> ArticleVersionJSON {
         guard case .success(let envelope) = stored.envelope else {
+            let note = stored.eventJSON
             return ArticleVersionJSON(
-                topic: stored.topic, offset: stored.offset, brokerTime: stored.brokerTime, type: "", headline: nil,
-                byline: nil, bodyText: nil, section: nil, versionCreated: nil, fields: [:],
-                event: stored.eventJSON.event)
+                topic: stored.topic, offset: stored.offset, brokerTime: stored.brokerTime, type: note.type,
+                headline: nil, byline: nil, bodyText: nil, section: nil, versionCreated: nil, fields: [:],
+                event: note.event)
         }
         let version = ArticleVersion(topic: stored.topic, offset: stored.offset, brokerTime: stored.brokerTime,
                                      event: envelope)

@@ -19,11 +19,28 @@ extension BrokerConsoleData {
         guard first < end else {
             return EventsJSON(topic: topic, startOffset: start, endOffset: end, events: [], next: first)
         }
-        let (records, next) = try await Self.offload { () throws(TelexError) in
-            try StoredEvents.records(of: log, from: first, end: end, limit: limit)
+        let page = try await Self.page(of: log, first: first, end: end, limit: limit,
+                                       maxBytes: configuration.maxAnswerBytes, newest: from == nil)
+        return EventsJSON(topic: topic, startOffset: page.start ?? start, endOffset: end,
+                          events: page.records.map(\.eventJSON), next: page.next)
+    }
+
+    /// The records of `log` from `first` below `end` (`StoredEvents.records`). For the `newest` page, whose `first`
+    /// the caller chose from its snapshot of the start, OFFSET_OUT_OF_RANGE means retention moved the start past
+    /// it meanwhile: the page is read once more from the new start, which `start` then is.
+    static func page(
+        of log: TopicLog, first: Int64, end: Int64, limit: Int, maxBytes: Int, newest: Bool
+    ) async throws(TelexError) -> (records: [StoredRecord], next: Int64, start: Int64?) {
+        do throws(TelexError) {
+            let (records, next) = try await StoredEvents.records(of: log, from: first, end: end, limit: limit,
+                                                                 maxBytes: maxBytes)
+            return (records, next, nil)
+        } catch where newest && error.code == .offsetOutOfRange {
+            let start = log.startOffset
+            let (records, next) = try await StoredEvents.records(
+                of: log, from: max(start, first), end: end, limit: limit, maxBytes: maxBytes)
+            return (records, next, start)
         }
-        return EventsJSON(topic: topic, startOffset: start, endOffset: end, events: records.map(\.eventJSON),
-                          next: next)
     }
 
     public func events(topic: String, uri: String, for user: ConsoleUser) async throws(TelexError) -> EventsJSON {
@@ -32,12 +49,15 @@ extension BrokerConsoleData {
         let start = log.startOffset
         let end = log.readableEndOffset
         let limit = configuration.maxEventsPerRequest
-        let records = try await Self.offload { () throws(TelexError) in
-            // The newest `limit` versions, when an article has more.
-            let offsets = try log.versions(of: uri, below: end).suffix(limit).map(\.offset)
-            return try StoredEvents.records(of: log, at: offsets)
+        // The key index covers the local segments only: no archive fetch (a blocking file read all the same).
+        let versions = try await Self.offload { () throws(TelexError) in
+            try log.versions(of: uri, below: end).suffix(limit).map { (log: log, version: $0) }
         }
-        return EventsJSON(topic: topic, startOffset: start, endOffset: end, events: records.map(\.eventJSON), next: end)
+        // The newest versions whose values fit the answer's budget.
+        let (records, _) = try await StoredEvents.newestRecords(of: Array(versions),
+                                                                maxBytes: configuration.maxAnswerBytes)
+        return EventsJSON(topic: topic, startOffset: start, endOffset: end, events: records.reversed().map(\.eventJSON),
+                          next: end)
     }
 
     /// Every version of `uri` in the topics `user` may read (the newest `maxEventsPerRequest` when there are more),
@@ -48,7 +68,7 @@ extension BrokerConsoleData {
         let rights = server.permissions(of: user.identity)
         let logs = store.topics.filter { rights.maySubscribe(to: $0) }.compactMap { store.log($0) }
         let limit = configuration.maxEventsPerRequest
-        let versions = try await Self.offload { () throws(TelexError) -> [ArticleVersionJSON] in
+        let found = try await Self.offload { () throws(TelexError) -> [(log: TopicLog, version: KeyVersion)] in
             var found: [(log: TopicLog, version: KeyVersion)] = []
             for log in logs {
                 found += try log.versions(of: uri, below: log.readableEndOffset).map { (log, $0) }
@@ -57,16 +77,15 @@ extension BrokerConsoleData {
                 (a.version.appendTime, a.log.topic, a.version.offset)
                     < (b.version.appendTime, b.log.topic, b.version.offset)
             }
-            var records: [StoredRecord] = []
-            for (_, versions) in Dictionary(grouping: found.suffix(limit), by: { $0.log.topic }) {
-                let offsets = versions.map(\.version.offset).sorted()
-                records += try StoredEvents.records(of: versions[0].log, at: offsets)
-            }
-            return records.map(ArticleRendering.version).sorted { a, b in
-                (a.brokerTime, a.topic, a.offset) < (b.brokerTime, b.topic, b.offset)
-            }
+            return found
         }
-        return ArticleJSON(uri: uri, versions: versions)
+        // The newest versions whose values fit the answer's budget; `truncated` says older ones were left out.
+        let (records, dropped) = try await StoredEvents.newestRecords(of: Array(found.suffix(limit)),
+                                                                      maxBytes: configuration.maxAnswerBytes)
+        let versions = records.map(ArticleRendering.version).sorted { a, b in
+            (a.brokerTime, a.topic, a.offset) < (b.brokerTime, b.topic, b.offset)
+        }
+        return ArticleJSON(uri: uri, versions: versions, truncated: dropped > 0 || found.count > limit)
     }
 
     public func tail(topic: String, from: Int64?, for user: ConsoleUser) async throws(TelexError) -> any ConsoleTail {

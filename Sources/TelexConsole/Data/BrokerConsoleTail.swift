@@ -5,7 +5,7 @@ import TelexServer
 import TelexStorage
 
 /// A live tail of one topic for one user (`ConsoleDataSource.tail`). A `TopicWatch` wakes a waiting `next`, which
-/// reads the log from the tail's position on the thread pool; nothing is queued between reads, so a tail holds at
+/// reads the log from the tail's position (`StoredEvents`); nothing is queued between reads, so a tail holds at
 /// most one answer's events. Calls to `next` must not overlap.
 final class BrokerConsoleTail: ConsoleTail {
     private let data: BrokerConsoleData
@@ -42,9 +42,8 @@ final class BrokerConsoleTail: ConsoleTail {
             let log = self.log
             let end = log.readableEndOffset
             if position < end {
-                let (records, next) = try await BrokerConsoleData.offload { () throws(TelexError) in
-                    try StoredEvents.records(of: log, from: position, end: end, limit: limit)
-                }
+                let (records, next) = try await StoredEvents.records(
+                    of: log, from: position, end: end, limit: limit, maxBytes: data.configuration.maxAnswerBytes)
                 signal.advance(from: position, to: next)
                 if !records.isEmpty { return records.map(\.eventJSON) }
                 // Offsets compaction removed: read on at once rather than wait for a notification.

@@ -70,8 +70,9 @@ public struct TopicRateSampler: Sendable {
         return Self.rate(from: first, to: last)
     }
 
+    /// Rounded to hundredths: 60 samples of 10,000 topics in every poll would otherwise be 17-digit doubles.
     static func rate(from earlier: Sample, to later: Sample) -> Double {
-        Double(later.endOffset - earlier.endOffset) * 1000 / Double(later.time - earlier.time)
+        (Double(later.endOffset - earlier.endOffset) * 100_000 / Double(later.time - earlier.time)).rounded() / 100
     }
 }
 

@@ -12,6 +12,20 @@ struct StoredRecord: Sendable {
     /// Nil when the batch holding it could not be decoded (`problem` says why).
     var record: Record?
     var problem: String?
+    /// The size of a value too large to show (the record then keeps its key and headers, not its value).
+    var omittedValueBytes: Int?
+
+    /// Bytes of the value an answer carries: none for a value left out.
+    var valueBytes: Int { omittedValueBytes == nil ? record?.value.readableBytes ?? 0 : 0 }
+
+    /// This record without its value, which is larger than `limit` bytes: it shows as a note.
+    func omittingValue(over limit: Int) -> StoredRecord {
+        guard let size = record?.value.readableBytes, size > limit else { return self }
+        var omitted = self
+        omitted.record?.value = ByteBuffer()
+        omitted.omittedValueBytes = size
+        return omitted
+    }
 
     /// The stored CloudEvents envelope, or a note naming the offset and what is wrong with the value.
     var envelope: Result<[String: JSONValue], TelexError> {
@@ -19,6 +33,11 @@ struct StoredRecord: Sendable {
             return .failure(TelexError(.invalidBatch,
                 "record \(topic)@\(offset) could not be decoded: \(problem ?? "unknown reason")", topic: topic,
                 offset: offset))
+        }
+        if let size = omittedValueBytes {
+            return .failure(TelexError(.batchTooLarge,
+                "the value of \(topic)@\(offset) is \(size) bytes, more than the console shows in one answer; "
+                    + "read it with telex-sub (from offset \(offset))", topic: topic, offset: offset))
         }
         do {
             return .success(try CloudEvent.storedEnvelope(value: record.value, topic: topic, offset: offset))
@@ -43,63 +62,130 @@ struct StoredRecord: Sendable {
                 id: envelope["id"]?.stringValue ?? record?.header("ce-id") ?? "", uri: uri, headline: version.headline,
                 event: .object(envelope))
         case .failure(let error):
+            // A value left out for its size still says its type (from the header); an undecodable one has none.
+            let type = omittedValueBytes == nil ? "" : record?.header("ce-type") ?? ""
             return EventJSON(
-                topic: topic, offset: offset, brokerTime: brokerTime, type: "", id: record?.header("ce-id") ?? "",
+                topic: topic, offset: offset, brokerTime: brokerTime, type: type, id: record?.header("ce-id") ?? "",
                 uri: uri, headline: nil, event: .string(error.message))
         }
     }
 }
 
-/// Blocking reads of stored records for the console (`TopicLog.read` and file reads): run them on
-/// `NIOThreadPool.singleton`, never on an event loop or the Swift concurrency pool.
+/// Reads of stored records for the console. Log reads use `readForDelivery`, as the server's delivery pump does:
+/// the blocking parts (headers, batches, CRC checks of segments sealed before the broker started) run on
+/// `NIOThreadPool.singleton`, and an archived segment not open yet is fetched outside it (`fetchArchived`). The
+/// blocking `TopicLog.read` would park a pool thread waiting for a download whose file writes need that same pool:
+/// a few console reads below the local log would deadlock it.
 enum StoredEvents {
     /// Bytes of batches one log read asks for.
     static let readBytes = 256 * 1024
+    /// Largest value an answer carries; a larger one shows as a note (also when larger than the answer's budget).
+    static let maxShownValueBytes = 1024 * 1024
 
-    /// Up to `limit` records of `log` from `start` below `end`, oldest first, and the offset to read on from.
-    /// `start` below the log's start throws OFFSET_OUT_OF_RANGE (from the log).
+    /// What one step of `read` found.
+    private enum Step<T: Sendable>: Sendable {
+        case done(T)
+        case fetch(Int64)
+    }
+
+    /// `body` applied, on the thread pool, to the slice of whole batches of `log` from `offset` (nil at the readable
+    /// end); fetches and CRC checks first what the read needs. `offset` below the log's start throws
+    /// OFFSET_OUT_OF_RANGE, one in a damaged range DATA_LOSS (from the log).
+    static func read<T: Sendable>(
+        _ log: TopicLog, from offset: Int64, maxBytes: Int, maxBatches: Int = .max,
+        _ body: @escaping @Sendable (LogSlice?) throws(TelexError) -> T
+    ) async throws(TelexError) -> T {
+        while true {
+            let step = try await BrokerConsoleData.offload { () throws(TelexError) -> Step<T> in
+                while true {
+                    switch try log.readForDelivery(from: offset, maxBytes: maxBytes, maxBatches: maxBatches) {
+                    case .end: return .done(try body(nil))
+                    case .slice(let slice): return .done(try body(slice))
+                    case .needsCheck(let at): try log.checkSegment(containing: at)
+                    case .needsFetch(let at): return .fetch(at)
+                    }
+                }
+            }
+            switch step {
+            case .done(let value): return value
+            case .fetch(let at): try await log.fetchArchived(containing: at)
+            }
+        }
+    }
+
+    /// Up to `limit` records of `log` from `start` below `end`, oldest first, holding at most `maxBytes` of values
+    /// (at least one record; a value over `maxShownValueBytes` or `maxBytes` is left out, the record shown as a
+    /// note), and the offset to read on from: the first one not returned. `start` below the log's start throws
+    /// OFFSET_OUT_OF_RANGE; a damaged range reached after some records ends the answer there, one at `start` throws
+    /// DATA_LOSS (both from the log).
     static func records(
-        of log: TopicLog, from start: Int64, end: Int64, limit: Int
-    ) throws(TelexError) -> (records: [StoredRecord], next: Int64) {
-        let reader = BatchReader(log: log)
+        of log: TopicLog, from start: Int64, end: Int64, limit: Int, maxBytes: Int
+    ) async throws(TelexError) -> (records: [StoredRecord], next: Int64) {
+        let valueLimit = min(maxBytes, maxShownValueBytes)
         var found: [StoredRecord] = []
+        var bytes = 0
         var offset = start
-        while found.count < limit, offset < end, let slice = try log.read(from: offset, maxBytes: readBytes) {
-            for stored in reader.records(in: slice, within: offset..<end, limit: limit - found.count) {
-                found.append(stored)
+        while found.count < limit, offset < end {
+            let from = offset
+            let wanted = limit - found.count
+            let read: (next: Int64, records: [StoredRecord])?
+            do throws(TelexError) {
+                read = try await Self.read(log, from: from, maxBytes: readBytes) { slice in
+                    slice.map {
+                        ($0.nextOffset, BatchReader(log: log).records(in: $0, within: from..<end, limit: wanted))
+                    }
+                }
+            } catch where !found.isEmpty && (error.code == .dataLoss || error.code == .corruptBatch) {
+                // The records before the damage still show; the next page starts in it and names the loss.
+                return (found, offset)
+            }
+            guard let (sliceNext, records) = read else { break }
+            for stored in records {
+                let shown = stored.omittingValue(over: valueLimit)
+                if !found.isEmpty, bytes + shown.valueBytes > maxBytes { return (found, stored.offset) }
+                found.append(shown)
+                bytes += shown.valueBytes
                 if found.count == limit { return (found, stored.offset + 1) }
             }
-            guard slice.nextOffset > offset else { break }
-            offset = slice.nextOffset
+            guard sliceNext > offset else { break }
+            // A slice may run past `end` (appends after the caller's snapshot): the records there are not returned,
+            // so the next read starts at `end`, not after them.
+            offset = min(sliceNext, end)
         }
         return (found, offset)
     }
 
-    /// The records at `offsets` (ascending) of `log`; a batch holding several is read once. Offsets retention
-    /// removed meanwhile are left out; one the log cannot read (damage) comes back as a record with its problem.
-    static func records(of log: TopicLog, at offsets: [Int64]) throws(TelexError) -> [StoredRecord] {
-        let reader = BatchReader(log: log)
+    /// The records of `versions` (key versions of their logs, oldest first), newest first, while their values fit
+    /// in `maxBytes` (at least one; values over `maxShownValueBytes` or `maxBytes` left out, shown as notes), and how
+    /// many older ones did not fit. Versions retention removed meanwhile are left out; one the log cannot read
+    /// (damage) comes back as a record with its problem, at the version's append time.
+    static func newestRecords(
+        of versions: [(log: TopicLog, version: KeyVersion)], maxBytes: Int
+    ) async throws(TelexError) -> (records: [StoredRecord], dropped: Int) {
+        let valueLimit = min(maxBytes, maxShownValueBytes)
         var found: [StoredRecord] = []
-        var batch: [StoredRecord] = []
-        guard let last = offsets.last else { return [] }
-        for offset in offsets {
-            if batch.first.map({ offset < $0.offset }) ?? true || batch.last.map({ offset > $0.offset }) ?? true {
-                do throws(TelexError) {
-                    batch = try log.read(from: offset, maxBytes: 1, maxBatches: 1).map {
-                        reader.records(in: $0, within: offset..<last + 1, limit: .max)
-                    } ?? []
-                } catch where error.code == .offsetOutOfRange {
-                    batch = []
-                } catch where error.code == .dataLoss || error.code == .corruptBatch {
-                    found.append(StoredRecord(topic: log.topic, offset: offset, brokerTime: 0, record: nil,
-                                              problem: error.message))
-                    batch = []
-                    continue
+        var bytes = 0
+        for (index, (log, version)) in versions.reversed().enumerated() {
+            let offset = version.offset
+            var stored: StoredRecord?
+            do throws(TelexError) {
+                stored = try await Self.read(log, from: offset, maxBytes: 1, maxBatches: 1) { slice in
+                    slice.flatMap { BatchReader(log: log).records(in: $0, within: offset..<offset + 1, limit: 1).first }
                 }
+            } catch where error.code == .offsetOutOfRange {
+                stored = nil
+            } catch where error.code == .dataLoss || error.code == .corruptBatch {
+                stored = StoredRecord(topic: log.topic, offset: offset, brokerTime: version.appendTime, record: nil,
+                                      problem: error.message)
             }
-            if let stored = batch.first(where: { $0.offset == offset }) { found.append(stored) }
+            // A batch that could not be decoded has no time of its own: the key index knows it.
+            if stored?.record == nil { stored?.brokerTime = version.appendTime }
+            guard let shown = stored?.omittingValue(over: valueLimit) else { continue }
+            if !found.isEmpty, bytes + shown.valueBytes > maxBytes { return (found, versions.count - index) }
+            found.append(shown)
+            bytes += shown.valueBytes
         }
-        return found
+        return (found, 0)
     }
 }
 
