@@ -929,6 +929,9 @@
       el("div", { class: "article-layout" },
         el("aside", { class: "versions-panel" },
           el("h2", null, "Versions ", el("span", { id: "version-count", class: "muted" }, `(${versions.length})`)),
+          article.truncated
+            ? el("p", { class: "muted" }, "Older versions are left out: the newest that fit one answer are shown.")
+            : null,
           list),
         view),
       el("section", { class: "diff-panel" },
