@@ -18,9 +18,13 @@ public struct ConsoleConfiguration: Sendable {
     public var maxSessions = 10_000
     /// Most live tails open at once (each holds one connection and a few batches); more get 503.
     public var maxTails = 64
-    /// Most events one tail message carries, and the most one events request answers.
+    /// Most events one events request answers.
     public var maxEventsPerRequest = 500
-    /// Most bytes of record values one events answer, tail message or article answer carries (default 4 MiB): an
+    /// Most events, and bytes of record values, one live-tail write carries: a tail holds at most this much while
+    /// its browser is slow (64 tails × 1 MiB), where a whole answer's budget would be 4 MiB each.
+    public var maxTailMessageEvents = 100
+    public var maxTailMessageBytes = 1024 * 1024
+    /// Most bytes of record values one events answer or article answer carries (default 4 MiB): an
     /// events page stops early (its `next` is the first offset not sent), an article keeps its newest versions
     /// (`truncated`). One event is always sent; a value over this or over 1 MiB shows as a note naming its size and
     /// offset (telex-sub reads it whole).

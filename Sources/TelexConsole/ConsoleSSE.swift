@@ -111,7 +111,7 @@ extension ConsoleEndpoint {
                 let events: [EventJSON]
                 do {
                     events = try await handle.tail.next(
-                        maxEvents: configuration.maxEventsPerRequest, timeout: timing.keepAlive)
+                        maxEvents: configuration.maxTailMessageEvents, timeout: timing.keepAlive)
                 } catch {
                     ConsoleSSE.writeError(error, into: &frames)
                     try await outbound.write(.body(.byteBuffer(frames)))

@@ -28,7 +28,7 @@ final class BrokerConsoleTail: ConsoleTail {
 
     func next(maxEvents: Int, timeout: Duration) async throws(TelexError) -> [EventJSON] {
         let deadline = ContinuousClock.now + timeout
-        let limit = max(1, min(maxEvents, data.configuration.maxEventsPerRequest))
+        let limit = max(1, min(maxEvents, data.configuration.maxTailMessageEvents))
         while true {
             guard let (position, deleted) = signal.beginRead() else { return [] }
             do {
@@ -43,7 +43,7 @@ final class BrokerConsoleTail: ConsoleTail {
             let end = log.readableEndOffset
             if position < end {
                 let (records, next) = try await StoredEvents.records(
-                    of: log, from: position, end: end, limit: limit, maxBytes: data.configuration.maxAnswerBytes)
+                    of: log, from: position, end: end, limit: limit, maxBytes: data.configuration.maxTailMessageBytes)
                 signal.advance(from: position, to: next)
                 if !records.isEmpty { return records.map(\.eventJSON) }
                 // Offsets compaction removed: read on at once rather than wait for a notification.
