@@ -670,7 +670,7 @@
       setReady(null); // at once: hashchange comes later, and the page stays a topic page
       location.hash = target;
     });
-    const older = el("button", { id: "older", type: "button", hidden: true }, `Older ${PAGE_SIZE}`);
+    const older = el("button", { id: "older", type: "button", hidden: true }, "Older events");
     const summary = el("p", { id: "topic-summary", class: "muted" });
     const searchSummary = el("div", { id: "search-summary", class: "search-summary", hidden: true });
     const empty = el("p", { class: "empty", hidden: true },
@@ -743,16 +743,23 @@
       older.disabled = true;
       try {
         const before = oldest;
-        let from = Math.max(startOffset, before - PAGE_SIZE);
+        let windowEnd = before;
         let got = [];
-        // Offsets may have gaps (retention, compaction): step back until something older turns up.
-        for (let attempt = 0; attempt < 10 && got.length === 0 && before > startOffset; attempt += 1) {
-          const answer = await api(`${path}?from=${from}&limit=${PAGE_SIZE}`);
-          if (!current(generation)) return;
-          startOffset = answer.startOffset;
-          got = answer.events.filter((e) => e.offset < before);
-          if (from <= startOffset) break;
-          from = Math.max(startOffset, from - PAGE_SIZE);
+        // Offsets may have gaps (retention, compaction): step back a window at a time until something older turns up.
+        for (let attempt = 0; attempt < 10 && got.length === 0 && windowEnd > startOffset; attempt += 1) {
+          const windowStart = Math.max(startOffset, windowEnd - PAGE_SIZE);
+          let from = windowStart;
+          // The server's byte budget may cut an answer short: follow `next` until the window is covered.
+          for (;;) {
+            const answer = await api(`${path}?from=${from}&limit=${PAGE_SIZE}`);
+            if (!current(generation)) return;
+            startOffset = answer.startOffset;
+            got = got.concat(answer.events.filter((e) => e.offset < before));
+            const next = Number(answer.next);
+            if (answer.events.length === 0 || !Number.isFinite(next) || next <= from || next >= windowEnd) break;
+            from = next;
+          }
+          windowEnd = windowStart;
         }
         got.sort((a, b) => b.offset - a.offset);
         for (const event of got) tbody.append(eventRow(event, false));
@@ -835,6 +842,10 @@
           if (body && body.error) {
             text = String(body.error.message);
             showError(new ApiError(0, String(body.error.code), text));
+            // The session ended (logout in another tab, expiry): ask again so the login form appears.
+            if (String(body.error.code) === "UNAUTHENTICATED") {
+              loadSession().catch((error) => { if (current(generation)) handleError(error); });
+            }
           }
         } catch { /* not JSON: keep the generic text */ }
         setStatus(status, "error", text);
