@@ -70,6 +70,33 @@ struct DataReadBoundsTests {
         }
     }
 
+    @Test("the newest page cut by the byte budget keeps the newest events, up to the end, and next is the end")
+    func newestPageByteBudget() async throws {
+        try await DataFixture.withBroker { server, client in
+            let data = DataFixture.data(server)
+            // ~150 KB values (the body is stored twice): 50 of them are ~7.5 MB, more than the 4 MiB budget.
+            let body = String(repeating: "word ", count: 15_000)
+            for index in 0..<50 {
+                try await DataFixture.publish([try DataFixture.article("urn:n:\(index)", headline: "N\(index)",
+                                                                       body: body)],
+                                              to: "news.newest", with: client)
+            }
+            let page = try await data.events(topic: "news.newest", from: nil, limit: 50, for: Self.user)
+            let offsets = page.events.map(\.offset)
+            #expect(page.endOffset == 50 && page.next == 50)
+            #expect(offsets.count > 20 && offsets.count < 50)
+            #expect(offsets == Array(Int64(50 - offsets.count)..<50))
+            #expect(page.events.allSatisfy { $0.headline != nil })
+            #expect(page.events.last?.headline == "N49")
+            let sizes = page.events.map { (try? JSONEncoder().encode($0.event).count) ?? 0 }
+            #expect(sizes.reduce(0, +) <= data.configuration.maxAnswerBytes + 50 * 1024)
+            // The page before it ends where this one starts.
+            let first = try #require(offsets.first)
+            let older = try await data.events(topic: "news.newest", from: 0, limit: Int(first), for: Self.user)
+            #expect(older.events.first?.offset == 0 && older.next <= first)
+        }
+    }
+
     @Test("an article answer keeps its newest versions within the budget and says it was truncated")
     func articleByteBudget() async throws {
         try await DataFixture.withBroker { server, client in
@@ -178,19 +205,32 @@ struct DataDamageTests {
         try log.close()
     }
 
-    @Test("a page reaching a damaged range returns the records before it; one starting in it throws DATA_LOSS")
-    func pageStopsAtDamage() async throws {
+    @Test("a damaged range shows as one note naming the lost offsets; pages and tails read on after it")
+    func pagesReadPastDamage() async throws {
         try await Self.withDamagedLog { log in
             let end = log.readableEndOffset
             #expect(end == 12)
-            let (records, next) = try await StoredEvents.records(of: log, from: 0, end: end, limit: 50,
-                                                                 maxBytes: 1 << 22)
-            #expect(records.map(\.offset) == [0, 1, 2])
-            #expect(next == 3)
-            let error = await dataError {
-                _ = try await StoredEvents.records(of: log, from: next, end: end, limit: 50, maxBytes: 1 << 22)
-            }
-            #expect(error?.code == .dataLoss && error?.message.contains("news.damaged") == true)
+            // A read starting in the damage: one note for offsets 3-5, then on from 6.
+            let (notes, next) = try await StoredEvents.records(of: log, from: 3, end: end, limit: 1,
+                                                               maxBytes: 1 << 22)
+            #expect(notes.map(\.offset) == [3])
+            #expect(next == 6)
+            let note = try #require(notes.first).eventJSON
+            #expect(note.type == "" && note.uri == "" && note.headline == nil && note.offset == 3)
+            let text = note.event.stringValue ?? ""
+            #expect(text.contains("offsets 3-5 of news.damaged") && text.contains("telexd verify"))
+            let (rest, after) = try await StoredEvents.records(of: log, from: next, end: end, limit: 50,
+                                                               maxBytes: 1 << 22)
+            #expect(rest.map(\.offset) == Array(6..<12))
+            #expect(after == 12)
+            // A page reaching it (as a tail resuming before it does) shows the note in its place and goes on.
+            let (all, last) = try await StoredEvents.records(of: log, from: 0, end: end, limit: 50, maxBytes: 1 << 22)
+            #expect(all.map(\.offset) == [0, 1, 2, 3, 6, 7, 8, 9, 10, 11])
+            #expect(all[3].lostOffsets == 3..<6 && last == 12)
+            // The newest page over it too.
+            let newest = try await BrokerConsoleData.page(of: log, first: 2, end: end, limit: 10, maxBytes: 1 << 22,
+                                                          newest: true)
+            #expect(newest.records.map(\.offset) == [2, 3, 6, 7, 8, 9, 10, 11] && newest.next == 12)
         }
     }
 

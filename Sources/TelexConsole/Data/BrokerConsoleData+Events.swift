@@ -25,20 +25,24 @@ extension BrokerConsoleData {
                           events: page.records.map(\.eventJSON), next: page.next)
     }
 
-    /// The records of `log` from `first` below `end` (`StoredEvents.records`). For the `newest` page, whose `first`
-    /// the caller chose from its snapshot of the start, OFFSET_OUT_OF_RANGE means retention moved the start past
-    /// it meanwhile: the page is read once more from the new start, which `start` then is.
+    /// The records of `log` from `first` below `end` (`StoredEvents.records`). The `newest` page is the newest
+    /// records from `first` that fit `maxBytes` (`StoredEvents.newestStart`), so it ends at `end`. Its `first` the
+    /// caller chose from its snapshot of the start: OFFSET_OUT_OF_RANGE means retention moved the start past it
+    /// meanwhile, and the page is read once more from the new start, which `start` then is.
     static func page(
         of log: TopicLog, first: Int64, end: Int64, limit: Int, maxBytes: Int, newest: Bool
     ) async throws(TelexError) -> (records: [StoredRecord], next: Int64, start: Int64?) {
+        func read(from first: Int64) async throws(TelexError) -> (records: [StoredRecord], next: Int64) {
+            let from = newest
+                ? try await StoredEvents.newestStart(of: log, first: first, end: end, maxBytes: maxBytes) : first
+            return try await StoredEvents.records(of: log, from: from, end: end, limit: limit, maxBytes: maxBytes)
+        }
         do throws(TelexError) {
-            let (records, next) = try await StoredEvents.records(of: log, from: first, end: end, limit: limit,
-                                                                 maxBytes: maxBytes)
+            let (records, next) = try await read(from: first)
             return (records, next, nil)
         } catch where newest && error.code == .offsetOutOfRange {
             let start = log.startOffset
-            let (records, next) = try await StoredEvents.records(
-                of: log, from: max(start, first), end: end, limit: limit, maxBytes: maxBytes)
+            let (records, next) = try await read(from: max(start, first))
             return (records, next, start)
         }
     }

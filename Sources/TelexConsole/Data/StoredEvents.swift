@@ -14,6 +14,8 @@ struct StoredRecord: Sendable {
     var problem: String?
     /// The size of a value too large to show (the record then keeps its key and headers, not its value).
     var omittedValueBytes: Int?
+    /// Set on a note standing for offsets the log lost (a damaged range it cannot read): `problem` says why.
+    var lostOffsets: Range<Int64>?
 
     /// Bytes of the value an answer carries: none for a value left out.
     var valueBytes: Int { omittedValueBytes == nil ? record?.value.readableBytes ?? 0 : 0 }
@@ -29,6 +31,13 @@ struct StoredRecord: Sendable {
 
     /// The stored CloudEvents envelope, or a note naming the offset and what is wrong with the value.
     var envelope: Result<[String: JSONValue], TelexError> {
+        if let lost = lostOffsets {
+            let offsets = lost.count == 1
+                ? "offset \(lost.lowerBound)" : "offsets \(lost.lowerBound)-\(lost.upperBound - 1)"
+            return .failure(TelexError(.dataLoss,
+                "\(offsets) of \(topic) could not be read (`telexd verify` reports the damage): "
+                    + (problem ?? "damaged stored bytes"), topic: topic, offset: lost.lowerBound))
+        }
         guard let record else {
             return .failure(TelexError(.invalidBatch,
                 "record \(topic)@\(offset) could not be decoded: \(problem ?? "unknown reason")", topic: topic,
@@ -90,15 +99,16 @@ enum StoredEvents {
 
     /// `body` applied, on the thread pool, to the slice of whole batches of `log` from `offset` (nil at the readable
     /// end); fetches and CRC checks first what the read needs. `offset` below the log's start throws
-    /// OFFSET_OUT_OF_RANGE, one in a damaged range DATA_LOSS (from the log).
+    /// OFFSET_OUT_OF_RANGE, one in a damaged range DATA_LOSS (from the log) unless `skipDamaged` reads on after it.
     static func read<T: Sendable>(
-        _ log: TopicLog, from offset: Int64, maxBytes: Int, maxBatches: Int = .max,
+        _ log: TopicLog, from offset: Int64, maxBytes: Int, maxBatches: Int = .max, skipDamaged: Bool = false,
         _ body: @escaping @Sendable (LogSlice?) throws(TelexError) -> T
     ) async throws(TelexError) -> T {
         while true {
             let step = try await BrokerConsoleData.offload { () throws(TelexError) -> Step<T> in
                 while true {
-                    switch try log.readForDelivery(from: offset, maxBytes: maxBytes, maxBatches: maxBatches) {
+                    switch try log.readForDelivery(from: offset, maxBytes: maxBytes, maxBatches: maxBatches,
+                                                   skipDamaged: skipDamaged) {
                     case .end: return .done(try body(nil))
                     case .slice(let slice): return .done(try body(slice))
                     case .needsCheck(let at): try log.checkSegment(containing: at)
@@ -115,19 +125,66 @@ enum StoredEvents {
 
     /// Up to `limit` records of `log` from `start` below `end`, oldest first, holding at most `maxBytes` of values
     /// (at least one record; a value over `maxShownValueBytes` or `maxBytes` is left out, the record shown as a
-    /// note), and the offset to read on from: the first one not returned. `start` below the log's start throws
-    /// OFFSET_OUT_OF_RANGE; a damaged range reached after some records ends the answer there, one at `start` throws
-    /// DATA_LOSS (both from the log).
+    /// note), and the offset to read on from: the first one not returned. A damaged range the read reaches shows as
+    /// one note (`damageNote`) and the read goes on after it, so pages and tails are not stopped by it. `start`
+    /// below the log's start throws OFFSET_OUT_OF_RANGE (from the log).
     static func records(
         of log: TopicLog, from start: Int64, end: Int64, limit: Int, maxBytes: Int
     ) async throws(TelexError) -> (records: [StoredRecord], next: Int64) {
-        let valueLimit = min(maxBytes, maxShownValueBytes)
         var found: [StoredRecord] = []
         var bytes = 0
+        // Where the next answer starts when this one stops early: at a record left out, or after the last one sent.
+        var stopped: Int64?
+        let walked = try await walk(log, from: start, end: end, limit: limit) { stored in
+            let shown = stored.omittingValue(over: min(maxBytes, maxShownValueBytes))
+            if !found.isEmpty, bytes + shown.valueBytes > maxBytes {
+                stopped = shown.offset
+                return false
+            }
+            found.append(shown)
+            bytes += shown.valueBytes
+            guard found.count < limit else {
+                stopped = shown.lostOffsets?.upperBound ?? shown.offset + 1
+                return false
+            }
+            return true
+        }
+        return (found, stopped ?? walked)
+    }
+
+    /// Where the newest records below `end` that fit `maxBytes` of values begin (`records`' accounting: a value
+    /// shown as a note counts nothing), looking no further back than `first`; at least the newest record. A pass
+    /// over the window's batches that sums value sizes without decoding any JSON, so that the page read from there
+    /// ends at `end` rather than dropping the newest records.
+    static func newestStart(
+        of log: TopicLog, first: Int64, end: Int64, maxBytes: Int
+    ) async throws(TelexError) -> Int64 {
+        var sizes: [(offset: Int64, bytes: Int)] = []
+        _ = try await walk(log, from: first, end: end, limit: .max) { stored in
+            sizes.append((stored.offset, stored.omittingValue(over: min(maxBytes, maxShownValueBytes)).valueBytes))
+            return true
+        }
+        var bytes = 0
+        var start = end
+        for (index, size) in sizes.enumerated().reversed() {
+            if index < sizes.count - 1, bytes + size.bytes > maxBytes { break }
+            bytes += size.bytes
+            start = size.offset
+        }
+        return start
+    }
+
+    /// Calls `body` with the records of `log` from `start` below `end` (at most `limit`), oldest first, and a note
+    /// for each damaged range on the way (`damageNote`), until it returns false; returns the offset the walk got to
+    /// when `body` did not stop it.
+    private static func walk(
+        _ log: TopicLog, from start: Int64, end: Int64, limit: Int, _ body: (StoredRecord) -> Bool
+    ) async throws(TelexError) -> Int64 {
+        var count = 0
         var offset = start
-        while found.count < limit, offset < end {
+        while count < limit, offset < end {
             let from = offset
-            let wanted = limit - found.count
+            let wanted = limit - count
             let read: (next: Int64, records: [StoredRecord])?
             do throws(TelexError) {
                 read = try await Self.read(log, from: from, maxBytes: readBytes) { slice in
@@ -135,24 +192,42 @@ enum StoredEvents {
                         ($0.nextOffset, BatchReader(log: log).records(in: $0, within: from..<end, limit: wanted))
                     }
                 }
-            } catch where !found.isEmpty && (error.code == .dataLoss || error.code == .corruptBatch) {
-                // The records before the damage still show; the next page starts in it and names the loss.
-                return (found, offset)
+            } catch where error.code == .dataLoss || error.code == .corruptBatch {
+                let note = try await damageNote(log, at: from, end: end, loss: error)
+                count += 1
+                guard body(note) else { return from }
+                offset = note.lostOffsets?.upperBound ?? from + 1
+                continue
             }
             guard let (sliceNext, records) = read else { break }
             for stored in records {
-                let shown = stored.omittingValue(over: valueLimit)
-                if !found.isEmpty, bytes + shown.valueBytes > maxBytes { return (found, stored.offset) }
-                found.append(shown)
-                bytes += shown.valueBytes
-                if found.count == limit { return (found, stored.offset + 1) }
+                count += 1
+                guard body(stored) else { return stored.offset }
             }
             guard sliceNext > offset else { break }
             // A slice may run past `end` (appends after the caller's snapshot): the records there are not returned,
             // so the next read starts at `end`, not after them.
             offset = min(sliceNext, end)
         }
-        return (found, offset)
+        return offset
+    }
+
+    /// A note for the damaged range holding `offset` (the log said `error`): it stands for the offsets from there
+    /// up to the next readable batch, which a read that skips damage (as `telex-sub --skip-damaged` does) finds.
+    static func damageNote(
+        _ log: TopicLog, at offset: Int64, end: Int64, loss: TelexError
+    ) async throws(TelexError) -> StoredRecord {
+        let next: Int64
+        do throws(TelexError) {
+            next = try await Self.read(log, from: offset, maxBytes: 1, maxBatches: 1, skipDamaged: true) { slice in
+                min(slice?.firstOffset ?? end, end)
+            }
+        } catch {
+            // The log cannot say where the damage ends either: the loss it reported is the better answer.
+            throw loss
+        }
+        return StoredRecord(topic: log.topic, offset: offset, brokerTime: 0, record: nil, problem: loss.message,
+                            lostOffsets: offset..<max(next, offset + 1))
     }
 
     /// The records of `versions` (key versions of their logs, oldest first), newest first, while their values fit
