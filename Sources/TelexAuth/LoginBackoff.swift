@@ -17,7 +17,13 @@ public final class LoginBackoff: Sendable {
         var lastFailure: ContinuousClock.Instant
     }
 
-    private let peers = Mutex<[String: Entry]>([:])
+    private struct State {
+        var peers: [String: Entry] = [:]
+        /// Peers whose claimed attempt is being checked now, and since when (`claim`).
+        var checking: [String: ContinuousClock.Instant] = [:]
+    }
+
+    private let state = Mutex(State())
 
     public init(
         baseDelay: Duration = .milliseconds(250), maxDelay: Duration = .seconds(5), forgetAfter: Duration = .seconds(600),
@@ -31,18 +37,21 @@ public final class LoginBackoff: Sendable {
 
     /// Records a failure by `peer` and returns how long to wait before answering it.
     public func failed(peer: String, now: ContinuousClock.Instant = .now) -> Duration {
-        let failures = peers.withLock { peers -> Int in
-            var entry = peers[peer] ?? Entry(failures: 0, lastFailure: now)
+        let failures = state.withLock { state -> Int in
+            state.checking[peer] = nil
+            var entry = state.peers[peer] ?? Entry(failures: 0, lastFailure: now)
             if now - entry.lastFailure > forgetAfter { entry.failures = 0 }
             entry.failures += 1
             entry.lastFailure = now
-            if peers[peer] == nil, peers.count >= capacity {
-                peers = peers.filter { now - $0.value.lastFailure <= forgetAfter }
-                if peers.count >= capacity, let stalest = peers.min(by: { $0.value.lastFailure < $1.value.lastFailure }) {
-                    peers[stalest.key] = nil
+            if state.peers[peer] == nil, state.peers.count >= capacity {
+                state.peers = state.peers.filter { now - $0.value.lastFailure <= forgetAfter }
+                if state.peers.count >= capacity,
+                    let stalest = state.peers.min(by: { $0.value.lastFailure < $1.value.lastFailure })
+                {
+                    state.peers[stalest.key] = nil
                 }
             }
-            peers[peer] = entry
+            state.peers[peer] = entry
             return entry.failures
         }
         return delay(afterFailures: failures)
@@ -58,18 +67,40 @@ public final class LoginBackoff: Sendable {
     /// failure earned, nil once that has elapsed (or without failures). Parallel connections share it, so a peer
     /// gets one guess per delay however many it opens (the console refuses at once while it runs).
     public func remainingWait(peer: String, now: ContinuousClock.Instant = .now) -> Duration? {
-        peers.withLock { peers -> Duration? in
-            guard let entry = peers[peer], now - entry.lastFailure <= forgetAfter else { return nil }
-            let left = entry.lastFailure + delay(afterFailures: entry.failures) - now
-            return left > .zero ? left : nil
+        state.withLock { remainingWait(peer: peer, now: now, in: $0) }
+    }
+
+    private func remainingWait(peer: String, now: ContinuousClock.Instant, in state: State) -> Duration? {
+        guard let entry = state.peers[peer], now - entry.lastFailure <= forgetAfter else { return nil }
+        let left = entry.lastFailure + delay(afterFailures: entry.failures) - now
+        return left > .zero ? left : nil
+    }
+
+    /// Claims `peer`'s next attempt, in one step with the check: nil when it may be checked now — it is then marked
+    /// in progress until `failed` or `succeeded` — else how long to wait: what is left of its last failure's delay,
+    /// or, while another claimed attempt of `peer` is being checked, the delay a failure of that one would earn
+    /// (at least `baseDelay`). So parallel requests arriving as a delay ends get one guess between them. A claim
+    /// never answered is dropped after `maxDelay`.
+    public func claim(peer: String, now: ContinuousClock.Instant = .now) -> Duration? {
+        state.withLock { state -> Duration? in
+            if let wait = remainingWait(peer: peer, now: now, in: state) { return wait }
+            if let since = state.checking[peer], now - since < maxDelay {
+                let failures = state.peers[peer].map { now - $0.lastFailure <= forgetAfter ? $0.failures : 0 } ?? 0
+                return max(delay(afterFailures: failures + 1), baseDelay)
+            }
+            state.checking[peer] = now
+            return nil
         }
     }
 
     /// Forgets `peer`'s failures after it authenticated.
     public func succeeded(peer: String) {
-        _ = peers.withLock { $0.removeValue(forKey: peer) }
+        state.withLock { state in
+            state.peers[peer] = nil
+            state.checking[peer] = nil
+        }
     }
 
     /// How many peers are remembered.
-    public var count: Int { peers.withLock { $0.count } }
+    public var count: Int { state.withLock { $0.peers.count } }
 }

@@ -144,13 +144,12 @@ extension ConsoleEndpoint {
         } catch {
             return .error(error)
         }
-        if let wait = authority.consoleLoginWait(peer: request.peer) {
+        switch await authority.consoleLogin(token: token, peer: request.peer) {
+        case .waiting(let wait):
             var response = ConsoleResponse.error(TelexError(.authenticationFailed,
                 TelexServer.consoleLoginWaitReason(wait)))
             response.headers.add(name: "Retry-After", value: "\(TelexServer.wholeSeconds(wait))")
             return response
-        }
-        switch await authority.consoleLogin(token: token, peer: request.peer) {
         case .rejected:
             return .error(TelexError(.authenticationFailed, "the token was not accepted"))
         case .accepted(let identity):

@@ -13,10 +13,16 @@ import TelexServer
 /// backoff and audit); endpoint tests over a fake data source may pass a fake.
 protocol ConsoleAuthority: Sendable {
     var requiresAuthentication: Bool { get }
-    func consoleLogin(token: String, peer: String) async -> AuthenticationOutcome
-    /// What is left of `peer`'s login backoff; nil when it may try now.
-    func consoleLoginWait(peer: String) -> Duration?
+    func consoleLogin(token: String, peer: String) async -> ConsoleLoginOutcome
     func isAdmin(_ identity: Identity) -> Bool
+    /// The TLS context the broker gives new connections now (`TelexServer.reload()` replaces it); nil before it
+    /// loaded one.
+    var currentTLSContext: NIOSSLContext? { get }
+}
+
+extension ConsoleAuthority {
+    /// Fakes without a broker have none: the endpoint serves its own load of `tls`.
+    var currentTLSContext: NIOSSLContext? { nil }
 }
 
 extension TelexServer: ConsoleAuthority {}
@@ -103,12 +109,16 @@ public final class ConsoleEndpoint: Service, Sendable {
 
     /// Binds, serves until a graceful shutdown or the task's cancellation, then closes everything it opened.
     public func run() async throws {
-        let tlsContext = try await tls?.loadSSLContext()
+        // Each connection takes the broker's context as it is then, so a certificate renewed by SIGHUP reaches new
+        // connections; this endpoint's own load serves only while the broker has none yet.
+        let ownTLSContext = try await tls?.loadSSLContext()
+        let authority = self.authority
         let timing = self.timing
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: configuration.host, port: configuration.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
+                let tlsContext = ownTLSContext.map { authority.currentTLSContext ?? $0 }
+                return channel.eventLoop.makeCompletedFuture {
                     try Self.configurePipeline(channel, tlsContext: tlsContext, timing: timing)
                     return try Connection(wrappingChannelSynchronously: channel)
                 }

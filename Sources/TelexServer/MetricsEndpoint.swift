@@ -41,13 +41,16 @@ public final class MetricsEndpoint: Service, Sendable {
 
     /// Binds, serves until a graceful shutdown or the task's cancellation, then closes the listener.
     public func run() async throws {
-        let tlsContext = try await tls?.loadSSLContext()
+        // Each connection takes the broker's context as it is then (renewed by `reload()`); this endpoint's own load
+        // serves only while the broker has none yet.
+        let ownTLSContext = try await tls?.loadSSLContext()
         let registry = self.registry
         let server = self.server
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                let tlsContext = ownTLSContext.map { server.currentTLSContext ?? $0 }
+                return channel.eventLoop.makeCompletedFuture {
                     if let tlsContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
                     }

@@ -8,24 +8,27 @@ import TelexStorage
 /// and audit log as the protocol, ADMIN info, "new data" notifications, and the consumer reset of ADMIN
 /// reset-consumer. Each answers for the server as it runs now; before `start()` and after `shutdown()` they refuse.
 extension TelexServer {
-    /// Whether logins are needed: a users file or a shared token is configured.
-    public var requiresAuthentication: Bool { running?.access.authenticator.requiresAuthentication ?? true }
+    /// Whether logins are needed: a users file or a shared token is configured. Read from the configuration, so that
+    /// it holds already while the broker recovers its topics at startup (a console without logins shows no login
+    /// form it cannot pass).
+    public var requiresAuthentication: Bool { configuration.auth.usersFile != nil || configuration.authToken != nil }
 
     /// Checks a console login token as HELLO checks one (the shared token or `NAME.SECRET`). A failure is audited as
     /// `authentication_failed` for `peer` and answered only after the protocol's login backoff for that peer; a
-    /// success clears the peer's backoff. While the delay of `peer`'s last failure runs (`consoleLoginWait`), it is
-    /// refused at once without checking the token: parallel connections get no more guesses than one.
-    public func consoleLogin(token: String, peer: String) async -> AuthenticationOutcome {
+    /// success clears the peer's backoff. While the delay of `peer`'s last failure runs, or another login of `peer`
+    /// is being checked, it is answered `.waiting` at once without checking the token (`LoginBackoff.claim`, one
+    /// locked step): parallel connections get no more guesses than one.
+    public func consoleLogin(token: String, peer: String) async -> ConsoleLoginOutcome {
         guard let access = running?.access else {
             return .rejected(principal: nil, reason: "the broker is not serving")
         }
-        if let wait = access.backoff.remainingWait(peer: peer) {
-            return .rejected(principal: nil, reason: Self.consoleLoginWaitReason(wait))
-        }
+        if let wait = access.backoff.claim(peer: peer) { return .waiting(wait) }
+        // No suspension between the claim and `failed`/`succeeded`, which end it.
         let outcome = access.authenticator.authenticate(token: token, peerCommonName: nil)
         switch outcome {
-        case .accepted:
+        case .accepted(let identity):
             access.backoff.succeeded(peer: peer)
+            return .accepted(identity)
         case .rejected(let principal, let reason):
             let delay = access.backoff.failed(peer: peer)
             access.auditLog?.record(AuditRecord(
@@ -34,8 +37,8 @@ extension TelexServer {
                 "peer": "\(peer)", "principal": "\(principal ?? "?")", "reason": "\(reason)",
             ])
             try? await Task.sleep(for: delay)
+            return .rejected(principal: principal, reason: reason)
         }
-        return outcome
     }
 
     /// What is left of the login backoff delay `peer`'s last failed login earned; nil when it may try again now.
@@ -57,7 +60,7 @@ extension TelexServer {
     /// Refuses unless `identity` is an admin principal now, with an `authorization_refused` audit record naming
     /// `peer`, the console and `consumer`: the first check of a console reset, before any other.
     public func requireConsoleAdmin(_ identity: Identity, resetting consumer: String, peer: String) throws(TelexError) {
-        guard let running else { throw TelexError(.storageFailure, "the broker is not serving") }
+        guard let running else { throw TelexError(.shuttingDown, "the broker is not serving") }
         guard running.access.isAdmin(identity) else {
             running.access.auditLog?.record(AuditRecord(
                 event: .authorizationRefused, peer: peer, principal: identity.name, action: "console reset-consumer",
@@ -106,7 +109,7 @@ extension TelexServer {
         _ consumer: String, pattern: String, to: StartPosition, force: Bool, identity: Identity, peer: String
     ) async throws(TelexError) -> [ConsumerReset] {
         try requireConsoleAdmin(identity, resetting: consumer, peer: peer)
-        guard let running else { throw TelexError(.storageFailure, "the broker is not serving") }
+        guard let running else { throw TelexError(.shuttingDown, "the broker is not serving") }
         try ConnectionHandler.validateReset(
             consumer, pattern: pattern, to: to, force: force, active: hub.subscriptions(ofConsumer: consumer),
             forceName: "\"force\": true")
@@ -137,6 +140,15 @@ extension TelexServer {
     public func subscriptionCount(ofConsumer consumer: String) -> Int {
         hub.subscriptions(ofConsumer: consumer)
     }
+}
+
+/// The answer to a console login (`TelexServer.consoleLogin`).
+public enum ConsoleLoginOutcome: Sendable, Equatable {
+    case accepted(Identity)
+    /// `principal` as in `AuthenticationOutcome.rejected`; `reason` is for the log, not the browser.
+    case rejected(principal: String?, reason: String)
+    /// Refused unchecked: `peer`'s login backoff runs, or another of its logins is being checked; try after this.
+    case waiting(Duration)
 }
 
 /// A console's interest in one topic (`TelexServer.watch`): notified like a subscription, reading nothing itself.

@@ -3,6 +3,11 @@ import NIOCore
 import NIOSSL
 
 extension TelexServer {
+    /// The TLS context new broker connections get now: the latest `reload()`'s. Nil without TLS or before `run()`
+    /// loaded it. The console and the metrics endpoint take it for each new connection, so a renewed certificate
+    /// reaches them too.
+    public var currentTLSContext: NIOSSLContext? { tlsContext.withLockedValue { $0 } }
+
     /// Reads `configuration.tls` on the thread pool and makes the result the context new connections get.
     /// Does nothing without TLS; on failure the previous context stays in use.
     func loadTLSContext() async throws {

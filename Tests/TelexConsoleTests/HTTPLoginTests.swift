@@ -158,12 +158,12 @@ struct HTTPLoginTests {
             while server.consoleLoginWait(peer: peer) == nil { await Task.yield() }
             // A parallel guess, even the right token, is refused without being checked.
             let parallel = await server.consoleLogin(token: adminToken, peer: peer)
-            guard case .rejected(_, let reason) = parallel else {
+            guard case .waiting(let wait) = parallel else {
                 Issue.record("a login during the backoff was checked: \(parallel)")
                 return
             }
-            #expect(reason.hasPrefix("too many failed logins from this address; wait "))
-            #expect(reason.hasSuffix(" s"))
+            #expect(wait > .zero && wait <= .seconds(30))
+            #expect(TelexServer.consoleLoginWaitReason(wait).hasPrefix("too many failed logins from this address; wait "))
             // Another peer is not held up.
             guard case .accepted = await server.consoleLogin(token: adminToken, peer: "192.0.2.8") else {
                 Issue.record("another peer's login was refused")
@@ -171,6 +171,73 @@ struct HTTPLoginTests {
             }
             second.cancel()
             _ = await second.value
+        }
+    }
+
+    @Test("parallel logins arriving as a peer's wait ends get one guess between them")
+    func parallelLoginsClaimOneGuess() async throws {
+        _ = try await withBrokerConsole(failureDelay: .seconds(30)) { _, adminToken, _, server in
+            let peer = "192.0.2.9"
+            let name = String(adminToken.prefix(while: { $0 != "." }))
+            // A first failure earns no delay: the next guess may be checked at once, but only one of 32.
+            guard case .rejected = await server.consoleLogin(token: "\(name).wrong", peer: peer) else {
+                Issue.record("a wrong token was accepted")
+                return
+            }
+            let (checked, waiting) = await withTaskGroup(of: ConsoleLoginOutcome.self) { group in
+                for attempt in 0..<32 {
+                    group.addTask { await server.consoleLogin(token: "\(name).guess-\(attempt)", peer: peer) }
+                }
+                var checked = 0
+                var waiting = 0
+                for await outcome in group {
+                    if case .waiting = outcome { waiting += 1 } else { checked += 1 }
+                    // The 31 refused at once are in; the checked guess sleeps out its 30 s delay: end it.
+                    if waiting == 31 { group.cancelAll() }
+                }
+                return (checked, waiting)
+            }
+            #expect(checked == 1)
+            #expect(waiting == 31)
+        }
+    }
+
+    @Test("a backoff claim is refused while another of the peer's attempts is checked or its delay runs")
+    func claim() {
+        let backoff = LoginBackoff(baseDelay: .seconds(2), maxDelay: .seconds(8))
+        let start = ContinuousClock.now
+        #expect(backoff.claim(peer: "p", now: start) == nil)
+        #expect(backoff.claim(peer: "p", now: start) == .seconds(2))
+        #expect(backoff.claim(peer: "q", now: start) == nil)
+        #expect(backoff.failed(peer: "p", now: start) == .zero)
+        #expect(backoff.claim(peer: "p", now: start) == nil)
+        // In progress after one failure: a failure now would earn 2 s.
+        #expect(backoff.claim(peer: "p", now: start) == .seconds(2))
+        #expect(backoff.failed(peer: "p", now: start) == .seconds(2))
+        #expect(backoff.claim(peer: "p", now: start + .milliseconds(500)) == .milliseconds(1500))
+        #expect(backoff.claim(peer: "p", now: start + .seconds(2)) == nil)
+        #expect(backoff.claim(peer: "p", now: start + .seconds(2)) == .seconds(4))
+        // A claim never answered lapses after maxDelay.
+        #expect(backoff.claim(peer: "p", now: start + .seconds(10)) == nil)
+        backoff.succeeded(peer: "p")
+        #expect(backoff.claim(peer: "p", now: start) == nil)
+        #expect(backoff.count == 0)
+    }
+
+    @Test("whether logins are needed comes from the configuration, before the broker serves")
+    func requiresAuthenticationBeforeServing() async throws {
+        var logger = Logger(label: "telex.test.console")
+        logger.logLevel = .critical
+        var open = ServerConfiguration(port: 0, dataDirectory: "/nonexistent", eventLoopThreads: 1)
+        var token = open
+        token.authToken = "secret"
+        var users = open
+        users.auth.usersFile = "/nonexistent/users.json"
+        open.authToken = nil
+        for (configuration, expected) in [(open, false), (token, true), (users, true)] {
+            let server = TelexServer(configuration: configuration, logger: logger)
+            #expect(server.requiresAuthentication == expected)
+            try? await server.shutdown()
         }
     }
 

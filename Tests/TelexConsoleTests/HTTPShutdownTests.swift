@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycleTestKit
 import TelexAuth
+import TelexServer
 import Testing
 
 @testable import TelexConsole
@@ -14,15 +15,13 @@ private struct GatedAuthority: ConsoleAuthority {
     let entered = AsyncStream<Void>.makeStream()
     var requiresAuthentication: Bool { true }
 
-    func consoleLogin(token: String, peer: String) async -> AuthenticationOutcome {
+    func consoleLogin(token: String, peer: String) async -> ConsoleLoginOutcome {
         entered.continuation.yield()
         for await _ in gate.stream { break }
         return .accepted(.sharedToken)
     }
 
     func isAdmin(_ identity: Identity) -> Bool { true }
-
-    func consoleLoginWait(peer: String) -> Duration? { nil }
 }
 
 @Suite("Console graceful shutdown", .timeLimit(.minutes(1)))

@@ -12,6 +12,7 @@ import Testing
 /// A self-signed certificate for 127.0.0.1 made by the `openssl` command (CI installs it, as for the broker's TLS
 /// tests), valid for two days.
 private func makeCertificate(in directory: String) throws -> ServerTLSConfiguration {
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = [
@@ -29,12 +30,34 @@ private func makeCertificate(in directory: String) throws -> ServerTLSConfigurat
     return ServerTLSConfiguration(certificateChainPath: directory + "/console.pem", privateKeyPath: directory + "/console.key")
 }
 
+/// The certificate a new TLS connection to `port` is served, as PEM, read by `openssl s_client`.
+private func servedCertificate(port: Int) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["openssl", "s_client", "-connect", "127.0.0.1:\(port)"]
+    let output = Pipe()
+    process.standardInput = FileHandle.nullDevice
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return try pemCertificate(in: text)
+}
+
+/// The first PEM certificate block of `text`.
+private func pemCertificate(in text: String) throws -> String {
+    guard let begin = text.range(of: "-----BEGIN CERTIFICATE-----"),
+        let end = text.range(of: "-----END CERTIFICATE-----", range: begin.upperBound..<text.endIndex)
+    else { throw TelexError(.internalError, "no certificate in: \(text.prefix(200))") }
+    return String(text[begin.lowerBound..<end.upperBound])
+}
+
 @Suite("Console over HTTPS", .timeLimit(.minutes(1)))
 struct HTTPTLSTests {
     @Test("with the broker's TLS the console speaks HTTPS only, and its session cookie is Secure")
     func https() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("telex-console-tls-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let tls = try makeCertificate(in: directory)
         let authority = FakeAuthority(requiresAuthentication: true, tokens: ["desk.secret": .sharedToken])
@@ -76,5 +99,49 @@ struct HTTPTLSTests {
         }
         running.cancel()
         try await running.value
+    }
+
+    @Test("a certificate renewed by the broker's reload is served to new console connections")
+    func reloadedCertificate() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("telex-console-tls-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let tls = try makeCertificate(in: directory)
+        let renewed = try makeCertificate(in: directory + "/renewed")
+        var logger = Logger(label: "telex.test.console")
+        logger.logLevel = .critical
+        var serverConfiguration = ServerConfiguration(port: 0, dataDirectory: directory + "/data", eventLoopThreads: 1)
+        serverConfiguration.tls = tls
+        let server = TelexServer(configuration: serverConfiguration, logger: logger)
+        try await server.start()
+        let configuration = ConsoleConfiguration(host: "127.0.0.1", port: 0)
+        let bound = AsyncStream<Int>.makeStream()
+        let endpoint = ConsoleEndpoint(
+            configuration: configuration, tls: tls, server: server, data: FakeData(), logger: logger,
+            onBound: { bound.continuation.yield($0) })
+        let running = Task { try await endpoint.run() }
+        do {
+            var ports = bound.stream.makeAsyncIterator()
+            let port = try #require(await ports.next())
+            let original = try pemCertificate(in: String(contentsOfFile: tls.certificateChainPath, encoding: .utf8))
+            let next = try pemCertificate(in: String(contentsOfFile: renewed.certificateChainPath, encoding: .utf8))
+            #expect(try servedCertificate(port: port) == original)
+
+            for (path, source) in [
+                (tls.certificateChainPath, renewed.certificateChainPath), (tls.privateKeyPath, renewed.privateKeyPath),
+            ] {
+                try FileManager.default.removeItem(atPath: path)
+                try FileManager.default.copyItem(atPath: source, toPath: path)
+            }
+            try await server.reload()
+            #expect(try servedCertificate(port: port) == next)
+        } catch {
+            running.cancel()
+            _ = try? await running.value
+            try? await server.shutdown()
+            throw error
+        }
+        running.cancel()
+        try await running.value
+        try await server.shutdown()
     }
 }

@@ -7,6 +7,7 @@ import NIOPosix
 import TelexAuth
 import TelexEvents
 import TelexProtocol
+import TelexServer
 import Testing
 
 @testable import TelexConsole
@@ -18,17 +19,16 @@ struct FakeAuthority: ConsoleAuthority {
     var requiresAuthentication: Bool
     var tokens: [String: Identity] = [:]
     var admins: Set<String> = ["anonymous", "auth-token"]
-    /// What `consoleLoginWait` answers (a backoff running for every peer).
+    /// When set, every login is answered `.waiting` this long (a backoff running for every peer).
     var loginWait: Duration?
 
-    func consoleLogin(token: String, peer: String) async -> AuthenticationOutcome {
+    func consoleLogin(token: String, peer: String) async -> ConsoleLoginOutcome {
+        if let loginWait { return .waiting(loginWait) }
         if let identity = tokens[token] { return .accepted(identity) }
         return .rejected(principal: nil, reason: "the token names no principal")
     }
 
     func isAdmin(_ identity: Identity) -> Bool { admins.contains(identity.name) }
-
-    func consoleLoginWait(peer: String) -> Duration? { loginWait }
 }
 
 /// Topics with events in memory; records what it was asked; errors by topic name.
