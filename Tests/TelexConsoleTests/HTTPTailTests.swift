@@ -58,11 +58,11 @@ struct HTTPTailTests {
                 let first = fields(frames[0])
                 #expect(first["id"] == "3")
                 #expect(first["event"] == "event")
-                let decoded = try JSONDecoder().decode(EventJSON.self, from: Data(first["data"]!.utf8))
+                let decoded = try JSONDecoder().decode(EventJSON.self, from: Data(try #require(first["data"]).utf8))
                 #expect(decoded == sampleEvent(3))
                 #expect(frames[1].split(separator: "\n").count == 3, "the data stays on one line")
                 #expect(!frames[1].contains("<"))
-                let second = try JSONDecoder().decode(EventJSON.self, from: Data(fields(frames[1])["data"]!.utf8))
+                let second = try JSONDecoder().decode(EventJSON.self, from: Data(try #require(fields(frames[1])["data"]).utf8))
                 #expect(second.headline == hostile)
 
                 // Nothing for a while: a keep-alive comment after the events.
@@ -98,7 +98,7 @@ struct HTTPTailTests {
                 #expect(frames.count == 2, "the event, the error, then the end: \(frames)")
                 let error = fields(frames[1])
                 #expect(error["event"] == "error")
-                let body = try JSONDecoder().decode(ErrorJSON.self, from: Data(error["data"]!.utf8))
+                let body = try JSONDecoder().decode(ErrorJSON.self, from: Data(try #require(error["data"]).utf8))
                 #expect(body == ErrorJSON(code: "TOPIC_NOT_FOUND", message: "topic 'news.sport' was deleted"))
                 #expect(await http.isClosedByServer())
                 await tail.waitUntilClosed()
