@@ -129,7 +129,8 @@ extension ConsoleEndpoint {
     /// `POST /api/login`: a new session for the principal the token names (cookie + SessionJSON), or anonymous when
     /// the broker needs no login. A refusal is 401 `AUTHENTICATION_FAILED` that does not say why (whether the
     /// principal exists): the broker logs and audits the reason. While the peer's login backoff runs it is refused
-    /// at once, with `Retry-After`.
+    /// at once, with `Retry-After`. While the broker starts or stops it is 503 `SHUTTING_DOWN`, not a refusal: the
+    /// token was not checked.
     func login(_ request: ConsoleRequest) async -> ConsoleResponse {
         guard authority.requiresAuthentication else {
             return .json(sessionJSON(for: ConsoleCaller(
@@ -150,6 +151,9 @@ extension ConsoleEndpoint {
                 TelexServer.consoleLoginWaitReason(wait)))
             response.headers.add(name: "Retry-After", value: "\(TelexServer.wholeSeconds(wait))")
             return response
+        case .notServing:
+            return .error(TelexError(.shuttingDown,
+                "the broker is starting or stopping, so the token could not be checked; try again shortly"))
         case .rejected:
             return .error(TelexError(.authenticationFailed, "the token was not accepted"))
         case .accepted(let identity):

@@ -17,11 +17,10 @@ extension TelexServer {
     /// `authentication_failed` for `peer` and answered only after the protocol's login backoff for that peer; a
     /// success clears the peer's backoff. While the delay of `peer`'s last failure runs, or another login of `peer`
     /// is being checked, it is answered `.waiting` at once without checking the token (`LoginBackoff.claim`, one
-    /// locked step): parallel connections get no more guesses than one.
+    /// locked step): parallel connections get no more guesses than one. Before `start()` has finished (topic
+    /// recovery) and after `shutdown()` it is `.notServing`, unchecked, unaudited and without a backoff claim.
     public func consoleLogin(token: String, peer: String) async -> ConsoleLoginOutcome {
-        guard let access = running?.access else {
-            return .rejected(principal: nil, reason: "the broker is not serving")
-        }
+        guard let access = running?.access else { return .notServing }
         if let wait = access.backoff.claim(peer: peer) { return .waiting(wait) }
         // No suspension between the claim and `failed`/`succeeded`, which end it.
         let outcome = access.authenticator.authenticate(token: token, peerCommonName: nil)
@@ -149,6 +148,8 @@ public enum ConsoleLoginOutcome: Sendable, Equatable {
     case rejected(principal: String?, reason: String)
     /// Refused unchecked: `peer`'s login backoff runs, or another of its logins is being checked; try after this.
     case waiting(Duration)
+    /// Refused unchecked: the broker is starting (recovering its topics) or stopping; the token may be right.
+    case notServing
 }
 
 /// A console's interest in one topic (`TelexServer.watch`): notified like a subscription, reading nothing itself.

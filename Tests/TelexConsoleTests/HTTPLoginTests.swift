@@ -241,6 +241,46 @@ struct HTTPLoginTests {
         }
     }
 
+    @Test("a login while the broker is not serving is 503 SHUTTING_DOWN, not a refusal: unchecked, unaudited, no backoff")
+    func loginBeforeServing() async throws {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("telex-console-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var logger = Logger(label: "telex.test.console")
+        logger.logLevel = .critical
+        var configuration = ServerConfiguration(port: 0, dataDirectory: directory + "/data", eventLoopThreads: 1)
+        configuration.authToken = "secret"
+        configuration.auth.auditLogFile = directory + "/audit.log"
+        // Never started: as while `start()` recovers the topics.
+        let server = TelexServer(configuration: configuration, logger: logger)
+        #expect(await server.consoleLogin(token: "secret", peer: "192.0.2.9") == .notServing)
+
+        let bound = AsyncStream<Int>.makeStream()
+        let endpoint = ConsoleEndpoint(
+            configuration: ConsoleConfiguration(host: "127.0.0.1", port: 0), tls: nil, server: server,
+            data: FakeData(), logger: logger, onBound: { bound.continuation.yield($0) })
+        let running = Task { try await endpoint.run() }
+        defer { running.cancel() }
+        var ports = bound.stream.makeAsyncIterator()
+        let port = try #require(await ports.next())
+        try await TestHTTP.with(port: port) { http in
+            for _ in 0..<2 {
+                let answer = try await http.request(.POST, "/api/login", headers: [json], body: #"{"token":"secret"}"#)
+                #expect(answer.status == .serviceUnavailable)
+                #expect(answer.errorCode == "SHUTTING_DOWN")
+                #expect(answer.errorMessage?.contains("starting or stopping") == true)
+                #expect(answer.headers.first(name: "Set-Cookie") == nil)
+                #expect(answer.headers.first(name: "Retry-After") == nil, "no backoff was earned")
+            }
+        }
+        running.cancel()
+        try await running.value
+        #expect(server.consoleLoginWait(peer: "127.0.0.1") == nil)
+        #expect(!FileManager.default.fileExists(atPath: directory + "/audit.log"), "nothing audited")
+        try? await server.shutdown()
+    }
+
     @Test("the backoff's remaining wait: none after a first failure, the delay less the time since the last failure")
     func remainingWait() {
         let backoff = LoginBackoff(baseDelay: .seconds(2), maxDelay: .seconds(8))
