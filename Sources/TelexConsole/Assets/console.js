@@ -751,7 +751,22 @@
           let from = windowStart;
           // The server's byte budget may cut an answer short: follow `next` until the window is covered.
           for (;;) {
-            const answer = await api(`${path}?from=${from}&limit=${PAGE_SIZE}`);
+            let answer;
+            try {
+              answer = await api(`${path}?from=${from}&limit=${PAGE_SIZE}`);
+            } catch (error) {
+              // Retention moved the log's start past `from` since the last answer: learn the new start from the
+              // newest event's answer, clamp the window to it and go on (startOffset otherwise only updates on
+              // success, and every later click would fail the same way).
+              if (!(error instanceof ApiError) || error.code !== "OFFSET_OUT_OF_RANGE") throw error;
+              const probe = await api(`${path}?limit=1`);
+              if (!current(generation)) return;
+              if (!(probe.startOffset > from)) throw error; // no progress: show the error, do not loop
+              startOffset = probe.startOffset;
+              from = startOffset;
+              if (from >= windowEnd) break; // the rest of this window is gone
+              continue;
+            }
             if (!current(generation)) return;
             startOffset = answer.startOffset;
             got = got.concat(answer.events.filter((e) => e.offset < before));
