@@ -1,5 +1,6 @@
 import TelexAuth
 import TelexEvents
+import TelexProtocol
 
 // The JSON the console's API answers with (README "Telex Console"). Field names are the wire names; every time is
 // milliseconds since the Unix epoch (UTC), every offset an Int64. Encoded with JSONEncoder (`ConsoleJSON`).
@@ -265,20 +266,11 @@ public struct ResetRequestJSON: Codable, Sendable, Equatable {
 }
 
 public struct ResetJSON: Codable, Sendable, Equatable {
-    public struct Topic: Codable, Sendable, Equatable {
-        public var topic: String
-        /// -1 when the consumer had no position in the topic.
-        public var previous: Int64
-        public var committed: Int64
-        public init(topic: String, previous: Int64, committed: Int64) {
-            self.topic = topic
-            self.previous = previous
-            self.committed = committed
-        }
-    }
     public var consumer: String
-    public var resets: [Topic]
-    public init(consumer: String, resets: [Topic]) {
+    /// Each topic whose position was set: `topic`, `previous` (-1 when the consumer had none there), `committed` —
+    /// ADMIN reset-consumer's own result.
+    public var resets: [ConsumerReset]
+    public init(consumer: String, resets: [ConsumerReset]) {
         self.consumer = consumer
         self.resets = resets
     }

@@ -115,7 +115,7 @@ final class FakeData: ConsoleDataSource {
         guard Self.admins.contains(user.identity.name) else {
             throw TelexError(.notAuthorized, "principal '\(user.identity.name)' is not an admin principal")
         }
-        return ResetJSON(consumer: consumer, resets: [ResetJSON.Topic(topic: request.to, previous: -1, committed: 0)])
+        return ResetJSON(consumer: consumer, resets: [ConsumerReset(topic: request.to, previous: -1, committed: 0)])
     }
 
     func tail(topic: String, from: Int64?, for user: ConsoleUser) async throws(TelexError) -> any ConsoleTail {

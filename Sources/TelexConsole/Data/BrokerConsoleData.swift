@@ -115,9 +115,7 @@ public final class BrokerConsoleData: ConsoleDataSource {
         let resets = try await server.resetConsumer(
             consumer, pattern: pattern, to: target, force: request.force ?? false, identity: user.identity,
             peer: user.peer)
-        return ResetJSON(consumer: consumer, resets: resets.map {
-            ResetJSON.Topic(topic: $0.topic, previous: $0.previous, committed: $0.committed)
-        })
+        return ResetJSON(consumer: consumer, resets: resets)
     }
 
     /// Parses a reset's `to`: `beginning`, `end`, `offset:N` or `time:ISO8601` (RFC 3339).
