@@ -138,7 +138,8 @@ struct HTTPTailTests {
         let data = FakeData(topics: ["news.sport": []], tailSource: { call in
             .events((0..<4).map { sampleEvent(Int64(call * 4 + $0), headline: big) })
         })
-        let timing = ConsoleEndpoint.Timing(keepAlive: .seconds(15), idle: .milliseconds(300))
+        // Long enough that the request itself is not late on a loaded machine (300 ms was, once).
+        let timing = ConsoleEndpoint.Timing(keepAlive: .seconds(15), idle: .seconds(2))
         try await withEndpoint(data: data, timing: timing) { endpoint, port in
             let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .channelOption(.socketOption(.so_rcvbuf), value: 16 * 1024)
