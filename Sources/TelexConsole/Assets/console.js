@@ -726,9 +726,14 @@
     }
     trim();
     empty.hidden = events.length > 0;
-    summary.textContent = page.endOffset > page.startOffset
-      ? `Offsets ${String(page.startOffset)} to ${String(page.endOffset - 1)} kept · newest first`
-      : "Empty topic";
+    // The topic's stored range; the live tail moves its end.
+    let lastStored = page.endOffset - 1;
+    const describeRange = () => {
+      summary.textContent = lastStored >= startOffset
+        ? `Offsets ${String(startOffset)} to ${String(lastStored)} kept · newest first`
+        : "Empty topic";
+    };
+    describeRange();
     if (uri) {
       searchSummary.hidden = false;
       searchSummary.append(
@@ -795,6 +800,10 @@
     });
 
     startTail(generation, topic, page.endOffset, status, (event) => {
+      if (event.offset > lastStored) {
+        lastStored = event.offset;
+        describeRange();
+      }
       if (event.offset <= newest) return;
       if (uri && event.uri !== uri) return;
       newest = event.offset;
@@ -1207,7 +1216,8 @@
     const chart = $(".consumer-chart", row);
     chart.setAttribute("rowspan", String(1 + c.topics.length));
     clear(chart);
-    chart.append(lagChart(c.consumer, c.lagHistory));
+    // The broker samples every 30 s; the lag of this answer ends the line at "now", so a new consumer has one too.
+    chart.append(lagChart(c.consumer, (c.lagHistory || []).concat([{ time: Date.now(), lag: c.totalLag }])));
     const actions = $(".consumer-actions", row);
     if (actions) actions.setAttribute("rowspan", String(1 + c.topics.length));
     // Topic rows follow the consumer row; rebuilt in place, keyed by topic.
