@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
+import Prometheus
 import TelexAuth
 import TelexProtocol
 import TelexServer
@@ -101,7 +102,7 @@ struct HTTPTLSTests {
         try await running.value
     }
 
-    @Test("a certificate renewed by the broker's reload is served to new console connections")
+    @Test("a certificate renewed by the broker's reload is served to new console and metrics connections")
     func reloadedCertificate() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("telex-console-tls-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -118,13 +119,26 @@ struct HTTPTLSTests {
         let endpoint = ConsoleEndpoint(
             configuration: configuration, tls: tls, server: server, data: FakeData(), logger: logger,
             onBound: { bound.continuation.yield($0) })
-        let running = Task { try await endpoint.run() }
+        let metricsBound = AsyncStream<Int>.makeStream()
+        let metrics = MetricsEndpoint(
+            host: "127.0.0.1", port: 0, tls: tls, registry: PrometheusCollectorRegistry(), server: server,
+            logger: logger, onBound: { metricsBound.continuation.yield($0) })
+        let running = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await endpoint.run() }
+                group.addTask { try await metrics.run() }
+                try await group.waitForAll()
+            }
+        }
         do {
             var ports = bound.stream.makeAsyncIterator()
             let port = try #require(await ports.next())
+            var metricsPorts = metricsBound.stream.makeAsyncIterator()
+            let metricsPort = try #require(await metricsPorts.next())
             let original = try pemCertificate(in: String(contentsOfFile: tls.certificateChainPath, encoding: .utf8))
             let next = try pemCertificate(in: String(contentsOfFile: renewed.certificateChainPath, encoding: .utf8))
             #expect(try servedCertificate(port: port) == original)
+            #expect(try servedCertificate(port: metricsPort) == original)
 
             for (path, source) in [
                 (tls.certificateChainPath, renewed.certificateChainPath), (tls.privateKeyPath, renewed.privateKeyPath),
@@ -134,6 +148,7 @@ struct HTTPTLSTests {
             }
             try await server.reload()
             #expect(try servedCertificate(port: port) == next)
+            #expect(try servedCertificate(port: metricsPort) == next)
         } catch {
             running.cancel()
             _ = try? await running.value
