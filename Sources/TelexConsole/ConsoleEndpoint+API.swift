@@ -111,7 +111,7 @@ extension ConsoleEndpoint {
     /// body, without `Content-Type: application/json` (400).
     func refusePost(_ request: ConsoleRequest, csrf: String) -> ConsoleResponse? {
         guard let presented = request.head.headers.first(name: "X-Telex-CSRF"),
-            ConsoleSessions.constantTimeEquals(presented, csrf)
+            Secrets.constantTimeEquals(Array(presented.utf8), Array(csrf.utf8))
         else {
             return .error(.forbidden, code: ConsoleHTTPStatus.csrf,
                 "the X-Telex-CSRF header is missing or does not match the session's csrf (GET /api/session)")

@@ -59,7 +59,7 @@ public final class ConsoleEndpoint: Service, Sendable {
     let connections: ConsoleConnections
     /// The CSRF token of every request when the broker needs no login: there is no session then, and any page of
     /// this origin may learn it from `/api/session` (a page of another origin cannot read that answer).
-    let anonymousCSRF = ConsoleSessions.randomToken()
+    let anonymousCSRF = Secrets.makeSecret()
     private let onBound: @Sendable (Int) -> Void
     private let boundPort = NIOLockedValueBox<Int?>(nil)
 

@@ -107,7 +107,7 @@ final class ConsoleSessions: Sendable {
     func create(identity: Identity) -> ConsoleSession {
         let instant = now()
         let session = ConsoleSession(
-            id: Self.randomToken(), identity: identity, csrf: Self.randomToken(), created: instant, lastUsed: instant)
+            id: Secrets.makeSecret(), identity: identity, csrf: Secrets.makeSecret(), created: instant, lastUsed: instant)
         table.withLockedValue { $0.insert(session, at: instant) }
         return session
     }
@@ -126,19 +126,6 @@ final class ConsoleSessions: Sendable {
 
     func forget(_ id: String) {
         table.withLockedValue { $0.remove(id) }
-    }
-
-    /// 32 bytes from the system's random source, as 64 lowercase hex digits.
-    static func randomToken() -> String {
-        var generator = SystemRandomNumberGenerator()
-        var text = ""
-        text.reserveCapacity(64)
-        for _ in 0..<4 {
-            let word = generator.next() as UInt64
-            let hex = String(word, radix: 16)
-            text += String(repeating: "0", count: 16 - hex.count) + hex
-        }
-        return text
     }
 
     /// The `telex_session` value of a request's `Cookie` headers (the first one; nil when absent or not 64 hex
@@ -172,16 +159,6 @@ final class ConsoleSessions: Sendable {
     /// The `Set-Cookie` value that removes the session cookie.
     static func clearCookie(secure: Bool) -> String {
         "\(cookieName)=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0" + (secure ? "; Secure" : "")
-    }
-
-    /// Compares two tokens in time that does not depend on where they differ.
-    static func constantTimeEquals(_ lhs: String, _ rhs: String) -> Bool {
-        let left = Array(lhs.utf8)
-        let right = Array(rhs.utf8)
-        guard left.count == right.count else { return false }
-        var difference: UInt8 = 0
-        for index in left.indices { difference |= left[index] ^ right[index] }
-        return difference == 0
     }
 }
 

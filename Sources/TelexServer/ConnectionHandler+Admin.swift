@@ -61,11 +61,14 @@ extension ConnectionHandler {
     }
 
     /// The address this connection reached, as `host:port`.
-    private var localAddressText: String {
-        guard let address = context?.channel.localAddress else { return "?" }
+    private var localAddressText: String { Self.addressText(context?.channel.localAddress) }
+
+    /// `address` as `host:port` (`[v6]:port`), or `?` for the parts it lacks.
+    static func addressText(_ address: SocketAddress?) -> String {
+        guard let address else { return "?" }
         let host = address.ipAddress ?? "?"
-        let port = address.port.map(String.init) ?? "?"
-        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        guard let port = address.port else { return host.contains(":") ? "[\(host)]:?" : "\(host):?" }
+        return ServerConfiguration.hostAndPort(host, port)
     }
 
     static func brokerInfo(

@@ -83,12 +83,9 @@ extension TelexServer {
     /// (it sums the data directory's files): call off the event loop. Nil unless serving.
     public func brokerInfo() -> BrokerInfo? {
         guard let running, let context = adminContextBox.withLockedValue({ $0 }) else { return nil }
-        let address = running.serverChannel.localAddress
-        let host = address?.ipAddress ?? configuration.host
-        let port = address?.port.map(String.init) ?? "?"
         return ConnectionHandler.brokerInfo(
             store: running.store, context: context, configuration: configuration,
-            address: host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
+            address: ConnectionHandler.addressText(running.serverChannel.localAddress))
     }
 
     /// Calls `onReadable` (from any thread) whenever `topic` gains readable batches, and `onDeleted` if it is deleted,

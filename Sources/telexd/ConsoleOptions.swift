@@ -1,5 +1,4 @@
 import ArgumentParser
-import Foundation
 import TelexConsole
 import TelexServer
 
@@ -15,14 +14,8 @@ struct ConsoleOptions: ParsableArguments {
         tls: ServerTLSConfiguration?, allowPlaintext: Bool, environment: [String: String]
     ) throws -> ConsoleConfiguration? {
         guard let text = address ?? environment["TELEX_CONSOLE_ADDRESS"], !text.isEmpty else { return nil }
-        guard let address = MetricsEndpoint.parseAddress(text) else {
-            throw ValidationError("console address '\(text)' is not HOST:PORT")
-        }
-        if let refusal = ServerConfiguration.plaintextRefusal(
-            host: address.host, port: address.port, tls: tls, allowPlaintext: allowPlaintext, doing: "serve the console")
-        {
-            FileHandle.standardError.write(Data((refusal + "\n").utf8))
-            throw ExitCode(64)
+        let address = try listenAddress(text, naming: "console address") { host, port in
+            ConsoleEndpoint.plaintextRefusal(host: host, port: port, tls: tls, allowPlaintext: allowPlaintext)
         }
         return ConsoleConfiguration(host: address.host, port: address.port)
     }

@@ -28,16 +28,9 @@ struct MetricsOptions: ParsableArguments {
             configuration.metricsMaxTopics = value
         }
         guard let text = address ?? environment["TELEX_METRICS_ADDRESS"], !text.isEmpty else { return nil }
-        guard let address = MetricsEndpoint.parseAddress(text) else {
-            throw ValidationError("metrics address '\(text)' is not HOST:PORT")
+        return try listenAddress(text, naming: "metrics address") { host, port in
+            MetricsEndpoint.plaintextRefusal(host: host, port: port, tls: configuration.tls, allowPlaintext: allowPlaintext)
         }
-        if let refusal = MetricsEndpoint.plaintextRefusal(
-            host: address.host, port: address.port, tls: configuration.tls, allowPlaintext: allowPlaintext)
-        {
-            FileHandle.standardError.write(Data((refusal + "\n").utf8))
-            throw ExitCode(64)
-        }
-        return address
     }
 
     /// Bootstraps swift-metrics with a Prometheus registry (the one process-wide bootstrap) and returns the registry.
@@ -48,4 +41,19 @@ struct MetricsOptions: ParsableArguments {
         MetricsSystem.bootstrap(factory)
         return registry
     }
+}
+
+/// `text` as `HOST:PORT` for an HTTP endpoint of telexd (metrics, console); exits 64 with `refusal`'s line when it
+/// names one (plaintext beyond loopback, like the broker's own refusal).
+func listenAddress(
+    _ text: String, naming what: String, refusal: (_ host: String, _ port: Int) -> String?
+) throws -> (host: String, port: Int) {
+    guard let address = MetricsEndpoint.parseAddress(text) else {
+        throw ValidationError("\(what) '\(text)' is not HOST:PORT")
+    }
+    if let refusal = refusal(address.host, address.port) {
+        FileHandle.standardError.write(Data((refusal + "\n").utf8))
+        throw ExitCode(64)
+    }
+    return address
 }

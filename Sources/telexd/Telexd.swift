@@ -107,11 +107,11 @@ struct Serve: AsyncParsableCommand {
         configuration.limits = try limits.serverLimits(environment: environment)
         try tls.apply(to: &configuration, environment: environment)
         try compaction.apply(to: &configuration, environment: environment)
+        let allowPlaintext = try tls.allowsPlaintext(environment: environment)
         let metricsAddress = try metrics.apply(
-            to: &configuration, allowPlaintext: try tls.allowsPlaintext(environment: environment), environment: environment)
+            to: &configuration, allowPlaintext: allowPlaintext, environment: environment)
         let consoleConfiguration = try console.configuration(
-            tls: configuration.tls, allowPlaintext: try tls.allowsPlaintext(environment: environment),
-            environment: environment)
+            tls: configuration.tls, allowPlaintext: allowPlaintext, environment: environment)
         let levelText = try setting(logLevel, "TELEX_LOG_LEVEL", { $0 }) ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("unknown log level '\(levelText)'") }
 
