@@ -1,4 +1,4 @@
-import Foundation
+import TelexStorage
 
 /// Each topic's end offset over the last minute, behind the topic sparklines. Bounded: at most `maxTopics` topics
 /// (the ones sampled first keep their place; the rest get none until a sampled topic is deleted), each with at most
@@ -153,6 +153,6 @@ public struct ConsoleClock: Sendable {
         let origin = ContinuousClock.now
         return ConsoleClock(
             monotonicMilliseconds: { (ContinuousClock.now - origin).milliseconds },
-            wallMilliseconds: { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) })
+            wallMilliseconds: { FileIO.nowMilliseconds() })
     }()
 }
